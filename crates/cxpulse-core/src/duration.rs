@@ -1,0 +1,82 @@
+//! Human durations as the configuration writes them: `500ms`, `30s`, `5m`, `1h`, `7d`, `2w`.
+
+/// Parses a duration into milliseconds. Compound forms (`1h30m`) are accepted.
+pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total: i64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!("`{text}`: expected a number before a unit"));
+        }
+        let (number, after) = rest.split_at(digits);
+        let unit_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let (unit, after) = after.split_at(unit_len);
+        let scale: i64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "" => return Err(format!("`{text}`: missing unit (ms, s, m, h, d, w)")),
+            other => return Err(format!("`{text}`: unknown unit `{other}`")),
+        };
+        let value: i64 = number.parse().map_err(|_| format!("`{text}`: number too large"))?;
+        total = value
+            .checked_mul(scale)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("`{text}`: duration too large"))?;
+        rest = after;
+    }
+    Ok(total)
+}
+
+/// Formats milliseconds back in the largest exact unit (`86400000` -> `1d`).
+pub fn format_duration_ms(ms: i64) -> String {
+    const UNITS: [(i64, &str); 5] =
+        [(604_800_000, "w"), (86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (scale, unit) in UNITS {
+        if ms % scale == 0 {
+            // Days read better than weeks for the usual window names (7d, 30d).
+            if unit == "w" {
+                return format!("{}d", ms / 86_400_000);
+            }
+            return format!("{}{unit}", ms / scale);
+        }
+    }
+    format!("{ms}ms")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units_and_compounds() {
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms("30d"), Ok(30 * 86_400_000));
+        assert_eq!(parse_duration_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert!(parse_duration_ms("5").is_err());
+        assert!(parse_duration_ms("h").is_err());
+        assert!(parse_duration_ms("5y").is_err());
+        assert!(parse_duration_ms("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn formats_in_largest_unit() {
+        assert_eq!(format_duration_ms(3_600_000), "1h");
+        assert_eq!(format_duration_ms(7 * 86_400_000), "7d");
+        assert_eq!(format_duration_ms(30 * 86_400_000), "30d");
+        assert_eq!(format_duration_ms(90_000), "90s");
+        assert_eq!(format_duration_ms(1_500), "1500ms");
+    }
+}

@@ -1,0 +1,465 @@
+//! The engine: validated events in, windowed state out. No I/O and no clock reads: every call
+//! takes the wall-clock time from the caller.
+//!
+//! State is kept per source partition (each partition's window contribution and dedup memory
+//! apart), so a partition lost in a rebalance takes exactly its own contribution with it. Series
+//! (brand/segment pairs) are interned once per engine and capped at `max_series`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use ahash::RandomState;
+
+use crate::age::AgeHistogram;
+use crate::event::{Event, Payload, RejectReason, Rejection, Survey};
+use crate::parse::parse_event;
+use crate::snapshot::{PipelineCounts, SeriesSnapshot, Snapshot};
+use crate::window::{Base, Contribution, Counts, Ring, WindowSpec, PANES_PER_WINDOW};
+
+type FastMap<K, V> = HashMap<K, V, RandomState>;
+
+/// Label value of the series that takes brand/segment pairs beyond `max_series`.
+pub const OVERFLOW_LABEL: &str = "__overflow__";
+
+/// Where the clock T comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClockMode {
+    /// T is the wall clock passed in by the caller.
+    Wall,
+    /// T is the highest event time seen: deterministic, for backfills and tests.
+    Event,
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Window sizes, any order; the longest decides what is too old.
+    pub windows: Vec<WindowSpec>,
+    pub clock: ClockMode,
+    pub max_future_skew_ms: i64,
+    pub max_series: usize,
+    pub dedup_horizon_ms: i64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let windows = [3_600_000, 86_400_000, 7 * 86_400_000, 30 * 86_400_000]
+            .into_iter()
+            .filter_map(|size| WindowSpec::new(size).ok())
+            .collect();
+        EngineConfig {
+            windows,
+            clock: ClockMode::Wall,
+            max_future_skew_ms: 5 * 60_000,
+            max_series: 10_000,
+            dedup_horizon_ms: 86_400_000,
+        }
+    }
+}
+
+/// A Kafka source partition, by topic index (the caller's numbering) and partition number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourcePartition {
+    pub topic: u32,
+    pub partition: i32,
+}
+
+/// What became of one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Counted,
+    Duplicate,
+    Rejected(Rejection),
+}
+
+/// Index into the engine's series table.
+pub type SeriesId = u32;
+
+struct SeriesInfo {
+    brand: Arc<str>,
+    segment: Arc<str>,
+    /// `cxpulse_survey_responses_total` by `snapshot::SURVEY_CATEGORIES` index.
+    survey_totals: [u64; 7],
+}
+
+/// Interned brand/segment pairs; two-level so lookups borrow the event's strings.
+#[derive(Default)]
+struct SeriesTable {
+    index: FastMap<Box<str>, FastMap<Box<str>, SeriesId>>,
+    list: Vec<SeriesInfo>,
+    overflow: Option<SeriesId>,
+}
+
+impl SeriesTable {
+    /// The pair's id, interning it while under the cap; `(id, overflowed)`.
+    fn intern(&mut self, brand: &str, segment: &str, max_series: usize) -> (SeriesId, bool) {
+        if let Some(id) = self.index.get(brand).and_then(|segments| segments.get(segment)) {
+            return (*id, false);
+        }
+        if self.list.len() - usize::from(self.overflow.is_some()) >= max_series {
+            let id = match self.overflow {
+                Some(id) => id,
+                None => {
+                    let id = self.push(OVERFLOW_LABEL, OVERFLOW_LABEL);
+                    self.overflow = Some(id);
+                    id
+                }
+            };
+            return (id, true);
+        }
+        let id = self.push(brand, segment);
+        self.index.entry(brand.into()).or_default().insert(segment.into(), id);
+        (id, false)
+    }
+
+    fn push(&mut self, brand: &str, segment: &str) -> SeriesId {
+        self.list.push(SeriesInfo { brand: brand.into(), segment: segment.into(), survey_totals: [0; 7] });
+        (self.list.len() - 1) as SeriesId
+    }
+}
+
+/// One series' windows within one partition: a ring per configured window.
+struct SeriesWindows {
+    rings: Box<[Ring]>,
+}
+
+struct PartitionState {
+    epoch: u64,
+    /// Indexed by `SeriesId`; `None` where the partition never saw the series.
+    series: Vec<Option<Box<SeriesWindows>>>,
+    /// Event-id hashes in the order first seen, with the clock at that moment, for expiry.
+    dedup_order: VecDeque<(i64, u128)>,
+}
+
+impl PartitionState {
+    fn new(next_epoch: &mut u64) -> Self {
+        *next_epoch += 1;
+        PartitionState { epoch: *next_epoch, series: Vec::new(), dedup_order: VecDeque::new() }
+    }
+}
+
+/// The latest answer for a `response_id`, to take out again when it is corrected.
+struct ResponseEntry {
+    partition: SourcePartition,
+    /// The partition state's epoch: a partition dropped and seen again is a new state.
+    epoch: u64,
+    series: SeriesId,
+    occurred_at_ms: i64,
+    counts: Counts,
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    /// Index of the longest window in `config.windows`.
+    longest: usize,
+    future_panes: Vec<usize>,
+    /// The clock T; for the event clock, `None` until the first event.
+    clock_ms: Option<i64>,
+    series: SeriesTable,
+    partitions: FastMap<SourcePartition, PartitionState>,
+    /// Event-id hash -> the partition whose dedup memory holds it, and the clock when first seen.
+    dedup: FastMap<u128, (SourcePartition, i64)>,
+    responses: FastMap<u128, ResponseEntry>,
+    next_epoch: u64,
+    pipeline: PipelineCounts,
+    age: AgeHistogram,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Result<Self, String> {
+        if config.windows.is_empty() {
+            return Err("at least one window size is needed".into());
+        }
+        let longest = (0..config.windows.len())
+            .max_by_key(|&i| config.windows[i].size_ms)
+            .unwrap_or(0);
+        let future_panes = config
+            .windows
+            .iter()
+            .map(|w| match config.clock {
+                ClockMode::Wall => (config.max_future_skew_ms.max(0) / w.step_ms + 1) as usize,
+                ClockMode::Event => 0,
+            })
+            .collect();
+        Ok(Engine {
+            config,
+            longest,
+            future_panes,
+            clock_ms: None,
+            series: SeriesTable::default(),
+            partitions: FastMap::default(),
+            dedup: FastMap::default(),
+            responses: FastMap::default(),
+            next_epoch: 0,
+            pipeline: PipelineCounts::default(),
+            age: AgeHistogram::new(),
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The clock T as the engine last saw it.
+    pub fn clock_ms(&self) -> Option<i64> {
+        self.clock_ms
+    }
+
+    /// Parses, validates and counts one Kafka message. `wall_ms` is the caller's clock reading.
+    pub fn process(&mut self, partition: SourcePartition, payload: &[u8], wall_ms: i64) -> Outcome {
+        self.pipeline.consumed += 1;
+        let outcome = match parse_event(payload) {
+            Ok(event) => self.apply(partition, &event, wall_ms),
+            Err(rejection) => Outcome::Rejected(rejection),
+        };
+        match &outcome {
+            Outcome::Counted => self.pipeline.counted += 1,
+            Outcome::Duplicate => self.pipeline.duplicates += 1,
+            Outcome::Rejected(rejection) => self.pipeline.rejected[rejection.reason.index()] += 1,
+        }
+        outcome
+    }
+
+    /// Counts a parsed event (the pipeline counters are `process`'s job).
+    fn apply(&mut self, partition: SourcePartition, event: &Event<'_>, wall_ms: i64) -> Outcome {
+        if self.config.clock == ClockMode::Wall {
+            self.advance_clock(wall_ms);
+        }
+        let occurred = event.occurred_at_ms;
+        let id_hash = xxhash_rust::xxh3::xxh3_128(event.event_id.as_bytes());
+        let horizon = self.clock_ms.map_or(i64::MIN, |t| t - self.config.dedup_horizon_ms);
+        if self.dedup.get(&id_hash).is_some_and(|&(_, seen_at)| seen_at > horizon) {
+            return Outcome::Duplicate;
+        }
+        if let Some(rejection) = self.check_time(occurred) {
+            return Outcome::Rejected(rejection);
+        }
+        if self.config.clock == ClockMode::Event {
+            self.advance_clock(occurred);
+        }
+        let clock = self.clock_ms.unwrap_or(occurred);
+
+        let (series, overflowed) = self.series.intern(&event.brand, &event.segment, self.config.max_series);
+        if overflowed {
+            self.pipeline.series_overflow += 1;
+        }
+        let epochs = &mut self.next_epoch;
+        let state = self.partitions.entry(partition).or_insert_with(|| PartitionState::new(epochs));
+        expire_dedup(state, partition, &mut self.dedup, clock - self.config.dedup_horizon_ms);
+        state.dedup_order.push_back((clock, id_hash));
+        let epoch = state.epoch;
+        self.dedup.insert(id_hash, (partition, clock));
+
+        let contribution = match &event.payload {
+            Payload::Survey { survey, response_id } => {
+                let counts = survey_counts(*survey);
+                self.series.list[series as usize].survey_totals[survey_category_index(*survey)] += 1;
+                if let Some(response_id) = response_id {
+                    let key = xxhash_rust::xxh3::xxh3_128(response_id.as_bytes());
+                    let entry = ResponseEntry { partition, epoch, series, occurred_at_ms: occurred, counts };
+                    if let Some(old) = self.responses.insert(key, entry) {
+                        self.retract(&old);
+                        self.pipeline.corrections += 1;
+                    }
+                }
+                Contribution::Counts(counts)
+            }
+            Payload::Lifecycle { action, .. } => {
+                let mut counts = Counts::default();
+                counts.actions[action.index()] = 1;
+                let delta = action.active_delta();
+                if delta != 0 {
+                    self.add_to_windows(partition, series, occurred, &Contribution::Move(delta));
+                }
+                Contribution::Counts(counts)
+            }
+            Payload::CustomerBase { active_customers } => Contribution::Base(Base {
+                time_ms: occurred,
+                value: i64::try_from(*active_customers).unwrap_or(i64::MAX),
+            }),
+        };
+        self.add_to_windows(partition, series, occurred, &contribution);
+        self.pipeline.last_event_ms = Some(self.pipeline.last_event_ms.map_or(occurred, |t| t.max(occurred)));
+        self.age.record(wall_ms, wall_ms.saturating_sub(occurred));
+        Outcome::Counted
+    }
+
+    fn check_time(&self, occurred: i64) -> Option<Rejection> {
+        let clock = self.clock_ms?;
+        if self.config.clock == ClockMode::Wall && occurred > clock.saturating_add(self.config.max_future_skew_ms) {
+            return Some(Rejection::new(
+                RejectReason::TooFarInFuture,
+                format!("occurred_at is {} ms ahead of the clock", occurred - clock),
+            ));
+        }
+        let longest = &self.config.windows[self.longest];
+        let oldest_pane = longest.pane_of(clock) - PANES_PER_WINDOW + 1;
+        if longest.pane_of(occurred) < oldest_pane {
+            return Some(Rejection::new(
+                RejectReason::TooOld,
+                format!("occurred_at is older than the longest window ({})", longest.name),
+            ));
+        }
+        None
+    }
+
+    /// Moves the clock forward (never back).
+    pub fn advance_clock(&mut self, now_ms: i64) {
+        if self.clock_ms.is_none_or(|t| now_ms > t) {
+            self.clock_ms = Some(now_ms);
+        }
+    }
+
+    fn add_to_windows(&mut self, partition: SourcePartition, series: SeriesId, at_ms: i64, contribution: &Contribution) {
+        let Some(clock) = self.clock_ms else { return };
+        let windows = &self.config.windows;
+        let future = &self.future_panes;
+        let Some(state) = self.partitions.get_mut(&partition) else { return };
+        let slot = series as usize;
+        if state.series.len() <= slot {
+            state.series.resize_with(slot + 1, || None);
+        }
+        let series_windows = state.series[slot].get_or_insert_with(|| {
+            Box::new(SeriesWindows {
+                rings: windows.iter().zip(future).map(|(w, f)| Ring::new(w.pane_of(clock), *f)).collect(),
+            })
+        });
+        for (ring, window) in series_windows.rings.iter_mut().zip(windows) {
+            ring.advance(window.pane_of(clock));
+            ring.apply(window.pane_of(at_ms), contribution, false);
+        }
+    }
+
+    /// Takes a replaced answer out of every window it is still in.
+    fn retract(&mut self, old: &ResponseEntry) {
+        let Some(clock) = self.clock_ms else { return };
+        let Some(state) = self.partitions.get_mut(&old.partition).filter(|s| s.epoch == old.epoch) else { return };
+        let Some(Some(series_windows)) = state.series.get_mut(old.series as usize) else { return };
+        for (ring, window) in series_windows.rings.iter_mut().zip(&self.config.windows) {
+            ring.advance(window.pane_of(clock));
+            ring.apply(window.pane_of(old.occurred_at_ms), &Contribution::Counts(old.counts), true);
+        }
+    }
+
+    /// Forgets a partition's contribution and dedup memory (it was revoked or is being rebuilt).
+    pub fn drop_partition(&mut self, partition: SourcePartition) {
+        if let Some(state) = self.partitions.remove(&partition) {
+            for (seen_at, id_hash) in state.dedup_order {
+                if self.dedup.get(&id_hash) == Some(&(partition, seen_at)) {
+                    self.dedup.remove(&id_hash);
+                }
+            }
+        }
+    }
+
+    /// Housekeeping the hot path leaves for later: expire dedup memory of idle partitions and
+    /// corrections that no window can hold any more. Call it every few seconds.
+    pub fn maintain(&mut self, wall_ms: i64) {
+        if self.config.clock == ClockMode::Wall {
+            self.advance_clock(wall_ms);
+        }
+        let Some(clock) = self.clock_ms else { return };
+        let horizon = clock - self.config.dedup_horizon_ms;
+        for (partition, state) in self.partitions.iter_mut() {
+            expire_dedup(state, *partition, &mut self.dedup, horizon);
+        }
+        let longest = &self.config.windows[self.longest];
+        let oldest_pane = longest.pane_of(clock) - PANES_PER_WINDOW + 1;
+        self.responses.retain(|_, entry| longest.pane_of(entry.occurred_at_ms) >= oldest_pane);
+    }
+
+    /// The windowed values of every series at the clock, summed over partitions, plus the
+    /// pipeline counters. Advances every ring to the clock on the way.
+    pub fn snapshot(&mut self, wall_ms: i64) -> Snapshot {
+        if self.config.clock == ClockMode::Wall {
+            self.advance_clock(wall_ms);
+        }
+        let window_count = self.config.windows.len();
+        let mut series: Vec<SeriesSnapshot> = self
+            .series
+            .list
+            .iter()
+            .map(|info| SeriesSnapshot {
+                brand: info.brand.clone(),
+                segment: info.segment.clone(),
+                windows: vec![Counts::default(); window_count],
+                active_at_start: vec![None; window_count],
+                active_now: None,
+                survey_totals: info.survey_totals,
+            })
+            .collect();
+        if let Some(clock) = self.clock_ms {
+            for state in self.partitions.values_mut() {
+                for (slot, series_windows) in state.series.iter_mut().enumerate() {
+                    let (Some(series_windows), Some(out)) = (series_windows, series.get_mut(slot)) else { continue };
+                    for (i, (ring, window)) in series_windows.rings.iter_mut().zip(&self.config.windows).enumerate() {
+                        ring.advance(window.pane_of(clock));
+                        out.windows[i].add(ring.sum());
+                        out.active_at_start[i] = merge_active(out.active_at_start[i], ring.active_at_start());
+                        if i == self.longest {
+                            out.active_now = merge_active(out.active_now, ring.active_now());
+                        }
+                    }
+                }
+            }
+        }
+        Snapshot {
+            clock_ms: self.clock_ms,
+            windows: self.config.windows.clone(),
+            series,
+            pipeline: self.pipeline.clone(),
+            partitions: self.partitions.len(),
+            dedup_entries: self.dedup.len(),
+            event_age_quantiles_ms: self.age.quantiles(wall_ms),
+            event_age_sum_ms: self.age.sum_ms(),
+            event_age_count: self.age.count(),
+        }
+    }
+}
+
+/// Sums per-partition active counts. A partition without a base contributes its net moves, so a
+/// base on one partition plus moves on others still adds up; the sum is known once any is.
+fn merge_active(acc: Option<(i64, bool)>, anchor: crate::window::Anchor) -> Option<(i64, bool)> {
+    let (value, known) = acc.unwrap_or((0, false));
+    Some((value.saturating_add(anchor.value), known || anchor.known().is_some()))
+}
+
+/// Forgets the partition's ids first seen at or before `horizon_ms`; an id seen again since (and
+/// so owned by a newer entry) is left alone.
+fn expire_dedup(
+    state: &mut PartitionState,
+    partition: SourcePartition,
+    dedup: &mut FastMap<u128, (SourcePartition, i64)>,
+    horizon_ms: i64,
+) {
+    while let Some(&(seen_at, id_hash)) = state.dedup_order.front() {
+        if seen_at > horizon_ms {
+            break;
+        }
+        state.dedup_order.pop_front();
+        if dedup.get(&id_hash) == Some(&(partition, seen_at)) {
+            dedup.remove(&id_hash);
+        }
+    }
+}
+
+fn survey_counts(survey: Survey) -> Counts {
+    let mut counts = Counts::default();
+    match survey {
+        Survey::Nps { score } => counts.nps[Survey::nps_category(score) as usize] = 1,
+        Survey::Csat { score, scale } => counts.csat[usize::from(!Survey::csat_satisfied(score, scale))] = 1,
+        Survey::Ces { score } => {
+            counts.ces[usize::from(!Survey::ces_easy(score))] = 1;
+            counts.ces_score_sum = u32::from(score);
+        }
+    }
+    counts
+}
+
+/// Index into `snapshot::SURVEY_CATEGORIES`.
+fn survey_category_index(survey: Survey) -> usize {
+    match survey {
+        Survey::Nps { score } => Survey::nps_category(score) as usize,
+        Survey::Csat { score, scale } => 3 + usize::from(!Survey::csat_satisfied(score, scale)),
+        Survey::Ces { score } => 5 + usize::from(!Survey::ces_easy(score)),
+    }
+}

@@ -1,0 +1,19 @@
+//! cxpulse-core: the pure logic of cxpulse. Event parsing and validation, scoring, event-time
+//! windows, dedup and corrections, kept per source partition. No Kafka, no sockets, no clock
+//! reads: callers pass bytes and the time in, and read state out.
+
+pub mod age;
+pub mod alerts;
+pub mod duration;
+pub mod engine;
+pub mod health;
+pub mod event;
+pub mod parse;
+pub mod snapshot;
+pub mod synth;
+pub mod window;
+
+pub use engine::{ClockMode, Engine, EngineConfig, Outcome, SourcePartition};
+pub use event::{RejectReason, Rejection};
+pub use snapshot::{Scores, Snapshot};
+pub use window::{Counts, WindowSpec};

@@ -1,0 +1,146 @@
+//! Synthetic schema-1 events for the demo, `cxpulse produce`, tests and benchmarks: several brands
+//! and segments, a realistic mix of surveys and lifecycle events, and one brand whose NPS dips.
+//! Deterministic for a given seed; the caller supplies the time.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+pub const BRANDS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
+pub const SEGMENTS: [&str; 3] = ["smb", "mid", "enterprise"];
+
+#[derive(Clone, Debug)]
+pub struct SynthConfig {
+    pub seed: u64,
+    /// Prefix of every `event_id`, so that separate runs never collide in dedup.
+    pub run_id: String,
+    /// The brand whose NPS falls after `dip_after_ms` of event time from the first event.
+    pub dip_brand: Option<String>,
+    pub dip_after_ms: i64,
+    /// Share of messages that are deliberately malformed (for the dead-letter path).
+    pub invalid_ratio: f64,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig {
+            seed: 7,
+            run_id: "synth".into(),
+            dip_brand: Some("globex".into()),
+            dip_after_ms: 60_000,
+            invalid_ratio: 0.0,
+        }
+    }
+}
+
+pub struct Synth {
+    config: SynthConfig,
+    rng: SmallRng,
+    seq: u64,
+    first_ms: Option<i64>,
+    base_sent: [[bool; 3]; 4],
+}
+
+/// One generated message: its Kafka key (`brand/segment`) and JSON payload.
+pub struct SynthMessage {
+    pub key: String,
+    pub payload: String,
+}
+
+impl Synth {
+    pub fn new(config: SynthConfig) -> Self {
+        let rng = SmallRng::seed_from_u64(config.seed);
+        Synth { config, rng, seq: 0, first_ms: None, base_sent: [[false; 3]; 4] }
+    }
+
+    /// The next message, with `occurred_at = now_ms`.
+    pub fn next_message(&mut self, now_ms: i64) -> SynthMessage {
+        self.seq += 1;
+        let first = *self.first_ms.get_or_insert(now_ms);
+        let b = self.rng.gen_range(0..BRANDS.len());
+        let s = self.rng.gen_range(0..SEGMENTS.len());
+        let (brand, segment) = (BRANDS[b], SEGMENTS[s]);
+        let key = format!("{brand}/{segment}");
+        let id = format!("{}-{}", self.config.run_id, self.seq);
+        if self.config.invalid_ratio > 0.0 && self.rng.gen_bool(self.config.invalid_ratio.min(1.0)) {
+            return SynthMessage { key, payload: self.invalid_payload(&id, brand, now_ms) };
+        }
+        let common = format!(
+            r#""event_id":"{id}","occurred_at":{now_ms},"brand":"{brand}","segment":"{segment}""#
+        );
+        if !self.base_sent[b][s] {
+            self.base_sent[b][s] = true;
+            let active = 1_000 * (b as u64 + 1) + 250 * s as u64;
+            return SynthMessage {
+                key,
+                payload: format!(r#"{{{common},"type":"customer_base","active_customers":{active}}}"#),
+            };
+        }
+        let dipping = self.config.dip_brand.as_deref() == Some(brand) && now_ms - first >= self.config.dip_after_ms;
+        let roll: f64 = self.rng.gen();
+        let payload = if roll < 0.5 {
+            let score = self.nps_score(dipping);
+            format!(r#"{{{common},"type":"survey_response","survey":"nps","score":{score}}}"#)
+        } else if roll < 0.65 {
+            let score = self.rng.gen_range(1..=5);
+            let score = if self.rng.gen_bool(0.6) { score.max(4) } else { score };
+            format!(r#"{{{common},"type":"survey_response","survey":"csat","score":{score}}}"#)
+        } else if roll < 0.75 {
+            let score = self.rng.gen_range(1..=7);
+            format!(r#"{{{common},"type":"survey_response","survey":"ces","score":{score}}}"#)
+        } else {
+            let action = match self.rng.gen_range(0..100) {
+                0..=29 => "signup",
+                30..=59 => "purchase",
+                60..=79 => "renewal",
+                80..=91 => "churn",
+                _ => "reactivation",
+            };
+            let customer = self.rng.gen_range(0..1_000_000);
+            format!(r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#)
+        };
+        SynthMessage { key, payload }
+    }
+
+    /// Healthy brands are mostly promoters; a dipping brand turns mostly detractor.
+    fn nps_score(&mut self, dipping: bool) -> u8 {
+        let (promoter, passive) = if dipping { (0.15, 0.25) } else { (0.55, 0.3) };
+        let roll: f64 = self.rng.gen();
+        if roll < promoter {
+            self.rng.gen_range(9..=10)
+        } else if roll < promoter + passive {
+            self.rng.gen_range(7..=8)
+        } else {
+            self.rng.gen_range(0..=6)
+        }
+    }
+
+    fn invalid_payload(&mut self, id: &str, brand: &str, now_ms: i64) -> String {
+        match self.rng.gen_range(0..4) {
+            0 => format!(r#"{{"event_id":"{id}","type":"survey_response","occurred_at":{now_ms},"brand":"{brand}","survey":"nps","score":11}}"#),
+            1 => format!(r#"{{"event_id":"{id}","type":"survey_response","occurred_at":{now_ms}"#),
+            2 => format!(r#"{{"event_id":"{id}","type":"refund","occurred_at":{now_ms},"brand":"{brand}"}}"#),
+            _ => format!(r#"{{"event_id":"{id}","type":"customer_lifecycle","occurred_at":{now_ms},"brand":"{brand}","action":"churn"}}"#),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_event;
+
+    #[test]
+    fn generated_events_parse_and_invalid_ones_do_not() {
+        let mut synth = Synth::new(SynthConfig { invalid_ratio: 0.1, ..SynthConfig::default() });
+        let (mut valid, mut invalid) = (0, 0);
+        for i in 0..2_000 {
+            let message = synth.next_message(1_795_000_000_000 + i);
+            match parse_event(message.payload.as_bytes()) {
+                Ok(_) => valid += 1,
+                Err(_) => invalid += 1,
+            }
+        }
+        assert!(invalid > 100 && invalid < 300, "{invalid}");
+        assert_eq!(valid + invalid, 2_000);
+    }
+}

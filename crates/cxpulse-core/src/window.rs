@@ -1,0 +1,391 @@
+//! Event-time rolling windows built from panes with running sums.
+//!
+//! A window of size W is cut into 60 panes of `step = W / 60`. A [`Ring`] keeps the panes of the
+//! window plus a few "future" panes (events a little ahead of the wall clock), and a running sum
+//! of the in-window panes, so reading a window is O(1) and memory is fixed by the window, not by
+//! the event count. Pane `p` holds events with `floor(occurred_at / step) == p`; at clock T the
+//! window holds panes `head-59 ..= head` with `head = floor(T / step)`, so it covers between
+//! `W - step` and `W` of history ("to the resolution of the step").
+//!
+//! Active customers are tracked alongside: a pane carries the net lifecycle moves and the latest
+//! `customer_base` value seen in it, and each ring folds panes that leave it into an anchor: the
+//! active count at the window's start.
+
+/// Panes per window: the step is W / 60 (DESIGN.md: the step is at most W/60).
+pub const PANES_PER_WINDOW: i64 = 60;
+
+/// One configured window: its size, step and label value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub name: String,
+    pub size_ms: i64,
+    pub step_ms: i64,
+}
+
+impl WindowSpec {
+    /// A window of `size_ms`, which must be a whole number of seconds of at least one minute so
+    /// that the step is a whole number of milliseconds.
+    pub fn new(size_ms: i64) -> Result<Self, String> {
+        if size_ms < 60_000 || size_ms % PANES_PER_WINDOW != 0 {
+            return Err(format!(
+                "window {} is too short or not divisible into {PANES_PER_WINDOW} steps: use at least 1m",
+                crate::duration::format_duration_ms(size_ms)
+            ));
+        }
+        Ok(WindowSpec {
+            name: crate::duration::format_duration_ms(size_ms),
+            size_ms,
+            step_ms: size_ms / PANES_PER_WINDOW,
+        })
+    }
+
+    pub fn pane_of(&self, time_ms: i64) -> i64 {
+        time_ms.div_euclid(self.step_ms)
+    }
+}
+
+/// Counts kept per pane and summed per window. Indices follow the metric label order:
+/// nps = [promoter, passive, detractor], csat = [satisfied, unsatisfied], ces = [easy, not_easy],
+/// actions = `Action::index`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub nps: [u32; 3],
+    pub csat: [u32; 2],
+    pub ces: [u32; 2],
+    pub ces_score_sum: u32,
+    pub actions: [u32; 5],
+}
+
+impl Counts {
+    pub fn add(&mut self, other: &Counts) {
+        zip_apply(self, other, u32::wrapping_add);
+    }
+
+    pub fn sub(&mut self, other: &Counts) {
+        zip_apply(self, other, u32::wrapping_sub);
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Counts::default()
+    }
+
+    pub fn nps_total(&self) -> u32 {
+        self.nps.iter().sum()
+    }
+}
+
+fn zip_apply(a: &mut Counts, b: &Counts, op: fn(u32, u32) -> u32) {
+    let pairs = a
+        .nps
+        .iter_mut()
+        .zip(b.nps)
+        .chain(a.csat.iter_mut().zip(b.csat))
+        .chain(a.ces.iter_mut().zip(b.ces))
+        .chain(std::iter::once((&mut a.ces_score_sum, b.ces_score_sum)))
+        .chain(a.actions.iter_mut().zip(b.actions));
+    for (x, y) in pairs {
+        *x = op(*x, y);
+    }
+}
+
+/// The active-customer part of a pane or an anchor: `base` is the latest `customer_base` value
+/// (with its event time, to pick the latest of several), `net` the lifecycle moves.
+/// Applying a pane to a running count: a base resets it, then the pane's moves apply — at pane
+/// resolution, moves in the same pane as a base count as after it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Active {
+    pub base: Option<Base>,
+    pub net: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Base {
+    pub time_ms: i64,
+    pub value: i64,
+}
+
+impl Active {
+    fn set_base(&mut self, base: Base) {
+        if self.base.is_none_or(|old| base.time_ms >= old.time_ms) {
+            self.base = Some(base);
+        }
+    }
+}
+
+/// A running active-customer count at a pane boundary: `value` is meaningful as an absolute count
+/// only once a base has been folded in (`base_pane` is `Some`); before that it is the net of moves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Anchor {
+    pub value: i64,
+    /// The pane and the base folded into `value`, if any.
+    pub base: Option<(i64, Base)>,
+}
+
+impl Anchor {
+    /// Folds pane `pane` (later than everything folded so far) into the count.
+    pub fn fold(&mut self, pane: i64, active: &Active) {
+        match active.base {
+            Some(base) => {
+                self.value = base.value.saturating_add(active.net);
+                self.base = Some((pane, base));
+            }
+            None => self.value = self.value.saturating_add(active.net),
+        }
+    }
+
+    /// Applies a lifecycle move that belongs to an already folded pane.
+    fn late_move(&mut self, pane: i64, delta: i64) {
+        if self.base.is_none_or(|(base_pane, _)| pane >= base_pane) {
+            self.value = self.value.saturating_add(delta);
+        }
+    }
+
+    /// Applies a `customer_base` that belongs to an already folded pane. Exact when it lands in the
+    /// pane of the folded base; when it is newer, the moves between it and the window start were
+    /// folded without their pane, so the count restarts from the base (a step-resolution
+    /// approximation documented in the README).
+    fn late_base(&mut self, pane: i64, base: Base) {
+        match self.base {
+            Some((base_pane, old)) if pane == base_pane => {
+                if base.time_ms >= old.time_ms {
+                    self.value = self.value.saturating_sub(old.value).saturating_add(base.value);
+                    self.base = Some((pane, base));
+                }
+            }
+            Some((base_pane, _)) if pane < base_pane => {}
+            _ => {
+                self.value = base.value;
+                self.base = Some((pane, base));
+            }
+        }
+    }
+
+    pub fn known(&self) -> Option<i64> {
+        self.base.map(|_| self.value)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Pane {
+    counts: Counts,
+    active: Active,
+}
+
+/// What one event contributes to a pane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contribution {
+    Counts(Counts),
+    Move(i64),
+    Base(Base),
+}
+
+/// One window of one series: the panes, their running sum and the active-customer anchor.
+#[derive(Clone, Debug)]
+pub struct Ring {
+    panes: Box<[Pane]>,
+    /// Pane index of the clock: the newest in-window pane.
+    head: i64,
+    sum: Counts,
+    anchor: Anchor,
+}
+
+impl Ring {
+    /// `future_panes` slots hold events ahead of the clock (wall clock with skew).
+    pub fn new(head: i64, future_panes: usize) -> Self {
+        Ring {
+            panes: vec![Pane::default(); PANES_PER_WINDOW as usize + future_panes].into_boxed_slice(),
+            head,
+            sum: Counts::default(),
+            anchor: Anchor::default(),
+        }
+    }
+
+    fn len(&self) -> i64 {
+        self.panes.len() as i64
+    }
+
+    fn slot(&self, pane: i64) -> usize {
+        pane.rem_euclid(self.len()) as usize
+    }
+
+    /// First pane inside the window.
+    pub fn start(&self) -> i64 {
+        self.head - PANES_PER_WINDOW + 1
+    }
+
+    pub fn head(&self) -> i64 {
+        self.head
+    }
+
+    /// Moves the clock forward to `head`: future panes enter the window, old panes leave it and
+    /// are folded into the anchor. Never moves backwards.
+    pub fn advance(&mut self, head: i64) {
+        if head <= self.head {
+            return;
+        }
+        // After `len` steps every slot has been folded and cleared, so later steps are no-ops.
+        let last = head.min(self.head + self.len());
+        for entering in self.head + 1..=last {
+            let leaving = entering - PANES_PER_WINDOW;
+            let entering_slot = self.slot(entering);
+            let leaving_slot = self.slot(leaving);
+            let pane = self.panes[leaving_slot];
+            self.sum.sub(&pane.counts);
+            self.anchor.fold(leaving, &pane.active);
+            // The leaving slot is next reused for pane `leaving + len`, beyond the future range.
+            self.panes[leaving_slot] = Pane::default();
+            let counts = self.panes[entering_slot].counts;
+            self.sum.add(&counts);
+        }
+        self.head = head;
+    }
+
+    /// Adds (or with `remove`, takes out) an event's contribution at `pane`. Panes beyond the
+    /// future slots are ignored: the caller rejects those events before. Panes before the window
+    /// only move the active-customer anchor.
+    pub fn apply(&mut self, pane: i64, contribution: &Contribution, remove: bool) {
+        if pane > self.head + self.len() - PANES_PER_WINDOW {
+            return;
+        }
+        if pane < self.start() {
+            match *contribution {
+                Contribution::Counts(_) => {}
+                Contribution::Move(delta) => self.anchor.late_move(pane, if remove { -delta } else { delta }),
+                Contribution::Base(base) => {
+                    if !remove {
+                        self.anchor.late_base(pane, base)
+                    }
+                }
+            }
+            return;
+        }
+        let in_window = pane <= self.head;
+        let slot = self.slot(pane);
+        let target = &mut self.panes[slot];
+        match *contribution {
+            Contribution::Counts(counts) => {
+                if remove {
+                    target.counts.sub(&counts);
+                    if in_window {
+                        self.sum.sub(&counts);
+                    }
+                } else {
+                    target.counts.add(&counts);
+                    if in_window {
+                        self.sum.add(&counts);
+                    }
+                }
+            }
+            Contribution::Move(delta) => {
+                target.active.net += if remove { -delta } else { delta };
+            }
+            Contribution::Base(base) => {
+                if !remove {
+                    target.active.set_base(base);
+                }
+            }
+        }
+    }
+
+    /// The window's counts at the clock.
+    pub fn sum(&self) -> &Counts {
+        &self.sum
+    }
+
+    /// Active customers at the window's start, once a `customer_base` has been seen.
+    pub fn active_at_start(&self) -> Anchor {
+        self.anchor
+    }
+
+    /// Active customers at the clock: the anchor with every in-window pane folded in.
+    pub fn active_now(&self) -> Anchor {
+        let mut anchor = self.anchor;
+        for pane in self.start()..=self.head {
+            anchor.fold(pane, &self.panes[self.slot(pane)].active);
+        }
+        anchor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_promoter() -> Contribution {
+        Contribution::Counts(Counts { nps: [1, 0, 0], ..Counts::default() })
+    }
+
+    #[test]
+    fn steps_are_a_sixtieth() {
+        let w = WindowSpec::new(3_600_000).unwrap();
+        assert_eq!((w.name.as_str(), w.step_ms), ("1h", 60_000));
+        assert!(WindowSpec::new(59_000).is_err());
+    }
+
+    #[test]
+    fn events_leave_after_sixty_panes() {
+        let mut ring = Ring::new(100, 0);
+        ring.apply(100, &one_promoter(), false);
+        ring.apply(41, &one_promoter(), false);
+        ring.apply(40, &one_promoter(), false); // before the window: not counted
+        assert_eq!(ring.sum().nps[0], 2);
+        ring.advance(101);
+        assert_eq!(ring.sum().nps[0], 1);
+        ring.advance(159);
+        assert_eq!(ring.sum().nps[0], 1);
+        ring.advance(160);
+        assert_eq!(ring.sum().nps[0], 0);
+    }
+
+    #[test]
+    fn future_panes_enter_when_the_clock_reaches_them() {
+        let mut ring = Ring::new(10, 2);
+        ring.apply(12, &one_promoter(), false);
+        ring.apply(13, &one_promoter(), false); // beyond the future slots: ignored
+        assert_eq!(ring.sum().nps[0], 0);
+        ring.advance(12);
+        assert_eq!(ring.sum().nps[0], 1);
+    }
+
+    #[test]
+    fn long_jumps_clear_everything() {
+        let mut ring = Ring::new(0, 1);
+        ring.apply(0, &one_promoter(), false);
+        ring.apply(1, &Contribution::Base(Base { time_ms: 1, value: 7 }), false);
+        ring.advance(1_000_000);
+        assert!(ring.sum().is_zero());
+        assert_eq!(ring.active_at_start().known(), Some(7));
+        assert_eq!(ring.active_now().known(), Some(7));
+    }
+
+    #[test]
+    fn removal_undoes_addition() {
+        let mut ring = Ring::new(5, 0);
+        ring.apply(5, &one_promoter(), false);
+        ring.apply(5, &one_promoter(), true);
+        assert!(ring.sum().is_zero());
+    }
+
+    #[test]
+    fn active_customers_fold_base_and_moves() {
+        let mut ring = Ring::new(100, 0);
+        // Window start is pane 41: these land before it, in the anchor.
+        ring.apply(30, &Contribution::Base(Base { time_ms: 0, value: 10 }), false);
+        assert_eq!(ring.active_at_start().known(), Some(10));
+        ring.apply(25, &Contribution::Move(1), false); // older than the base's pane: overridden
+        assert_eq!(ring.active_at_start().known(), Some(10));
+        ring.apply(35, &Contribution::Move(1), false);
+        ring.apply(30, &Contribution::Move(1), false); // same pane as the base: counts after it
+        assert_eq!(ring.active_at_start().known(), Some(12));
+        ring.apply(60, &Contribution::Move(-1), false); // in the window: not at its start
+        assert_eq!(ring.active_at_start().known(), Some(12));
+        assert_eq!(ring.active_now().known(), Some(11));
+        ring.apply(90, &Contribution::Move(1), false);
+        ring.apply(95, &Contribution::Base(Base { time_ms: 0, value: 40 }), false);
+        ring.apply(96, &Contribution::Move(-1), false);
+        assert_eq!(ring.active_now().known(), Some(39));
+        ring.advance(200);
+        assert_eq!(ring.active_at_start().known(), Some(39));
+        assert_eq!(ring.active_now().known(), Some(39));
+    }
+}

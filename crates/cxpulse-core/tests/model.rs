@@ -1,0 +1,272 @@
+//! The engine against a naive reference model: the model keeps every accepted event in a list and
+//! recomputes each window by filtering it, so it shares no data structure with the engine. Random
+//! events (with repeated ids, corrections, out-of-order and stale times, several partitions),
+//! random partition drops and random clock moves must give exactly the model's counts.
+
+use cxpulse_core::engine::OVERFLOW_LABEL;
+use cxpulse_core::{ClockMode, Counts, Engine, EngineConfig, Outcome, RejectReason, SourcePartition, WindowSpec};
+use proptest::prelude::*;
+
+const BASE_MS: i64 = 1_800_000_000_000;
+const WINDOWS_MS: [i64; 3] = [60_000, 300_000, 900_000];
+const HORIZON_MS: i64 = 120_000;
+const SKEW_MS: i64 = 30_000;
+const MAX_SERIES: usize = 4;
+const BRANDS: [&str; 3] = ["acme", "globex", "initech"];
+const SEGMENTS: [&str; 2] = ["smb", "all"];
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Nps(u8),
+    Csat(u8),
+    Ces(u8),
+    Lifecycle(usize),
+}
+
+#[derive(Clone, Debug)]
+struct Ev {
+    id: u8,
+    response_id: Option<u8>,
+    offset_ms: i64,
+    brand: usize,
+    segment: usize,
+    kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Event { partition: i32, wall_step_ms: i64, event: Ev },
+    Drop(i32),
+    Maintain,
+}
+
+const ACTIONS: [&str; 5] = ["signup", "renewal", "purchase", "churn", "reactivation"];
+
+impl Ev {
+    fn json(&self, time_ms: i64) -> String {
+        let body = match self.kind {
+            Kind::Nps(s) => format!(r#""type":"survey_response","survey":"nps","score":{s}"#),
+            Kind::Csat(s) => format!(r#""type":"survey_response","survey":"csat","score":"{s}""#),
+            Kind::Ces(s) => format!(r#""type":"survey_response","survey":"ces","score":{s}"#),
+            Kind::Lifecycle(a) => format!(r#""type":"customer_lifecycle","action":"{}","customer_id":"c1""#, ACTIONS[a]),
+        };
+        let response = self.response_id.map(|r| format!(r#","response_id":"r{r}""#)).unwrap_or_default();
+        let segment = if SEGMENTS[self.segment] == "all" { String::new() } else { format!(r#","segment":"{}""#, SEGMENTS[self.segment]) };
+        format!(
+            r#"{{"event_id":"e{}","occurred_at":{time_ms},"brand":"{}"{segment},{body}{response}}}"#,
+            self.id, BRANDS[self.brand]
+        )
+    }
+
+    /// The model's own classification, written from DESIGN.md independently of the engine.
+    fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        match self.kind {
+            Kind::Nps(s) if s >= 9 => c.nps[0] = 1,
+            Kind::Nps(s) if s >= 7 => c.nps[1] = 1,
+            Kind::Nps(_) => c.nps[2] = 1,
+            Kind::Csat(s) if s >= 4 => c.csat[0] = 1,
+            Kind::Csat(_) => c.csat[1] = 1,
+            Kind::Ces(s) => {
+                if s >= 5 { c.ces[0] = 1 } else { c.ces[1] = 1 }
+                c.ces_score_sum = u32::from(s);
+            }
+            Kind::Lifecycle(a) => c.actions[a] = 1,
+        }
+        c
+    }
+}
+
+fn ev_strategy() -> impl Strategy<Value = Ev> {
+    let kind = prop_oneof![
+        (0u8..=10).prop_map(Kind::Nps),
+        (1u8..=5).prop_map(Kind::Csat),
+        (1u8..=7).prop_map(Kind::Ces),
+        (0usize..5).prop_map(Kind::Lifecycle),
+    ];
+    (0u8..40, prop::option::weighted(0.3, 0u8..6), -1_200_000i64..60_000, 0usize..3, 0usize..2, kind).prop_map(
+        |(id, response_id, offset_ms, brand, segment, kind)| {
+            let response_id = if matches!(kind, Kind::Lifecycle(_)) { None } else { response_id };
+            Ev { id, response_id, offset_ms, brand, segment, kind }
+        },
+    )
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        20 => (0i32..3, 0i64..40_000, ev_strategy()).prop_map(|(partition, wall_step_ms, event)| Op::Event { partition, wall_step_ms, event }),
+        1 => (0i32..3).prop_map(Op::Drop),
+        1 => Just(Op::Maintain),
+    ]
+}
+
+struct Accepted {
+    partition: i32,
+    epoch: u64,
+    id: u8,
+    seen_at: i64,
+    time_ms: i64,
+    series: (String, String),
+    counts: Counts,
+    response_id: Option<u8>,
+    superseded: bool,
+}
+
+#[derive(Default)]
+struct Model {
+    clock: Option<i64>,
+    accepted: Vec<Accepted>,
+    /// Current epoch of each partition: a drop starts a new one.
+    epochs: [u64; 3],
+    series: Vec<(String, String)>,
+    rejected: Vec<RejectReason>,
+    duplicates: u64,
+    overflow: u64,
+}
+
+fn pane(time_ms: i64, window_ms: i64) -> i64 {
+    time_ms.div_euclid(window_ms / 60)
+}
+
+impl Model {
+    fn live(&self, a: &Accepted) -> bool {
+        a.epoch == self.epochs[a.partition as usize]
+    }
+
+    fn process(&mut self, mode: ClockMode, partition: i32, ev: &Ev, time_ms: i64, wall_ms: i64) -> Outcome {
+        if mode == ClockMode::Wall {
+            self.clock = Some(self.clock.map_or(wall_ms, |t| t.max(wall_ms)));
+        }
+        if let Some(t) = self.clock {
+            let dup = self.accepted.iter().any(|a| self.live(a) && a.id == ev.id && a.seen_at > t - HORIZON_MS);
+            if dup {
+                self.duplicates += 1;
+                return Outcome::Duplicate;
+            }
+            if mode == ClockMode::Wall && time_ms > t + SKEW_MS {
+                self.rejected.push(RejectReason::TooFarInFuture);
+                return Outcome::Rejected(cxpulse_core::Rejection::new(RejectReason::TooFarInFuture, ""));
+            }
+            let longest = WINDOWS_MS[2];
+            if pane(time_ms, longest) < pane(t, longest) - 59 {
+                self.rejected.push(RejectReason::TooOld);
+                return Outcome::Rejected(cxpulse_core::Rejection::new(RejectReason::TooOld, ""));
+            }
+        }
+        if mode == ClockMode::Event {
+            self.clock = Some(self.clock.map_or(time_ms, |t| t.max(time_ms)));
+        }
+        let clock = self.clock.unwrap_or(time_ms);
+        let pair = (BRANDS[ev.brand].to_string(), SEGMENTS[ev.segment].to_string());
+        let series = if self.series.contains(&pair) {
+            pair
+        } else if self.series.len() < MAX_SERIES {
+            self.series.push(pair.clone());
+            pair
+        } else {
+            self.overflow += 1;
+            (OVERFLOW_LABEL.to_string(), OVERFLOW_LABEL.to_string())
+        };
+        if let Some(r) = ev.response_id {
+            for a in self.accepted.iter_mut() {
+                if a.response_id == Some(r) {
+                    a.superseded = true;
+                }
+            }
+        }
+        let epoch = self.epochs[partition as usize];
+        self.accepted.push(Accepted {
+            partition,
+            epoch,
+            id: ev.id,
+            seen_at: clock,
+            time_ms,
+            series,
+            counts: ev.counts(),
+            response_id: ev.response_id,
+            superseded: false,
+        });
+        Outcome::Counted
+    }
+
+    fn window(&self, series: &(String, String), window_ms: i64) -> Counts {
+        let mut sum = Counts::default();
+        let Some(t) = self.clock else { return sum };
+        let head = pane(t, window_ms);
+        for a in &self.accepted {
+            let p = pane(a.time_ms, window_ms);
+            if self.live(a) && !a.superseded && &a.series == series && p > head - 60 && p <= head {
+                sum.add(&a.counts);
+            }
+        }
+        sum
+    }
+}
+
+fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
+    let config = EngineConfig {
+        windows: WINDOWS_MS.iter().map(|&w| WindowSpec::new(w).unwrap()).collect(),
+        clock: mode,
+        max_future_skew_ms: SKEW_MS,
+        max_series: MAX_SERIES,
+        dedup_horizon_ms: HORIZON_MS,
+    };
+    let mut engine = Engine::new(config).unwrap();
+    let mut model = Model::default();
+    let mut wall = BASE_MS;
+    for op in ops {
+        match op {
+            Op::Event { partition, wall_step_ms, event } => {
+                wall += wall_step_ms;
+                // With the event clock, times wander around a slowly advancing base.
+                let time_ms = wall + event.offset_ms;
+                let json = event.json(time_ms);
+                let source = SourcePartition { topic: 0, partition: *partition };
+                let got = engine.process(source, json.as_bytes(), wall);
+                let want = model.process(mode, *partition, event, time_ms, wall);
+                let same = match (&got, &want) {
+                    (Outcome::Rejected(a), Outcome::Rejected(b)) => a.reason == b.reason,
+                    _ => got == want,
+                };
+                prop_assert!(same, "{json}: engine {got:?}, model {want:?}");
+            }
+            Op::Drop(partition) => {
+                engine.drop_partition(SourcePartition { topic: 0, partition: *partition });
+                model.epochs[*partition as usize] += 1;
+            }
+            Op::Maintain => engine.maintain(wall),
+        }
+    }
+    let snapshot = engine.snapshot(wall);
+    if mode == ClockMode::Wall {
+        model.clock = Some(model.clock.map_or(wall, |t| t.max(wall)));
+    }
+    prop_assert_eq!(snapshot.clock_ms, model.clock);
+    for s in &snapshot.series {
+        let key = (s.brand.to_string(), s.segment.to_string());
+        for (i, &w) in WINDOWS_MS.iter().enumerate() {
+            prop_assert_eq!(s.windows[i], model.window(&key, w), "series {:?} window {}", key, w);
+        }
+    }
+    let known: usize = snapshot.series.len();
+    prop_assert_eq!(known, model.series.len() + usize::from(model.overflow > 0));
+    prop_assert_eq!(snapshot.pipeline.duplicates, model.duplicates);
+    prop_assert_eq!(snapshot.pipeline.series_overflow, model.overflow);
+    let rejected: u64 = snapshot.pipeline.rejected.iter().sum();
+    prop_assert_eq!(rejected, model.rejected.len() as u64);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn event_clock_matches_model(ops in prop::collection::vec(op_strategy(), 1..150)) {
+        run(ClockMode::Event, &ops)?;
+    }
+
+    #[test]
+    fn wall_clock_matches_model(ops in prop::collection::vec(op_strategy(), 1..150)) {
+        run(ClockMode::Wall, &ops)?;
+    }
+}

@@ -1,0 +1,8 @@
+//! cxpulse-http: the HTTP edge. `/metrics` renders the Prometheus text straight from an engine
+//! snapshot (no metric update per event), next to the worker's own pipeline registry;
+//! `/healthz`, `/readyz` and `/api/v1/scores` serve probes and people.
+
+pub mod render;
+pub mod server;
+
+pub use server::{serve, HttpConfig, HttpState};

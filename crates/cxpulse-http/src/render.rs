@@ -1,0 +1,180 @@
+//! Prometheus text exposition of a snapshot. Windowed values are counts, never ratios, so that
+//! sums over workers stay right; scores are Prometheus's recording rules' job.
+
+use std::fmt::Write;
+
+use cxpulse_core::alerts::AlertPolicy;
+use cxpulse_core::engine::OVERFLOW_LABEL;
+use cxpulse_core::event::{Action, RejectReason};
+use cxpulse_core::snapshot::SURVEY_CATEGORIES;
+use cxpulse_core::Snapshot;
+use prometheus::{Encoder, Registry, TextEncoder};
+
+const NPS: [&str; 3] = ["promoter", "passive", "detractor"];
+const CSAT: [&str; 2] = ["satisfied", "unsatisfied"];
+const CES: [&str; 2] = ["easy", "not_easy"];
+
+/// Names of every metric `/metrics` can show; tests and the dashboard check use it.
+pub const METRIC_NAMES: [&str; 26] = [
+    "cxpulse_nps_responses",
+    "cxpulse_csat_responses",
+    "cxpulse_ces_responses",
+    "cxpulse_ces_score_sum",
+    "cxpulse_customer_events",
+    "cxpulse_customers_active_at_window_start",
+    "cxpulse_survey_responses_total",
+    "cxpulse_customers_active",
+    "cxpulse_nps_alert_threshold",
+    "cxpulse_nps_alert_min_responses",
+    "cxpulse_events_consumed_total",
+    "cxpulse_events_rejected_total",
+    "cxpulse_events_duplicate_total",
+    "cxpulse_events_counted_total",
+    "cxpulse_corrections_total",
+    "cxpulse_series_overflow_total",
+    "cxpulse_dead_letters_total",
+    "cxpulse_dead_letter_retries_total",
+    "cxpulse_consumer_lag",
+    "cxpulse_partitions_assigned",
+    "cxpulse_partitions_restoring",
+    "cxpulse_last_event_timestamp_seconds",
+    "cxpulse_event_age_seconds",
+    "cxpulse_series",
+    "cxpulse_build_info",
+    "cxpulse_rebalances_total",
+];
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Renders the snapshot, the alert settings and the worker's registry as Prometheus text.
+pub fn render_metrics(snapshot: &Snapshot, policy: &AlertPolicy, registry: Option<&Registry>, version: &str) -> String {
+    let mut out = String::with_capacity(256 + snapshot.series.len() * snapshot.windows.len() * 1_200);
+    render_windows(&mut out, snapshot);
+    render_series_gauges(&mut out, snapshot, policy);
+    render_pipeline(&mut out, snapshot, version);
+    if let Some(registry) = registry {
+        let mut buffer = Vec::new();
+        if TextEncoder::new().encode(&registry.gather(), &mut buffer).is_ok() {
+            out.push_str(&String::from_utf8_lossy(&buffer));
+        }
+    }
+    out
+}
+
+fn render_windows(out: &mut String, snapshot: &Snapshot) {
+    type Family<'a> = (&'a str, &'a str, &'a str, &'a [&'a str]);
+    let families: [Family; 5] = [
+        ("cxpulse_nps_responses", "NPS answers in the window by category.", "category", &NPS),
+        ("cxpulse_csat_responses", "CSAT answers in the window by top-2-box outcome.", "outcome", &CSAT),
+        ("cxpulse_ces_responses", "CES answers in the window by outcome (easy = 5-7).", "outcome", &CES),
+        ("cxpulse_ces_score_sum", "Sum of CES scores in the window, for the mean.", "", &[]),
+        ("cxpulse_customer_events", "Customer lifecycle events in the window by action.", "action", &[]),
+    ];
+    let actions: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+    for (family, (name, help, label, values)) in families.iter().enumerate() {
+        header(out, name, "gauge", help);
+        for series in &snapshot.series {
+            for (window, counts) in snapshot.windows.iter().zip(&series.windows) {
+                let labels = format!(r#"brand="{}",segment="{}",window="{}""#, series.brand, series.segment, window.name);
+                let (values, numbers): (&[&str], Vec<u32>) = match family {
+                    0 => (values, counts.nps.to_vec()),
+                    1 => (values, counts.csat.to_vec()),
+                    2 => (values, counts.ces.to_vec()),
+                    3 => (&[], vec![counts.ces_score_sum]),
+                    _ => (&actions, counts.actions.to_vec()),
+                };
+                if values.is_empty() {
+                    let _ = writeln!(out, "{name}{{{labels}}} {}", numbers[0]);
+                } else {
+                    for (value, number) in values.iter().zip(numbers) {
+                        let _ = writeln!(out, "{name}{{{labels},{label}=\"{value}\"}} {number}");
+                    }
+                }
+            }
+        }
+    }
+    header(
+        out,
+        "cxpulse_customers_active_at_window_start",
+        "gauge",
+        "Active customers at the window's start (needs a customer_base event).",
+    );
+    for series in &snapshot.series {
+        for (window, active) in snapshot.windows.iter().zip(&series.active_at_start) {
+            if let Some((value, true)) = active {
+                let _ = writeln!(
+                    out,
+                    r#"cxpulse_customers_active_at_window_start{{brand="{}",segment="{}",window="{}"}} {value}"#,
+                    series.brand, series.segment, window.name
+                );
+            }
+        }
+    }
+}
+
+fn render_series_gauges(out: &mut String, snapshot: &Snapshot, policy: &AlertPolicy) {
+    header(out, "cxpulse_survey_responses_total", "counter", "Survey answers accepted since start.");
+    for series in &snapshot.series {
+        for ((survey, category), total) in SURVEY_CATEGORIES.iter().zip(series.survey_totals) {
+            let _ = writeln!(
+                out,
+                r#"cxpulse_survey_responses_total{{brand="{}",segment="{}",survey="{survey}",category="{category}"}} {total}"#,
+                series.brand, series.segment
+            );
+        }
+    }
+    header(out, "cxpulse_customers_active", "gauge", "Active customers now (customer_base plus lifecycle moves).");
+    for series in &snapshot.series {
+        if let Some((value, true)) = series.active_now {
+            let _ = writeln!(out, r#"cxpulse_customers_active{{brand="{}",segment="{}"}} {value}"#, series.brand, series.segment);
+        }
+    }
+    header(out, "cxpulse_nps_alert_threshold", "gauge", "NPS below which the brand/segment alerts (config).");
+    let thresholds: Vec<_> = snapshot
+        .series
+        .iter()
+        .filter(|s| &*s.brand != OVERFLOW_LABEL)
+        .map(|s| (s, policy.for_series(&s.brand, &s.segment)))
+        .collect();
+    for (series, (threshold, _)) in &thresholds {
+        let _ = writeln!(out, r#"cxpulse_nps_alert_threshold{{brand="{}",segment="{}"}} {threshold}"#, series.brand, series.segment);
+    }
+    header(out, "cxpulse_nps_alert_min_responses", "gauge", "Fewest NPS answers in a window for the alert to judge (config).");
+    for (series, (_, min)) in &thresholds {
+        let _ = writeln!(out, r#"cxpulse_nps_alert_min_responses{{brand="{}",segment="{}"}} {min}"#, series.brand, series.segment);
+    }
+}
+
+fn render_pipeline(out: &mut String, snapshot: &Snapshot, version: &str) {
+    let p = &snapshot.pipeline;
+    header(out, "cxpulse_events_rejected_total", "counter", "Messages rejected, by reason; each is dead-lettered.");
+    for reason in RejectReason::ALL {
+        let _ = writeln!(out, r#"cxpulse_events_rejected_total{{reason="{}"}} {}"#, reason.as_str(), p.rejected[reason.index()]);
+    }
+    let counters = [
+        ("cxpulse_events_duplicate_total", "Repeated event_ids within the dedup horizon, counted once.", p.duplicates),
+        ("cxpulse_events_counted_total", "Events accepted into the windows.", p.counted),
+        ("cxpulse_corrections_total", "Survey answers replaced by a later answer with the same response_id.", p.corrections),
+        ("cxpulse_series_overflow_total", "Events of brand/segment pairs beyond max_series, counted under __overflow__.", p.series_overflow),
+    ];
+    for (name, help, value) in counters {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    if let Some(last) = p.last_event_ms {
+        header(out, "cxpulse_last_event_timestamp_seconds", "gauge", "Newest occurred_at among accepted events.");
+        let _ = writeln!(out, "cxpulse_last_event_timestamp_seconds {}", last as f64 / 1000.0);
+    }
+    header(out, "cxpulse_event_age_seconds", "summary", "Processing time minus occurred_at, over the last minute or two.");
+    for (quantile, ms) in &snapshot.event_age_quantiles_ms {
+        let _ = writeln!(out, r#"cxpulse_event_age_seconds{{quantile="{quantile}"}} {}"#, *ms as f64 / 1000.0);
+    }
+    let _ = writeln!(out, "cxpulse_event_age_seconds_sum {}", snapshot.event_age_sum_ms as f64 / 1000.0);
+    let _ = writeln!(out, "cxpulse_event_age_seconds_count {}", snapshot.event_age_count);
+    header(out, "cxpulse_series", "gauge", "Brand/segment pairs held (overflow included).");
+    let _ = writeln!(out, "cxpulse_series {}", snapshot.series.len());
+    header(out, "cxpulse_build_info", "gauge", "Build information.");
+    let _ = writeln!(out, r#"cxpulse_build_info{{version="{version}"}} 1"#);
+}

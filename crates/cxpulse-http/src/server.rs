@@ -1,0 +1,194 @@
+//! The HTTP server: metrics, probes and the scores API, on one listener.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use cxpulse_core::alerts::AlertPolicy;
+use cxpulse_core::health::Health;
+use cxpulse_core::{Engine, Scores, Snapshot};
+use prometheus::Registry;
+use serde::Serialize;
+
+/// `[http]`.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address; `0.0.0.0:9898` in containers.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "127.0.0.1:9898".into() }
+    }
+}
+
+pub struct HttpState {
+    pub engine: Arc<Mutex<Engine>>,
+    pub health: Arc<Health>,
+    pub registry: Option<Registry>,
+    pub policy: AlertPolicy,
+    pub version: &'static str,
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl HttpState {
+    fn snapshot(&self) -> Snapshot {
+        let mut engine = self.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        engine.snapshot(wall_ms())
+    }
+}
+
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/scores", get(scores))
+        .route("/", get(index))
+        .with_state(state)
+}
+
+/// Binds `listen` and serves until `shutdown` completes. Returns the bound address through
+/// `on_bound` first (useful with port 0).
+pub async fn serve(
+    listen: &str,
+    state: Arc<HttpState>,
+    on_bound: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    on_bound(listener.local_addr()?);
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+async fn index() -> &'static str {
+    "cxpulse: /metrics /healthz /readyz /api/v1/scores\n"
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    let body = tokio::task::spawn_blocking(move || {
+        let snapshot = state.snapshot();
+        crate::render::render_metrics(&snapshot, &state.policy, state.registry.as_ref(), state.version)
+    })
+    .await
+    .unwrap_or_else(|e| format!("# render failed: {e}\n"));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
+    if state.health.is_live(wall_ms()) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "consume loop not running\n").into_response()
+    }
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    live: bool,
+    broker_up: bool,
+    partitions_assigned: usize,
+    partitions_restoring: usize,
+}
+
+async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+    let now = wall_ms();
+    let health = &state.health;
+    let body = Readiness {
+        ready: health.is_ready(now),
+        live: health.is_live(now),
+        broker_up: health.broker_up(),
+        partitions_assigned: health.assigned(),
+        partitions_restoring: health.restoring(),
+    };
+    let status = if body.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+#[derive(Serialize)]
+struct WindowScores {
+    nps: [u32; 3],
+    csat: [u32; 2],
+    ces: [u32; 2],
+    ces_score_sum: u32,
+    customer_events: BTreeMap<&'static str, u32>,
+    customers_active_at_window_start: Option<i64>,
+    scores: Scores,
+}
+
+#[derive(Serialize)]
+struct SeriesScores {
+    brand: String,
+    segment: String,
+    customers_active: Option<i64>,
+    nps_alert_threshold: f64,
+    nps_alert_min_responses: u64,
+    windows: BTreeMap<String, WindowScores>,
+}
+
+#[derive(Serialize)]
+struct ScoresResponse {
+    clock_ms: Option<i64>,
+    series: Vec<SeriesScores>,
+}
+
+async fn scores(State(state): State<Arc<HttpState>>) -> Response {
+    let snapshot = state.snapshot();
+    let series = snapshot
+        .series
+        .iter()
+        .map(|s| {
+            let active_now = s.active_now.and_then(|(v, known)| known.then_some(v));
+            let windows = snapshot
+                .windows
+                .iter()
+                .zip(&s.windows)
+                .zip(&s.active_at_start)
+                .map(|((window, counts), start)| {
+                    let start = start.and_then(|(v, known)| known.then_some(v));
+                    let customer_events = cxpulse_core::event::Action::ALL
+                        .iter()
+                        .map(|a| (a.as_str(), counts.actions[a.index()]))
+                        .collect();
+                    let scores = Scores::compute(counts, start, active_now);
+                    let values = WindowScores {
+                        nps: counts.nps,
+                        csat: counts.csat,
+                        ces: counts.ces,
+                        ces_score_sum: counts.ces_score_sum,
+                        customer_events,
+                        customers_active_at_window_start: start,
+                        scores,
+                    };
+                    (window.name.clone(), values)
+                })
+                .collect();
+            let (threshold, min) = state.policy.for_series(&s.brand, &s.segment);
+            SeriesScores {
+                brand: s.brand.to_string(),
+                segment: s.segment.to_string(),
+                customers_active: active_now,
+                nps_alert_threshold: threshold,
+                nps_alert_min_responses: min,
+                windows,
+            }
+        })
+        .collect();
+    Json(ScoresResponse { clock_ms: snapshot.clock_ms, series }).into_response()
+}

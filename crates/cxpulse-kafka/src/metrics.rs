@@ -1,0 +1,80 @@
+//! The worker's own pipeline metrics, in a prometheus registry the HTTP edge renders next to the
+//! engine's windowed state. Updated per batch, not per event.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct PipelineMetrics {
+    pub registry: Registry,
+    pub consumed: IntCounterVec,
+    pub dead_letters: IntCounter,
+    pub dead_letter_retries: IntCounter,
+    pub consumer_lag: IntGaugeVec,
+    pub partitions_assigned: IntGauge,
+    pub partitions_restoring: IntGauge,
+    pub rebalances: IntCounterVec,
+}
+
+impl PipelineMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let metrics = PipelineMetrics {
+            consumed: IntCounterVec::new(
+                Opts::new("cxpulse_events_consumed_total", "Messages read, whatever became of them."),
+                &["topic"],
+            )
+            .unwrap_or_else(|e| invalid_metric(e)),
+            dead_letters: IntCounter::new("cxpulse_dead_letters_total", "Rejected messages acknowledged by the dead-letter topic.")
+                .unwrap_or_else(|e| invalid_metric(e)),
+            dead_letter_retries: IntCounter::new(
+                "cxpulse_dead_letter_retries_total",
+                "Dead-letter deliveries that failed and were retried.",
+            )
+            .unwrap_or_else(|e| invalid_metric(e)),
+            consumer_lag: IntGaugeVec::new(
+                Opts::new("cxpulse_consumer_lag", "Messages between the partition's end and this worker's stored offset."),
+                &["topic", "partition"],
+            )
+            .unwrap_or_else(|e| invalid_metric(e)),
+            partitions_assigned: IntGauge::new("cxpulse_partitions_assigned", "Partitions assigned to this worker.")
+                .unwrap_or_else(|e| invalid_metric(e)),
+            partitions_restoring: IntGauge::new(
+                "cxpulse_partitions_restoring",
+                "Assigned partitions still restoring their state.",
+            )
+            .unwrap_or_else(|e| invalid_metric(e)),
+            rebalances: IntCounterVec::new(
+                Opts::new("cxpulse_rebalances_total", "Partition assignments and revocations seen."),
+                &["kind"],
+            )
+            .unwrap_or_else(|e| invalid_metric(e)),
+            registry,
+        };
+        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+            Box::new(metrics.consumed.clone()),
+            Box::new(metrics.dead_letters.clone()),
+            Box::new(metrics.dead_letter_retries.clone()),
+            Box::new(metrics.consumer_lag.clone()),
+            Box::new(metrics.partitions_assigned.clone()),
+            Box::new(metrics.partitions_restoring.clone()),
+            Box::new(metrics.rebalances.clone()),
+        ];
+        for collector in collectors {
+            if let Err(e) = metrics.registry.register(collector) {
+                invalid_metric::<()>(e);
+            }
+        }
+        metrics
+    }
+}
+
+impl Default for PipelineMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Metric names and help texts above are constants; a failure here is a programming error.
+fn invalid_metric<T>(error: prometheus::Error) -> T {
+    panic!("invalid built-in metric definition: {error}")
+}

@@ -1,0 +1,178 @@
+//! The consume loop: poll a batch, count it under one engine lock, dead-letter the rejects, then
+//! store the offsets that are safe to commit. Runs on its own thread until `stop` is set, then
+//! commits what it processed and leaves the group.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cxpulse_core::health::Health;
+use cxpulse_core::{Engine, Outcome};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use tracing::{info, warn};
+
+use crate::config::{consumer_config, producer_config, KafkaSettings, SourceConfig};
+use crate::context::{lock, WorkerContext};
+use crate::dead_letter::{DeadLetter, DeadLetterProducer};
+use crate::metrics::PipelineMetrics;
+
+/// Everything the worker shares with the rest of the process.
+#[derive(Clone)]
+pub struct Worker {
+    pub engine: Arc<Mutex<Engine>>,
+    pub health: Arc<Health>,
+    pub metrics: PipelineMetrics,
+}
+
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Runs the worker until `stop` is set. Errors only for a configuration librdkafka refuses.
+pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConfig, stop: &AtomicBool) -> anyhow::Result<()> {
+    let context = WorkerContext {
+        engine: worker.engine.clone(),
+        health: worker.health.clone(),
+        metrics: worker.metrics.clone(),
+        topics: source.topics.clone(),
+        processed: Mutex::new(BTreeMap::new()),
+        assigned: Mutex::new(BTreeSet::new()),
+    };
+    let consumer: BaseConsumer<WorkerContext> = consumer_config(settings)
+        .create_with_context(context)
+        .map_err(|e| anyhow::anyhow!("cannot create the Kafka consumer: {e}"))?;
+    let topics: Vec<&str> = source.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(|e| anyhow::anyhow!("cannot subscribe to {topics:?}: {e}"))?;
+    let dead_letters = match source.dead_letter_topic() {
+        Some(topic) => Some(
+            DeadLetterProducer::new(&producer_config(settings), topic, worker.metrics.clone())
+                .map_err(|e| anyhow::anyhow!("cannot create the dead-letter producer: {e}"))?,
+        ),
+        None => None,
+    };
+    let consumed: Vec<_> = source.topics.iter().map(|t| worker.metrics.consumed.with_label_values(&[t.as_str()])).collect();
+    info!(topics = ?source.topics, dead_letter_topic = ?source.dead_letter_topic(), "worker started");
+
+    let mut last_maintain = Instant::now();
+    let batch_size = source.batch_size.max(1);
+    while !stop.load(Ordering::Relaxed) {
+        worker.health.heartbeat(wall_ms());
+        let batch = poll_batch(&consumer, batch_size);
+        if last_maintain.elapsed() >= MAINTAIN_EVERY {
+            lock(&worker.engine).maintain(wall_ms());
+            last_maintain = Instant::now();
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        worker.health.set_broker_up(true);
+        let context = consumer.context();
+        // A revoke inside a poll may leave messages of partitions no longer ours in the batch:
+        // their new owner counts them from the committed offset.
+        let assigned = lock(&context.assigned).clone();
+        let batch: Vec<_> = batch
+            .into_iter()
+            .filter(|m| assigned.contains(&(m.topic().to_string(), m.partition())))
+            .collect();
+
+        let now = wall_ms();
+        let mut letters = Vec::new();
+        let mut last_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        let mut consumed_by_topic = vec![0u64; consumed.len()];
+        {
+            let mut engine = lock(&worker.engine);
+            for message in &batch {
+                let source_partition = context.source(message.topic(), message.partition());
+                if let Some(count) = consumed_by_topic.get_mut(source_partition.topic as usize) {
+                    *count += 1;
+                }
+                let outcome = engine.process(source_partition, message.payload().unwrap_or_default(), now);
+                if let Outcome::Rejected(rejection) = outcome {
+                    if dead_letters.is_some() {
+                        letters.push(dead_letter_of(message, rejection));
+                    }
+                }
+                last_offsets.insert((message.topic(), message.partition()), message.offset());
+            }
+        }
+        for (counter, count) in consumed.iter().zip(consumed_by_topic) {
+            counter.inc_by(count);
+        }
+
+        // Offsets stop short of the first dead letter that was not acknowledged (only on shutdown).
+        let mut held_back: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        if let Some(producer) = &dead_letters {
+            if !letters.is_empty() {
+                let acked = producer.deliver(&letters, stop);
+                for (letter, ok) in letters.iter().zip(acked) {
+                    if !ok {
+                        let key = last_offsets
+                            .keys()
+                            .find(|(t, p)| *t == letter.source_topic && *p == letter.source_partition)
+                            .copied();
+                        if let Some(key) = key {
+                            let entry = held_back.entry(key).or_insert(letter.source_offset);
+                            *entry = (*entry).min(letter.source_offset);
+                        }
+                    }
+                }
+            }
+        }
+        let mut processed = lock(&context.processed);
+        for ((topic, partition), last) in last_offsets {
+            let next = match held_back.get(&(topic, partition)) {
+                Some(&first_missing) => first_missing,
+                None => last + 1,
+            };
+            if let Err(e) = consumer.store_offset(topic, partition, next) {
+                warn!(%topic, partition, error = %e, "cannot store offset");
+            }
+            processed.insert((topic.to_string(), partition), next);
+        }
+    }
+
+    worker.health.set_stopping();
+    info!("stopping: committing processed offsets and leaving the group");
+    consumer.context().commit_processed(&consumer, None);
+    consumer.unsubscribe();
+    drop(consumer);
+    info!("worker stopped");
+    Ok(())
+}
+
+/// Waits up to `POLL_TIMEOUT` for a first message, then takes whatever else is already fetched.
+fn poll_batch(consumer: &BaseConsumer<WorkerContext>, batch_size: usize) -> Vec<BorrowedMessage<'_>> {
+    let mut batch = Vec::new();
+    let mut timeout = POLL_TIMEOUT;
+    while batch.len() < batch_size {
+        match consumer.poll(timeout) {
+            Some(Ok(message)) => batch.push(message),
+            Some(Err(e)) => {
+                warn!(error = %e, "poll error");
+                break;
+            }
+            None => break,
+        }
+        timeout = Duration::ZERO;
+    }
+    batch
+}
+
+fn dead_letter_of(message: &BorrowedMessage<'_>, rejection: cxpulse_core::Rejection) -> DeadLetter {
+    DeadLetter {
+        source_topic: message.topic().to_string(),
+        source_partition: message.partition(),
+        source_offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        reason: rejection.reason.as_str(),
+        detail: rejection.detail,
+    }
+}

@@ -1,0 +1,145 @@
+//! cxpulse: Kafka customer-experience events in, live NPS/CSAT/CES/churn metrics out.
+//! This is the binary: command line, wiring and signal handling; the logic lives in `crates/`.
+
+mod config;
+mod demo;
+mod pipeline;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use clap::{Parser, Subcommand};
+use config::Config;
+
+#[derive(Parser)]
+#[command(name = "cxpulse", version, about = "Kafka customer-experience events to live loyalty metrics")]
+struct Cli {
+    /// Log level or tracing filter (overrides [log] level; RUST_LOG also works).
+    #[arg(long, global = true, env = "CXPULSE_LOG_LEVEL")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a worker: consume, count, serve /metrics.
+    Run {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Overrides [kafka] bootstrap.servers.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Overrides [kafka] group.id.
+        #[arg(long)]
+        group: Option<String>,
+        /// Overrides [source] topics (repeat for several).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Overrides [http] listen.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Overrides [windows] clock (`wall` or `event`).
+        #[arg(long)]
+        clock: Option<String>,
+    },
+    /// The embedded default: an in-process broker, a synthetic producer, the worker and HTTP.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:9898")]
+        listen: String,
+        /// Synthetic events per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        /// Stop by itself after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+    /// Publish synthetic schema-1 events to any Kafka.
+    Produce {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long, default_value = "cx-events")]
+        topic: String,
+        /// Events per second; 0 = as fast as possible.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Stop after this many events (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Share of deliberately malformed events, 0..1.
+        #[arg(long, default_value_t = 0.0)]
+        invalid_ratio: f64,
+        /// Event-id prefix; defaults to one unique per run.
+        #[arg(long)]
+        run_id: Option<String>,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Validate a config file and print the resolved settings (secrets redacted).
+    CheckConfig { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::CheckConfig { file } => Config::load(Some(&file)).map(|config| {
+            print!("{}", config.redacted_toml());
+        }),
+        Command::Run { config, brokers, group, topics, listen, clock } => (|| {
+            let mut config = Config::load(config.as_deref())?;
+            if let Some(brokers) = brokers {
+                config.kafka.insert("bootstrap.servers".into(), toml::Value::String(brokers));
+            }
+            if let Some(group) = group {
+                config.kafka.insert("group.id".into(), toml::Value::String(group));
+            }
+            if !topics.is_empty() {
+                config.source.topics = topics;
+            }
+            if let Some(listen) = listen {
+                config.http.listen = listen;
+            }
+            if let Some(clock) = clock {
+                config.windows.clock = clock;
+            }
+            config.validate()?;
+            pipeline::init_logging(cli.log_level.as_deref().unwrap_or(&config.log.level), &config.log.format)?;
+            pipeline::run(&config, None)
+        })(),
+        Command::Demo { listen, rate, duration } => (|| {
+            pipeline::init_logging(cli.log_level.as_deref().unwrap_or("info"), "text")?;
+            demo::run(&listen, rate, duration)
+        })(),
+        Command::Produce { brokers, topic, rate, count, invalid_ratio, run_id, seed } => (|| {
+            pipeline::init_logging(cli.log_level.as_deref().unwrap_or("info"), "text")?;
+            let stop = std::sync::Arc::new(AtomicBool::new(false));
+            pipeline::stop_on_signal(stop.clone())?;
+            let options = cxpulse_kafka::produce::ProduceOptions {
+                topic,
+                rate,
+                count,
+                synth: cxpulse_core::synth::SynthConfig {
+                    seed,
+                    run_id: run_id.unwrap_or_else(|| format!("p{}", cxpulse_kafka::worker::wall_ms())),
+                    invalid_ratio,
+                    ..Default::default()
+                },
+            };
+            let mut settings = cxpulse_kafka::KafkaSettings::new();
+            settings.insert("bootstrap.servers".into(), brokers.clone());
+            let producer_config = cxpulse_kafka::config::producer_config(&settings);
+            pipeline::check_brokers(&producer_config, &brokers)?;
+            let sent = cxpulse_kafka::produce::produce_synthetic(&producer_config, &options, &stop)?;
+            println!("produced {sent} events to {}", options.topic);
+            Ok(())
+        })(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cxpulse: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

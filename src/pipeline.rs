@@ -1,0 +1,122 @@
+//! Wiring shared by `run` and `demo`: engine, worker thread, HTTP server, logging, signals.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use cxpulse_core::health::Health;
+use cxpulse_core::Engine;
+use cxpulse_http::HttpState;
+use cxpulse_kafka::{PipelineMetrics, Worker};
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::ClientConfig;
+use tracing::{error, info};
+
+use crate::config::Config;
+
+pub fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| anyhow!("invalid log level `{filter}`: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    result.map_err(|e| anyhow!("cannot start logging: {e}"))
+}
+
+/// Sets `stop` on SIGINT or SIGTERM (from a small background thread with its own runtime).
+pub fn stop_on_signal(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            wait_for_signal().await;
+            info!("signal received, stopping");
+            stop.store(true, Ordering::Relaxed);
+        })
+    });
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Fails with one clear line when no broker answers a metadata request within 10 s.
+pub fn check_brokers(config: &ClientConfig, brokers: &str) -> anyhow::Result<()> {
+    let producer: BaseProducer = config.create().map_err(|e| anyhow!("invalid Kafka settings: {e}"))?;
+    producer
+        .client()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map(|_| ())
+        .map_err(|e| anyhow!("cannot reach Kafka at {brokers}: {e}"))
+}
+
+/// Runs the worker and the HTTP server until a signal (or `stop`, when given) asks to stop.
+/// `on_bound` learns the HTTP address once it listens.
+pub fn run(config: &Config, stop: Option<Arc<AtomicBool>>) -> anyhow::Result<()> {
+    run_with(config, stop, |_| {})
+}
+
+pub fn run_with(config: &Config, stop: Option<Arc<AtomicBool>>, on_bound: impl FnOnce(SocketAddr) + Send + 'static) -> anyhow::Result<()> {
+    let engine = Arc::new(Mutex::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?));
+    let worker = Worker { engine: engine.clone(), health: Arc::new(Health::default()), metrics: PipelineMetrics::new() };
+    let stop = stop.unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+    stop_on_signal(stop.clone())?;
+
+    let settings = config.kafka_settings();
+    let brokers = settings.get("bootstrap.servers").cloned().unwrap_or_else(|| "localhost:9092".into());
+    let probe = cxpulse_kafka::config::producer_config(&settings);
+    std::thread::spawn(move || {
+        if let Err(e) = check_brokers(&probe, &brokers) {
+            error!("{e}; retrying in the background (/readyz stays false until it answers)");
+        }
+    });
+
+    let state = Arc::new(HttpState {
+        engine,
+        health: worker.health.clone(),
+        registry: Some(worker.metrics.registry.clone()),
+        policy: config.alert_policy(),
+        version: env!("CARGO_PKG_VERSION"),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let http_stop = stop.clone();
+    let listen = config.http.listen.clone();
+    let http = runtime.spawn(async move {
+        let shutdown = async move {
+            while !http_stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        cxpulse_http::serve(&listen, state, move |addr| {
+            info!(%addr, "serving /metrics /healthz /readyz /api/v1/scores");
+            on_bound(addr)
+        }, shutdown)
+        .await
+    });
+
+    let worker_result = cxpulse_kafka::run_worker(&worker, &settings, &config.source, &stop);
+    stop.store(true, Ordering::Relaxed);
+    let http_result = runtime.block_on(http).map_err(|e| anyhow!("http server task failed: {e}"))?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    worker_result?;
+    http_result
+}
