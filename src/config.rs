@@ -161,8 +161,7 @@ impl Config {
         };
         let mut windows = Vec::new();
         for size in &self.windows.sizes {
-            let spec = WindowSpec::new(duration("windows] sizes", size)?)
-                .map_err(|e| anyhow!("invalid config: [windows] sizes: {e}"))?;
+            let spec = WindowSpec::named(size).map_err(|e| anyhow!("invalid config: [windows] sizes: {e}"))?;
             if windows.iter().any(|w: &WindowSpec| w.size_ms == spec.size_ms) {
                 bail!("invalid config: [windows] sizes lists {size} twice");
             }

@@ -19,7 +19,11 @@ use crate::config::Config;
 pub fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| anyhow!("invalid log level `{filter}`: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = if format == "json" { builder.json().try_init() } else { builder.try_init() };
     result.map_err(|e| anyhow!("cannot start logging: {e}"))
 }

@@ -199,6 +199,11 @@ impl Engine {
         &self.config
     }
 
+    /// Pipeline counters since start.
+    pub fn pipeline(&self) -> &PipelineCounts {
+        &self.pipeline
+    }
+
     /// The clock T as the engine last saw it.
     pub fn clock_ms(&self) -> Option<i64> {
         self.clock_ms

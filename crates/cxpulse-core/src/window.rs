@@ -39,6 +39,12 @@ impl WindowSpec {
         })
     }
 
+    /// A window named as the configuration writes it (`"24h"` stays `24h`, not `1d`).
+    pub fn named(name: &str) -> Result<Self, String> {
+        let size_ms = crate::duration::parse_duration_ms(name)?;
+        Ok(WindowSpec { name: name.trim().to_string(), ..Self::new(size_ms)? })
+    }
+
     pub fn pane_of(&self, time_ms: i64) -> i64 {
         time_ms.div_euclid(self.step_ms)
     }
@@ -292,8 +298,22 @@ impl Ring {
         &self.sum
     }
 
-    /// Active customers at the window's start, once a `customer_base` has been seen.
+    /// Active customers at the window's start. Known once a `customer_base` was folded in before
+    /// the start; failing that, the first base inside the window is walked back over the moves
+    /// between the start and its pane (a base sets the count at its instant, and moves before it
+    /// lead up to it).
     pub fn active_at_start(&self) -> Anchor {
+        if self.anchor.known().is_some() {
+            return self.anchor;
+        }
+        let mut moves_before = 0i64;
+        for pane in self.start()..=self.head {
+            let active = &self.panes[self.slot(pane)].active;
+            if let Some(base) = active.base {
+                return Anchor { value: base.value.saturating_sub(moves_before), base: Some((pane, base)) };
+            }
+            moves_before = moves_before.saturating_add(active.net);
+        }
         self.anchor
     }
 
@@ -387,5 +407,18 @@ mod tests {
         ring.advance(200);
         assert_eq!(ring.active_at_start().known(), Some(39));
         assert_eq!(ring.active_now().known(), Some(39));
+    }
+
+    #[test]
+    fn a_base_inside_the_window_is_walked_back_to_its_start() {
+        let mut ring = Ring::new(100, 0);
+        ring.apply(45, &Contribution::Move(1), false);
+        ring.apply(50, &Contribution::Move(2), false);
+        ring.apply(60, &Contribution::Base(Base { time_ms: 0, value: 100 }), false);
+        ring.apply(60, &Contribution::Move(-1), false);
+        ring.apply(70, &Contribution::Base(Base { time_ms: 0, value: 500 }), false);
+        assert_eq!(ring.active_at_start().known(), Some(97));
+        assert_eq!(ring.active_now().known(), Some(500));
+        assert_eq!(Ring::new(100, 0).active_at_start().known(), None);
     }
 }

@@ -11,6 +11,7 @@ use cxpulse_core::health::Health;
 use cxpulse_core::{Engine, Outcome};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use crate::config::{consumer_config, producer_config, KafkaSettings, SourceConfig};
@@ -125,16 +126,23 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
                 }
             }
         }
+        // `store_offsets` stores the offsets as given (the next to read); the older
+        // `store_offset` adds one by itself.
         let mut processed = lock(&context.processed);
+        let mut store = TopicPartitionList::new();
         for ((topic, partition), last) in last_offsets {
             let next = match held_back.get(&(topic, partition)) {
                 Some(&first_missing) => first_missing,
                 None => last + 1,
             };
-            if let Err(e) = consumer.store_offset(topic, partition, next) {
-                warn!(%topic, partition, error = %e, "cannot store offset");
+            if let Err(e) = store.add_partition_offset(topic, partition, Offset::Offset(next)) {
+                warn!(%topic, partition, error = %e, "cannot record offset");
+                continue;
             }
             processed.insert((topic.to_string(), partition), next);
+        }
+        if let Err(e) = consumer.store_offsets(&store) {
+            warn!(error = %e, "cannot store offsets; they are committed on revoke and shutdown");
         }
     }
 
@@ -143,7 +151,15 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
     consumer.context().commit_processed(&consumer, None);
     consumer.unsubscribe();
     drop(consumer);
-    info!("worker stopped");
+    let pipeline = lock(&worker.engine).pipeline().clone();
+    let rejected: u64 = pipeline.rejected.iter().sum();
+    info!(
+        consumed = pipeline.consumed,
+        counted = pipeline.counted,
+        duplicates = pipeline.duplicates,
+        rejected,
+        "worker stopped"
+    );
     Ok(())
 }
 
