@@ -1,6 +1,7 @@
 //! cxpulse: Kafka customer-experience events in, live NPS/CSAT/CES/churn metrics out.
 //! This is the binary: command line, wiring and signal handling; the logic lives in `crates/`.
 
+mod bench;
 mod config;
 mod demo;
 mod pipeline;
@@ -76,6 +77,13 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Benchmark: preload events into an embedded broker, compare bare consume with the pipeline.
+    Bench {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 64)]
+        partitions: i32,
+    },
     /// Validate a config file and print the resolved settings (secrets redacted).
     CheckConfig { file: PathBuf },
 }
@@ -106,6 +114,10 @@ fn main() -> ExitCode {
             config.validate()?;
             pipeline::init_logging(cli.log_level.as_deref().unwrap_or(&config.log.level), &config.log.format)?;
             pipeline::run(&config, None)
+        })(),
+        Command::Bench { events, partitions } => (|| {
+            pipeline::init_logging(cli.log_level.as_deref().unwrap_or("warn"), "text")?;
+            bench::run(events, partitions)
         })(),
         Command::Demo { listen, rate, duration } => (|| {
             pipeline::init_logging(cli.log_level.as_deref().unwrap_or("info"), "text")?;

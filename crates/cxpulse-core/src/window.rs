@@ -63,12 +63,34 @@ pub struct Counts {
 }
 
 impl Counts {
+    // Field-by-field on purpose: this runs for every ring an event touches, and plain indexed
+    // loops over fixed-size arrays compile to a few vector instructions.
     pub fn add(&mut self, other: &Counts) {
-        zip_apply(self, other, u32::wrapping_add);
+        for i in 0..3 {
+            self.nps[i] = self.nps[i].wrapping_add(other.nps[i]);
+        }
+        for i in 0..2 {
+            self.csat[i] = self.csat[i].wrapping_add(other.csat[i]);
+            self.ces[i] = self.ces[i].wrapping_add(other.ces[i]);
+        }
+        self.ces_score_sum = self.ces_score_sum.wrapping_add(other.ces_score_sum);
+        for i in 0..5 {
+            self.actions[i] = self.actions[i].wrapping_add(other.actions[i]);
+        }
     }
 
     pub fn sub(&mut self, other: &Counts) {
-        zip_apply(self, other, u32::wrapping_sub);
+        for i in 0..3 {
+            self.nps[i] = self.nps[i].wrapping_sub(other.nps[i]);
+        }
+        for i in 0..2 {
+            self.csat[i] = self.csat[i].wrapping_sub(other.csat[i]);
+            self.ces[i] = self.ces[i].wrapping_sub(other.ces[i]);
+        }
+        self.ces_score_sum = self.ces_score_sum.wrapping_sub(other.ces_score_sum);
+        for i in 0..5 {
+            self.actions[i] = self.actions[i].wrapping_sub(other.actions[i]);
+        }
     }
 
     pub fn is_zero(&self) -> bool {
@@ -77,20 +99,6 @@ impl Counts {
 
     pub fn nps_total(&self) -> u32 {
         self.nps.iter().sum()
-    }
-}
-
-fn zip_apply(a: &mut Counts, b: &Counts, op: fn(u32, u32) -> u32) {
-    let pairs = a
-        .nps
-        .iter_mut()
-        .zip(b.nps)
-        .chain(a.csat.iter_mut().zip(b.csat))
-        .chain(a.ces.iter_mut().zip(b.ces))
-        .chain(std::iter::once((&mut a.ces_score_sum, b.ces_score_sum)))
-        .chain(a.actions.iter_mut().zip(b.actions));
-    for (x, y) in pairs {
-        *x = op(*x, y);
     }
 }
 

@@ -39,7 +39,9 @@ impl SourceConfig {
 }
 
 /// Settings cxpulse's correctness rests on; a user's `[kafka]` value wins only where it is safe.
-const CONSUMER_DEFAULTS: [(&str, &str); 7] = [
+const CONSUMER_DEFAULTS: [(&str, &str); 8] = [
+    // librdkafka's default (1 s) idles a consumer that falls behind a full prefetch queue.
+    ("fetch.queue.backoff.ms", "10"),
     ("bootstrap.servers", "localhost:9092"),
     ("group.id", "cxpulse"),
     ("auto.offset.reset", "earliest"),

@@ -24,6 +24,8 @@ pub(crate) struct WorkerContext {
     /// revoke and shutdown; the auto-commit reads the same offsets from librdkafka's store.
     pub processed: Mutex<BTreeMap<(String, i32), i64>>,
     pub assigned: Mutex<BTreeSet<(String, i32)>>,
+    /// Bumped on every revoke, so the loop re-checks a batch's partitions only when one happened.
+    pub revocations: std::sync::atomic::AtomicU64,
 }
 
 /// Locks even when another thread panicked while holding the lock: the state is plain data.
@@ -100,6 +102,7 @@ impl ConsumerContext for WorkerContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let revoked = partitions_of(tpl);
+                self.revocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
                 if consumer.assignment_lost() {
                     warn!(partitions = revoked.len(), "assignment lost: not committing, the next owner re-reads");

@@ -45,6 +45,7 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
         topics: source.topics.clone(),
         processed: Mutex::new(BTreeMap::new()),
         assigned: Mutex::new(BTreeSet::new()),
+        revocations: std::sync::atomic::AtomicU64::new(0),
     };
     let consumer: BaseConsumer<WorkerContext> = consumer_config(settings)
         .create_with_context(context)
@@ -65,6 +66,7 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
     let batch_size = source.batch_size.max(1);
     while !stop.load(Ordering::Relaxed) {
         worker.health.heartbeat(wall_ms());
+        let revocations = consumer.context().revocations.load(Ordering::Relaxed);
         let batch = poll_batch(&consumer, batch_size);
         if last_maintain.elapsed() >= MAINTAIN_EVERY {
             lock(&worker.engine).maintain(wall_ms());
@@ -77,11 +79,12 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
         let context = consumer.context();
         // A revoke inside a poll may leave messages of partitions no longer ours in the batch:
         // their new owner counts them from the committed offset.
-        let assigned = lock(&context.assigned).clone();
-        let batch: Vec<_> = batch
-            .into_iter()
-            .filter(|m| assigned.contains(&(m.topic().to_string(), m.partition())))
-            .collect();
+        let batch: Vec<_> = if context.revocations.load(Ordering::Relaxed) == revocations {
+            batch
+        } else {
+            let assigned = lock(&context.assigned).clone();
+            batch.into_iter().filter(|m| assigned.contains(&(m.topic().to_string(), m.partition()))).collect()
+        };
 
         let now = wall_ms();
         let mut letters = Vec::new();

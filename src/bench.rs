@@ -1,0 +1,166 @@
+//! `cxpulse bench`: one embedded broker, N preloaded synthetic events, and on the same data
+//! (a) the bare librdkafka consume rate (the ceiling) and (b) cxpulse's full pipeline rate.
+//! It reports figures; it asserts nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use cxpulse_core::health::Health;
+use cxpulse_core::synth::{Synth, SynthConfig};
+use cxpulse_core::Engine;
+use cxpulse_kafka::{PipelineMetrics, Worker};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::config::Config;
+
+const TOPIC: &str = "bench";
+
+pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
+    let cluster = MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
+    cluster.create_topic(TOPIC, partitions, 1).map_err(|e| anyhow!("create topic: {e}"))?;
+    let brokers = cluster.bootstrap_servers();
+
+    let (bytes, took) = preload(&brokers, events, partitions)?;
+    println!(
+        "preloaded {events} events ({:.0} bytes each) into {partitions} partitions in {:.2} s",
+        bytes as f64 / events as f64,
+        took.as_secs_f64()
+    );
+
+    let core = core_alone(events)?;
+    println!("(c) core alone (parse + validate + windows, one thread): {:.0} events/s", events as f64 / core.as_secs_f64());
+
+    let ceiling = bare_consume(&brokers, events, partitions)?;
+    println!("(a) bare librdkafka consume: {:.0} events/s ({:.2} s)", events as f64 / ceiling.as_secs_f64(), ceiling.as_secs_f64());
+
+    let (pipeline, render) = full_pipeline(&brokers, events)?;
+    let rate = events as f64 / pipeline.as_secs_f64();
+    println!("(b) cxpulse full pipeline:   {rate:.0} events/s ({:.2} s, first to last event)", pipeline.as_secs_f64());
+    println!("    ratio (b)/(a): {:.2}", ceiling.as_secs_f64() / pipeline.as_secs_f64());
+    println!("    /metrics render after the run: {:.2} ms", render.as_secs_f64() * 1000.0);
+    println!("peak RSS: {} MiB", peak_rss_kib().unwrap_or(0) / 1024);
+    Ok(())
+}
+
+fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, Duration)> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()?;
+    let mut synth = Synth::new(SynthConfig { run_id: "bench".into(), dip_brand: None, ..SynthConfig::default() });
+    let started = Instant::now();
+    let base = cxpulse_kafka::worker::wall_ms();
+    let mut bytes = 0u64;
+    for i in 0..events {
+        // Spread over the last ten minutes so every window sees traffic.
+        let message = synth.next_message(base - 600_000 + (i as i64 * 600_000 / events.max(1) as i64));
+        bytes += message.payload.len() as u64;
+        let partition = (i % partitions as u64) as i32;
+        let mut record = BaseRecord::to(TOPIC).partition(partition).key(&message.key).payload(&message.payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(anyhow!("preload failed: {e}")),
+            }
+        }
+        if i % 1000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok((bytes, started.elapsed()))
+}
+
+fn core_alone(events: u64) -> anyhow::Result<Duration> {
+    let mut synth = Synth::new(SynthConfig { run_id: "core".into(), dip_brand: None, ..SynthConfig::default() });
+    let base = cxpulse_kafka::worker::wall_ms();
+    let payloads: Vec<String> = (0..events)
+        .map(|i| synth.next_message(base - 600_000 + (i as i64 * 600_000 / events.max(1) as i64)).payload)
+        .collect();
+    let mut engine = Engine::new(Config::default().engine_config()?).map_err(|e| anyhow!(e))?;
+    let started = Instant::now();
+    for (i, payload) in payloads.iter().enumerate() {
+        let partition = cxpulse_core::SourcePartition { topic: 0, partition: (i % 64) as i32 };
+        std::hint::black_box(engine.process(partition, payload.as_bytes(), base));
+    }
+    Ok(started.elapsed())
+}
+
+fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<Duration> {
+    let mut config = cxpulse_kafka::config::consumer_config(&Default::default());
+    config.set("bootstrap.servers", brokers).set("group.id", "bench-ceiling");
+    let consumer: BaseConsumer = config.create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut seen = 0u64;
+    let mut bytes = 0usize;
+    let mut started = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen < events && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            started.get_or_insert_with(Instant::now);
+            bytes += message.payload().map_or(0, <[u8]>::len);
+            seen += 1;
+        }
+    }
+    std::hint::black_box(bytes);
+    Ok(started.map_or(Duration::ZERO, |s| s.elapsed()))
+}
+
+fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Duration)> {
+    let mut config = Config::default();
+    config.kafka.insert("bootstrap.servers".into(), toml::Value::String(brokers.into()));
+    config.kafka.insert("group.id".into(), toml::Value::String("bench-pipeline".into()));
+    config.source.topics = vec![TOPIC.into()];
+    config.source.dead_letter_topic = Some(String::new());
+    let engine = Arc::new(Mutex::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?));
+    let worker = Worker { engine: engine.clone(), health: Arc::new(Health::default()), metrics: PipelineMetrics::new() };
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (worker, stop, settings, source) = (worker.clone(), stop.clone(), config.kafka_settings(), config.source.clone());
+        std::thread::spawn(move || cxpulse_kafka::run_worker(&worker, &settings, &source, &stop))
+    };
+    let consumed = || engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while consumed() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let started = Instant::now();
+    while consumed() < events && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let took = started.elapsed();
+    let render_started = Instant::now();
+    let snapshot = engine.lock().map_err(|_| anyhow!("engine lock poisoned"))?.snapshot(cxpulse_kafka::worker::wall_ms());
+    let text = cxpulse_http::render::render_metrics(&snapshot, &config.alert_policy(), Some(&worker.metrics.registry), "bench");
+    let render = render_started.elapsed();
+    std::hint::black_box(text.len());
+    stop.store(true, Ordering::Relaxed);
+    thread.join().map_err(|_| anyhow!("worker thread panicked"))??;
+    Ok((took, render))
+}
+
+/// Peak resident set size of this process, from /proc (Linux).
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

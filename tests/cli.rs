@@ -1,0 +1,82 @@
+//! The command line as a user meets it: check-config, one-line errors, produce.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn cxpulse(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(binary()).args(args).envs(env.iter().copied()).output().expect("run cxpulse");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+fn example_config() -> String {
+    format!("{}/config/cxpulse.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_config_prints_resolved_settings_with_secrets_redacted() {
+    let (code, stdout, stderr) = cxpulse(
+        &["check-config", &example_config()],
+        &[("CXPULSE_KAFKA__SASL_PASSWORD", "hunter2-secret"), ("CXPULSE_LIMITS__MAX_SERIES", "77")],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("max_series = 77"), "{stdout}");
+    assert!(stdout.contains(r#"sizes = ["1h", "24h", "7d", "30d"]"#), "{stdout}");
+    assert!(stdout.contains(r#""sasl.password" = "<redacted>""#), "{stdout}");
+    assert!(!stdout.contains("hunter2-secret") && !stderr.contains("hunter2-secret"));
+}
+
+#[test]
+fn bad_configs_fail_with_one_clear_line() {
+    let dir = TempDir::new("badconfig");
+    for (text, needle) in [
+        ("[windows]\nsizes = [\"90x\"]\n", "unknown unit"),
+        ("[limits]\nmax_series = -1\n", "invalid config"),
+        ("[kafka]\n\"sasl.password\" = \"\"\n", "sasl.password"),
+        ("not toml at all [", "invalid config"),
+    ] {
+        let path = dir.0.join("bad.toml");
+        std::fs::write(&path, text).expect("write");
+        for command in ["check-config", "run"] {
+            let args: Vec<&str> = match command {
+                "run" => vec!["run", "--config", path.to_str().unwrap()],
+                _ => vec!["check-config", path.to_str().unwrap()],
+            };
+            let (code, _, stderr) = cxpulse(&args, &[]);
+            assert_eq!(code, 1, "{command} {text}");
+            assert!(stderr.contains(needle), "{command} {text}: {stderr}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{command}: one line, got {stderr}");
+        }
+    }
+}
+
+#[test]
+fn produce_to_an_unreachable_broker_fails_with_one_line() {
+    let port = free_port();
+    let (code, _, stderr) = cxpulse(&["produce", "--brokers", &format!("127.0.0.1:{port}"), "--count", "1"], &[("RUST_LOG", "off")]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot reach Kafka"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn produce_publishes_the_requested_count_of_valid_events() {
+    let cluster = cluster(&[("cx-events", 2)]);
+    let brokers = cluster.bootstrap_servers();
+    let (code, stdout, stderr) =
+        cxpulse(&["produce", "--brokers", &brokers, "--count", "500", "--rate", "0"], &[("RUST_LOG", "warn")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("produced 500 events"), "{stdout}");
+    let read = read_topic(&brokers, "cx-events", 2, 500, Duration::from_secs(20));
+    assert_eq!(read.len(), 500);
+    for message in &read {
+        assert!(cxpulse_core::parse::parse_event(&message.payload).is_ok(), "{}", String::from_utf8_lossy(&message.payload));
+    }
+}
