@@ -117,3 +117,43 @@ fn sigterm_commits_what_was_processed_and_a_restart_continues_exactly() {
     assert_eq!(settled.sum("cxpulse_nps_responses", &[("window", "1h")]), remaining);
     assert_eq!(consumed_first as f64 + remaining, EVENTS as f64);
 }
+
+#[test]
+fn a_broker_outage_turns_readiness_off_and_consumption_resumes_after_it() {
+    let cluster = cluster(&[("cxo", 2), ("cxo.dlq", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    let batch = |from: usize| -> Vec<(i32, &'static str, Vec<u8>)> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        (from..from + 500)
+            .map(|n| {
+                let payload = format!(
+                    r#"{{"event_id":"o-{n}","type":"survey_response","occurred_at":{now},"brand":"acme","survey":"nps","score":9}}"#
+                );
+                ((n % 2) as i32, "k", payload.into_bytes())
+            })
+            .collect()
+    };
+    produce(&producer(&brokers), "cxo", &batch(0));
+    let config = config("cxpulse-outage").replace(TOPIC, "cxo");
+    let mut worker = start_worker("outage", &brokers, &config);
+    let consumed = |w: &Worker| w.metrics().and_then(|m| m.get("cxpulse_events_consumed_total", &[("topic", "cxo")]));
+    let ready = |w: &Worker| http_get(&w.addr, "/readyz").map(|(status, _)| status == 200);
+    wait_for(Duration::from_secs(60), || (consumed(&worker) == Some(500.0) && ready(&worker) == Some(true)).then_some(()))
+        .unwrap_or_else(|| panic!("not consuming and ready; log:\n{}", worker.log()));
+
+    cluster.broker_down(1).expect("broker down");
+    wait_for(Duration::from_secs(20), || (ready(&worker) == Some(false)).then_some(()))
+        .unwrap_or_else(|| panic!("/readyz stayed 200 with the broker down; log:\n{}", worker.log()));
+    assert_eq!(http_get(&worker.addr, "/healthz").map(|(s, _)| s), Some(200), "still alive");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(worker.child.try_wait().expect("wait").is_none(), "the worker survived the outage");
+
+    cluster.broker_up(1).expect("broker up");
+    produce(&producer(&brokers), "cxo", &batch(500));
+    wait_for(Duration::from_secs(60), || (consumed(&worker) == Some(1000.0) && ready(&worker) == Some(true)).then_some(()))
+        .unwrap_or_else(|| panic!("did not resume; log:\n{}", worker.log()));
+    let metrics = worker.metrics().expect("metrics");
+    assert_eq!(metrics.get("cxpulse_events_counted_total", &[]), Some(1000.0), "nothing lost, nothing twice");
+    let exit = worker.terminate(Duration::from_secs(10)).expect("exits");
+    assert!(exit.success());
+}

@@ -42,10 +42,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        let windows = [3_600_000, 86_400_000, 7 * 86_400_000, 30 * 86_400_000]
-            .into_iter()
-            .filter_map(|size| WindowSpec::new(size).ok())
-            .collect();
+        let windows = ["1h", "24h", "7d", "30d"].into_iter().filter_map(|name| WindowSpec::named(name).ok()).collect();
         EngineConfig {
             windows,
             clock: ClockMode::Wall,

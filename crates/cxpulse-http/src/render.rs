@@ -178,3 +178,48 @@ fn render_pipeline(out: &mut String, snapshot: &Snapshot, version: &str) {
     header(out, "cxpulse_build_info", "gauge", "Build information.");
     let _ = writeln!(out, r#"cxpulse_build_info{{version="{version}"}} 1"#);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cxpulse_core::alerts::AlertOverride;
+    use cxpulse_core::{ClockMode, Engine, EngineConfig, SourcePartition};
+
+    #[test]
+    fn renders_counts_thresholds_and_pipeline_from_a_snapshot() {
+        let config = EngineConfig { clock: ClockMode::Event, ..EngineConfig::default() };
+        let mut engine = Engine::new(config).unwrap();
+        let p = SourcePartition { topic: 0, partition: 0 };
+        let at = 1_795_428_000_000i64;
+        engine.process(p, format!(r#"{{"event_id":"a","type":"survey_response","occurred_at":{at},"brand":"acme","segment":"smb","survey":"nps","score":10}}"#).as_bytes(), at);
+        engine.process(p, format!(r#"{{"event_id":"b","type":"customer_base","occurred_at":{at},"brand":"acme","segment":"smb","active_customers":5}}"#).as_bytes(), at);
+        engine.process(p, b"nope", at);
+        let policy = AlertPolicy {
+            overrides: vec![AlertOverride { brand: "acme".into(), segment: None, nps_threshold: Some(25.0), min_responses: None }],
+            ..AlertPolicy::default()
+        };
+        let text = render_metrics(&engine.snapshot(at), &policy, None, "9.9.9");
+        for line in [
+            r#"cxpulse_nps_responses{brand="acme",segment="smb",window="1h",category="promoter"} 1"#,
+            r#"cxpulse_nps_responses{brand="acme",segment="smb",window="30d",category="detractor"} 0"#,
+            r#"cxpulse_customers_active{brand="acme",segment="smb"} 5"#,
+            r#"cxpulse_customers_active_at_window_start{brand="acme",segment="smb",window="24h"} 5"#,
+            r#"cxpulse_nps_alert_threshold{brand="acme",segment="smb"} 25"#,
+            r#"cxpulse_nps_alert_min_responses{brand="acme",segment="smb"} 30"#,
+            r#"cxpulse_survey_responses_total{brand="acme",segment="smb",survey="nps",category="promoter"} 1"#,
+            r#"cxpulse_events_rejected_total{reason="invalid_json"} 1"#,
+            "cxpulse_events_counted_total 2",
+            "cxpulse_series 1",
+            r#"cxpulse_build_info{version="9.9.9"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        }
+        // Every sample line belongs to a family announced with # TYPE.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            let family = name.trim_end_matches("_sum").trim_end_matches("_count");
+            assert!(text.contains(&format!("# TYPE {family} ")) || text.contains(&format!("# TYPE {name} ")), "{line}");
+            assert!(METRIC_NAMES.contains(&family) || METRIC_NAMES.contains(&name), "{name} not in METRIC_NAMES");
+        }
+    }
+}
