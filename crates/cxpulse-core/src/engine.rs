@@ -11,6 +11,7 @@ use std::sync::Arc;
 use ahash::RandomState;
 
 use crate::age::AgeHistogram;
+use crate::checkpoint::{PartitionCheckpoint, ResponseCheckpoint, SeriesCheckpoint};
 use crate::event::{Event, Payload, RejectReason, Rejection, Survey};
 use crate::parse::parse_event;
 use crate::snapshot::{PipelineCounts, SeriesSnapshot, Snapshot};
@@ -157,6 +158,8 @@ pub struct Engine {
     dedup: FastMap<u128, (SourcePartition, i64)>,
     responses: FastMap<u128, ResponseEntry>,
     next_epoch: u64,
+    /// Set while `replay` runs: process-wide counters are not moved twice.
+    replaying: bool,
     pipeline: PipelineCounts,
     age: AgeHistogram,
 }
@@ -187,6 +190,7 @@ impl Engine {
             dedup: FastMap::default(),
             responses: FastMap::default(),
             next_epoch: 0,
+            replaying: false,
             pipeline: PipelineCounts::default(),
             age: AgeHistogram::new(),
         })
@@ -213,12 +217,30 @@ impl Engine {
             Ok(event) => self.apply(partition, &event, wall_ms),
             Err(rejection) => Outcome::Rejected(rejection),
         };
-        match &outcome {
+        self.count_outcome(&outcome);
+        outcome
+    }
+
+    /// Like `process`, for a message an earlier owner of the partition already handled (a
+    /// rebuild by replay): the windows take it in, but the pipeline counters, which that owner
+    /// already moved, only count it as replayed.
+    pub fn replay(&mut self, partition: SourcePartition, payload: &[u8], wall_ms: i64) -> Outcome {
+        self.pipeline.replayed += 1;
+        self.replaying = true;
+        let outcome = match parse_event(payload) {
+            Ok(event) => self.apply(partition, &event, wall_ms),
+            Err(rejection) => Outcome::Rejected(rejection),
+        };
+        self.replaying = false;
+        outcome
+    }
+
+    fn count_outcome(&mut self, outcome: &Outcome) {
+        match outcome {
             Outcome::Counted => self.pipeline.counted += 1,
             Outcome::Duplicate => self.pipeline.duplicates += 1,
             Outcome::Rejected(rejection) => self.pipeline.rejected[rejection.reason.index()] += 1,
         }
-        outcome
     }
 
     /// Counts a parsed event (the pipeline counters are `process`'s job).
@@ -254,7 +276,9 @@ impl Engine {
         let contribution = match &event.payload {
             Payload::Survey { survey, response_id } => {
                 let counts = survey_counts(*survey);
-                self.series.list[series as usize].survey_totals[survey_category_index(*survey)] += 1;
+                if !self.replaying {
+                    self.series.list[series as usize].survey_totals[survey_category_index(*survey)] += 1;
+                }
                 if let Some(response_id) = response_id {
                     let key = xxhash_rust::xxh3::xxh3_128(response_id.as_bytes());
                     let entry = ResponseEntry { partition, epoch, series, occurred_at_ms: occurred, counts };
@@ -281,7 +305,9 @@ impl Engine {
         };
         self.add_to_windows(partition, series, occurred, &contribution);
         self.pipeline.last_event_ms = Some(self.pipeline.last_event_ms.map_or(occurred, |t| t.max(occurred)));
-        self.age.record(wall_ms, wall_ms.saturating_sub(occurred));
+        if !self.replaying {
+            self.age.record(wall_ms, wall_ms.saturating_sub(occurred));
+        }
         Outcome::Counted
     }
 
@@ -340,6 +366,106 @@ impl Engine {
             ring.advance(window.pane_of(clock));
             ring.apply(window.pane_of(old.occurred_at_ms), &Contribution::Counts(old.counts), true);
         }
+    }
+
+    /// The partition's state as a checkpoint reflecting every message before `offset` (empty
+    /// when the engine holds nothing for it).
+    pub fn checkpoint(&self, partition: SourcePartition, offset: i64) -> PartitionCheckpoint {
+        let mut checkpoint = PartitionCheckpoint {
+            offset,
+            window_sizes_ms: self.config.windows.iter().map(|w| w.size_ms).collect(),
+            clock_ms: self.clock_ms,
+            series: Vec::new(),
+            dedup: Vec::new(),
+            responses: Vec::new(),
+        };
+        let Some(state) = self.partitions.get(&partition) else { return checkpoint };
+        for (slot, windows) in state.series.iter().enumerate() {
+            let (Some(windows), Some(info)) = (windows, self.series.list.get(slot)) else { continue };
+            checkpoint.series.push(SeriesCheckpoint {
+                brand: info.brand.to_string(),
+                segment: info.segment.to_string(),
+                rings: windows.rings.iter().map(Ring::export).collect(),
+            });
+        }
+        checkpoint.dedup = state.dedup_order.iter().copied().collect();
+        for (key, entry) in &self.responses {
+            if entry.partition == partition && entry.epoch == state.epoch {
+                let info = &self.series.list[entry.series as usize];
+                checkpoint.responses.push(ResponseCheckpoint {
+                    key: *key,
+                    brand: info.brand.to_string(),
+                    segment: info.segment.to_string(),
+                    occurred_at_ms: entry.occurred_at_ms,
+                    counts: entry.counts,
+                });
+            }
+        }
+        checkpoint
+    }
+
+    /// Replaces the partition's state with a checkpoint's. Fails (changing nothing) when the
+    /// checkpoint was made with other windows.
+    pub fn restore(&mut self, partition: SourcePartition, checkpoint: &PartitionCheckpoint) -> Result<(), String> {
+        let sizes: Vec<i64> = self.config.windows.iter().map(|w| w.size_ms).collect();
+        if checkpoint.window_sizes_ms != sizes {
+            return Err(format!("checkpoint windows {:?} differ from the configured {sizes:?}", checkpoint.window_sizes_ms));
+        }
+        if checkpoint.series.iter().any(|s| s.rings.len() != sizes.len()) {
+            return Err("checkpoint series has the wrong number of windows".into());
+        }
+        self.drop_partition(partition);
+        if self.config.clock == ClockMode::Event {
+            if let Some(clock) = checkpoint.clock_ms {
+                self.advance_clock(clock);
+            }
+        }
+        let mut state = PartitionState::new(&mut self.next_epoch);
+        for series in &checkpoint.series {
+            let id = self.intern_restored(&series.brand, &series.segment);
+            let rings = series.rings.iter().zip(&self.future_panes).map(|(ring, f)| Ring::import(ring, *f)).collect();
+            let slot = id as usize;
+            if state.series.len() <= slot {
+                state.series.resize_with(slot + 1, || None);
+            }
+            state.series[slot] = Some(Box::new(SeriesWindows { rings }));
+        }
+        for &(seen_at, id_hash) in &checkpoint.dedup {
+            state.dedup_order.push_back((seen_at, id_hash));
+            self.dedup.entry(id_hash).or_insert((partition, seen_at));
+        }
+        for response in &checkpoint.responses {
+            let series = self.intern_restored(&response.brand, &response.segment);
+            let entry = ResponseEntry {
+                partition,
+                epoch: state.epoch,
+                series,
+                occurred_at_ms: response.occurred_at_ms,
+                counts: response.counts,
+            };
+            // An answer corrected meanwhile on another partition stays corrected.
+            match self.responses.get_mut(&response.key) {
+                Some(existing) if existing.partition != partition => {}
+                Some(existing) => *existing = entry,
+                None => {
+                    self.responses.insert(response.key, entry);
+                }
+            }
+        }
+        self.partitions.insert(partition, state);
+        Ok(())
+    }
+
+    fn intern_restored(&mut self, brand: &str, segment: &str) -> SeriesId {
+        if brand == OVERFLOW_LABEL && segment == OVERFLOW_LABEL {
+            if let Some(id) = self.series.overflow {
+                return id;
+            }
+            let id = self.series.push(OVERFLOW_LABEL, OVERFLOW_LABEL);
+            self.series.overflow = Some(id);
+            return id;
+        }
+        self.series.intern(brand, segment, self.config.max_series).0
     }
 
     /// Forgets a partition's contribution and dedup memory (it was revoked or is being rebuilt).

@@ -4,6 +4,7 @@
 
 pub mod age;
 pub mod alerts;
+pub mod checkpoint;
 pub mod duration;
 pub mod engine;
 pub mod health;

@@ -25,6 +25,8 @@ pub struct PipelineCounts {
     pub rejected: [u64; 9],
     pub series_overflow: u64,
     pub corrections: u64,
+    /// Messages taken in again while rebuilding a partition by replay.
+    pub replayed: u64,
     pub last_event_ms: Option<i64>,
 }
 

@@ -53,7 +53,7 @@ impl WindowSpec {
 /// Counts kept per pane and summed per window. Indices follow the metric label order:
 /// nps = [promoter, passive, detractor], csat = [satisfied, unsatisfied], ces = [easy, not_easy],
 /// actions = `Action::index`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub nps: [u32; 3],
     pub csat: [u32; 2],
@@ -106,13 +106,13 @@ impl Counts {
 /// (with its event time, to pick the latest of several), `net` the lifecycle moves.
 /// Applying a pane to a running count: a base resets it, then the pane's moves apply — at pane
 /// resolution, moves in the same pane as a base count as after it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Active {
     pub base: Option<Base>,
     pub net: i64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Base {
     pub time_ms: i64,
     pub value: i64,
@@ -128,7 +128,7 @@ impl Active {
 
 /// A running active-customer count at a pane boundary: `value` is meaningful as an absolute count
 /// only once a base has been folded in (`base_pane` is `Some`); before that it is the net of moves.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Anchor {
     pub value: i64,
     /// The pane and the base folded into `value`, if any.
@@ -179,10 +179,18 @@ impl Anchor {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Pane {
     counts: Counts,
     active: Active,
+}
+
+/// A ring as it is checkpointed: only the panes that hold something, by absolute index.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RingState {
+    pub head: i64,
+    pub anchor: Anchor,
+    pub panes: Vec<(i64, Counts, Active)>,
 }
 
 /// What one event contributes to a pane.
@@ -301,6 +309,34 @@ impl Ring {
         }
     }
 
+    /// The ring's state for a checkpoint.
+    pub fn export(&self) -> RingState {
+        let panes = (self.start()..=self.head + self.len() - PANES_PER_WINDOW)
+            .map(|pane| (pane, self.panes[self.slot(pane)]))
+            .filter(|(_, p)| *p != Pane::default())
+            .map(|(pane, p)| (pane, p.counts, p.active))
+            .collect();
+        RingState { head: self.head, anchor: self.anchor, panes }
+    }
+
+    /// Rebuilds a ring from a checkpoint; panes outside its range are ignored.
+    pub fn import(state: &RingState, future_panes: usize) -> Ring {
+        let mut ring = Ring::new(state.head, future_panes);
+        ring.anchor = state.anchor;
+        let last = ring.head + ring.len() - PANES_PER_WINDOW;
+        for (pane, counts, active) in &state.panes {
+            if *pane < ring.start() || *pane > last {
+                continue;
+            }
+            let slot = ring.slot(*pane);
+            ring.panes[slot] = Pane { counts: *counts, active: *active };
+            if *pane <= ring.head {
+                ring.sum.add(counts);
+            }
+        }
+        ring
+    }
+
     /// The window's counts at the clock.
     pub fn sum(&self) -> &Counts {
         &self.sum
@@ -384,6 +420,24 @@ mod tests {
         assert!(ring.sum().is_zero());
         assert_eq!(ring.active_at_start().known(), Some(7));
         assert_eq!(ring.active_now().known(), Some(7));
+    }
+
+    #[test]
+    fn export_and_import_round_trip() {
+        let mut ring = Ring::new(100, 2);
+        ring.apply(100, &one_promoter(), false);
+        ring.apply(102, &one_promoter(), false);
+        ring.apply(70, &Contribution::Move(3), false);
+        ring.apply(20, &Contribution::Base(Base { time_ms: 5, value: 9 }), false);
+        let state = ring.export();
+        assert_eq!(state.panes.len(), 3);
+        let mut copy = Ring::import(&state, 2);
+        assert_eq!(copy.sum(), ring.sum());
+        assert_eq!(copy.active_now(), ring.active_now());
+        copy.advance(102);
+        ring.advance(102);
+        assert_eq!(copy.sum(), ring.sum());
+        assert_eq!(copy.export(), ring.export());
     }
 
     #[test]

@@ -38,6 +38,8 @@ enum Op {
     Event { partition: i32, wall_step_ms: i64, event: Ev },
     Drop(i32),
     Maintain,
+    /// Checkpoint a partition to bytes and restore it: nothing may change.
+    RoundTrip(i32),
 }
 
 const ACTIONS: [&str; 5] = ["signup", "renewal", "purchase", "churn", "reactivation"];
@@ -96,6 +98,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         20 => (0i32..3, 0i64..40_000, ev_strategy()).prop_map(|(partition, wall_step_ms, event)| Op::Event { partition, wall_step_ms, event }),
         1 => (0i32..3).prop_map(Op::Drop),
+        2 => (0i32..3).prop_map(Op::RoundTrip),
         1 => Just(Op::Maintain),
     ]
 }
@@ -235,6 +238,12 @@ fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
                 model.epochs[*partition as usize] += 1;
             }
             Op::Maintain => engine.maintain(wall),
+            Op::RoundTrip(partition) => {
+                let source = SourcePartition { topic: 0, partition: *partition };
+                let bytes = engine.checkpoint(source, 0).encode().unwrap();
+                let decoded = cxpulse_core::checkpoint::PartitionCheckpoint::decode(&bytes).unwrap();
+                engine.restore(source, &decoded).unwrap();
+            }
         }
     }
     let snapshot = engine.snapshot(wall);
