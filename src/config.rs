@@ -135,6 +135,8 @@ impl Config {
         if self.source.topics.is_empty() || self.source.topics.iter().any(String::is_empty) {
             bail!("invalid config: [source] topics must name at least one topic");
         }
+        parse_duration_ms(&self.source.checkpoint_interval)
+            .map_err(|e| anyhow!("invalid config: [source] checkpoint_interval: {e}"))?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!("invalid config: [http] listen `{}` is not an address like 127.0.0.1:9898", self.http.listen);
         }

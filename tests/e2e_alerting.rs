@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -56,13 +57,15 @@ fn now_ms() -> i64 {
 /// `count` NPS answers of `score` for brand/segment, occurred now (`None`: no segment field, so
 /// the default segment "all").
 fn answers(tag: &str, brand: &str, segment: Option<&str>, score: u8, count: usize) -> Vec<Vec<u8>> {
+    static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
     let at = now_ms();
     let segment_field = segment.map(|s| format!(r#","segment":"{s}""#)).unwrap_or_default();
     let segment_name = segment.unwrap_or("all");
     (0..count)
-        .map(|i| {
+        .map(|_| {
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             format!(
-                r#"{{"event_id":"{tag}-{brand}-{segment_name}-{score}-{i}","type":"survey_response","occurred_at":{at},"brand":"{brand}"{segment_field},"survey":"nps","score":{score}}}"#
+                r#"{{"event_id":"{tag}-{brand}-{segment_name}-{score}-{id}","type":"survey_response","occurred_at":{at},"brand":"{brand}"{segment_field},"survey":"nps","score":{score}}}"#
             )
             .into_bytes()
         })

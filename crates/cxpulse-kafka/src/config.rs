@@ -19,11 +19,22 @@ pub struct SourceConfig {
     pub dead_letter_topic: Option<String>,
     /// Most messages handled per poll batch (one engine lock and one dead-letter flush per batch).
     pub batch_size: usize,
+    /// Compacted topic holding partition checkpoints; "" turns checkpoints off (every assigned
+    /// partition is then rebuilt by replay).
+    pub state_topic: String,
+    /// How often each partition that moved is checkpointed (also on revoke and shutdown).
+    pub checkpoint_interval: String,
 }
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        SourceConfig { topics: vec!["cx-events".into()], dead_letter_topic: None, batch_size: 4096 }
+        SourceConfig {
+            topics: vec!["cx-events".into()],
+            dead_letter_topic: None,
+            batch_size: 4096,
+            state_topic: "cxpulse.state".into(),
+            checkpoint_interval: "10s".into(),
+        }
     }
 }
 

@@ -1,31 +1,46 @@
-//! The consumer's callbacks: rebalances (commit what was processed before a partition goes, and
-//! drop its window contribution) and statistics (lag, broker reachability).
+//! The consumer's callbacks. On assignment: restore each partition from its checkpoint, or
+//! rebuild it by replay, and start fetching where that state ends. On revocation: checkpoint and
+//! commit what was processed, then drop the partition's contribution. Statistics feed the lag
+//! gauges and broker reachability.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
+use cxpulse_core::checkpoint::PartitionCheckpoint;
 use cxpulse_core::health::Health;
-use cxpulse_core::{Engine, SourcePartition};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use cxpulse_core::{ClockMode, Engine, SourcePartition};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use crate::metrics::PipelineMetrics;
+use crate::state_store::StateStore;
+
+pub type TopicPartition = (String, i32);
 
 pub(crate) struct WorkerContext {
     pub engine: Arc<Mutex<Engine>>,
     pub health: Arc<Health>,
     pub metrics: PipelineMetrics,
     pub topics: Vec<String>,
-    /// Per (topic, partition): the next offset to read, once processing passed it. Committed on
-    /// revoke and shutdown; the auto-commit reads the same offsets from librdkafka's store.
-    pub processed: Mutex<BTreeMap<(String, i32), i64>>,
-    pub assigned: Mutex<BTreeSet<(String, i32)>>,
+    pub group: String,
+    /// Per partition: the next offset to read, once processing passed it. Committed on revoke
+    /// and shutdown; the auto-commit reads the same offsets from librdkafka's store.
+    pub processed: Mutex<BTreeMap<TopicPartition, i64>>,
+    pub assigned: Mutex<BTreeSet<TopicPartition>>,
     /// Bumped on every revoke, so the loop re-checks a batch's partitions only when one happened.
-    pub revocations: std::sync::atomic::AtomicU64,
+    pub revocations: AtomicU64,
+    pub store: Mutex<Option<StateStore>>,
+    /// The offset each checkpoint last written reflects, to skip unchanged partitions.
+    pub checkpointed: Mutex<BTreeMap<TopicPartition, i64>>,
+    /// Partitions being rebuilt: messages below the offset were already handled by an earlier
+    /// owner (counted, dead-lettered); they go back into the windows only.
+    pub replay_until: Mutex<HashMap<SourcePartition, i64>>,
 }
 
 /// Locks even when another thread panicked while holding the lock: the state is plain data.
@@ -33,24 +48,28 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl WorkerContext {
     pub fn source(&self, topic: &str, partition: i32) -> SourcePartition {
         let index = self.topics.iter().position(|t| t == topic).unwrap_or(self.topics.len());
         SourcePartition { topic: index as u32, partition }
     }
 
+    fn state_key(&self, topic: &str, partition: i32) -> String {
+        format!("{}/{topic}/{partition}", self.group)
+    }
+
     /// Synchronously commits the processed offsets of `partitions` (all when `None`).
-    pub fn commit_processed(&self, consumer: &BaseConsumer<WorkerContext>, partitions: Option<&BTreeSet<(String, i32)>>) {
-        let processed = lock(&self.processed);
+    pub fn commit_processed(&self, consumer: &BaseConsumer<WorkerContext>, partitions: Option<&BTreeSet<TopicPartition>>) {
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in processed.iter() {
+        for ((topic, partition), next) in lock(&self.processed).iter() {
             if partitions.is_none_or(|set| set.contains(&(topic.clone(), *partition))) {
                 if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
                     warn!(%topic, partition, error = %e, "cannot add offset to commit");
                 }
             }
         }
-        drop(processed);
         if tpl.count() == 0 {
             return;
         }
@@ -60,13 +79,179 @@ impl WorkerContext {
         }
     }
 
-    fn publish_assignment(&self, assigned: &BTreeSet<(String, i32)>) {
+    /// Writes a checkpoint for every processed partition of `partitions` (all when `None`) that
+    /// moved since its last one. Failures are logged: the next owner then replays instead.
+    pub fn checkpoint(&self, partitions: Option<&BTreeSet<TopicPartition>>) {
+        let store = lock(&self.store);
+        let Some(store) = store.as_ref() else { return };
+        let processed = lock(&self.processed).clone();
+        let mut checkpointed = lock(&self.checkpointed);
+        let engine = lock(&self.engine);
+        let mut entries = Vec::new();
+        let mut written = Vec::new();
+        for ((topic, partition), next) in processed {
+            let key = (topic.clone(), partition);
+            if partitions.is_some_and(|set| !set.contains(&key)) || checkpointed.get(&key) == Some(&next) {
+                continue;
+            }
+            match engine.checkpoint(self.source(&topic, partition), next).encode() {
+                Ok(bytes) => {
+                    entries.push((self.state_key(&topic, partition), bytes));
+                    written.push((key, next));
+                }
+                Err(e) => warn!(%topic, partition, error = %e, "checkpoint not encoded"),
+            }
+        }
+        drop(engine);
+        if entries.is_empty() {
+            return;
+        }
+        match store.save(entries) {
+            Ok(()) => {
+                self.metrics.checkpoints.inc_by(written.len() as u64);
+                checkpointed.extend(written);
+            }
+            Err(e) => warn!(error = %e, "checkpoints not written; a new owner would replay instead"),
+        }
+    }
+
+    fn publish_assignment(&self, assigned: &BTreeSet<TopicPartition>) {
         self.health.set_assigned(assigned.len());
         self.metrics.partitions_assigned.set(assigned.len() as i64);
     }
+
+    pub fn publish_restoring(&self) {
+        let restoring = lock(&self.replay_until).len();
+        self.health.set_restoring(restoring);
+        self.metrics.partitions_restoring.set(restoring as i64);
+    }
+
+    /// Sets where each newly assigned partition starts and restores or clears its state.
+    fn prepare_assignment(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let partitions: Vec<TopicPartition> =
+            tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        let committed = committed_offsets(consumer, tpl);
+        let (longest_ms, clock) = {
+            let engine = lock(&self.engine);
+            let config = engine.config();
+            (config.windows.iter().map(|w| w.size_ms).max().unwrap_or(0), config.clock)
+        };
+        let mut replay_from_time = Vec::new();
+        for (topic, partition) in &partitions {
+            let source = self.source(topic, *partition);
+            let key = self.state_key(topic, *partition);
+            let loaded = lock(&self.store).as_mut().and_then(|store| store.load(&key));
+            let restored = loaded.and_then(|bytes| match PartitionCheckpoint::decode(&bytes) {
+                Ok(checkpoint) => match lock(&self.engine).restore(source, &checkpoint) {
+                    Ok(()) => Some(checkpoint.offset),
+                    Err(e) => {
+                        warn!(%topic, partition, error = %e, "checkpoint unusable; rebuilding by replay");
+                        None
+                    }
+                },
+                Err(e) => {
+                    warn!(%topic, partition, error = %e, "checkpoint unreadable; rebuilding by replay");
+                    None
+                }
+            });
+            let committed = committed.get(&(topic.clone(), *partition)).copied();
+            match restored {
+                Some(offset) => {
+                    info!(%topic, partition, offset, "restored from checkpoint");
+                    self.metrics.restores.with_label_values(&["checkpoint"]).inc();
+                    set_start(tpl, topic, *partition, Offset::Offset(offset));
+                    self.mark_replay(source, offset, committed);
+                }
+                None => {
+                    lock(&self.engine).drop_partition(source);
+                    self.metrics.restores.with_label_values(&["replay"]).inc();
+                    replay_from_time.push((topic.clone(), *partition, source, committed));
+                }
+            }
+            lock(&self.checkpointed).remove(&(topic.clone(), *partition));
+        }
+        if !replay_from_time.is_empty() {
+            // Replay what the longest window can still hold. A broker that cannot look offsets up
+            // by time (or a backfill on the event clock) replays from the beginning: too-old
+            // events are then only re-read, never counted.
+            let since = crate::worker::wall_ms() - longest_ms;
+            let starts = match clock {
+                ClockMode::Wall => offsets_for_time(consumer, &replay_from_time, since),
+                ClockMode::Event => HashMap::new(),
+            };
+            for (topic, partition, source, committed) in replay_from_time {
+                let start = starts.get(&(topic.clone(), partition)).copied();
+                info!(%topic, partition, start = ?start, "rebuilding by replay");
+                set_start(tpl, &topic, partition, start.map_or(Offset::Beginning, Offset::Offset));
+                self.mark_replay(source, start.unwrap_or(0), committed);
+            }
+        }
+        self.publish_restoring();
+    }
+
+    fn mark_replay(&self, source: SourcePartition, start: i64, committed: Option<i64>) {
+        let mut replay = lock(&self.replay_until);
+        match committed {
+            Some(until) if until > start => {
+                replay.insert(source, until);
+            }
+            _ => {
+                replay.remove(&source);
+            }
+        }
+    }
 }
 
-fn partitions_of(tpl: &TopicPartitionList) -> BTreeSet<(String, i32)> {
+fn set_start(tpl: &mut TopicPartitionList, topic: &str, partition: i32, offset: Offset) {
+    if let Err(e) = tpl.set_partition_offset(topic, partition, offset) {
+        warn!(%topic, partition, error = %e, "cannot set the start offset");
+    }
+}
+
+fn committed_offsets(consumer: &BaseConsumer<WorkerContext>, tpl: &TopicPartitionList) -> HashMap<TopicPartition, i64> {
+    match consumer.committed_offsets(tpl.clone(), IO_TIMEOUT) {
+        Ok(committed) => committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot read committed offsets; replays start without a known end");
+            HashMap::new()
+        }
+    }
+}
+
+/// First offsets at or after `since_ms`; partitions the broker cannot answer for are left out.
+fn offsets_for_time(
+    consumer: &BaseConsumer<WorkerContext>,
+    partitions: &[(String, i32, SourcePartition, Option<i64>)],
+    since_ms: i64,
+) -> HashMap<TopicPartition, i64> {
+    let mut query = TopicPartitionList::new();
+    for (topic, partition, _, _) in partitions {
+        let _ = query.add_partition_offset(topic, *partition, Offset::Offset(since_ms));
+    }
+    match consumer.offsets_for_times(query, IO_TIMEOUT) {
+        Ok(answer) => answer
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "offsets by time unavailable; replaying from the beginning");
+            HashMap::new()
+        }
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> BTreeSet<TopicPartition> {
     tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
 }
 
@@ -98,25 +283,56 @@ impl ClientContext for WorkerContext {
 }
 
 impl ConsumerContext for WorkerContext {
+    /// The default rebalance, with start offsets chosen (and state restored) before assigning.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.prepare_assignment(consumer, tpl);
+                self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
+                let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(e) = result {
+                    warn!(error = %e, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                let result = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = result {
+                    warn!(error = %e, "unassign failed");
+                }
+            }
+            other => {
+                warn!(error = ?other, "rebalance error; dropping the assignment");
+                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                let _ = consumer.unassign();
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let revoked = partitions_of(tpl);
-                self.revocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.revocations.fetch_add(1, Ordering::Relaxed);
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
                 if consumer.assignment_lost() {
                     warn!(partitions = revoked.len(), "assignment lost: not committing, the next owner re-reads");
                 } else {
+                    self.checkpoint(Some(&revoked));
                     self.commit_processed(consumer, Some(&revoked));
                 }
                 let mut engine = lock(&self.engine);
+                let mut replay = lock(&self.replay_until);
                 for (topic, partition) in &revoked {
-                    engine.drop_partition(self.source(topic, *partition));
+                    let source = self.source(topic, *partition);
+                    engine.drop_partition(source);
+                    replay.remove(&source);
                 }
-                drop(engine);
-                let mut processed = lock(&self.processed);
-                processed.retain(|key, _| !revoked.contains(key));
-                drop(processed);
+                drop((engine, replay));
+                self.publish_restoring();
+                lock(&self.processed).retain(|key, _| !revoked.contains(key));
+                lock(&self.checkpointed).retain(|key, _| !revoked.contains(key));
                 let mut assigned = lock(&self.assigned);
                 assigned.retain(|key| !revoked.contains(key));
                 self.publish_assignment(&assigned);

@@ -13,6 +13,8 @@ pub struct PipelineMetrics {
     pub partitions_assigned: IntGauge,
     pub partitions_restoring: IntGauge,
     pub rebalances: IntCounterVec,
+    pub checkpoints: IntCounter,
+    pub restores: IntCounterVec,
 }
 
 impl PipelineMetrics {
@@ -48,9 +50,18 @@ impl PipelineMetrics {
                 &["kind"],
             )
             .unwrap_or_else(|e| invalid_metric(e)),
+            checkpoints: IntCounter::new("cxpulse_checkpoints_total", "Partition checkpoints acknowledged by the state topic.")
+                .unwrap_or_else(|e| invalid_metric(e)),
+            restores: IntCounterVec::new(
+                Opts::new("cxpulse_partition_restores_total", "Assigned partitions restored, by how (checkpoint or replay)."),
+                &["source"],
+            )
+            .unwrap_or_else(|e| invalid_metric(e)),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(metrics.checkpoints.clone()),
+            Box::new(metrics.restores.clone()),
             Box::new(metrics.consumed.clone()),
             Box::new(metrics.dead_letters.clone()),
             Box::new(metrics.dead_letter_retries.clone()),

@@ -2,8 +2,8 @@
 //! store the offsets that are safe to commit. Runs on its own thread until `stop` is set, then
 //! commits what it processed and leaves the group.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use crate::config::{consumer_config, producer_config, KafkaSettings, SourceConfi
 use crate::context::{lock, WorkerContext};
 use crate::dead_letter::{DeadLetter, DeadLetterProducer};
 use crate::metrics::PipelineMetrics;
+use crate::state_store::StateStore;
 
 /// Everything the worker shares with the rest of the process.
 #[derive(Clone)]
@@ -38,14 +39,30 @@ pub fn wall_ms() -> i64 {
 
 /// Runs the worker until `stop` is set. Errors only for a configuration librdkafka refuses.
 pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConfig, stop: &AtomicBool) -> anyhow::Result<()> {
+    let checkpoint_every = Duration::from_millis(
+        cxpulse_core::duration::parse_duration_ms(&source.checkpoint_interval)
+            .map_err(|e| anyhow::anyhow!("invalid [source] checkpoint_interval: {e}"))?
+            .max(100) as u64,
+    );
+    let store = match source.state_topic.as_str() {
+        "" => None,
+        topic => Some(
+            StateStore::new(producer_config(settings), consumer_config(settings), topic.to_string())
+                .map_err(|e| anyhow::anyhow!("cannot create the state-topic clients: {e}"))?,
+        ),
+    };
     let context = WorkerContext {
         engine: worker.engine.clone(),
         health: worker.health.clone(),
         metrics: worker.metrics.clone(),
         topics: source.topics.clone(),
+        group: consumer_config(settings).get("group.id").unwrap_or("cxpulse").to_string(),
         processed: Mutex::new(BTreeMap::new()),
         assigned: Mutex::new(BTreeSet::new()),
-        revocations: std::sync::atomic::AtomicU64::new(0),
+        revocations: AtomicU64::new(0),
+        store: Mutex::new(store),
+        checkpointed: Mutex::new(BTreeMap::new()),
+        replay_until: Mutex::new(HashMap::new()),
     };
     let consumer: BaseConsumer<WorkerContext> = consumer_config(settings)
         .create_with_context(context)
@@ -60,23 +77,28 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
         None => None,
     };
     let consumed: Vec<_> = source.topics.iter().map(|t| worker.metrics.consumed.with_label_values(&[t.as_str()])).collect();
-    info!(topics = ?source.topics, dead_letter_topic = ?source.dead_letter_topic(), "worker started");
+    info!(topics = ?source.topics, dead_letter_topic = ?source.dead_letter_topic(), state_topic = %source.state_topic, "worker started");
 
     let mut last_maintain = Instant::now();
+    let mut last_checkpoint = Instant::now();
     let batch_size = source.batch_size.max(1);
     while !stop.load(Ordering::Relaxed) {
         worker.health.heartbeat(wall_ms());
-        let revocations = consumer.context().revocations.load(Ordering::Relaxed);
+        let context = consumer.context();
+        let revocations = context.revocations.load(Ordering::Relaxed);
         let batch = poll_batch(&consumer, batch_size);
         if last_maintain.elapsed() >= MAINTAIN_EVERY {
             lock(&worker.engine).maintain(wall_ms());
             last_maintain = Instant::now();
         }
+        if last_checkpoint.elapsed() >= checkpoint_every {
+            context.checkpoint(None);
+            last_checkpoint = Instant::now();
+        }
         if batch.is_empty() {
             continue;
         }
         worker.health.set_broker_up(true);
-        let context = consumer.context();
         // A revoke inside a poll may leave messages of partitions no longer ours in the batch:
         // their new owner counts them from the committed offset.
         let batch: Vec<_> = if context.revocations.load(Ordering::Relaxed) == revocations {
@@ -85,72 +107,12 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
             let assigned = lock(&context.assigned).clone();
             batch.into_iter().filter(|m| assigned.contains(&(m.topic().to_string(), m.partition()))).collect()
         };
-
-        let now = wall_ms();
-        let mut letters = Vec::new();
-        let mut last_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        let mut consumed_by_topic = vec![0u64; consumed.len()];
-        {
-            let mut engine = lock(&worker.engine);
-            for message in &batch {
-                let source_partition = context.source(message.topic(), message.partition());
-                if let Some(count) = consumed_by_topic.get_mut(source_partition.topic as usize) {
-                    *count += 1;
-                }
-                let outcome = engine.process(source_partition, message.payload().unwrap_or_default(), now);
-                if let Outcome::Rejected(rejection) = outcome {
-                    if dead_letters.is_some() {
-                        letters.push(dead_letter_of(message, rejection));
-                    }
-                }
-                last_offsets.insert((message.topic(), message.partition()), message.offset());
-            }
-        }
-        for (counter, count) in consumed.iter().zip(consumed_by_topic) {
-            counter.inc_by(count);
-        }
-
-        // Offsets stop short of the first dead letter that was not acknowledged (only on shutdown).
-        let mut held_back: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        if let Some(producer) = &dead_letters {
-            if !letters.is_empty() {
-                let acked = producer.deliver(&letters, stop);
-                for (letter, ok) in letters.iter().zip(acked) {
-                    if !ok {
-                        let key = last_offsets
-                            .keys()
-                            .find(|(t, p)| *t == letter.source_topic && *p == letter.source_partition)
-                            .copied();
-                        if let Some(key) = key {
-                            let entry = held_back.entry(key).or_insert(letter.source_offset);
-                            *entry = (*entry).min(letter.source_offset);
-                        }
-                    }
-                }
-            }
-        }
-        // `store_offsets` stores the offsets as given (the next to read); the older
-        // `store_offset` adds one by itself.
-        let mut processed = lock(&context.processed);
-        let mut store = TopicPartitionList::new();
-        for ((topic, partition), last) in last_offsets {
-            let next = match held_back.get(&(topic, partition)) {
-                Some(&first_missing) => first_missing,
-                None => last + 1,
-            };
-            if let Err(e) = store.add_partition_offset(topic, partition, Offset::Offset(next)) {
-                warn!(%topic, partition, error = %e, "cannot record offset");
-                continue;
-            }
-            processed.insert((topic.to_string(), partition), next);
-        }
-        if let Err(e) = consumer.store_offsets(&store) {
-            warn!(error = %e, "cannot store offsets; they are committed on revoke and shutdown");
-        }
+        process_batch(worker, context, &batch, dead_letters.as_ref(), &consumed, &consumer, stop);
     }
 
     worker.health.set_stopping();
-    info!("stopping: committing processed offsets and leaving the group");
+    info!("stopping: checkpointing and committing processed offsets, leaving the group");
+    consumer.context().checkpoint(None);
     consumer.context().commit_processed(&consumer, None);
     consumer.unsubscribe();
     drop(consumer);
@@ -161,9 +123,95 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
         counted = pipeline.counted,
         duplicates = pipeline.duplicates,
         rejected,
+        replayed = pipeline.replayed,
         "worker stopped"
     );
     Ok(())
+}
+
+/// Counts one batch under one engine lock, dead-letters its rejects, then stores the offsets that
+/// are safe to commit.
+fn process_batch(
+    worker: &Worker,
+    context: &WorkerContext,
+    batch: &[BorrowedMessage<'_>],
+    dead_letters: Option<&DeadLetterProducer>,
+    consumed: &[prometheus::IntCounter],
+    consumer: &BaseConsumer<WorkerContext>,
+    stop: &AtomicBool,
+) {
+    let now = wall_ms();
+    let mut letters = Vec::new();
+    let mut last_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    let mut consumed_by_topic = vec![0u64; consumed.len()];
+    {
+        let replay_until = lock(&context.replay_until);
+        let mut engine = lock(&worker.engine);
+        for message in batch {
+            let source_partition = context.source(message.topic(), message.partition());
+            let payload = message.payload().unwrap_or_default();
+            let replayed = !replay_until.is_empty()
+                && replay_until.get(&source_partition).is_some_and(|until| message.offset() < *until);
+            if replayed {
+                engine.replay(source_partition, payload, now);
+            } else {
+                if let Some(count) = consumed_by_topic.get_mut(source_partition.topic as usize) {
+                    *count += 1;
+                }
+                if let Outcome::Rejected(rejection) = engine.process(source_partition, payload, now) {
+                    if dead_letters.is_some() {
+                        letters.push(dead_letter_of(message, rejection));
+                    }
+                }
+            }
+            last_offsets.insert((message.topic(), message.partition()), message.offset());
+        }
+    }
+    for (counter, count) in consumed.iter().zip(consumed_by_topic) {
+        counter.inc_by(count);
+    }
+
+    // Offsets stop short of the first dead letter that was not acknowledged (only on shutdown).
+    let mut held_back: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    if let Some(producer) = dead_letters {
+        if !letters.is_empty() {
+            let acked = producer.deliver(&letters, stop);
+            for (letter, ok) in letters.iter().zip(acked) {
+                if ok {
+                    continue;
+                }
+                let key = last_offsets.keys().find(|(t, p)| *t == letter.source_topic && *p == letter.source_partition).copied();
+                if let Some(key) = key {
+                    let entry = held_back.entry(key).or_insert(letter.source_offset);
+                    *entry = (*entry).min(letter.source_offset);
+                }
+            }
+        }
+    }
+    // `store_offsets` stores the offsets as given (the next to read); the older
+    // `store_offset` adds one by itself.
+    let mut store = TopicPartitionList::new();
+    {
+        let mut processed = lock(&context.processed);
+        let mut replay_until = lock(&context.replay_until);
+        for ((topic, partition), last) in last_offsets {
+            let next = held_back.get(&(topic, partition)).copied().unwrap_or(last + 1);
+            if let Err(e) = store.add_partition_offset(topic, partition, Offset::Offset(next)) {
+                warn!(%topic, partition, error = %e, "cannot record offset");
+                continue;
+            }
+            processed.insert((topic.to_string(), partition), next);
+            let source = context.source(topic, partition);
+            if replay_until.get(&source).is_some_and(|until| next >= *until) {
+                replay_until.remove(&source);
+                info!(%topic, partition, "partition rebuilt: caught up with the previous owner");
+            }
+        }
+    }
+    context.publish_restoring();
+    if let Err(e) = consumer.store_offsets(&store) {
+        warn!(error = %e, "cannot store offsets; they are committed on revoke and shutdown");
+    }
 }
 
 /// Waits up to `POLL_TIMEOUT` for a first message, then takes whatever else is already fetched.

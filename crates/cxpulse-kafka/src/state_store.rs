@@ -1,0 +1,141 @@
+//! The compacted state topic: partition checkpoints keyed `group/topic/partition`. Writes are
+//! acknowledged before they count; reads tail the topic up to its high watermarks so that a
+//! checkpoint written by the previous owner of a partition, just before it let go, is seen.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tracing::warn;
+
+use crate::context::lock;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Acks(Mutex<Vec<bool>>);
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        lock(&self.0).push(result.is_ok());
+    }
+}
+
+pub struct StateStore {
+    topic: String,
+    producer: BaseProducer<Acks>,
+    reader: BaseConsumer,
+    latest: HashMap<String, Vec<u8>>,
+    /// Next offset to read, per state-topic partition.
+    positions: HashMap<i32, i64>,
+}
+
+impl StateStore {
+    /// `producer` and `consumer` carry the connection settings; the store adds its own.
+    pub fn new(mut producer: ClientConfig, mut consumer: ClientConfig, topic: String) -> anyhow::Result<Self> {
+        producer.set("compression.type", "lz4").set("message.max.bytes", "67108864");
+        let producer = producer.create_with_context(Acks(Mutex::new(Vec::new())))?;
+        consumer
+            .set("group.id", "cxpulse-state-reader")
+            .set("enable.auto.commit", "false")
+            .set("fetch.message.max.bytes", "67108864")
+            .set("partition.assignment.strategy", "range");
+        let reader = consumer.create()?;
+        Ok(StateStore { topic, producer, reader, latest: HashMap::new(), positions: HashMap::new() })
+    }
+
+    /// Writes every `(key, value)` and waits for all acknowledgements.
+    pub fn save(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+        lock(&self.producer.context().0).clear();
+        let count = entries.len();
+        for (key, value) in &entries {
+            let mut record = BaseRecord::to(&self.topic).key(key).payload(value);
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => return Err(format!("checkpoint not enqueued: {e}")),
+                }
+            }
+        }
+        self.producer.flush(IO_TIMEOUT).map_err(|e| format!("checkpoint flush: {e}"))?;
+        let acks = lock(&self.producer.context().0);
+        let ok = acks.iter().filter(|ok| **ok).count();
+        if ok == count {
+            Ok(())
+        } else {
+            Err(format!("{} of {count} checkpoints not acknowledged", count - ok))
+        }
+    }
+
+    /// The latest value of `key`, after reading the topic up to its current end.
+    pub fn load(&mut self, key: &str) -> Option<Vec<u8>> {
+        if let Err(e) = self.catch_up() {
+            warn!(topic = %self.topic, error = %e, "cannot read the state topic; partitions are rebuilt by replay");
+        }
+        self.latest.get(key).cloned()
+    }
+
+    fn catch_up(&mut self) -> Result<(), String> {
+        let metadata = self
+            .reader
+            .fetch_metadata(Some(&self.topic), IO_TIMEOUT)
+            .map_err(|e| format!("metadata: {e}"))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == self.topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let mut ends = HashMap::new();
+        for &p in &partitions {
+            let (low, high) = self.reader.fetch_watermarks(&self.topic, p, IO_TIMEOUT).map_err(|e| format!("watermarks: {e}"))?;
+            ends.insert(p, high);
+            // Compaction and retention may have removed everything before `low`.
+            let position = self.positions.entry(p).or_insert(low);
+            *position = (*position).max(low);
+        }
+        let behind = |positions: &HashMap<i32, i64>| ends.iter().any(|(p, high)| positions.get(p).copied().unwrap_or(0) < *high);
+        if !behind(&self.positions) {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &p in &partitions {
+            let offset = self.positions.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            tpl.add_partition_offset(&self.topic, p, offset).map_err(|e| e.to_string())?;
+        }
+        self.reader.assign(&tpl).map_err(|e| format!("assign: {e}"))?;
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while behind(&self.positions) {
+            if Instant::now() >= deadline {
+                return Err("timed out reading the state topic".into());
+            }
+            match self.reader.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    self.positions.insert(message.partition(), message.offset() + 1);
+                    let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else { continue };
+                    match message.payload() {
+                        Some(value) => self.latest.insert(key.to_string(), value.to_vec()),
+                        None => self.latest.remove(key),
+                    };
+                }
+                Some(Err(e)) => warn!(error = %e, "state topic read error"),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
