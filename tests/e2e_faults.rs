@@ -1,0 +1,222 @@
+//! Counts you can trust: every test injects a fault a production consumer meets and ends by
+//! comparing the windowed counts, summed over the live workers, with what was published.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::types::RDKafkaApiKey;
+use rdkafka::types::RDKafkaRespErr;
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+}
+
+fn nps_json(id: &str, n: usize) -> Vec<u8> {
+    let brand = ["acme", "globex", "initech", "umbrella"][n % 4];
+    let segment = ["smb", "mid"][n / 4 % 2];
+    format!(
+        r#"{{"event_id":"{id}","type":"survey_response","occurred_at":{},"brand":"{brand}","segment":"{segment}","survey":"nps","score":{}}}"#,
+        now_ms(),
+        n % 11
+    )
+    .into_bytes()
+}
+
+fn worker_config(group: &str, topic: &str) -> String {
+    format!(
+        r#"
+[kafka]
+"group.id" = "{group}"
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[source]
+topics = ["{topic}"]
+batch_size = 512
+checkpoint_interval = "1s"
+"#
+    )
+}
+
+/// Windowed NPS answers (1h) summed over the workers that answer.
+fn nps_total(workers: &[&Worker]) -> Option<f64> {
+    let mut total = 0.0;
+    for worker in workers {
+        total += worker.metrics()?.sum("cxpulse_nps_responses", &[("window", "1h")]);
+    }
+    Some(total)
+}
+
+/// Waits until the live workers' sum equals `expected` and stays there for a second.
+fn assert_exact(workers: &[&Worker], expected: f64, what: &str) {
+    let settled = wait_for(Duration::from_secs(90), || {
+        (nps_total(workers) == Some(expected)).then_some(())?;
+        std::thread::sleep(Duration::from_secs(1));
+        (nps_total(workers) == Some(expected)).then_some(())
+    });
+    if settled.is_none() {
+        let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
+        panic!("{what}: expected {expected}, live workers sum to {:?}\nlogs:\n{}", nps_total(workers), logs.join("\n-----\n"));
+    }
+}
+
+/// Produces `count` distinct events, round-robin over partitions, spread over `over`.
+fn produce_spread(brokers: String, topic: &'static str, partitions: i32, count: usize, over: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let producer = producer(&brokers);
+        let chunks = 20;
+        let started = Instant::now();
+        for chunk in 0..chunks {
+            let messages: Vec<(i32, &str, Vec<u8>)> = (chunk * count / chunks..(chunk + 1) * count / chunks)
+                .map(|n| ((n % partitions as usize) as i32, "k", nps_json(&format!("{topic}-{n}"), n)))
+                .collect();
+            produce(&producer, topic, &messages);
+            std::thread::sleep((over * (chunk as u32 + 1) / chunks as u32).saturating_sub(started.elapsed()));
+        }
+    })
+}
+
+#[test]
+fn sigkill_mid_stream_then_restart_counts_every_event_once() {
+    const TOPIC: &str = "kill";
+    const EVENTS: usize = 20_000;
+    let cluster = cluster(&[(TOPIC, 4), ("kill.dlq", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    let producing = produce_spread(brokers.clone(), TOPIC, 4, EVENTS, Duration::from_secs(4));
+    let config = worker_config("g-kill", TOPIC);
+    let mut first = start_worker("kill-a", &brokers, &config);
+    // A point that depends on the clock, so runs differ.
+    let kill_at = 2_000.0 + (now_ms() % 10_000) as f64;
+    wait_for(Duration::from_secs(60), || {
+        first.metrics().filter(|m| m.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]).unwrap_or(0.0) >= kill_at)
+    })
+    .unwrap_or_else(|| panic!("first worker never reached {kill_at}; log:\n{}", first.log()));
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().expect("reaped");
+    producing.join().expect("producer");
+
+    let second = start_worker("kill-b", &brokers, &config);
+    assert_exact(&[&second], EVENTS as f64, &format!("after SIGKILL at ~{kill_at}"));
+}
+
+#[test]
+fn workers_joining_and_leaving_while_producing_keep_the_sum_exact() {
+    const TOPIC: &str = "churny";
+    const EVENTS: usize = 30_000;
+    let cluster = cluster(&[(TOPIC, 6), ("churny.dlq", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    let config = worker_config("g-churn", TOPIC);
+    let mut a = start_worker("churn-a", &brokers, &config);
+    let mut b = start_worker("churn-b", &brokers, &config);
+    let producing = produce_spread(brokers.clone(), TOPIC, 6, EVENTS, Duration::from_secs(9));
+    std::thread::sleep(Duration::from_secs(3));
+    let c = start_worker("churn-c", &brokers, &config);
+    std::thread::sleep(Duration::from_secs(3));
+    for leaving in [&mut a, &mut b] {
+        let exit = leaving.terminate(Duration::from_secs(15)).expect("leaves within 15 s");
+        assert!(exit.success(), "log:\n{}", leaving.log());
+    }
+    producing.join().expect("producer");
+    assert_exact(&[&c], EVENTS as f64, "after two of three workers left");
+    let metrics = c.metrics().expect("metrics");
+    assert_eq!(metrics.get("cxpulse_partitions_assigned", &[]), Some(6.0));
+}
+
+#[test]
+fn broker_outage_and_request_errors_lose_and_double_nothing() {
+    const TOPIC: &str = "flaky";
+    const EVENTS: usize = 6_000;
+    let cluster = cluster(&[(TOPIC, 3), ("flaky.dlq", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    let worker = start_worker("flaky", &brokers, &worker_config("g-flaky", TOPIC));
+    let half: Vec<(i32, &str, Vec<u8>)> =
+        (0..EVENTS / 2).map(|n| ((n % 3) as i32, "k", nps_json(&format!("f-{n}"), n))).collect();
+    produce(&producer(&brokers), TOPIC, &half);
+    assert_exact(&[&worker], (EVENTS / 2) as f64, "before the faults");
+
+    let retriable = [
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+    ];
+    for api in [RDKafkaApiKey::Fetch, RDKafkaApiKey::OffsetCommit, RDKafkaApiKey::Produce] {
+        cluster.request_errors(api, &retriable);
+    }
+    cluster.broker_down(1).expect("broker down");
+    std::thread::sleep(Duration::from_secs(10));
+    cluster.broker_up(1).expect("broker up");
+    // Malformed messages too, so dead letters are produced through the injected errors.
+    let mut rest: Vec<(i32, &str, Vec<u8>)> =
+        (EVENTS / 2..EVENTS).map(|n| ((n % 3) as i32, "k", nps_json(&format!("f-{n}"), n))).collect();
+    rest.extend((0..30).map(|n| ((n % 3) as i32, "k", b"{not json".to_vec())));
+    produce(&producer(&brokers), TOPIC, &rest);
+    assert_exact(&[&worker], EVENTS as f64, "after the outage and request errors");
+    let letters = read_topic(&brokers, "flaky.dlq", 1, 30, Duration::from_secs(30));
+    let distinct: BTreeSet<_> = letters
+        .iter()
+        .map(|l| (l.headers.get("cxpulse-source-partition").cloned(), l.headers.get("cxpulse-source-offset").cloned()))
+        .collect();
+    assert_eq!(distinct.len(), 30, "every malformed message dead-lettered");
+}
+
+#[test]
+fn duplicates_count_once_and_every_malformed_event_is_dead_lettered() {
+    const TOPIC: &str = "dups";
+    const DISTINCT: usize = 5_000;
+    let cluster = cluster(&[(TOPIC, 4), ("dups.dlq", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    let mut messages: Vec<(i32, &str, Vec<u8>)> = Vec::new();
+    let mut malformed = 0;
+    for n in 0..DISTINCT {
+        let id = format!("d-{n}");
+        messages.push(((n % 4) as i32, "k", nps_json(&id, n)));
+        if n % 10 == 0 {
+            // A repeat, half of them on another partition.
+            let partition = if n % 20 == 0 { (n + 1) % 4 } else { n % 4 };
+            messages.push((partition as i32, "k", nps_json(&id, n + 3)));
+        }
+        if n % 20 == 5 {
+            malformed += 1;
+            messages.push(((n % 4) as i32, "k", format!(r#"{{"event_id":"bad-{n}","type":"survey_response"}}"#).into_bytes()));
+        }
+    }
+    produce(&producer(&brokers), TOPIC, &messages);
+    let worker = start_worker("dups", &brokers, &worker_config("g-dups", TOPIC));
+    assert_exact(&[&worker], DISTINCT as f64, "duplicates counted once");
+    let metrics = worker.metrics().expect("metrics");
+    assert_eq!(metrics.get("cxpulse_events_duplicate_total", &[]), Some((DISTINCT / 10) as f64));
+    assert_eq!(metrics.get("cxpulse_events_rejected_total", &[("reason", "missing_field")]), Some(malformed as f64));
+    let letters = read_topic(&brokers, "dups.dlq", 1, malformed, Duration::from_secs(30));
+    assert_eq!(letters.len(), malformed, "each malformed event dead-lettered exactly once");
+    assert!(letters.iter().all(|l| l.headers.get("cxpulse-error").map(String::as_str) == Some("missing_field")));
+}
+
+#[test]
+fn a_corrupted_checkpoint_falls_back_to_replay_and_stays_exact() {
+    const TOPIC: &str = "corrupt";
+    const EVENTS: usize = 8_000;
+    let cluster = cluster(&[(TOPIC, 3), ("corrupt.dlq", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    let messages: Vec<(i32, &str, Vec<u8>)> =
+        (0..EVENTS).map(|n| ((n % 3) as i32, "k", nps_json(&format!("c-{n}"), n))).collect();
+    produce(&producer(&brokers), TOPIC, &messages);
+    let config = worker_config("g-corrupt", TOPIC);
+    let mut first = start_worker("corrupt-a", &brokers, &config);
+    assert_exact(&[&first], EVENTS as f64, "first run");
+    assert!(first.terminate(Duration::from_secs(10)).expect("exits").success());
+
+    // Overwrite every partition's checkpoint with garbage (the newest value of a key wins).
+    let garbage: Vec<(i32, String, Vec<u8>)> =
+        (0..3).map(|p| (0, format!("g-corrupt/{TOPIC}/{p}"), b"CXPS\0\0\0\0garbage".to_vec())).collect();
+    let keyed: Vec<(i32, &str, Vec<u8>)> = garbage.iter().map(|(p, k, v)| (*p, k.as_str(), v.clone())).collect();
+    produce(&producer(&brokers), "cxpulse.state", &keyed);
+
+    let second = start_worker("corrupt-b", &brokers, &config);
+    assert_exact(&[&second], EVENTS as f64, "after replay");
+    let metrics = second.metrics().expect("metrics");
+    assert_eq!(metrics.get("cxpulse_partition_restores_total", &[("source", "replay")]), Some(3.0), "{}", second.log());
+    assert_eq!(metrics.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]), Some(0.0), "nothing new: all replayed");
+    assert!(second.log().contains("checkpoint unreadable"));
+}
