@@ -140,6 +140,8 @@ impl Config {
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!("invalid config: [http] listen `{}` is not an address like 127.0.0.1:9898", self.http.listen);
         }
+        self.http.token().map_err(|e| anyhow!("invalid config: {e}"))?;
+        self.http.tls().map_err(|e| anyhow!("invalid config: {e}"))?;
         if !["text", "json"].contains(&self.log.format.as_str()) {
             bail!("invalid config: [log] format must be `text` or `json`");
         }
@@ -214,6 +216,9 @@ impl Config {
     /// The resolved configuration as TOML, with every secret replaced.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
+        if shown.http.bearer_token.is_some() {
+            shown.http.bearer_token = Some("<redacted>".into());
+        }
         for (key, value) in shown.kafka.iter_mut() {
             if is_secret_key(key) {
                 *value = toml::Value::String("<redacted>".into());

@@ -103,14 +103,14 @@ pub fn run_with(config: &Config, stop: Option<Arc<AtomicBool>>, on_bound: impl F
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let http_stop = stop.clone();
-    let listen = config.http.listen.clone();
+    let http_config = config.http.clone();
     let http = runtime.spawn(async move {
         let shutdown = async move {
             while !http_stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        cxpulse_http::serve(&listen, state, move |addr| {
+        cxpulse_http::serve(&http_config, state, move |addr| {
             info!(%addr, "serving /metrics /healthz /readyz /api/v1/scores");
             on_bound(addr)
         }, shutdown)

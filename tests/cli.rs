@@ -24,13 +24,20 @@ fn example_config() -> String {
 fn check_config_prints_resolved_settings_with_secrets_redacted() {
     let (code, stdout, stderr) = cxpulse(
         &["check-config", &example_config()],
-        &[("CXPULSE_KAFKA__SASL_PASSWORD", "hunter2-secret"), ("CXPULSE_LIMITS__MAX_SERIES", "77")],
+        &[
+            ("CXPULSE_KAFKA__SASL_PASSWORD", "hunter2-secret"),
+            ("CXPULSE_HTTP__BEARER_TOKEN", "bearer-secret"),
+            ("CXPULSE_LIMITS__MAX_SERIES", "77"),
+        ],
     );
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("max_series = 77"), "{stdout}");
     assert!(stdout.contains(r#"sizes = ["1h", "24h", "7d", "30d"]"#), "{stdout}");
     assert!(stdout.contains(r#""sasl.password" = "<redacted>""#), "{stdout}");
-    assert!(!stdout.contains("hunter2-secret") && !stderr.contains("hunter2-secret"));
+    assert!(stdout.contains(r#"bearer_token = "<redacted>""#), "{stdout}");
+    for secret in ["hunter2-secret", "bearer-secret"] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret));
+    }
 }
 
 #[test]

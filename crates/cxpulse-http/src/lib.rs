@@ -3,6 +3,7 @@
 //! `/healthz`, `/readyz` and `/api/v1/scores` serve probes and people.
 
 pub mod render;
+pub mod security;
 pub mod server;
 
 pub use server::{serve, HttpConfig, HttpState};

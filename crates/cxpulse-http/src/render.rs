@@ -15,7 +15,7 @@ const CSAT: [&str; 2] = ["satisfied", "unsatisfied"];
 const CES: [&str; 2] = ["easy", "not_easy"];
 
 /// Names of every metric `/metrics` can show; tests and the dashboard check use it.
-pub const METRIC_NAMES: [&str; 26] = [
+pub const METRIC_NAMES: &[&str] = &[
     "cxpulse_nps_responses",
     "cxpulse_csat_responses",
     "cxpulse_ces_responses",
@@ -42,6 +42,8 @@ pub const METRIC_NAMES: [&str; 26] = [
     "cxpulse_series",
     "cxpulse_build_info",
     "cxpulse_rebalances_total",
+    "cxpulse_checkpoints_total",
+    "cxpulse_partition_restores_total",
 ];
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -13,6 +13,8 @@ use cxpulse_core::alerts::AlertPolicy;
 use cxpulse_core::health::Health;
 use cxpulse_core::{Engine, Scores, Snapshot};
 use prometheus::Registry;
+
+use crate::security::BearerToken;
 use serde::Serialize;
 
 /// `[http]`.
@@ -21,11 +23,53 @@ use serde::Serialize;
 pub struct HttpConfig {
     /// Listen address; `0.0.0.0:9898` in containers.
     pub listen: String,
+    /// Require `Authorization: Bearer <token>` on /metrics and /api/v1/scores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
+    /// Read the token from this file instead (trailing newline ignored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// ... and this PEM private key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:9898".into() }
+        HttpConfig { listen: "127.0.0.1:9898".into(), bearer_token: None, bearer_token_file: None, tls_cert: None, tls_key: None }
+    }
+}
+
+impl HttpConfig {
+    /// The token in effect; an empty one is an error, never "no authentication".
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        let token = match (&self.bearer_token, &self.bearer_token_file) {
+            (Some(_), Some(_)) => anyhow::bail!("[http] set bearer_token or bearer_token_file, not both"),
+            (Some(token), None) => Some(token.clone()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read [http] bearer_token_file {path}: {e}"))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            anyhow::bail!("[http] bearer token is empty: set a real token or remove the setting");
+        }
+        Ok(token)
+    }
+
+    /// The TLS acceptor, when both files are set; one without the other is an error.
+    pub fn tls(&self) -> anyhow::Result<Option<openssl::ssl::SslAcceptor>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(crate::security::tls_acceptor(cert.as_ref(), key.as_ref())?)),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("[http] tls_cert and tls_key go together"),
+        }
     }
 }
 
@@ -50,30 +94,76 @@ impl HttpState {
     }
 }
 
-pub fn router(state: Arc<HttpState>) -> Router {
-    Router::new()
+pub fn router(state: Arc<HttpState>, token: BearerToken) -> Router {
+    let protected = Router::new()
         .route("/metrics", get(metrics))
+        .route("/api/v1/scores", get(scores))
+        .route_layer(axum::middleware::from_fn_with_state(token, crate::security::require_token));
+    Router::new()
+        .merge(protected)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/api/v1/scores", get(scores))
         .route("/", get(index))
         .with_state(state)
 }
 
-/// Binds `listen` and serves until `shutdown` completes. Returns the bound address through
-/// `on_bound` first (useful with port 0).
+/// Binds the configured address and serves (HTTPS when TLS is configured) until `shutdown`
+/// completes. Reports the bound address through `on_bound` first (useful with port 0).
 pub async fn serve(
-    listen: &str,
+    config: &HttpConfig,
     state: Arc<HttpState>,
     on_bound: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let token = BearerToken(config.token()?.map(Arc::from));
+    let tls = config.tls()?;
+    let listen = &config.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     on_bound(listener.local_addr()?);
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    let app = router(state, token);
+    match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await?,
+        Some(acceptor) => serve_tls(listener, app, acceptor, shutdown).await,
+    }
     Ok(())
+}
+
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    acceptor: openssl::ssl::SslAcceptor,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let acceptor = Arc::new(acceptor);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else { return };
+            let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
+            if let Err(e) = std::pin::Pin::new(&mut stream).accept().await {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
 }
 
 async fn index() -> &'static str {

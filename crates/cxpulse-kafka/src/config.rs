@@ -133,6 +133,28 @@ mod tests {
     }
 
     #[test]
+    fn sasl_and_ssl_settings_reach_librdkafka() {
+        let mut settings = KafkaSettings::new();
+        for (key, value) in [
+            ("bootstrap.servers", "127.0.0.1:1"),
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "cxpulse"),
+            ("sasl.password", "pw"),
+        ] {
+            settings.insert(key.into(), value.into());
+        }
+        // librdkafka refuses settings it was built without, so creating the clients proves support.
+        let consumer: Result<rdkafka::consumer::BaseConsumer, _> = consumer_config(&settings).create();
+        assert!(consumer.is_ok(), "{:?}", consumer.err());
+        let producer: Result<rdkafka::producer::BaseProducer, _> = producer_config(&settings).create();
+        assert!(producer.is_ok(), "{:?}", producer.err());
+        settings.insert("security.protocol".into(), "NOT_A_PROTOCOL".into());
+        let refused: Result<rdkafka::consumer::BaseConsumer, _> = consumer_config(&settings).create();
+        assert!(refused.is_err());
+    }
+
+    #[test]
     fn secrets_are_recognised() {
         assert!(is_secret_key("sasl.password"));
         assert!(is_secret_key("ssl.key.password"));

@@ -1,0 +1,58 @@
+//! Arbitrary bytes into `parse_event`: it must never panic, and what it accepts must keep the
+//! promises of `event::Event` (label values, id lengths, time range, range-checked scores).
+#![no_main]
+
+use cxpulse_core::event::{is_label_value, Event, Payload, Survey, MAX_EVENT_BYTES};
+use cxpulse_core::parse::parse_event;
+use cxpulse_core::RejectReason;
+use libfuzzer_sys::fuzz_target;
+
+/// 9999-12-31T23:59:59.999Z.
+const MAX_OCCURRED_AT_MS: i64 = 253_402_300_799_999;
+
+fn check_id(field: &str, id: &str) {
+    assert!((1..=128).contains(&id.len()), "{field} is {} bytes: {id:?}", id.len());
+}
+
+fn check(event: &Event<'_>) {
+    assert!(is_label_value(&event.brand), "brand {:?} is not a label value", event.brand);
+    assert!(is_label_value(&event.segment), "segment {:?} is not a label value", event.segment);
+    check_id("event_id", &event.event_id);
+    assert!(
+        (0..=MAX_OCCURRED_AT_MS).contains(&event.occurred_at_ms),
+        "occurred_at {} out of range",
+        event.occurred_at_ms
+    );
+    match &event.payload {
+        Payload::Survey { survey, response_id } => {
+            match *survey {
+                Survey::Nps { score } => assert!(score <= 10, "nps score {score}"),
+                Survey::Csat { score, scale } => {
+                    assert!((1..=scale.max()).contains(&score), "csat score {score} on {scale:?}")
+                }
+                Survey::Ces { score } => assert!((1..=7).contains(&score), "ces score {score}"),
+            }
+            if let Some(id) = response_id {
+                check_id("response_id", id);
+            }
+        }
+        Payload::Lifecycle { customer_id, .. } => check_id("customer_id", customer_id),
+        Payload::CustomerBase { .. } => {}
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    match parse_event(data) {
+        Ok(event) => {
+            assert!(data.len() <= MAX_EVENT_BYTES);
+            check(&event);
+        }
+        Err(rejection) => {
+            // The engine's clock checks are not the parser's business.
+            assert!(
+                !matches!(rejection.reason, RejectReason::TooOld | RejectReason::TooFarInFuture),
+                "parser returned a clock rejection: {rejection}"
+            );
+        }
+    }
+});
