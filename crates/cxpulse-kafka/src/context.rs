@@ -41,6 +41,9 @@ pub(crate) struct WorkerContext {
     /// Partitions being rebuilt: messages below the offset were already handled by an earlier
     /// owner (counted, dead-lettered); they go back into the windows only.
     pub replay_until: Mutex<HashMap<SourcePartition, i64>>,
+    /// Partitions whose windows hold messages past their stored offset (dead letters still
+    /// unacknowledged at shutdown): never checkpointed, so their last good checkpoint stands.
+    pub tainted: Mutex<BTreeSet<TopicPartition>>,
 }
 
 /// Locks even when another thread panicked while holding the lock: the state is plain data.
@@ -85,13 +88,17 @@ impl WorkerContext {
         let store = lock(&self.store);
         let Some(store) = store.as_ref() else { return };
         let processed = lock(&self.processed).clone();
+        let tainted = lock(&self.tainted).clone();
         let mut checkpointed = lock(&self.checkpointed);
         let engine = lock(&self.engine);
         let mut entries = Vec::new();
         let mut written = Vec::new();
         for ((topic, partition), next) in processed {
             let key = (topic.clone(), partition);
-            if partitions.is_some_and(|set| !set.contains(&key)) || checkpointed.get(&key) == Some(&next) {
+            if partitions.is_some_and(|set| !set.contains(&key))
+                || checkpointed.get(&key) == Some(&next)
+                || tainted.contains(&key)
+            {
                 continue;
             }
             match engine.checkpoint(self.source(&topic, partition), next).encode() {

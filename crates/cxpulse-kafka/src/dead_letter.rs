@@ -3,7 +3,9 @@
 //! partition's offsets only up to its first letter not yet acknowledged, retrying with backoff.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use cxpulse_core::health::Health;
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -46,16 +48,18 @@ pub struct DeadLetterProducer {
     producer: BaseProducer<DeliveryContext>,
     topic: String,
     metrics: PipelineMetrics,
+    /// Retrying is the consume loop at work: it keeps `/healthz` alive meanwhile.
+    health: Arc<Health>,
 }
 
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl DeadLetterProducer {
-    pub fn new(config: &ClientConfig, topic: String, metrics: PipelineMetrics) -> anyhow::Result<Self> {
+    pub fn new(config: &ClientConfig, topic: String, metrics: PipelineMetrics, health: Arc<Health>) -> anyhow::Result<Self> {
         let context = DeliveryContext { results: Mutex::new(Vec::new()) };
         let producer = config.create_with_context(context)?;
-        Ok(DeadLetterProducer { producer, topic, metrics })
+        Ok(DeadLetterProducer { producer, topic, metrics, health })
     }
 
     /// Delivers every letter, retrying failures with backoff until they are acknowledged or
@@ -90,6 +94,7 @@ impl DeadLetterProducer {
                 return acked;
             }
             warn!(missing, backoff_ms = backoff.as_millis() as u64, "dead letters not acknowledged; retrying");
+            self.health.heartbeat(crate::worker::wall_ms());
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }

@@ -63,6 +63,7 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
         store: Mutex::new(store),
         checkpointed: Mutex::new(BTreeMap::new()),
         replay_until: Mutex::new(HashMap::new()),
+        tainted: Mutex::new(BTreeSet::new()),
     };
     let consumer: BaseConsumer<WorkerContext> = consumer_config(settings)
         .create_with_context(context)
@@ -71,7 +72,7 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
     consumer.subscribe(&topics).map_err(|e| anyhow::anyhow!("cannot subscribe to {topics:?}: {e}"))?;
     let dead_letters = match source.dead_letter_topic() {
         Some(topic) => Some(
-            DeadLetterProducer::new(&producer_config(settings), topic, worker.metrics.clone())
+            DeadLetterProducer::new(&producer_config(settings), topic, worker.metrics.clone(), worker.health.clone())
                 .map_err(|e| anyhow::anyhow!("cannot create the dead-letter producer: {e}"))?,
         ),
         None => None,
@@ -195,7 +196,13 @@ fn process_batch(
         let mut processed = lock(&context.processed);
         let mut replay_until = lock(&context.replay_until);
         for ((topic, partition), last) in last_offsets {
-            let next = held_back.get(&(topic, partition)).copied().unwrap_or(last + 1);
+            let next = match held_back.get(&(topic, partition)) {
+                Some(&first_missing) => {
+                    lock(&context.tainted).insert((topic.to_string(), partition));
+                    first_missing
+                }
+                None => last + 1,
+            };
             if let Err(e) = store.add_partition_offset(topic, partition, Offset::Offset(next)) {
                 warn!(%topic, partition, error = %e, "cannot record offset");
                 continue;
