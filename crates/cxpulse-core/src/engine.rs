@@ -254,7 +254,7 @@ impl Engine {
         if self.dedup.get(&id_hash).is_some_and(|&(_, seen_at)| seen_at > horizon) {
             return Outcome::Duplicate;
         }
-        if let Some(rejection) = self.check_time(occurred) {
+        if let Some(rejection) = self.check_time(occurred, wall_ms) {
             return Outcome::Rejected(rejection);
         }
         if self.config.clock == ClockMode::Event {
@@ -311,14 +311,20 @@ impl Engine {
         Outcome::Counted
     }
 
-    fn check_time(&self, occurred: i64) -> Option<Rejection> {
-        let clock = self.clock_ms?;
-        if self.config.clock == ClockMode::Wall && occurred > clock.saturating_add(self.config.max_future_skew_ms) {
+    fn check_time(&self, occurred: i64, wall_ms: i64) -> Option<Rejection> {
+        // The event clock follows events, but not past the wall clock: one event stamped in
+        // year 9999 would otherwise push every later event out as too old.
+        let reference = match self.config.clock {
+            ClockMode::Wall => self.clock_ms.unwrap_or(wall_ms),
+            ClockMode::Event => wall_ms,
+        };
+        if occurred > reference.saturating_add(self.config.max_future_skew_ms) {
             return Some(Rejection::new(
                 RejectReason::TooFarInFuture,
-                format!("occurred_at is {} ms ahead of the clock", occurred - clock),
+                format!("occurred_at is {} ms ahead of the clock", occurred - reference),
             ));
         }
+        let clock = self.clock_ms?;
         let longest = &self.config.windows[self.longest];
         let oldest_pane = longest.pane_of(clock) - PANES_PER_WINDOW + 1;
         if longest.pane_of(occurred) < oldest_pane {

@@ -140,16 +140,19 @@ impl Model {
         if mode == ClockMode::Wall {
             self.clock = Some(self.clock.map_or(wall_ms, |t| t.max(wall_ms)));
         }
+        let dup = self.clock.is_some_and(|t| {
+            self.accepted.iter().any(|a| self.live(a) && a.id == ev.id && a.seen_at > t - HORIZON_MS)
+        });
+        if dup {
+            self.duplicates += 1;
+            return Outcome::Duplicate;
+        }
+        // Both clocks refuse events too far ahead of the wall clock (the wall clock is T itself).
+        if time_ms > wall_ms + SKEW_MS {
+            self.rejected.push(RejectReason::TooFarInFuture);
+            return Outcome::Rejected(cxpulse_core::Rejection::new(RejectReason::TooFarInFuture, ""));
+        }
         if let Some(t) = self.clock {
-            let dup = self.accepted.iter().any(|a| self.live(a) && a.id == ev.id && a.seen_at > t - HORIZON_MS);
-            if dup {
-                self.duplicates += 1;
-                return Outcome::Duplicate;
-            }
-            if mode == ClockMode::Wall && time_ms > t + SKEW_MS {
-                self.rejected.push(RejectReason::TooFarInFuture);
-                return Outcome::Rejected(cxpulse_core::Rejection::new(RejectReason::TooFarInFuture, ""));
-            }
             let longest = WINDOWS_MS[2];
             if pane(time_ms, longest) < pane(t, longest) - 59 {
                 self.rejected.push(RejectReason::TooOld);
