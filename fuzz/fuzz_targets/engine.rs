@@ -10,7 +10,12 @@
 //! One oracle beyond "no panic", the one the model test (`crates/cxpulse-core/tests/model.rs`)
 //! also holds the engine to: checkpointing a partition, encoding, decoding and restoring it onto
 //! the same partition changes nothing a snapshot shows.
+//!
+//! To see what a crash input does, run it with `CXPULSE_FUZZ_TRACE=1`: each operation, with the
+//! payload it sends, is printed to stderr.
 #![no_main]
+
+use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 use cxpulse_core::checkpoint::PartitionCheckpoint;
@@ -152,14 +157,32 @@ fn round_trip(engine: &Engine, partition: SourcePartition, offset: i64) -> Parti
     decoded
 }
 
+fn tracing() -> bool {
+    static TRACE: OnceLock<bool> = OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("CXPULSE_FUZZ_TRACE").is_some())
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     let Setup { config, time_unit_ms } = setup(mode);
+    if tracing() {
+        eprintln!("config: {:?}", config);
+    }
     let mut engine = Engine::new(config).expect("valid config");
     let mut u = Unstructured::new(rest);
     let mut wall = START_MS;
     while !u.is_empty() {
         let Ok(op) = Op::arbitrary(&mut u) else { break };
+        if tracing() {
+            match &op {
+                Op::Process { event, advance, .. } => {
+                    let at = wall + i64::from(*advance) * time_unit_ms / 8;
+                    eprintln!("{op:?}\n  wall {at}: {}", event.json(at, time_unit_ms));
+                }
+                Op::Replay { event, .. } => eprintln!("{op:?}\n  wall {wall}: {}", event.json(wall, time_unit_ms)),
+                _ => eprintln!("{op:?}"),
+            }
+        }
         match op {
             Op::Process { partition: p, advance, event } => {
                 wall += i64::from(advance) * time_unit_ms / 8;

@@ -1,0 +1,77 @@
+//! Core benchmarks: parse + validate alone, the whole per-event path (parse, validate, dedup,
+//! every window), and the snapshot a scrape takes at 10k brand/segment pairs.
+//! `cargo bench -p cxpulse-core`
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use cxpulse_core::parse::parse_event;
+use cxpulse_core::synth::{Synth, SynthConfig};
+use cxpulse_core::{Engine, EngineConfig, SourcePartition};
+
+const NOW: i64 = 1_795_428_000_000;
+
+fn payloads(count: usize) -> Vec<String> {
+    let mut synth = Synth::new(SynthConfig { dip_brand: None, ..SynthConfig::default() });
+    (0..count).map(|i| synth.next_message(NOW - 600_000 + i as i64).payload).collect()
+}
+
+fn parse(c: &mut Criterion) {
+    let events = payloads(10_000);
+    let mut group = c.benchmark_group("parse");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("parse_event x10k", |b| {
+        b.iter(|| {
+            for payload in &events {
+                std::hint::black_box(parse_event(payload.as_bytes()).is_ok());
+            }
+        })
+    });
+    group.finish();
+}
+
+fn process(c: &mut Criterion) {
+    let events = payloads(100_000);
+    let mut group = c.benchmark_group("process");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("engine.process x100k (4 windows, dedup)", |b| {
+        b.iter_batched_ref(
+            || Engine::new(EngineConfig::default()).unwrap(),
+            |engine| {
+                for (i, payload) in events.iter().enumerate() {
+                    let partition = SourcePartition { topic: 0, partition: (i % 64) as i32 };
+                    std::hint::black_box(engine.process(partition, payload.as_bytes(), NOW));
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+/// An engine holding `pairs` brand/segment pairs, each with a few answers in every window.
+pub fn engine_with_pairs(pairs: usize) -> Engine {
+    let config = EngineConfig { max_series: pairs + 1, ..EngineConfig::default() };
+    let mut engine = Engine::new(config).unwrap();
+    for i in 0..pairs * 3 {
+        let pair = i % pairs;
+        let payload = format!(
+            r#"{{"event_id":"s{i}","type":"survey_response","occurred_at":{},"brand":"b{}","segment":"s{}","survey":"nps","score":{}}}"#,
+            NOW - (i as i64 % 20) * 86_400_000,
+            pair / 10,
+            pair % 10,
+            i % 11
+        );
+        engine.process(SourcePartition { topic: 0, partition: (pair % 64) as i32 }, payload.as_bytes(), NOW);
+    }
+    engine
+}
+
+fn scrape(c: &mut Criterion) {
+    let mut engine = engine_with_pairs(10_000);
+    let mut group = c.benchmark_group("scrape");
+    group.sample_size(20);
+    group.bench_function("snapshot, 10k pairs x 4 windows", |b| b.iter(|| std::hint::black_box(engine.snapshot(NOW).series.len())));
+    group.finish();
+}
+
+criterion_group!(benches, parse, process, scrape);
+criterion_main!(benches);
