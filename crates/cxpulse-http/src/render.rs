@@ -44,6 +44,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "cxpulse_rebalances_total",
     "cxpulse_checkpoints_total",
     "cxpulse_partition_restores_total",
+    "cxpulse_topic_partitions",
 ];
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -269,6 +269,10 @@ impl ClientContext for WorkerContext {
         let assigned = lock(&self.assigned);
         self.metrics.consumer_lag.reset();
         for (topic, stats) in &statistics.topics {
+            if self.topics.contains(topic) {
+                let partitions = stats.partitions.keys().filter(|p| **p >= 0).count();
+                self.metrics.topic_partitions.with_label_values(&[topic.as_str()]).set(partitions as i64);
+            }
             for (partition, p) in &stats.partitions {
                 if !assigned.contains(&(topic.clone(), *partition)) {
                     continue;

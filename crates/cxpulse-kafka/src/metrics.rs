@@ -14,6 +14,7 @@ pub struct PipelineMetrics {
     pub partitions_restoring: IntGauge,
     pub rebalances: IntCounterVec,
     pub checkpoints: IntCounter,
+    pub topic_partitions: IntGaugeVec,
     pub restores: IntCounterVec,
 }
 
@@ -50,6 +51,11 @@ impl PipelineMetrics {
                 &["kind"],
             )
             .unwrap_or_else(|e| invalid_metric(e)),
+            topic_partitions: IntGaugeVec::new(
+                Opts::new("cxpulse_topic_partitions", "Partitions of each consumed topic, from the broker's metadata."),
+                &["topic"],
+            )
+            .unwrap_or_else(|e| invalid_metric(e)),
             checkpoints: IntCounter::new("cxpulse_checkpoints_total", "Partition checkpoints acknowledged by the state topic.")
                 .unwrap_or_else(|e| invalid_metric(e)),
             restores: IntCounterVec::new(
@@ -59,7 +65,8 @@ impl PipelineMetrics {
             .unwrap_or_else(|e| invalid_metric(e)),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+            Box::new(metrics.topic_partitions.clone()),
             Box::new(metrics.checkpoints.clone()),
             Box::new(metrics.restores.clone()),
             Box::new(metrics.consumed.clone()),
