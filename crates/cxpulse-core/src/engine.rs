@@ -15,7 +15,7 @@ use crate::checkpoint::{PartitionCheckpoint, ResponseCheckpoint, SeriesCheckpoin
 use crate::event::{Event, Payload, RejectReason, Rejection, Survey};
 use crate::parse::parse_event;
 use crate::snapshot::{PipelineCounts, SeriesSnapshot, Snapshot};
-use crate::window::{Base, Contribution, Counts, Ring, WindowSpec, PANES_PER_WINDOW};
+use crate::window::{Base, Contribution, Counter, Counts, Ring, WindowSpec, PANES_PER_WINDOW};
 
 type FastMap<K, V> = HashMap<K, V, RandomState>;
 
@@ -124,6 +124,8 @@ struct PartitionState {
     epoch: u64,
     /// Indexed by `SeriesId`; `None` where the partition never saw the series.
     series: Vec<Option<Box<SeriesWindows>>>,
+    /// The ids whose slot is filled, so reads visit only those (a partition holds few of many).
+    present: Vec<SeriesId>,
     /// Event-id hashes in the order first seen, with the clock at that moment, for expiry.
     dedup_order: VecDeque<(i64, u128)>,
 }
@@ -131,7 +133,7 @@ struct PartitionState {
 impl PartitionState {
     fn new(next_epoch: &mut u64) -> Self {
         *next_epoch += 1;
-        PartitionState { epoch: *next_epoch, series: Vec::new(), dedup_order: VecDeque::new() }
+        PartitionState { epoch: *next_epoch, series: Vec::new(), present: Vec::new(), dedup_order: VecDeque::new() }
     }
 }
 
@@ -275,28 +277,23 @@ impl Engine {
 
         let contribution = match &event.payload {
             Payload::Survey { survey, response_id } => {
-                let counts = survey_counts(*survey);
+                let (counter, ces_score) = survey_counter(*survey);
                 if !self.replaying {
                     self.series.list[series as usize].survey_totals[survey_category_index(*survey)] += 1;
                 }
                 if let Some(response_id) = response_id {
                     let key = xxhash_rust::xxh3::xxh3_128(response_id.as_bytes());
+                    let counts = Counts::of(counter, ces_score);
                     let entry = ResponseEntry { partition, epoch, series, occurred_at_ms: occurred, counts };
                     if let Some(old) = self.responses.insert(key, entry) {
                         self.retract(&old);
                         self.pipeline.corrections += 1;
                     }
                 }
-                Contribution::Counts(counts)
+                Contribution::One { counter, ces_score, active_delta: 0 }
             }
             Payload::Lifecycle { action, .. } => {
-                let mut counts = Counts::default();
-                counts.actions[action.index()] = 1;
-                let delta = action.active_delta();
-                if delta != 0 {
-                    self.add_to_windows(partition, series, occurred, &Contribution::Move(delta));
-                }
-                Contribution::Counts(counts)
+                Contribution::One { counter: Counter::Action(action.index()), ces_score: 0, active_delta: action.active_delta() }
             }
             Payload::CustomerBase { active_customers } => Contribution::Base(Base {
                 time_ms: occurred,
@@ -352,6 +349,9 @@ impl Engine {
         if state.series.len() <= slot {
             state.series.resize_with(slot + 1, || None);
         }
+        if state.series[slot].is_none() {
+            state.present.push(series);
+        }
         let series_windows = state.series[slot].get_or_insert_with(|| {
             Box::new(SeriesWindows {
                 rings: windows.iter().zip(future).map(|(w, f)| Ring::new(w.pane_of(clock), *f)).collect(),
@@ -386,8 +386,9 @@ impl Engine {
             responses: Vec::new(),
         };
         let Some(state) = self.partitions.get(&partition) else { return checkpoint };
-        for (slot, windows) in state.series.iter().enumerate() {
-            let (Some(windows), Some(info)) = (windows, self.series.list.get(slot)) else { continue };
+        for &id in &state.present {
+            let slot = id as usize;
+            let (Some(Some(windows)), Some(info)) = (state.series.get(slot), self.series.list.get(slot)) else { continue };
             checkpoint.series.push(SeriesCheckpoint {
                 brand: info.brand.to_string(),
                 segment: info.segment.to_string(),
@@ -433,6 +434,9 @@ impl Engine {
             let slot = id as usize;
             if state.series.len() <= slot {
                 state.series.resize_with(slot + 1, || None);
+            }
+            if state.series[slot].is_none() {
+                state.present.push(id);
             }
             state.series[slot] = Some(Box::new(SeriesWindows { rings }));
         }
@@ -523,8 +527,11 @@ impl Engine {
             .collect();
         if let Some(clock) = self.clock_ms {
             for state in self.partitions.values_mut() {
-                for (slot, series_windows) in state.series.iter_mut().enumerate() {
-                    let (Some(series_windows), Some(out)) = (series_windows, series.get_mut(slot)) else { continue };
+                for &id in &state.present {
+                    let slot = id as usize;
+                    let (Some(Some(series_windows)), Some(out)) = (state.series.get_mut(slot), series.get_mut(slot)) else {
+                        continue;
+                    };
                     for (i, (ring, window)) in series_windows.rings.iter_mut().zip(&self.config.windows).enumerate() {
                         ring.advance(window.pane_of(clock));
                         out.windows[i].add(ring.sum());
@@ -576,17 +583,13 @@ fn expire_dedup(
     }
 }
 
-fn survey_counts(survey: Survey) -> Counts {
-    let mut counts = Counts::default();
+/// The counter an answer moves, and what it adds to the CES score sum.
+fn survey_counter(survey: Survey) -> (Counter, u32) {
     match survey {
-        Survey::Nps { score } => counts.nps[Survey::nps_category(score) as usize] = 1,
-        Survey::Csat { score, scale } => counts.csat[usize::from(!Survey::csat_satisfied(score, scale))] = 1,
-        Survey::Ces { score } => {
-            counts.ces[usize::from(!Survey::ces_easy(score))] = 1;
-            counts.ces_score_sum = u32::from(score);
-        }
+        Survey::Nps { score } => (Counter::Nps(Survey::nps_category(score) as usize), 0),
+        Survey::Csat { score, scale } => (Counter::Csat(usize::from(!Survey::csat_satisfied(score, scale))), 0),
+        Survey::Ces { score } => (Counter::Ces(usize::from(!Survey::ces_easy(score))), u32::from(score)),
     }
-    counts
 }
 
 /// Index into `snapshot::SURVEY_CATEGORIES`.

@@ -193,10 +193,45 @@ pub struct RingState {
     pub panes: Vec<(i64, Counts, Active)>,
 }
 
+/// One counter of `Counts`, by family and index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    Nps(usize),
+    Csat(usize),
+    Ces(usize),
+    Action(usize),
+}
+
+impl Counts {
+    /// Adds one to `counter` and `ces_score` to the CES sum: the whole of one event's counts,
+    /// without touching the other counters (the hot path).
+    fn bump(&mut self, counter: Counter, ces_score: u32) {
+        let cell = match counter {
+            Counter::Nps(i) => self.nps.get_mut(i),
+            Counter::Csat(i) => self.csat.get_mut(i),
+            Counter::Ces(i) => self.ces.get_mut(i),
+            Counter::Action(i) => self.actions.get_mut(i),
+        };
+        if let Some(cell) = cell {
+            *cell = cell.wrapping_add(1);
+        }
+        self.ces_score_sum = self.ces_score_sum.wrapping_add(ces_score);
+    }
+
+    pub fn of(counter: Counter, ces_score: u32) -> Counts {
+        let mut counts = Counts::default();
+        counts.bump(counter, ces_score);
+        counts
+    }
+}
+
 /// What one event contributes to a pane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Contribution {
+    /// Any counts (taking a corrected answer out).
     Counts(Counts),
+    /// One new event: a counter, the CES score, and its move of the active-customer count.
+    One { counter: Counter, ces_score: u32, active_delta: i64 },
     Move(i64),
     Base(Base),
 }
@@ -209,6 +244,9 @@ pub struct Ring {
     head: i64,
     sum: Counts,
     anchor: Anchor,
+    /// Whether any active-customer information ever reached the ring: reads skip the pane walks
+    /// for the (common) series that carry none.
+    has_active: bool,
 }
 
 impl Ring {
@@ -219,6 +257,7 @@ impl Ring {
             head,
             sum: Counts::default(),
             anchor: Anchor::default(),
+            has_active: false,
         }
     }
 
@@ -269,9 +308,19 @@ impl Ring {
         if pane > self.head + self.len() - PANES_PER_WINDOW {
             return;
         }
+        self.has_active |= match contribution {
+            Contribution::Counts(_) => false,
+            Contribution::One { active_delta, .. } => *active_delta != 0,
+            Contribution::Move(_) | Contribution::Base(_) => true,
+        };
         if pane < self.start() {
             match *contribution {
                 Contribution::Counts(_) => {}
+                Contribution::One { active_delta, .. } => {
+                    if active_delta != 0 {
+                        self.anchor.late_move(pane, if remove { -active_delta } else { active_delta })
+                    }
+                }
                 Contribution::Move(delta) => self.anchor.late_move(pane, if remove { -delta } else { delta }),
                 Contribution::Base(base) => {
                     if !remove {
@@ -296,6 +345,14 @@ impl Ring {
                     if in_window {
                         self.sum.add(&counts);
                     }
+                }
+            }
+            Contribution::One { counter, ces_score, active_delta } => {
+                debug_assert!(!remove, "events are taken out as Counts");
+                target.counts.bump(counter, ces_score);
+                target.active.net += active_delta;
+                if in_window {
+                    self.sum.bump(counter, ces_score);
                 }
             }
             Contribution::Move(delta) => {
@@ -323,6 +380,7 @@ impl Ring {
     pub fn import(state: &RingState, future_panes: usize) -> Ring {
         let mut ring = Ring::new(state.head, future_panes);
         ring.anchor = state.anchor;
+        ring.has_active = state.anchor != Anchor::default() || state.panes.iter().any(|(_, _, a)| *a != Active::default());
         let last = ring.head + ring.len() - PANES_PER_WINDOW;
         for (pane, counts, active) in &state.panes {
             if *pane < ring.start() || *pane > last {
@@ -347,7 +405,7 @@ impl Ring {
     /// between the start and its pane (a base sets the count at its instant, and moves before it
     /// lead up to it).
     pub fn active_at_start(&self) -> Anchor {
-        if self.anchor.known().is_some() {
+        if self.anchor.known().is_some() || !self.has_active {
             return self.anchor;
         }
         let mut moves_before = 0i64;
@@ -364,6 +422,9 @@ impl Ring {
     /// Active customers at the clock: the anchor with every in-window pane folded in.
     pub fn active_now(&self) -> Anchor {
         let mut anchor = self.anchor;
+        if !self.has_active {
+            return anchor;
+        }
         for pane in self.start()..=self.head {
             anchor.fold(pane, &self.panes[self.slot(pane)].active);
         }
