@@ -24,6 +24,16 @@ use crate::config::Config;
 const TOPIC: &str = "bench";
 
 pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
+    // First, while the process is small, so the memory figure is the engine's alone.
+    let scrape = scrape_at_pairs(10_000)?;
+    println!(
+        "/metrics at 10k brand/segment pairs x 4 windows: snapshot (engine lock held) {:.2} ms, render {:.2} ms, {} KiB of text; engine memory +{} MiB",
+        scrape.snapshot.as_secs_f64() * 1000.0,
+        scrape.render.as_secs_f64() * 1000.0,
+        scrape.bytes / 1024,
+        scrape.engine_rss_kib / 1024
+    );
+
     let cluster = MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
     cluster.create_topic(TOPIC, partitions, 1).map_err(|e| anyhow!("create topic: {e}"))?;
     let brokers = cluster.bootstrap_servers();
@@ -46,8 +56,102 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
     println!("(b) cxpulse full pipeline:   {rate:.0} events/s ({:.2} s, first to last event)", pipeline.as_secs_f64());
     println!("    ratio (b)/(a): {:.2}", ceiling.as_secs_f64() / pipeline.as_secs_f64());
     println!("    /metrics render after the run: {:.2} ms", render.as_secs_f64() * 1000.0);
-    println!("peak RSS: {} MiB", peak_rss_kib().unwrap_or(0) / 1024);
+
+    drop(cluster);
+    let (p50, p99, rate) = freshness(partitions, 100_000, Duration::from_secs(10))?;
+    println!("freshness at a steady {rate:.0} events/s: event age when counted p50 {p50} ms, p99 {p99} ms");
+    println!("peak RSS of this process (embedded broker with every preloaded event included): {} MiB", peak_rss_kib().unwrap_or(0) / 1024);
     Ok(())
+}
+
+struct ScrapeFigures {
+    snapshot: Duration,
+    render: Duration,
+    bytes: usize,
+    engine_rss_kib: u64,
+}
+
+/// An engine with `pairs` brand/segment pairs spread over 64 partitions, each with answers in
+/// every step of the 30-day window, then one scrape's snapshot and render timed.
+fn scrape_at_pairs(pairs: usize) -> anyhow::Result<ScrapeFigures> {
+    let before = current_rss_kib().unwrap_or(0);
+    let config = Config::default();
+    let mut engine_config = config.engine_config()?;
+    engine_config.max_series = pairs;
+    let mut engine = Engine::new(engine_config).map_err(|e| anyhow!(e))?;
+    let now = cxpulse_kafka::worker::wall_ms();
+    let step = 12 * 3_600_000; // the 30-day window's step: one answer in each of its 60 panes
+    for i in 0..pairs * 60 {
+        let pair = i % pairs;
+        let at = now - ((i / pairs) as i64) * step;
+        let payload = format!(
+            r#"{{"event_id":"x{i}","type":"survey_response","occurred_at":{at},"brand":"brand{}","segment":"seg{}","survey":"nps","score":{}}}"#,
+            pair / 100,
+            pair % 100,
+            i % 11
+        );
+        engine.process(cxpulse_core::SourcePartition { topic: 0, partition: (pair % 64) as i32 }, payload.as_bytes(), now);
+    }
+    let engine_rss_kib = current_rss_kib().unwrap_or(0).saturating_sub(before);
+    let started = Instant::now();
+    let snapshot = engine.snapshot(now);
+    let snapshot_time = started.elapsed();
+    let started = Instant::now();
+    let text = cxpulse_http::render::render_metrics(&snapshot, &config.alert_policy(), None, "bench");
+    Ok(ScrapeFigures { snapshot: snapshot_time, render: started.elapsed(), bytes: text.len(), engine_rss_kib })
+}
+
+/// Runs a worker while producing at `rate` events/s (stamped when produced) for `duration`;
+/// returns the p50 and p99 event age when counted, and the rate reached.
+fn freshness(partitions: i32, rate: u64, duration: Duration) -> anyhow::Result<(u64, u64, f64)> {
+    const FRESH: &str = "fresh";
+    let cluster = MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
+    cluster.create_topic(FRESH, partitions, 1).map_err(|e| anyhow!("create topic: {e}"))?;
+    let brokers = cluster.bootstrap_servers();
+    let brokers = brokers.as_str();
+    let mut config = Config::default();
+    config.kafka.insert("bootstrap.servers".into(), toml::Value::String(brokers.into()));
+    config.kafka.insert("group.id".into(), toml::Value::String("bench-fresh".into()));
+    config.source.topics = vec![FRESH.into()];
+    config.source.dead_letter_topic = Some(String::new());
+    let engine = Arc::new(Mutex::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?));
+    let worker = Worker { engine: engine.clone(), health: Arc::new(Health::default()), metrics: PipelineMetrics::new() };
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (worker, stop, settings, source) = (worker.clone(), stop.clone(), config.kafka_settings(), config.source.clone());
+        std::thread::spawn(move || cxpulse_kafka::run_worker(&worker, &settings, &source, &stop))
+    };
+    // Let the group form before the clock starts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !worker.health.is_ready(cxpulse_kafka::worker::wall_ms()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let producer_config = cxpulse_kafka::config::producer_config(&config.kafka_settings());
+    let options = cxpulse_kafka::produce::ProduceOptions {
+        topic: FRESH.into(),
+        rate,
+        count: Some(rate * duration.as_secs()),
+        synth: SynthConfig { run_id: "fresh".into(), dip_brand: None, ..SynthConfig::default() },
+    };
+    let started = Instant::now();
+    let produced = cxpulse_kafka::produce::produce_synthetic(&producer_config, &options, &AtomicBool::new(false))?;
+    let reached = produced as f64 / started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0) < produced && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let snapshot = engine.lock().map_err(|_| anyhow!("engine lock poisoned"))?.snapshot(cxpulse_kafka::worker::wall_ms());
+    let quantiles = snapshot.event_age_quantiles_ms;
+    stop.store(true, Ordering::Relaxed);
+    thread.join().map_err(|_| anyhow!("worker thread panicked"))??;
+    let at = |q: f64| quantiles.iter().find(|(x, _)| *x == q).map_or(0, |(_, ms)| *ms);
+    Ok((at(0.5), at(0.99), reached))
+}
+
+fn current_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, Duration)> {

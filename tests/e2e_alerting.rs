@@ -527,7 +527,7 @@ scrape_configs:
         (up.len() == 1 && up[0]["value"][1] == "1").then_some(())
     });
     // The business alerts are silenced while cxpulse:counts_incomplete exists (a worker restoring,
-    // or fewer partitions owned than at any time in the last hour). With one stable worker that
+    // or fewer partitions owned than the topics have). With one stable worker that
     // owns both partitions and has restored them, it must be absent.
     stack.wait("cxpulse:partitions_assigned:sum = 2 and cxpulse:counts_incomplete absent", limit, |s| {
         let sum = query(&s.prometheus_addr, "cxpulse:partitions_assigned:sum")?;

@@ -28,8 +28,8 @@ use libfuzzer_sys::fuzz_target;
 /// 2027-01-15T08:00:00Z: the wall clock starts here.
 const START_MS: i64 = 1_800_000_000_000;
 
-const BRANDS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
-const SEGMENTS: [&str; 3] = ["smb", "ent", "mid"];
+const BRANDS: [&str; 4] = ["acme", "globex", "initech", "__overflow__"];
+const SEGMENTS: [&str; 3] = ["smb", "ent", "__overflow__"];
 const ACTIONS: [&str; 6] = ["signup", "renewal", "purchase", "churn", "reactivation", "upgrade"];
 
 #[derive(Arbitrary, Debug)]

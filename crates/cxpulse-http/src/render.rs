@@ -67,35 +67,56 @@ pub fn render_metrics(snapshot: &Snapshot, policy: &AlertPolicy, registry: Optio
 }
 
 fn render_windows(out: &mut String, snapshot: &Snapshot) {
-    type Family<'a> = (&'a str, &'a str, &'a str, &'a [&'a str]);
-    let families: [Family; 5] = [
-        ("cxpulse_nps_responses", "NPS answers in the window by category.", "category", &NPS),
-        ("cxpulse_csat_responses", "CSAT answers in the window by top-2-box outcome.", "outcome", &CSAT),
-        ("cxpulse_ces_responses", "CES answers in the window by outcome (easy = 5-7).", "outcome", &CES),
-        ("cxpulse_ces_score_sum", "Sum of CES scores in the window, for the mean.", "", &[]),
-        ("cxpulse_customer_events", "Customer lifecycle events in the window by action.", "action", &[]),
-    ];
+    // The label set of each (series, window), built once and shared by every family: at 10k
+    // pairs this is the bulk of the exposition, so it is written with plain pushes.
+    let labels: Vec<String> = snapshot
+        .series
+        .iter()
+        .flat_map(|series| {
+            snapshot.windows.iter().map(move |window| {
+                format!(r#"brand="{}",segment="{}",window="{}""#, series.brand, series.segment, window.name)
+            })
+        })
+        .collect();
+    let windows = snapshot.windows.len();
     let actions: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
-    for (family, (name, help, label, values)) in families.iter().enumerate() {
+    type Pick = fn(&cxpulse_core::Counts) -> &[u32];
+    let families: [(&str, &str, &str, &[&str], Pick); 4] = [
+        ("cxpulse_nps_responses", "NPS answers in the window by category.", "category", &NPS, |c| &c.nps),
+        ("cxpulse_csat_responses", "CSAT answers in the window by top-2-box outcome.", "outcome", &CSAT, |c| &c.csat),
+        ("cxpulse_ces_responses", "CES answers in the window by outcome (easy = 5-7).", "outcome", &CES, |c| &c.ces),
+        ("cxpulse_customer_events", "Customer lifecycle events in the window by action.", "action", &[], |c| &c.actions),
+    ];
+    let mut number = itoa::Buffer::new();
+    for (index, (name, help, label, values, pick)) in families.iter().enumerate() {
+        let values: &[&str] = if index == 3 { &actions } else { values };
         header(out, name, "gauge", help);
-        for series in &snapshot.series {
-            for (window, counts) in snapshot.windows.iter().zip(&series.windows) {
-                let labels = format!(r#"brand="{}",segment="{}",window="{}""#, series.brand, series.segment, window.name);
-                let (values, numbers): (&[&str], Vec<u32>) = match family {
-                    0 => (values, counts.nps.to_vec()),
-                    1 => (values, counts.csat.to_vec()),
-                    2 => (values, counts.ces.to_vec()),
-                    3 => (&[], vec![counts.ces_score_sum]),
-                    _ => (&actions, counts.actions.to_vec()),
-                };
-                if values.is_empty() {
-                    let _ = writeln!(out, "{name}{{{labels}}} {}", numbers[0]);
-                } else {
-                    for (value, number) in values.iter().zip(numbers) {
-                        let _ = writeln!(out, "{name}{{{labels},{label}=\"{value}\"}} {number}");
-                    }
+        for (s, series) in snapshot.series.iter().enumerate() {
+            for (w, counts) in series.windows.iter().enumerate() {
+                let series_labels = &labels[s * windows + w];
+                for (value, count) in values.iter().zip(pick(counts)) {
+                    out.push_str(name);
+                    out.push('{');
+                    out.push_str(series_labels);
+                    out.push(',');
+                    out.push_str(label);
+                    out.push_str("=\"");
+                    out.push_str(value);
+                    out.push_str("\"} ");
+                    out.push_str(number.format(*count));
+                    out.push('\n');
                 }
             }
+        }
+    }
+    header(out, "cxpulse_ces_score_sum", "gauge", "Sum of CES scores in the window, for the mean.");
+    for (s, series) in snapshot.series.iter().enumerate() {
+        for (w, counts) in series.windows.iter().enumerate() {
+            out.push_str("cxpulse_ces_score_sum{");
+            out.push_str(&labels[s * windows + w]);
+            out.push_str("} ");
+            out.push_str(number.format(counts.ces_score_sum));
+            out.push('\n');
         }
     }
     header(

@@ -46,7 +46,8 @@ impl StateStore {
             .set("group.id", "cxpulse-state-reader")
             .set("enable.auto.commit", "false")
             .set("fetch.message.max.bytes", "67108864")
-            .set("partition.assignment.strategy", "range");
+            .set("partition.assignment.strategy", "range")
+            .set("statistics.interval.ms", "0");
         let reader = consumer.create()?;
         Ok(StateStore { topic, producer, reader, latest: HashMap::new(), positions: HashMap::new() })
     }
