@@ -12,7 +12,7 @@ use ahash::RandomState;
 
 use crate::age::AgeHistogram;
 use crate::checkpoint::{PartitionCheckpoint, ResponseCheckpoint, SeriesCheckpoint};
-use crate::event::{Event, Payload, RejectReason, Rejection, Survey};
+use crate::event::{is_label_value, Event, Payload, RejectReason, Rejection, Survey};
 use crate::parse::parse_event;
 use crate::snapshot::{PipelineCounts, SeriesSnapshot, Snapshot};
 use crate::window::{Base, Contribution, Counter, Counts, Ring, WindowSpec, PANES_PER_WINDOW};
@@ -418,9 +418,7 @@ impl Engine {
         if checkpoint.window_sizes_ms != sizes {
             return Err(format!("checkpoint windows {:?} differ from the configured {sizes:?}", checkpoint.window_sizes_ms));
         }
-        if checkpoint.series.iter().any(|s| s.rings.len() != sizes.len()) {
-            return Err("checkpoint series has the wrong number of windows".into());
-        }
+        validate_checkpoint(checkpoint, &self.config.windows)?;
         self.drop_partition(partition);
         if self.config.clock == ClockMode::Event {
             if let Some(clock) = checkpoint.clock_ms {
@@ -555,6 +553,37 @@ impl Engine {
             event_age_count: self.age.count(),
         }
     }
+}
+
+/// What a checkpoint must satisfy before any of it is used: a CRC only proves the bytes are the
+/// ones written, not that a writer (another version, a bug) wrote sane state.
+fn validate_checkpoint(checkpoint: &PartitionCheckpoint, windows: &[WindowSpec]) -> Result<(), String> {
+    const LATEST_EVENT_MS: i64 = 253_402_300_799_999;
+    let label_pair_ok = |brand: &str, segment: &str| {
+        (brand == OVERFLOW_LABEL && segment == OVERFLOW_LABEL)
+            || (brand != OVERFLOW_LABEL && segment != OVERFLOW_LABEL && is_label_value(brand) && is_label_value(segment))
+    };
+    for series in &checkpoint.series {
+        if series.rings.len() != windows.len() {
+            return Err("checkpoint series has the wrong number of windows".into());
+        }
+        if !label_pair_ok(&series.brand, &series.segment) {
+            return Err("checkpoint series has invalid labels".into());
+        }
+        for (ring, window) in series.rings.iter().zip(windows) {
+            let newest = window.pane_of(LATEST_EVENT_MS) + PANES_PER_WINDOW;
+            let head_ok = (0..=newest).contains(&ring.head);
+            let panes_ok = ring.panes.iter().all(|(pane, _, _)| (ring.head - 2 * PANES_PER_WINDOW..=newest + PANES_PER_WINDOW).contains(pane));
+            let anchor_ok = ring.anchor.base.is_none_or(|(pane, _)| (-1..=newest).contains(&pane));
+            if !(head_ok && panes_ok && anchor_ok) {
+                return Err("checkpoint ring is outside the representable time range".into());
+            }
+        }
+    }
+    if checkpoint.responses.iter().any(|r| !label_pair_ok(&r.brand, &r.segment)) {
+        return Err("checkpoint answer has invalid labels".into());
+    }
+    Ok(())
 }
 
 /// Sums per-partition active counts. A partition without a base contributes its net moves, so a

@@ -257,6 +257,10 @@ fn id_string<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
 
 fn label<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
     match json_string(field, raw)? {
+        // The overflow series' label is cxpulse's own: a sender using it would be merged into it.
+        Some(s) if s == crate::engine::OVERFLOW_LABEL => {
+            Err(invalid(field, format_args!("{} is reserved for the overflow series", crate::engine::OVERFLOW_LABEL)))
+        }
         Some(s) if is_label_value(&s) => Ok(s),
         _ => Err(invalid(
             field,
@@ -557,6 +561,15 @@ impl Visitor<'_> for KeyVisitor {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_overflow_label_is_reserved() {
+        let payload = br#"{"event_id":"o","type":"survey_response","occurred_at":1,"brand":"__overflow__","survey":"nps","score":1}"#;
+        let rejection = parse_event(payload).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::InvalidField);
+        assert!(rejection.detail.contains("reserved"), "{}", rejection.detail);
+    }
+
     use super::*;
     use RejectReason::*;
 
