@@ -50,7 +50,9 @@ impl SourceConfig {
 }
 
 /// Settings cxpulse's correctness rests on; a user's `[kafka]` value wins only where it is safe.
-const CONSUMER_DEFAULTS: [(&str, &str); 8] = [
+const CONSUMER_DEFAULTS: [(&str, &str); 9] = [
+    // Freshness: a broker that parks an empty fetch (the embedded one does) answers within this.
+    ("fetch.wait.max.ms", "100"),
     // librdkafka's default (1 s) idles a consumer that falls behind a full prefetch queue.
     ("fetch.queue.backoff.ms", "10"),
     ("bootstrap.servers", "localhost:9092"),
