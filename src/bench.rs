@@ -24,6 +24,14 @@ use crate::config::Config;
 const TOPIC: &str = "bench";
 
 pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
+    // The embedded broker keeps about 5 MiB or 100k messages per partition and deletes older ones.
+    let per_partition = events / partitions.max(1) as u64;
+    if per_partition * 150 > 4 * 1024 * 1024 || per_partition > 90_000 {
+        anyhow::bail!(
+            "{events} events over {partitions} partitions exceed what the embedded broker keeps per partition (~5 MiB, 100k messages): use at least {} partitions",
+            (events * 150 / (4 * 1024 * 1024)).max(events / 90_000) + 1
+        );
+    }
     // First, while the process is small, so the memory figure is the engine's alone.
     let scrape = scrape_at_pairs(10_000)?;
     println!(
