@@ -117,18 +117,7 @@ fn freshness(partitions: i32, rate: u64, duration: Duration) -> anyhow::Result<(
     cluster.create_topic(FRESH, partitions, 1).map_err(|e| anyhow!("create topic: {e}"))?;
     let brokers = cluster.bootstrap_servers();
     let brokers = brokers.as_str();
-    let mut config = Config::default();
-    config.kafka.insert("bootstrap.servers".into(), toml::Value::String(brokers.into()));
-    config.kafka.insert("group.id".into(), toml::Value::String("bench-fresh".into()));
-    config.source.topics = vec![FRESH.into()];
-    config.source.dead_letter_topic = Some(String::new());
-    let engine = Arc::new(Mutex::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?));
-    let worker = Worker { engine: engine.clone(), health: Arc::new(Health::default()), metrics: PipelineMetrics::new() };
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let (worker, stop, settings, source) = (worker.clone(), stop.clone(), config.kafka_settings(), config.source.clone());
-        std::thread::spawn(move || cxpulse_kafka::run_worker(&worker, &settings, &source, &stop))
-    };
+    let BenchWorker { config, engine, worker, stop, thread } = start_worker(brokers, "bench-fresh", FRESH)?;
     // Let the group form before the clock starts.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !worker.health.is_ready(cxpulse_kafka::worker::wall_ms()) && Instant::now() < deadline {
@@ -237,11 +226,20 @@ fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<D
     Ok(started.map_or(Duration::ZERO, |s| s.elapsed()))
 }
 
-fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Duration)> {
+struct BenchWorker {
+    config: Config,
+    engine: Arc<Mutex<Engine>>,
+    worker: Worker,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+/// The real worker on its own thread, default settings, no dead-letter topic.
+fn start_worker(brokers: &str, group: &str, topic: &str) -> anyhow::Result<BenchWorker> {
     let mut config = Config::default();
     config.kafka.insert("bootstrap.servers".into(), toml::Value::String(brokers.into()));
-    config.kafka.insert("group.id".into(), toml::Value::String("bench-pipeline".into()));
-    config.source.topics = vec![TOPIC.into()];
+    config.kafka.insert("group.id".into(), toml::Value::String(group.into()));
+    config.source.topics = vec![topic.into()];
     config.source.dead_letter_topic = Some(String::new());
     let engine = Arc::new(Mutex::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?));
     let worker = Worker { engine: engine.clone(), health: Arc::new(Health::default()), metrics: PipelineMetrics::new() };
@@ -250,6 +248,11 @@ fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Durati
         let (worker, stop, settings, source) = (worker.clone(), stop.clone(), config.kafka_settings(), config.source.clone());
         std::thread::spawn(move || cxpulse_kafka::run_worker(&worker, &settings, &source, &stop))
     };
+    Ok(BenchWorker { config, engine, worker, stop, thread })
+}
+
+fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Duration)> {
+    let BenchWorker { config, engine, worker, stop, thread } = start_worker(brokers, "bench-pipeline", TOPIC)?;
     let consumed = || engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(600);
     while consumed() == 0 && Instant::now() < deadline {

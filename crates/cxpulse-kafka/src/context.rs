@@ -217,19 +217,23 @@ fn set_start(tpl: &mut TopicPartitionList, topic: &str, partition: i32, offset: 
 
 fn committed_offsets(consumer: &BaseConsumer<WorkerContext>, tpl: &TopicPartitionList) -> HashMap<TopicPartition, i64> {
     match consumer.committed_offsets(tpl.clone(), IO_TIMEOUT) {
-        Ok(committed) => committed
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) if o >= 0 => Some(((e.topic().to_string(), e.partition()), o)),
-                _ => None,
-            })
-            .collect(),
+        Ok(committed) => known_offsets(&committed),
         Err(e) => {
             warn!(error = %e, "cannot read committed offsets; replays start without a known end");
             HashMap::new()
         }
     }
+}
+
+/// The real offsets of a list; logical ones (-1 "end", unset) are left out.
+fn known_offsets(tpl: &TopicPartitionList) -> HashMap<TopicPartition, i64> {
+    tpl.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) if o >= 0 => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// First offsets at or after `since_ms`; partitions the broker cannot answer for are left out.
@@ -243,14 +247,7 @@ fn offsets_for_time(
         let _ = query.add_partition_offset(topic, *partition, Offset::Offset(since_ms));
     }
     match consumer.offsets_for_times(query, IO_TIMEOUT) {
-        Ok(answer) => answer
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) if o >= 0 => Some(((e.topic().to_string(), e.partition()), o)),
-                _ => None,
-            })
-            .collect(),
+        Ok(answer) => known_offsets(&answer),
         Err(e) => {
             warn!(error = %e, "offsets by time unavailable; replaying from the beginning");
             HashMap::new()
