@@ -10,6 +10,7 @@ pub mod engine;
 pub mod health;
 pub mod event;
 pub mod parse;
+mod parse_fast;
 pub mod snapshot;
 pub mod synth;
 pub mod window;

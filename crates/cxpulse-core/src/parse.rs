@@ -32,6 +32,17 @@ const MAX_EXCERPT_BYTES: usize = 40;
 
 /// Parses and validates one schema-1 event. Never panics, whatever the bytes.
 pub fn parse_event(payload: &[u8]) -> Result<Event<'_>, Rejection> {
+    // The common shape, scanned by hand; it returns only what the full path below would.
+    if payload.len() <= MAX_EVENT_BYTES {
+        if let Some(event) = crate::parse_fast::parse_fast(payload) {
+            return Ok(event);
+        }
+    }
+    parse_event_slow(payload)
+}
+
+/// [`parse_event`] without the fast path: serde splits the object, then each field is checked.
+pub(crate) fn parse_event_slow(payload: &[u8]) -> Result<Event<'_>, Rejection> {
     // Before anything else, so an oversized message costs nothing to reject.
     if payload.len() > MAX_EVENT_BYTES {
         return Err(Rejection::new(
@@ -175,7 +186,7 @@ fn csat_scale(raw: Option<&RawValue>) -> Result<CsatScale, Rejection> {
     }
 }
 
-fn action(raw: &str) -> Result<Action, Rejection> {
+pub(super) fn action(raw: &str) -> Result<Action, Rejection> {
     let name = json_string("action", raw)?;
     name.as_deref()
         .and_then(|name| Action::ALL.into_iter().find(|a| a.as_str() == name))
@@ -190,7 +201,7 @@ fn action(raw: &str) -> Result<Action, Rejection> {
         })
 }
 
-fn active_customers(raw: &str) -> Result<u64, Rejection> {
+pub(super) fn active_customers(raw: &str) -> Result<u64, Rejection> {
     match integer(raw) {
         Some(Integer::NonNegative(n)) => Ok(n),
         _ => Err(invalid(
@@ -202,7 +213,7 @@ fn active_customers(raw: &str) -> Result<u64, Rejection> {
 
 /// RFC 3339 with an offset, or integer epoch milliseconds; either way within years 1970..=9999,
 /// so the engine can rely on a non-negative time that any timestamp format can print.
-fn occurred_at(raw: &str) -> Result<i64, Rejection> {
+pub(super) fn occurred_at(raw: &str) -> Result<i64, Rejection> {
     let ms = if let Some(text) = json_string("occurred_at", raw)? {
         match chrono::DateTime::parse_from_rfc3339(&text) {
             Ok(t) => t.timestamp_millis(),
@@ -242,7 +253,7 @@ fn occurred_at(raw: &str) -> Result<i64, Rejection> {
     }
 }
 
-fn id_string<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
+pub(super) fn id_string<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
     let Some(s) = json_string(field, raw)? else {
         return Err(invalid(field, format_args!("expected a string, got {}", kind_of(raw))));
     };
@@ -255,7 +266,7 @@ fn id_string<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
     Ok(s)
 }
 
-fn label<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
+pub(super) fn label<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
     match json_string(field, raw)? {
         // The overflow series' label is cxpulse's own: a sender using it would be merged into it.
         Some(s) if s == crate::engine::OVERFLOW_LABEL => {
@@ -298,7 +309,7 @@ fn json_string<'a>(field: &str, raw: &'a str) -> Result<Option<Cow<'a, str>>, Re
 
 /// A JSON number without fraction or exponent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Integer {
+pub(super) enum Integer {
     /// Fits u64 (`-0` included).
     NonNegative(u64),
     Negative,
@@ -308,7 +319,7 @@ enum Integer {
 
 /// `None` unless `raw` is an integral JSON number. The text is already valid JSON, so a value
 /// made of an optional `-` and digits is exactly an integer.
-fn integer(raw: &str) -> Option<Integer> {
+pub(super) fn integer(raw: &str) -> Option<Integer> {
     let (negative, digits) = match raw.strip_prefix('-') {
         Some(digits) => (true, digits),
         None => (false, raw),
@@ -325,7 +336,7 @@ fn integer(raw: &str) -> Option<Integer> {
 }
 
 /// The value of a string of ASCII digits, `None` if it overflows u64.
-fn digits_value(digits: &str) -> Option<u64> {
+pub(super) fn digits_value(digits: &str) -> Option<u64> {
     digits
         .bytes()
         .try_fold(0u64, |n, b| n.checked_mul(10)?.checked_add(u64::from(b.wrapping_sub(b'0'))))
