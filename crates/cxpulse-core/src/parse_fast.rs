@@ -12,7 +12,10 @@
 use std::borrow::Cow;
 
 use crate::event::*;
-use crate::parse::{action, active_customers, digits_value, id_string, integer, label, occurred_at, Integer};
+use crate::parse::{
+    action, active_customers, digits_value, id_string, integer, label, occurred_at, Integer,
+    MAX_OCCURRED_AT_MS,
+};
 
 /// Longest integer the fast path reads; longer ones (still valid for some fields) go the slow way.
 const MAX_FAST_DIGITS: usize = 15;
@@ -76,7 +79,25 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// escape or a control character (which JSON forbids unescaped) or is unterminated.
 #[inline]
 fn string_end(b: &[u8], start: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut i = start + 1;
+    // Eight bytes at a time: flag each byte that is `"`, `\` or below 0x20. A borrow in these
+    // tricks only ever runs from a flagged byte upwards, so the lowest flag is a true one.
+    while let Some(chunk) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().ok()?);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let flags = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x))
+            & HIGHS;
+        if flags != 0 {
+            i += (flags.trailing_zeros() / 8) as usize;
+            return (*b.get(i)? == b'"').then_some(i);
+        }
+        i += 8;
+    }
     loop {
         match *b.get(i)? {
             b'"' => return Some(i),
@@ -146,7 +167,13 @@ fn build<'a>(f: &[Option<&'a str>; FIELDS]) -> Option<Event<'a>> {
     }
     let event_type = f[TYPE]?;
     let event_id = id_string("event_id", f[EVENT_ID]?).ok()?;
-    let occurred_at_ms = occurred_at(f[OCCURRED_AT]?).ok()?;
+    let occurred_at_ms = match f[OCCURRED_AT]? {
+        // What `occurred_at` does with an integer, for the at most 15 digits the scanner passes.
+        raw if !raw.starts_with('"') => {
+            Some(plain_integer(raw)).filter(|ms| *ms <= MAX_OCCURRED_AT_MS)?
+        }
+        raw => occurred_at(raw).ok()?,
+    };
     let brand = label("brand", f[BRAND]?).ok()?;
     let segment = match f[SEGMENT] {
         Some(raw) => label("segment", raw).ok()?,
@@ -189,6 +216,13 @@ fn build<'a>(f: &[Option<&'a str>; FIELDS]) -> Option<Event<'a>> {
         _ => return None,
     };
     Some(Event { event_id, occurred_at_ms, brand, segment, payload })
+}
+
+/// The value of an integer the scanner passed: 1 to [`MAX_FAST_DIGITS`] ASCII digits, so it
+/// cannot overflow (and needs no checked arithmetic).
+fn plain_integer(raw: &str) -> i64 {
+    debug_assert!((1..=MAX_FAST_DIGITS).contains(&raw.len()));
+    raw.bytes().fold(0, |n, b| n * 10 + i64::from(b.wrapping_sub(b'0')))
 }
 
 /// A score in `lo..=hi`: a JSON integer or a (here unescaped) string of ASCII digits.
@@ -253,13 +287,22 @@ mod tests {
         assert_eq!(e.occurred_at_ms, 1_795_428_000_000);
         fast(&format!(" \n\t{}\r\n ", EXAMPLE.replace(",", " ,\n ").replace("\":", "\"\t: ")));
         fast(&EXAMPLE.replace(r#","segment":"smb""#, ""));
-        fast(&EXAMPLE.replace("\"score\":9", "\"score\":\"09\",\"schema\":1,\"response_id\":\"r\""));
+        fast(
+            &EXAMPLE.replace("\"score\":9", "\"score\":\"09\",\"schema\":1,\"response_id\":\"r\""),
+        );
         fast(&EXAMPLE.replace("\"nps\",\"score\":9", "\"csat\",\"score\":7,\"scale_max\":7"));
         fast(&EXAMPLE.replace("\"nps\",\"score\":9", "\"ces\",\"score\":\"1\""));
-        fast(r#"{"event_id":"é😀","type":"customer_lifecycle","occurred_at":0,"brand":"b","action":"churn","customer_id":"c"}"#);
-        fast(r#"{"type":"customer_base","event_id":"e","occurred_at":253402300799999,"brand":"b","active_customers":0}"#);
+        fast(
+            r#"{"event_id":"é😀","type":"customer_lifecycle","occurred_at":0,"brand":"b","action":"churn","customer_id":"c"}"#,
+        );
+        fast(
+            r#"{"type":"customer_base","event_id":"e","occurred_at":253402300799999,"brand":"b","active_customers":0}"#,
+        );
         // Fields that do not belong to the type are ignored, as by the slow path.
-        fast(&EXAMPLE.replace("\"score\":9", "\"score\":9,\"scale_max\":\"x\",\"action\":3,\"active_customers\":\"n\""));
+        fast(&EXAMPLE.replace(
+            "\"score\":9",
+            "\"score\":9,\"scale_max\":\"x\",\"action\":3,\"active_customers\":\"n\"",
+        ));
         // Timestamps with offsets and fractions go through the same chrono call.
         fast(&EXAMPLE.replace("10:00:00Z", "12:00:00.123456789+02:00"));
     }
@@ -300,7 +343,9 @@ mod tests {
         slow_but_valid(
             r#"{"type":"customer_base","event_id":"e","occurred_at":1,"brand":"b","active_customers":18446744073709551615}"#,
         );
-        slow_but_valid(&EXAMPLE.replace("\"score\":9", "\"score\":9,\"scale_max\":1234567890123456"));
+        slow_but_valid(
+            &EXAMPLE.replace("\"score\":9", "\"score\":9,\"scale_max\":1234567890123456"),
+        );
     }
 
     #[test]
@@ -478,7 +523,10 @@ mod tests {
         }
 
         /// `(key, value)` with a right value most of the time, else an odd one, or no field.
-        fn field(name: &'static str, good: BoxedStrategy<String>) -> BoxedStrategy<Option<(String, String)>> {
+        fn field(
+            name: &'static str,
+            good: BoxedStrategy<String>,
+        ) -> BoxedStrategy<Option<(String, String)>> {
             prop_oneof![
                 24 => good.prop_map(Some),
                 2 => odd_value().prop_map(Some),
@@ -523,11 +571,17 @@ mod tests {
             if clean {
                 // Only the shape the fast path takes.
                 return fields
-                    .prop_map(|fields| fields.into_iter().flatten().filter(|(_, v)| is_plain(v)).collect())
+                    .prop_map(|fields| {
+                        fields.into_iter().flatten().filter(|(_, v)| is_plain(v)).collect()
+                    })
                     .prop_shuffle()
                     .boxed();
             }
-            (fields, proptest::option::weighted(0.2, (0usize..14, odd_value())), proptest::option::weighted(0.2, ("[a-z_]{1,12}|\\\\u0074ype|type", odd_value())))
+            (
+                fields,
+                proptest::option::weighted(0.2, (0usize..14, odd_value())),
+                proptest::option::weighted(0.2, ("[a-z_]{1,12}|\\\\u0074ype|type", odd_value())),
+            )
                 .prop_map(|(fields, dup, extra)| {
                     let mut fields: Vec<_> = fields.into_iter().flatten().collect();
                     if let Some((at, v)) = dup {
@@ -567,7 +621,13 @@ mod tests {
                 if n > 0 {
                     out.push(',');
                 }
-                out.push_str(&format!("{}\"{k}\"{}:{}{v}{}", w.next().unwrap(), w.next().unwrap(), w.next().unwrap(), w.next().unwrap()));
+                out.push_str(&format!(
+                    "{}\"{k}\"{}:{}{v}{}",
+                    w.next().unwrap(),
+                    w.next().unwrap(),
+                    w.next().unwrap(),
+                    w.next().unwrap()
+                ));
             }
             out.push('}');
             out.push_str(w.next().unwrap());
@@ -625,6 +685,31 @@ mod tests {
 
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            /// The word-at-a-time string scan finds what a byte-at-a-time one finds.
+            #[test]
+            fn string_end_matches_a_plain_scan(
+                body in proptest::collection::vec(
+                    prop_oneof![
+                        6 => any::<u8>(),
+                        1 => Just(b'"'),
+                        1 => Just(b'\\'),
+                        1 => 0u8..0x20,
+                        2 => 0x7fu8..=0xff,
+                        4 => Just(b'a'),
+                    ],
+                    0..40,
+                ),
+            ) {
+                let mut b = vec![b'"'];
+                b.extend_from_slice(&body);
+                let naive = body
+                    .iter()
+                    .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                    .filter(|&at| body[at] == b'"')
+                    .map(|at| at + 1);
+                prop_assert_eq!(string_end(&b, 0), naive);
+            }
 
             /// Whatever the fast path returns, the slow path returns too.
             #[test]
