@@ -154,6 +154,8 @@ pub struct Engine {
     future_panes: Vec<usize>,
     /// The clock T; for the event clock, `None` until the first event.
     clock_ms: Option<i64>,
+    /// Each window's pane at T, kept with the clock so the hot path divides once per event.
+    heads: Vec<i64>,
     series: SeriesTable,
     partitions: FastMap<SourcePartition, PartitionState>,
     /// Event-id hash -> the partition whose dedup memory holds it, and the clock when first seen.
@@ -171,6 +173,7 @@ impl Engine {
         if config.windows.is_empty() {
             return Err("at least one window size is needed".into());
         }
+        let window_count = config.windows.len();
         let longest = (0..config.windows.len())
             .max_by_key(|&i| config.windows[i].size_ms)
             .unwrap_or(0);
@@ -187,6 +190,7 @@ impl Engine {
             longest,
             future_panes,
             clock_ms: None,
+            heads: vec![0; window_count],
             series: SeriesTable::default(),
             partitions: FastMap::default(),
             dedup: FastMap::default(),
@@ -337,13 +341,19 @@ impl Engine {
     pub fn advance_clock(&mut self, now_ms: i64) {
         if self.clock_ms.is_none_or(|t| now_ms > t) {
             self.clock_ms = Some(now_ms);
+            for (head, window) in self.heads.iter_mut().zip(&self.config.windows) {
+                *head = window.pane_of(now_ms);
+            }
         }
     }
 
     fn add_to_windows(&mut self, partition: SourcePartition, series: SeriesId, at_ms: i64, contribution: &Contribution) {
-        let Some(clock) = self.clock_ms else { return };
+        if self.clock_ms.is_none() {
+            return;
+        }
         let windows = &self.config.windows;
         let future = &self.future_panes;
+        let heads = &self.heads;
         let Some(state) = self.partitions.get_mut(&partition) else { return };
         let slot = series as usize;
         if state.series.len() <= slot {
@@ -354,11 +364,11 @@ impl Engine {
         }
         let series_windows = state.series[slot].get_or_insert_with(|| {
             Box::new(SeriesWindows {
-                rings: windows.iter().zip(future).map(|(w, f)| Ring::new(w.pane_of(clock), *f)).collect(),
+                rings: heads.iter().zip(future).map(|(head, f)| Ring::new(*head, *f)).collect(),
             })
         });
-        for (ring, window) in series_windows.rings.iter_mut().zip(windows) {
-            ring.advance(window.pane_of(clock));
+        for ((ring, window), head) in series_windows.rings.iter_mut().zip(windows).zip(heads) {
+            ring.advance(*head);
             ring.apply(window.pane_of(at_ms), contribution, false);
         }
     }

@@ -247,17 +247,21 @@ pub struct Ring {
     /// Whether any active-customer information ever reached the ring: reads skip the pane walks
     /// for the (common) series that carry none.
     has_active: bool,
+    /// `slot(head)`, kept so that slots of panes near the head need no division.
+    head_slot: i64,
 }
 
 impl Ring {
     /// `future_panes` slots hold events ahead of the clock (wall clock with skew).
     pub fn new(head: i64, future_panes: usize) -> Self {
+        let len = PANES_PER_WINDOW + future_panes as i64;
         Ring {
-            panes: vec![Pane::default(); PANES_PER_WINDOW as usize + future_panes].into_boxed_slice(),
+            panes: vec![Pane::default(); len as usize].into_boxed_slice(),
             head,
             sum: Counts::default(),
             anchor: Anchor::default(),
             has_active: false,
+            head_slot: head.rem_euclid(len),
         }
     }
 
@@ -265,8 +269,18 @@ impl Ring {
         self.panes.len() as i64
     }
 
+    /// The slot of `pane`. Every caller asks for panes less than two ring lengths from the head,
+    /// so a correction or two replaces the division on this per-event path.
     fn slot(&self, pane: i64) -> usize {
-        pane.rem_euclid(self.len()) as usize
+        let len = self.len();
+        let mut slot = self.head_slot + (pane - self.head);
+        while slot < 0 {
+            slot += len;
+        }
+        while slot >= len {
+            slot -= len;
+        }
+        slot as usize
     }
 
     /// First pane inside the window.
@@ -298,6 +312,7 @@ impl Ring {
             let counts = self.panes[entering_slot].counts;
             self.sum.add(&counts);
         }
+        self.head_slot = head.rem_euclid(self.len());
         self.head = head;
     }
 
