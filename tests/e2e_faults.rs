@@ -26,18 +26,7 @@ fn nps_json(id: &str, n: usize) -> Vec<u8> {
 }
 
 fn worker_config(group: &str, topic: &str) -> String {
-    format!(
-        r#"
-[kafka]
-"group.id" = "{group}"
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-[source]
-topics = ["{topic}"]
-batch_size = 512
-checkpoint_interval = "1s"
-"#
-    )
+    group_config(group, topic, "batch_size = 512\ncheckpoint_interval = \"1s\"")
 }
 
 /// Windowed NPS answers (1h) summed over the workers that answer.

@@ -44,17 +44,7 @@ const PARTITIONS: i32 = 4;
 const EVENTS: usize = 30_000;
 
 fn config(group: &str) -> String {
-    format!(
-        r#"
-[kafka]
-"group.id" = "{group}"
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-[source]
-topics = ["{TOPIC}"]
-batch_size = 256
-"#
-    )
+    group_config(group, TOPIC, "batch_size = 256")
 }
 
 #[test]

@@ -52,6 +52,22 @@ pub fn produce(producer: &BaseProducer, topic: &str, messages: &[(i32, &str, Vec
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
+/// A worker configuration for one group on one topic, with quick group joins, plus `extra` lines
+/// appended to `[source]`.
+pub fn group_config(group: &str, topic: &str, source_extra: &str) -> String {
+    format!(
+        r#"
+[kafka]
+"group.id" = "{group}"
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[source]
+topics = ["{topic}"]
+{source_extra}
+"#
+    )
+}
+
 /// A free loopback port (bound and released; the binary binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
