@@ -207,7 +207,12 @@ fn a_corrupted_checkpoint_falls_back_to_replay_and_stays_exact() {
     let metrics = second.metrics().expect("metrics");
     assert_eq!(metrics.get("cxpulse_partition_restores_total", &[("source", "replay")]), Some(3.0), "{}", second.log());
     assert_eq!(metrics.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]), Some(0.0), "nothing new: all replayed");
-    assert!(second.log().contains("checkpoint unreadable"));
+    let log = second.log();
+    assert!(log.contains("checkpoint unreadable"), "{log}");
+    // The replay up to the committed offsets was a restoring phase, and it ended.
+    assert!(log.contains("caught up with the previous owner"), "{log}");
+    assert_eq!(metrics.get("cxpulse_partitions_restoring", &[]), Some(0.0));
+    assert_eq!(http_get(&second.addr, "/readyz").map(|(s, _)| s), Some(200));
 }
 
 #[test]
