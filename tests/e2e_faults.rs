@@ -139,7 +139,7 @@ fn broker_outage_and_request_errors_lose_and_double_nothing() {
     // Malformed messages too, so dead letters are produced through the injected errors.
     let mut rest: Vec<(i32, &str, Vec<u8>)> =
         (EVENTS / 2..EVENTS).map(|n| ((n % 3) as i32, "k", nps_json(&format!("f-{n}"), n))).collect();
-    rest.extend((0..30).map(|n| ((n % 3) as i32, "k", b"{not json".to_vec())));
+    rest.extend((0..30).map(|n| (n % 3, "k", b"{not json".to_vec())));
     produce(&producer(&brokers), TOPIC, &rest);
     assert_exact(&[&worker], EVENTS as f64, "after the outage and request errors");
     let letters = read_topic(&brokers, "flaky.dlq", 1, 30, Duration::from_secs(30));
