@@ -325,9 +325,10 @@ impl Engine {
                 format!("occurred_at is {} ms ahead of the clock", occurred - reference),
             ));
         }
-        let clock = self.clock_ms?;
+        // Before the first event the event clock has no T, so nothing is too old yet.
+        self.clock_ms?;
         let longest = &self.config.windows[self.longest];
-        let oldest_pane = longest.pane_of(clock) - PANES_PER_WINDOW + 1;
+        let oldest_pane = self.heads[self.longest] - PANES_PER_WINDOW + 1;
         if longest.pane_of(occurred) < oldest_pane {
             return Some(Rejection::new(
                 RejectReason::TooOld,
@@ -375,11 +376,13 @@ impl Engine {
 
     /// Takes a replaced answer out of every window it is still in.
     fn retract(&mut self, old: &ResponseEntry) {
-        let Some(clock) = self.clock_ms else { return };
+        if self.clock_ms.is_none() {
+            return;
+        }
         let Some(state) = self.partitions.get_mut(&old.partition).filter(|s| s.epoch == old.epoch) else { return };
         let Some(Some(series_windows)) = state.series.get_mut(old.series as usize) else { return };
-        for (ring, window) in series_windows.rings.iter_mut().zip(&self.config.windows) {
-            ring.advance(window.pane_of(clock));
+        for ((ring, window), head) in series_windows.rings.iter_mut().zip(&self.config.windows).zip(&self.heads) {
+            ring.advance(*head);
             ring.apply(window.pane_of(old.occurred_at_ms), &Contribution::Counts(old.counts), true);
         }
     }
@@ -509,7 +512,7 @@ impl Engine {
             expire_dedup(state, *partition, &mut self.dedup, horizon);
         }
         let longest = &self.config.windows[self.longest];
-        let oldest_pane = longest.pane_of(clock) - PANES_PER_WINDOW + 1;
+        let oldest_pane = self.heads[self.longest] - PANES_PER_WINDOW + 1;
         self.responses.retain(|_, entry| longest.pane_of(entry.occurred_at_ms) >= oldest_pane);
     }
 
@@ -533,15 +536,15 @@ impl Engine {
                 survey_totals: info.survey_totals,
             })
             .collect();
-        if let Some(clock) = self.clock_ms {
+        if self.clock_ms.is_some() {
             for state in self.partitions.values_mut() {
                 for &id in &state.present {
                     let slot = id as usize;
                     let (Some(Some(series_windows)), Some(out)) = (state.series.get_mut(slot), series.get_mut(slot)) else {
                         continue;
                     };
-                    for (i, (ring, window)) in series_windows.rings.iter_mut().zip(&self.config.windows).enumerate() {
-                        ring.advance(window.pane_of(clock));
+                    for (i, (ring, head)) in series_windows.rings.iter_mut().zip(&self.heads).enumerate() {
+                        ring.advance(*head);
                         out.windows[i].add(ring.sum());
                         out.active_at_start[i] = merge_active(out.active_at_start[i], ring.active_at_start());
                         if i == self.longest {

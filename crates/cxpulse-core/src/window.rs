@@ -63,33 +63,30 @@ pub struct Counts {
 }
 
 impl Counts {
-    // Field-by-field on purpose: this runs for every ring an event touches, and plain indexed
-    // loops over fixed-size arrays compile to a few vector instructions.
     pub fn add(&mut self, other: &Counts) {
-        for i in 0..3 {
-            self.nps[i] = self.nps[i].wrapping_add(other.nps[i]);
-        }
-        for i in 0..2 {
-            self.csat[i] = self.csat[i].wrapping_add(other.csat[i]);
-            self.ces[i] = self.ces[i].wrapping_add(other.ces[i]);
-        }
-        self.ces_score_sum = self.ces_score_sum.wrapping_add(other.ces_score_sum);
-        for i in 0..5 {
-            self.actions[i] = self.actions[i].wrapping_add(other.actions[i]);
-        }
+        self.combine(other, u32::wrapping_add);
     }
 
     pub fn sub(&mut self, other: &Counts) {
-        for i in 0..3 {
-            self.nps[i] = self.nps[i].wrapping_sub(other.nps[i]);
+        self.combine(other, u32::wrapping_sub);
+    }
+
+    // Field by field with a generic `op`: this runs for every ring an event touches, and once
+    // inlined the fixed-size loops compile to a few vector instructions.
+    #[inline(always)]
+    fn combine(&mut self, other: &Counts, op: impl Fn(u32, u32) -> u32) {
+        for (x, y) in self.nps.iter_mut().zip(other.nps) {
+            *x = op(*x, y);
         }
-        for i in 0..2 {
-            self.csat[i] = self.csat[i].wrapping_sub(other.csat[i]);
-            self.ces[i] = self.ces[i].wrapping_sub(other.ces[i]);
+        for (x, y) in self.csat.iter_mut().zip(other.csat) {
+            *x = op(*x, y);
         }
-        self.ces_score_sum = self.ces_score_sum.wrapping_sub(other.ces_score_sum);
-        for i in 0..5 {
-            self.actions[i] = self.actions[i].wrapping_sub(other.actions[i]);
+        for (x, y) in self.ces.iter_mut().zip(other.ces) {
+            *x = op(*x, y);
+        }
+        self.ces_score_sum = op(self.ces_score_sum, other.ces_score_sum);
+        for (x, y) in self.actions.iter_mut().zip(other.actions) {
+            *x = op(*x, y);
         }
     }
 
@@ -232,7 +229,6 @@ pub enum Contribution {
     Counts(Counts),
     /// One new event: a counter, the CES score, and its move of the active-customer count.
     One { counter: Counter, ces_score: u32, active_delta: i64 },
-    Move(i64),
     Base(Base),
 }
 
@@ -326,7 +322,7 @@ impl Ring {
         self.has_active |= match contribution {
             Contribution::Counts(_) => false,
             Contribution::One { active_delta, .. } => *active_delta != 0,
-            Contribution::Move(_) | Contribution::Base(_) => true,
+            Contribution::Base(_) => true,
         };
         if pane < self.start() {
             match *contribution {
@@ -336,7 +332,6 @@ impl Ring {
                         self.anchor.late_move(pane, if remove { -active_delta } else { active_delta })
                     }
                 }
-                Contribution::Move(delta) => self.anchor.late_move(pane, if remove { -delta } else { delta }),
                 Contribution::Base(base) => {
                     if !remove {
                         self.anchor.late_base(pane, base)
@@ -369,9 +364,6 @@ impl Ring {
                 if in_window {
                     self.sum.bump(counter, ces_score);
                 }
-            }
-            Contribution::Move(delta) => {
-                target.active.net += if remove { -delta } else { delta };
             }
             Contribution::Base(base) => {
                 if !remove {
@@ -451,6 +443,11 @@ impl Ring {
 mod tests {
     use super::*;
 
+    /// A lifecycle event that only moves the active count (a renewal-like counter, for the test).
+    fn lifecycle_move(delta: i64) -> Contribution {
+        Contribution::One { counter: Counter::Action(1), ces_score: 0, active_delta: delta }
+    }
+
     fn one_promoter() -> Contribution {
         Contribution::Counts(Counts { nps: [1, 0, 0], ..Counts::default() })
     }
@@ -503,7 +500,7 @@ mod tests {
         let mut ring = Ring::new(100, 2);
         ring.apply(100, &one_promoter(), false);
         ring.apply(102, &one_promoter(), false);
-        ring.apply(70, &Contribution::Move(3), false);
+        ring.apply(70, &lifecycle_move(3), false);
         ring.apply(20, &Contribution::Base(Base { time_ms: 5, value: 9 }), false);
         let state = ring.export();
         assert_eq!(state.panes.len(), 3);
@@ -530,17 +527,17 @@ mod tests {
         // Window start is pane 41: these land before it, in the anchor.
         ring.apply(30, &Contribution::Base(Base { time_ms: 0, value: 10 }), false);
         assert_eq!(ring.active_at_start().known(), Some(10));
-        ring.apply(25, &Contribution::Move(1), false); // older than the base's pane: overridden
+        ring.apply(25, &lifecycle_move(1), false); // older than the base's pane: overridden
         assert_eq!(ring.active_at_start().known(), Some(10));
-        ring.apply(35, &Contribution::Move(1), false);
-        ring.apply(30, &Contribution::Move(1), false); // same pane as the base: counts after it
+        ring.apply(35, &lifecycle_move(1), false);
+        ring.apply(30, &lifecycle_move(1), false); // same pane as the base: counts after it
         assert_eq!(ring.active_at_start().known(), Some(12));
-        ring.apply(60, &Contribution::Move(-1), false); // in the window: not at its start
+        ring.apply(60, &lifecycle_move(-1), false); // in the window: not at its start
         assert_eq!(ring.active_at_start().known(), Some(12));
         assert_eq!(ring.active_now().known(), Some(11));
-        ring.apply(90, &Contribution::Move(1), false);
+        ring.apply(90, &lifecycle_move(1), false);
         ring.apply(95, &Contribution::Base(Base { time_ms: 0, value: 40 }), false);
-        ring.apply(96, &Contribution::Move(-1), false);
+        ring.apply(96, &lifecycle_move(-1), false);
         assert_eq!(ring.active_now().known(), Some(39));
         ring.advance(200);
         assert_eq!(ring.active_at_start().known(), Some(39));
@@ -550,10 +547,10 @@ mod tests {
     #[test]
     fn a_base_inside_the_window_is_walked_back_to_its_start() {
         let mut ring = Ring::new(100, 0);
-        ring.apply(45, &Contribution::Move(1), false);
-        ring.apply(50, &Contribution::Move(2), false);
+        ring.apply(45, &lifecycle_move(1), false);
+        ring.apply(50, &lifecycle_move(2), false);
         ring.apply(60, &Contribution::Base(Base { time_ms: 0, value: 100 }), false);
-        ring.apply(60, &Contribution::Move(-1), false);
+        ring.apply(60, &lifecycle_move(-1), false);
         ring.apply(70, &Contribution::Base(Base { time_ms: 0, value: 500 }), false);
         assert_eq!(ring.active_at_start().known(), Some(97));
         assert_eq!(ring.active_now().known(), Some(500));
