@@ -186,9 +186,12 @@ pub struct Event<'a> {
     pub payload: Payload<'a>,
 }
 
+/// Longest label value (brand, segment), in bytes.
+pub const MAX_LABEL_BYTES: usize = 64;
+
 /// Is `s` a valid label value: 1..64 bytes of `[A-Za-z0-9_.:-]`.
 pub fn is_label_value(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 64
+        && s.len() <= MAX_LABEL_BYTES
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }

@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use crate::event::*;
 
 /// `event_id`, `customer_id` and `response_id` are 1..=128 bytes.
-const MAX_ID_BYTES: usize = 128;
+pub(super) const MAX_ID_BYTES: usize = 128;
 
 /// 9999-12-31T23:59:59.999Z, the last instant an RFC 3339 timestamp can name.
 pub(super) const MAX_OCCURRED_AT_MS: i64 = 253_402_300_799_999;

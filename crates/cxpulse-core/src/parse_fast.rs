@@ -2,20 +2,20 @@
 //!
 //! It accepts only a flat JSON object whose keys are the known schema-1 field names (unescaped,
 //! each at most once) and whose values are strings without backslashes or plain non-negative
-//! integers of at most [`MAX_FAST_DIGITS`] digits. For that shape the raw JSON text of each field is
-//! exactly what serde_json's `RawValue` would have handed the slow path, and the field values are
-//! validated with the slow path's own helpers, so an event it returns is the event `parse_event`
-//! would return. Anything else (unknown keys, `null`, booleans, nested values, negative or
-//! non-integral numbers, escapes, duplicates, invalid fields, trailing garbage, ...) gives `None`
-//! and the slow path decides, with its rejection details. The fast path never rejects.
+//! integers of at most [`MAX_FAST_DIGITS`] digits. It works on bytes: keys and literal values
+//! (`type`, `survey`, `action`) are compared as fixed-size arrays, labels are checked against a
+//! byte table, and UTF-8 is checked only where a string has a non-ASCII byte. The checks mirror
+//! the slow path's field by field (a differential proptest holds them together), so an event it
+//! returns is the event `parse_event` would return. Anything else (unknown keys, `null`, booleans,
+//! nested values, negative or non-integral numbers, escapes, duplicates, invalid fields, trailing
+//! garbage, ...) gives `None` and the slow path decides, with its rejection details. The fast path
+//! never rejects.
 
 use std::borrow::Cow;
 
+use crate::engine::OVERFLOW_LABEL;
 use crate::event::*;
-use crate::parse::{
-    action, active_customers, digits_value, id_string, integer, label, occurred_at, Integer,
-    MAX_OCCURRED_AT_MS,
-};
+use crate::parse::{digits_value, occurred_at, MAX_ID_BYTES, MAX_OCCURRED_AT_MS};
 
 /// Longest integer the fast path reads; longer ones (still valid for some fields) go the slow way.
 const MAX_FAST_DIGITS: usize = 15;
@@ -36,23 +36,44 @@ const RESPONSE_ID: usize = 10;
 const ACTION: usize = 11;
 const ACTIVE_CUSTOMERS: usize = 12;
 
-fn key_slot(key: &[u8]) -> Option<usize> {
-    Some(match key {
-        b"schema" => SCHEMA,
-        b"type" => TYPE,
-        b"event_id" => EVENT_ID,
-        b"occurred_at" => OCCURRED_AT,
-        b"brand" => BRAND,
-        b"segment" => SEGMENT,
-        b"customer_id" => CUSTOMER_ID,
-        b"survey" => SURVEY,
-        b"score" => SCORE,
-        b"scale_max" => SCALE_MAX,
-        b"response_id" => RESPONSE_ID,
-        b"action" => ACTION,
-        b"active_customers" => ACTIVE_CUSTOMERS,
-        _ => return None,
-    })
+/// The slot of the key whose text (after the opening quote) starts `body`, if it is a known one,
+/// and its length with the closing quote. A byte or two pick the one candidate, and one
+/// fixed-size comparison confirms it; a key with an escape or a control character matches no known
+/// name, so it needs no other check.
+#[inline]
+fn key_slot(body: &[u8]) -> Option<(usize, usize)> {
+    match (body.first()?, body.get(1)?) {
+        (b't', _) => known(body, b"type\"", TYPE),
+        (b'e', _) => known(body, b"event_id\"", EVENT_ID),
+        (b'o', _) => known(body, b"occurred_at\"", OCCURRED_AT),
+        (b'b', _) => known(body, b"brand\"", BRAND),
+        (b'c', _) => known(body, b"customer_id\"", CUSTOMER_ID),
+        (b'r', _) => known(body, b"response_id\"", RESPONSE_ID),
+        (b's', b'e') => known(body, b"segment\"", SEGMENT),
+        (b's', b'u') => known(body, b"survey\"", SURVEY),
+        (b's', b'c') => match body.get(2)? {
+            b'h' => known(body, b"schema\"", SCHEMA),
+            b'o' => known(body, b"score\"", SCORE),
+            _ => known(body, b"scale_max\"", SCALE_MAX),
+        },
+        (b'a', _) => match body.get(4)? {
+            b'o' => known(body, b"action\"", ACTION),
+            _ => known(body, b"active_customers\"", ACTIVE_CUSTOMERS),
+        },
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn known<const N: usize>(body: &[u8], key: &[u8; N], slot: usize) -> Option<(usize, usize)> {
+    is(body.get(..N)?, key).then_some((slot, N))
+}
+
+/// `raw == literal`, compared as fixed-size arrays so that it compiles to a few loads instead of a
+/// call to `memcmp`.
+#[inline(always)]
+fn is<const N: usize>(raw: &[u8], literal: &[u8; N]) -> bool {
+    <&[u8; N]>::try_from(raw).is_ok_and(|array| array == literal)
 }
 
 /// The event `parse_event` would return for `payload`, if `payload` has the common shape and is
@@ -61,8 +82,7 @@ pub(crate) fn parse_fast(payload: &[u8]) -> Option<Event<'_>> {
     if payload.len() > MAX_EVENT_BYTES {
         return None;
     }
-    let text = std::str::from_utf8(payload).ok()?;
-    let fields = scan(text)?;
+    let fields = scan(payload)?;
     build(&fields)
 }
 
@@ -76,55 +96,69 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 }
 
 /// `b[start]` is an opening quote: the index of the closing one, or `None` if the string has an
-/// escape or a control character (which JSON forbids unescaped) or is unterminated.
+/// escape or a control character (which JSON forbids unescaped), is not UTF-8, or is unterminated.
+/// The scan never converts the payload to text as a whole, so this is where UTF-8 is checked.
 #[inline]
 fn string_end(b: &[u8], start: usize) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut i = start + 1;
-    // Eight bytes at a time: flag each byte that is `"`, `\` or below 0x20. A borrow in these
-    // tricks only ever runs from a flagged byte upwards, so the lowest flag is a true one.
+    // Eight bytes at a time: flag each byte that is `"`, `\`, below 0x20 or not ASCII. A borrow
+    // in these tricks only ever runs from a flagged byte upwards, so the lowest flag is a true one.
     while let Some(chunk) = b.get(i..i + 8) {
         let x = u64::from_le_bytes(chunk.try_into().ok()?);
         let quote = x ^ (ONES * u64::from(b'"'));
         let backslash = x ^ (ONES * u64::from(b'\\'));
         let flags = ((quote.wrapping_sub(ONES) & !quote)
             | (backslash.wrapping_sub(ONES) & !backslash)
-            | (x.wrapping_sub(ONES * 0x20) & !x))
+            | (x.wrapping_sub(ONES * 0x20) & !x)
+            | x)
             & HIGHS;
         if flags != 0 {
             i += (flags.trailing_zeros() / 8) as usize;
-            return (*b.get(i)? == b'"').then_some(i);
+            break;
         }
         i += 8;
     }
+    let from = i;
     loop {
         match *b.get(i)? {
-            b'"' => return Some(i),
+            b'"' => break,
             b'\\' => return None,
             c if c < 0x20 => return None,
             _ => i += 1,
         }
     }
+    // A quote byte never occurs inside a multi-byte UTF-8 sequence, so the text up to it is
+    // whole characters; bytes before `from` are ASCII.
+    if b.get(from..i)?.iter().any(|c| !c.is_ascii()) {
+        std::str::from_utf8(b.get(from..i)?).ok()?;
+    }
+    Some(i)
 }
 
-/// Splits the object into the raw text of each known field.
-fn scan(text: &str) -> Option<[Option<&str>; FIELDS]> {
-    let b = text.as_bytes();
-    let mut fields: [Option<&str>; FIELDS] = [None; FIELDS];
+/// The slot of the key whose opening quote is at `b[start]`, and the index after its closing quote.
+#[inline]
+fn key(b: &[u8], start: usize) -> Option<(usize, usize)> {
+    let (slot, len) = key_slot(b.get(start + 1..)?)?;
+    Some((slot, start + 1 + len))
+}
+
+/// Splits the object into the raw JSON text of each known field; an absent field is empty (no
+/// JSON value is).
+fn scan(b: &[u8]) -> Option<[&[u8]; FIELDS]> {
+    let mut fields: [&[u8]; FIELDS] = [&[]; FIELDS];
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
     }
     i = skip_ws(b, i + 1);
     loop {
-        // Key.
         if b.get(i) != Some(&b'"') {
             return None; // includes `{}` and a trailing comma
         }
-        let key_end = string_end(b, i)?;
-        let slot = key_slot(b.get(i + 1..key_end)?)?;
-        i = skip_ws(b, key_end + 1);
+        let (slot, after_key) = key(b, i)?;
+        i = skip_ws(b, after_key);
         if b.get(i) != Some(&b':') {
             return None;
         }
@@ -145,8 +179,7 @@ fn scan(text: &str) -> Option<[Option<&str>; FIELDS]> {
             _ => return None,
         }
         // A fraction, exponent or other stray byte after a number fails the separator check.
-        let raw = text.get(start..i)?;
-        if fields[slot].replace(raw).is_some() {
+        if !std::mem::replace(&mut fields[slot], b.get(start..i)?).is_empty() {
             return None; // duplicate: the slow path rejects it
         }
         i = skip_ws(b, i);
@@ -160,85 +193,159 @@ fn scan(text: &str) -> Option<[Option<&str>; FIELDS]> {
     (skip_ws(b, i + 1) == b.len()).then_some(fields)
 }
 
+/// The field's raw value, `None` when absent.
+#[inline]
+fn present(raw: &[u8]) -> Option<&[u8]> {
+    (!raw.is_empty()).then_some(raw)
+}
+
 /// Validates the fields exactly as `parse_event` does; `None` where it would reject.
-fn build<'a>(f: &[Option<&'a str>; FIELDS]) -> Option<Event<'a>> {
-    if f[SCHEMA].is_some_and(|raw| raw != "1") {
+fn build<'a>(f: &[&'a [u8]; FIELDS]) -> Option<Event<'a>> {
+    if present(f[SCHEMA]).is_some_and(|raw| raw != b"1") {
         return None;
     }
-    let event_type = f[TYPE]?;
-    let event_id = id_string("event_id", f[EVENT_ID]?).ok()?;
-    let occurred_at_ms = match f[OCCURRED_AT]? {
+    let event_type = present(f[TYPE])?;
+    let event_id = id(f[EVENT_ID])?;
+    let occurred_at_ms = match present(f[OCCURRED_AT])? {
         // What `occurred_at` does with an integer, for the at most 15 digits the scanner passes.
-        raw if !raw.starts_with('"') => {
-            Some(plain_integer(raw)).filter(|ms| *ms <= MAX_OCCURRED_AT_MS)?
-        }
-        raw => occurred_at(raw).ok()?,
+        raw if raw[0] != b'"' => Some(plain_integer(raw)).filter(|ms| *ms <= MAX_OCCURRED_AT_MS)?,
+        raw => occurred_at(std::str::from_utf8(raw).ok()?).ok()?,
     };
-    let brand = label("brand", f[BRAND]?).ok()?;
-    let segment = match f[SEGMENT] {
-        Some(raw) => label("segment", raw).ok()?,
-        None => Cow::Borrowed("all"),
+    let brand = fast_label(f[BRAND])?;
+    let segment = match present(f[SEGMENT]) {
+        Some(raw) => fast_label(raw)?,
+        None => "all",
     };
     // Checked on every type, kept only by lifecycle events.
-    let customer_id = match f[CUSTOMER_ID] {
-        Some(raw) => Some(id_string("customer_id", raw).ok()?),
+    let customer_id = match present(f[CUSTOMER_ID]) {
+        Some(raw) => Some(id(raw)?),
         None => None,
     };
-    let payload = match event_type {
-        "\"survey_response\"" => {
-            let survey = match f[SURVEY]? {
-                "\"nps\"" => Survey::Nps { score: score(f[SCORE]?, 0, 10)? },
-                "\"csat\"" => {
-                    let scale = match f[SCALE_MAX] {
-                        None => CsatScale::Five,
-                        Some("5") => CsatScale::Five,
-                        Some("7") => CsatScale::Seven,
-                        Some("10") => CsatScale::Ten,
-                        Some(_) => return None,
-                    };
-                    Survey::Csat { score: score(f[SCORE]?, 1, scale.max())?, scale }
+    let payload = if is(event_type, b"\"survey_response\"") {
+        let survey = match present(f[SURVEY])? {
+            b"\"nps\"" => Survey::Nps {
+                score: score(present(f[SCORE])?, 0, 10)?,
+            },
+            b"\"csat\"" => {
+                let scale = match present(f[SCALE_MAX]) {
+                    None | Some(b"5") => CsatScale::Five,
+                    Some(b"7") => CsatScale::Seven,
+                    Some(b"10") => CsatScale::Ten,
+                    Some(_) => return None,
+                };
+                Survey::Csat {
+                    score: score(present(f[SCORE])?, 1, scale.max())?,
+                    scale,
                 }
-                "\"ces\"" => Survey::Ces { score: score(f[SCORE]?, 1, 7)? },
-                _ => return None,
-            };
-            let response_id = match f[RESPONSE_ID] {
-                Some(raw) => Some(id_string("response_id", raw).ok()?),
-                None => None,
-            };
-            Payload::Survey { survey, response_id }
+            }
+            b"\"ces\"" => Survey::Ces {
+                score: score(present(f[SCORE])?, 1, 7)?,
+            },
+            _ => return None,
+        };
+        let response_id = match present(f[RESPONSE_ID]) {
+            Some(raw) => Some(Cow::Borrowed(id(raw)?)),
+            None => None,
+        };
+        Payload::Survey {
+            survey,
+            response_id,
         }
-        "\"customer_lifecycle\"" => {
-            Payload::Lifecycle { action: action(f[ACTION]?).ok()?, customer_id: customer_id? }
+    } else if is(event_type, b"\"customer_lifecycle\"") {
+        let action = present(f[ACTION])?;
+        let action = Action::ALL
+            .into_iter()
+            .find(|a| action_literal(*a) == action)?;
+        Payload::Lifecycle {
+            action,
+            customer_id: Cow::Borrowed(customer_id?),
         }
-        "\"customer_base\"" => {
-            Payload::CustomerBase { active_customers: active_customers(f[ACTIVE_CUSTOMERS]?).ok()? }
+    } else if is(event_type, b"\"customer_base\"") {
+        // The scanner passed at most 15 digits: always a valid count.
+        let raw = present(f[ACTIVE_CUSTOMERS]).filter(|raw| raw[0] != b'"')?;
+        Payload::CustomerBase {
+            active_customers: plain_integer(raw) as u64,
         }
-        _ => return None,
+    } else {
+        return None;
     };
-    Some(Event { event_id, occurred_at_ms, brand, segment, payload })
+    Some(Event {
+        event_id: Cow::Borrowed(event_id),
+        occurred_at_ms,
+        brand: Cow::Borrowed(brand),
+        segment: Cow::Borrowed(segment),
+        payload,
+    })
 }
+
+/// The action's name as a JSON string.
+fn action_literal(action: Action) -> &'static [u8] {
+    match action {
+        Action::Signup => b"\"signup\"",
+        Action::Renewal => b"\"renewal\"",
+        Action::Purchase => b"\"purchase\"",
+        Action::Churn => b"\"churn\"",
+        Action::Reactivation => b"\"reactivation\"",
+    }
+}
+
+/// The body of a string value the scanner passed (no escapes, UTF-8 checked), `None` for other values.
+#[inline]
+fn string_body(raw: &[u8]) -> Option<&str> {
+    let body = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    std::str::from_utf8(body).ok()
+}
+
+/// What `id_string` accepts: a string of 1..=`MAX_ID_BYTES` bytes.
+#[inline]
+fn id(raw: &[u8]) -> Option<&str> {
+    string_body(raw).filter(|s| (1..=MAX_ID_BYTES).contains(&s.len()))
+}
+
+/// What `label` accepts: a label value other than the overflow series' own.
+#[inline]
+fn fast_label(raw: &[u8]) -> Option<&str> {
+    let body = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    let valid = (1..=MAX_LABEL_BYTES).contains(&body.len())
+        && body.iter().all(|&c| LABEL_BYTES[usize::from(c)]);
+    if !valid || body == OVERFLOW_LABEL.as_bytes() {
+        return None;
+    }
+    std::str::from_utf8(body).ok()
+}
+
+/// The bytes `is_label_value` allows, as a table.
+static LABEL_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
+        c += 1;
+    }
+    table
+};
 
 /// The value of an integer the scanner passed: 1 to [`MAX_FAST_DIGITS`] ASCII digits, so it
 /// cannot overflow (and needs no checked arithmetic).
-fn plain_integer(raw: &str) -> i64 {
+fn plain_integer(raw: &[u8]) -> i64 {
     debug_assert!((1..=MAX_FAST_DIGITS).contains(&raw.len()));
-    raw.bytes().fold(0, |n, b| n * 10 + i64::from(b.wrapping_sub(b'0')))
+    raw.iter()
+        .fold(0, |n, b| n * 10 + i64::from(b.wrapping_sub(b'0')))
 }
 
 /// A score in `lo..=hi`: a JSON integer or a (here unescaped) string of ASCII digits.
-fn score(raw: &str, lo: u8, hi: u8) -> Option<u8> {
-    let value = match raw.strip_prefix('"') {
+fn score(raw: &[u8], lo: u8, hi: u8) -> Option<u8> {
+    let value = match raw.strip_prefix(b"\"") {
         Some(body) => {
-            let digits = body.strip_suffix('"')?;
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            let digits = body.strip_suffix(b"\"")?;
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
                 return None;
             }
-            digits_value(digits)?
+            digits_value(std::str::from_utf8(digits).ok()?)?
         }
-        None => match integer(raw)? {
-            Integer::NonNegative(v) => v,
-            Integer::Negative | Integer::TooLarge => return None,
-        },
+        // The scanner passed 1 to 15 digits.
+        None => plain_integer(raw) as u64,
     };
     u8::try_from(value).ok().filter(|s| (lo..=hi).contains(s))
 }
