@@ -5,7 +5,9 @@
 //! apart), so a partition lost in a rebalance takes exactly its own contribution with it. Series
 //! (brand/segment pairs) are interned once per engine and capped at `max_series`.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use ahash::RandomState;
@@ -18,6 +20,31 @@ use crate::snapshot::{PipelineCounts, SeriesSnapshot, Snapshot};
 use crate::window::{Base, Contribution, Counter, Counts, Ring, WindowSpec, PANES_PER_WINDOW};
 
 type FastMap<K, V> = HashMap<K, V, RandomState>;
+
+/// Maps keyed by an xxh3-128 hash of an id: the key is already uniformly random, so hashing it
+/// again (as a general-purpose hasher would) only costs time.
+type IdMap<V> = HashMap<u128, V, BuildHasherDefault<IdHasher>>;
+
+/// The [`IdMap`] hasher: folds the two halves of a 128-bit key that is itself a hash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = (key as u64) ^ ((key >> 64) as u64);
+    }
+
+    // Only u128 keys are hashed with it; any other input is still hashed, just slowly.
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+}
 
 /// Label value of the series that takes brand/segment pairs beyond `max_series`.
 pub const OVERFLOW_LABEL: &str = "__overflow__";
@@ -115,15 +142,11 @@ impl SeriesTable {
     }
 }
 
-/// One series' windows within one partition: a ring per configured window.
-struct SeriesWindows {
-    rings: Box<[Ring]>,
-}
-
 struct PartitionState {
     epoch: u64,
-    /// Indexed by `SeriesId`; `None` where the partition never saw the series.
-    series: Vec<Option<Box<SeriesWindows>>>,
+    /// Indexed by `SeriesId`: the series' windows in this partition, a ring per configured
+    /// window; `None` where the partition never saw the series.
+    series: Vec<Option<Box<[Ring]>>>,
     /// The ids whose slot is filled, so reads visit only those (a partition holds few of many).
     present: Vec<SeriesId>,
     /// Event-id hashes in the order first seen, with the clock at that moment, for expiry.
@@ -134,6 +157,18 @@ impl PartitionState {
     fn new(next_epoch: &mut u64) -> Self {
         *next_epoch += 1;
         PartitionState { epoch: *next_epoch, series: Vec::new(), present: Vec::new(), dedup_order: VecDeque::new() }
+    }
+
+    /// The series' rings in this partition, created at `heads` on first use.
+    fn rings_of(&mut self, series: SeriesId, heads: &[i64], future_panes: &[usize]) -> &mut [Ring] {
+        let slot = series as usize;
+        if self.series.len() <= slot {
+            self.series.resize_with(slot + 1, || None);
+        }
+        if self.series[slot].is_none() {
+            self.present.push(series);
+        }
+        self.series[slot].get_or_insert_with(|| heads.iter().zip(future_panes).map(|(head, f)| Ring::new(*head, *f)).collect())
     }
 }
 
@@ -154,13 +189,15 @@ pub struct Engine {
     future_panes: Vec<usize>,
     /// The clock T; for the event clock, `None` until the first event.
     clock_ms: Option<i64>,
-    /// Each window's pane at T, kept with the clock so the hot path divides once per event.
+    /// Each window's pane at T and the time it starts at, kept with the clock so that the hot path
+    /// finds an event's pane without a division when it falls in the newest one.
     heads: Vec<i64>,
+    head_starts: Vec<i64>,
     series: SeriesTable,
     partitions: FastMap<SourcePartition, PartitionState>,
     /// Event-id hash -> the partition whose dedup memory holds it, and the clock when first seen.
-    dedup: FastMap<u128, (SourcePartition, i64)>,
-    responses: FastMap<u128, ResponseEntry>,
+    dedup: IdMap<(SourcePartition, i64)>,
+    responses: IdMap<ResponseEntry>,
     next_epoch: u64,
     /// Set while `replay` runs: process-wide counters are not moved twice.
     replaying: bool,
@@ -191,10 +228,11 @@ impl Engine {
             future_panes,
             clock_ms: None,
             heads: vec![0; window_count],
+            head_starts: vec![0; window_count],
             series: SeriesTable::default(),
             partitions: FastMap::default(),
-            dedup: FastMap::default(),
-            responses: FastMap::default(),
+            dedup: IdMap::default(),
+            responses: IdMap::default(),
             next_epoch: 0,
             replaying: false,
             pipeline: PipelineCounts::default(),
@@ -257,16 +295,25 @@ impl Engine {
         let occurred = event.occurred_at_ms;
         let id_hash = xxhash_rust::xxh3::xxh3_128(event.event_id.as_bytes());
         let horizon = self.clock_ms.map_or(i64::MIN, |t| t - self.config.dedup_horizon_ms);
-        if self.dedup.get(&id_hash).is_some_and(|&(_, seen_at)| seen_at > horizon) {
+        // One probe: the entry found here is the one filled in below.
+        let dedup_entry = self.dedup.entry(id_hash);
+        if matches!(&dedup_entry, Entry::Occupied(seen) if seen.get().1 > horizon) {
             return Outcome::Duplicate;
         }
-        if let Some(rejection) = self.check_time(occurred, wall_ms) {
+        if let Some(rejection) = check_time(&self.config, self.clock_ms, &self.heads, self.longest, occurred, wall_ms) {
             return Outcome::Rejected(rejection);
         }
-        if self.config.clock == ClockMode::Event {
-            self.advance_clock(occurred);
+        if self.config.clock == ClockMode::Event && self.clock_ms.is_none_or(|t| occurred > t) {
+            self.clock_ms = Some(occurred);
+            set_heads(&mut self.heads, &mut self.head_starts, &self.config.windows, occurred);
         }
         let clock = self.clock_ms.unwrap_or(occurred);
+        match dedup_entry {
+            Entry::Occupied(mut seen) => *seen.get_mut() = (partition, clock),
+            Entry::Vacant(vacant) => {
+                vacant.insert((partition, clock));
+            }
+        }
 
         let (series, overflowed) = self.series.intern(&event.brand, &event.segment, self.config.max_series);
         if overflowed {
@@ -277,22 +324,12 @@ impl Engine {
         expire_dedup(state, partition, &mut self.dedup, clock - self.config.dedup_horizon_ms);
         state.dedup_order.push_back((clock, id_hash));
         let epoch = state.epoch;
-        self.dedup.insert(id_hash, (partition, clock));
 
         let contribution = match &event.payload {
-            Payload::Survey { survey, response_id } => {
+            Payload::Survey { survey, .. } => {
                 let (counter, ces_score) = survey_counter(*survey);
                 if !self.replaying {
                     self.series.list[series as usize].survey_totals[survey_category_index(*survey)] += 1;
-                }
-                if let Some(response_id) = response_id {
-                    let key = xxhash_rust::xxh3::xxh3_128(response_id.as_bytes());
-                    let counts = Counts::of(counter, ces_score);
-                    let entry = ResponseEntry { partition, epoch, series, occurred_at_ms: occurred, counts };
-                    if let Some(old) = self.responses.insert(key, entry) {
-                        self.retract(&old);
-                        self.pipeline.corrections += 1;
-                    }
                 }
                 Contribution::One { counter, ces_score, active_delta: 0 }
             }
@@ -304,7 +341,24 @@ impl Engine {
                 value: i64::try_from(*active_customers).unwrap_or(i64::MAX),
             }),
         };
-        self.add_to_windows(partition, series, occurred, &contribution);
+        if self.clock_ms.is_some() {
+            let panes = PaneFinder { windows: &self.config.windows, heads: &self.heads, head_starts: &self.head_starts };
+            for (w, ring) in state.rings_of(series, &self.heads, &self.future_panes).iter_mut().enumerate() {
+                ring.advance(self.heads[w]);
+                ring.apply(panes.pane(w, occurred), &contribution, false);
+            }
+        }
+        // After the windows took the answer in: taking the replaced one out needs its partition.
+        if let Payload::Survey { survey, response_id: Some(response_id) } = &event.payload {
+            let key = xxhash_rust::xxh3::xxh3_128(response_id.as_bytes());
+            let (counter, ces_score) = survey_counter(*survey);
+            let counts = Counts::of(counter, ces_score);
+            let entry = ResponseEntry { partition, epoch, series, occurred_at_ms: occurred, counts };
+            if let Some(old) = self.responses.insert(key, entry) {
+                self.retract(&old);
+                self.pipeline.corrections += 1;
+            }
+        }
         self.pipeline.last_event_ms = Some(self.pipeline.last_event_ms.map_or(occurred, |t| t.max(occurred)));
         if !self.replaying {
             self.age.record(wall_ms, wall_ms.saturating_sub(occurred));
@@ -312,65 +366,11 @@ impl Engine {
         Outcome::Counted
     }
 
-    fn check_time(&self, occurred: i64, wall_ms: i64) -> Option<Rejection> {
-        // The event clock follows events, but not past the wall clock: one event stamped in
-        // year 9999 would otherwise push every later event out as too old.
-        let reference = match self.config.clock {
-            ClockMode::Wall => self.clock_ms.unwrap_or(wall_ms),
-            ClockMode::Event => wall_ms,
-        };
-        if occurred > reference.saturating_add(self.config.max_future_skew_ms) {
-            return Some(Rejection::new(
-                RejectReason::TooFarInFuture,
-                format!("occurred_at is {} ms ahead of the clock", occurred - reference),
-            ));
-        }
-        // Before the first event the event clock has no T, so nothing is too old yet.
-        self.clock_ms?;
-        let longest = &self.config.windows[self.longest];
-        let oldest_pane = self.heads[self.longest] - PANES_PER_WINDOW + 1;
-        if longest.pane_of(occurred) < oldest_pane {
-            return Some(Rejection::new(
-                RejectReason::TooOld,
-                format!("occurred_at is older than the longest window ({})", longest.name),
-            ));
-        }
-        None
-    }
-
     /// Moves the clock forward (never back).
     pub fn advance_clock(&mut self, now_ms: i64) {
         if self.clock_ms.is_none_or(|t| now_ms > t) {
             self.clock_ms = Some(now_ms);
-            for (head, window) in self.heads.iter_mut().zip(&self.config.windows) {
-                *head = window.pane_of(now_ms);
-            }
-        }
-    }
-
-    fn add_to_windows(&mut self, partition: SourcePartition, series: SeriesId, at_ms: i64, contribution: &Contribution) {
-        if self.clock_ms.is_none() {
-            return;
-        }
-        let windows = &self.config.windows;
-        let future = &self.future_panes;
-        let heads = &self.heads;
-        let Some(state) = self.partitions.get_mut(&partition) else { return };
-        let slot = series as usize;
-        if state.series.len() <= slot {
-            state.series.resize_with(slot + 1, || None);
-        }
-        if state.series[slot].is_none() {
-            state.present.push(series);
-        }
-        let series_windows = state.series[slot].get_or_insert_with(|| {
-            Box::new(SeriesWindows {
-                rings: heads.iter().zip(future).map(|(head, f)| Ring::new(*head, *f)).collect(),
-            })
-        });
-        for ((ring, window), head) in series_windows.rings.iter_mut().zip(windows).zip(heads) {
-            ring.advance(*head);
-            ring.apply(window.pane_of(at_ms), contribution, false);
+            set_heads(&mut self.heads, &mut self.head_starts, &self.config.windows, now_ms);
         }
     }
 
@@ -380,8 +380,8 @@ impl Engine {
             return;
         }
         let Some(state) = self.partitions.get_mut(&old.partition).filter(|s| s.epoch == old.epoch) else { return };
-        let Some(Some(series_windows)) = state.series.get_mut(old.series as usize) else { return };
-        for ((ring, window), head) in series_windows.rings.iter_mut().zip(&self.config.windows).zip(&self.heads) {
+        let Some(Some(rings)) = state.series.get_mut(old.series as usize) else { return };
+        for ((ring, window), head) in rings.iter_mut().zip(&self.config.windows).zip(&self.heads) {
             ring.advance(*head);
             ring.apply(window.pane_of(old.occurred_at_ms), &Contribution::Counts(old.counts), true);
         }
@@ -405,7 +405,7 @@ impl Engine {
             checkpoint.series.push(SeriesCheckpoint {
                 brand: info.brand.to_string(),
                 segment: info.segment.to_string(),
-                rings: windows.rings.iter().map(Ring::export).collect(),
+                rings: windows.iter().map(Ring::export).collect(),
             });
         }
         checkpoint.dedup = state.dedup_order.iter().copied().collect();
@@ -449,7 +449,7 @@ impl Engine {
             if state.series[slot].is_none() {
                 state.present.push(id);
             }
-            state.series[slot] = Some(Box::new(SeriesWindows { rings }));
+            state.series[slot] = Some(rings);
         }
         for &(seen_at, id_hash) in &checkpoint.dedup {
             state.dedup_order.push_back((seen_at, id_hash));
@@ -540,10 +540,10 @@ impl Engine {
             for state in self.partitions.values_mut() {
                 for &id in &state.present {
                     let slot = id as usize;
-                    let (Some(Some(series_windows)), Some(out)) = (state.series.get_mut(slot), series.get_mut(slot)) else {
+                    let (Some(Some(rings)), Some(out)) = (state.series.get_mut(slot), series.get_mut(slot)) else {
                         continue;
                     };
-                    for (i, (ring, head)) in series_windows.rings.iter_mut().zip(&self.heads).enumerate() {
+                    for (i, (ring, head)) in rings.iter_mut().zip(&self.heads).enumerate() {
                         ring.advance(*head);
                         out.windows[i].add(ring.sum());
                         out.active_at_start[i] = merge_active(out.active_at_start[i], ring.active_at_start());
@@ -564,6 +564,60 @@ impl Engine {
             event_age_quantiles_ms: self.age.quantiles(wall_ms),
             event_age_sum_ms: self.age.sum_ms(),
             event_age_count: self.age.count(),
+        }
+    }
+}
+
+/// Whether an event at `occurred` is too far ahead of the clock or older than the longest window.
+fn check_time(config: &EngineConfig, clock_ms: Option<i64>, heads: &[i64], longest: usize, occurred: i64, wall_ms: i64) -> Option<Rejection> {
+    // The event clock follows events, but not past the wall clock: one event stamped in
+    // year 9999 would otherwise push every later event out as too old.
+    let reference = match config.clock {
+        ClockMode::Wall => clock_ms.unwrap_or(wall_ms),
+        ClockMode::Event => wall_ms,
+    };
+    if occurred > reference.saturating_add(config.max_future_skew_ms) {
+        return Some(Rejection::new(
+            RejectReason::TooFarInFuture,
+            format!("occurred_at is {} ms ahead of the clock", occurred - reference),
+        ));
+    }
+    // Before the first event the event clock has no T, so nothing is too old yet.
+    clock_ms?;
+    let window = &config.windows[longest];
+    let oldest_start = (heads[longest] - PANES_PER_WINDOW + 1).saturating_mul(window.step_ms);
+    if occurred < oldest_start {
+        return Some(Rejection::new(
+            RejectReason::TooOld,
+            format!("occurred_at is older than the longest window ({})", window.name),
+        ));
+    }
+    None
+}
+
+/// Sets each window's head pane, and the time it starts at, for the clock `now_ms`.
+fn set_heads(heads: &mut [i64], head_starts: &mut [i64], windows: &[WindowSpec], now_ms: i64) {
+    for ((head, start), window) in heads.iter_mut().zip(head_starts.iter_mut()).zip(windows) {
+        *head = window.pane_of(now_ms);
+        *start = head.saturating_mul(window.step_ms);
+    }
+}
+
+/// Finds an event's pane in each window, dividing only when it is not in the newest pane (live
+/// traffic mostly is, in all but the shortest window).
+struct PaneFinder<'a> {
+    windows: &'a [WindowSpec],
+    heads: &'a [i64],
+    head_starts: &'a [i64],
+}
+
+impl PaneFinder<'_> {
+    #[inline]
+    fn pane(&self, window: usize, at_ms: i64) -> i64 {
+        let step = self.windows[window].step_ms;
+        match at_ms.wrapping_sub(self.head_starts[window]) {
+            since if (0..step).contains(&since) => self.heads[window],
+            _ => self.windows[window].pane_of(at_ms),
         }
     }
 }
@@ -611,7 +665,7 @@ fn merge_active(acc: Option<(i64, bool)>, anchor: crate::window::Anchor) -> Opti
 fn expire_dedup(
     state: &mut PartitionState,
     partition: SourcePartition,
-    dedup: &mut FastMap<u128, (SourcePartition, i64)>,
+    dedup: &mut IdMap<(SourcePartition, i64)>,
     horizon_ms: i64,
 ) {
     while let Some(&(seen_at, id_hash)) = state.dedup_order.front() {
