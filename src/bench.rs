@@ -2,6 +2,7 @@
 //! (a) the bare librdkafka consume rate (the ceiling) and (b) cxpulse's full pipeline rate.
 //! It reports figures; it asserts nothing.
 
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,8 +54,13 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
         took.as_secs_f64()
     );
 
-    let core = core_alone(events)?;
-    println!("(c) core alone (parse + validate + windows, one thread): {:.0} events/s", events as f64 / core.as_secs_f64());
+    let spread = core_alone(events, Partitioning::Spread)?;
+    let keyed = core_alone(events, Partitioning::Keyed)?;
+    println!(
+        "(c) core alone (parse + validate + dedup + windows, one thread): {:.0} events/s with pairs spread over partitions, {:.0} events/s keyed by pair",
+        events as f64 / spread.as_secs_f64(),
+        events as f64 / keyed.as_secs_f64()
+    );
 
     let ceiling = bare_consume(&brokers, events, partitions)?;
     println!("(a) bare librdkafka consume: {:.0} events/s ({:.2} s)", events as f64 / ceiling.as_secs_f64(), ceiling.as_secs_f64());
@@ -187,19 +193,55 @@ fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, 
     Ok((bytes, started.elapsed()))
 }
 
-fn core_alone(events: u64) -> anyhow::Result<Duration> {
+/// How the core-alone run assigns events to partitions.
+#[derive(Clone, Copy)]
+enum Partitioning {
+    /// Round robin, as the preload does: every partition sees every brand/segment pair.
+    Spread,
+    /// By key (`brand/segment`), as DESIGN.md asks producers to: a pair lives in one partition.
+    Keyed,
+}
+
+/// The engine alone on one thread, fed as the worker feeds it: runs of up to 500 messages of one
+/// partition (a fetch's worth), each run's payloads back to back in one buffer as in a fetch
+/// response. The dedup memory grows to `events` ids during the run.
+fn core_alone(events: u64, partitioning: Partitioning) -> anyhow::Result<Duration> {
+    const PARTITIONS: u64 = 64;
+    const RUN: usize = 500;
     let mut synth = Synth::new(SynthConfig { run_id: "core".into(), dip_brand: None, ..SynthConfig::default() });
     let base = cxpulse_kafka::worker::wall_ms();
-    let payloads: Vec<String> = (0..events)
-        .map(|i| synth.next_message(base - 600_000 + (i as i64 * 600_000 / events.max(1) as i64)).payload)
-        .collect();
+    let mut pending: Vec<Vec<u8>> = vec![Vec::new(); PARTITIONS as usize];
+    let mut pending_spans: Vec<Vec<(usize, usize)>> = vec![Vec::new(); PARTITIONS as usize];
+    let mut runs: Vec<(i32, Vec<u8>, Vec<(usize, usize)>)> = Vec::new();
+    let keyed = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+    for i in 0..events {
+        let message = synth.next_message(base - 600_000 + (i as i64 * 600_000 / events.max(1) as i64));
+        let partition = match partitioning {
+            Partitioning::Spread => i % PARTITIONS,
+            Partitioning::Keyed => keyed.hash_one(&message.key) % PARTITIONS,
+        } as usize;
+        let start = pending[partition].len();
+        pending[partition].extend_from_slice(message.payload.as_bytes());
+        pending_spans[partition].push((start, pending[partition].len()));
+        if pending_spans[partition].len() == RUN {
+            runs.push((partition as i32, std::mem::take(&mut pending[partition]), std::mem::take(&mut pending_spans[partition])));
+        }
+    }
+    for (partition, (buffer, spans)) in pending.into_iter().zip(pending_spans).enumerate() {
+        runs.push((partition as i32, buffer, spans));
+    }
+    let runs: Vec<(i32, Vec<&[u8]>)> = runs.iter().map(|(p, buffer, spans)| (*p, spans.iter().map(|&(a, b)| &buffer[a..b]).collect())).collect();
     let mut engine = Engine::new(Config::default().engine_config()?).map_err(|e| anyhow!(e))?;
     let started = Instant::now();
-    for (i, payload) in payloads.iter().enumerate() {
-        let partition = cxpulse_core::SourcePartition { topic: 0, partition: (i % 64) as i32 };
-        std::hint::black_box(engine.process(partition, payload.as_bytes(), base));
+    for (partition, payloads) in &runs {
+        let partition = cxpulse_core::SourcePartition { topic: 0, partition: *partition };
+        engine.process_batch(partition, payloads, base, |_, outcome| {
+            std::hint::black_box(outcome);
+        });
     }
-    Ok(started.elapsed())
+    let took = started.elapsed();
+    anyhow::ensure!(engine.pipeline().counted == events, "the core counted {} of {events} events", engine.pipeline().counted);
+    Ok(took)
 }
 
 fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<Duration> {

@@ -5,6 +5,7 @@
 pub mod age;
 pub mod alerts;
 pub mod checkpoint;
+mod dedup;
 pub mod duration;
 pub mod engine;
 pub mod health;

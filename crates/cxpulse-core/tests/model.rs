@@ -282,3 +282,61 @@ proptest! {
         run(ClockMode::Wall, &ops)?;
     }
 }
+
+/// A run of messages of one partition, some of them not events at all.
+fn run_strategy() -> impl Strategy<Value = (i32, i64, Vec<Option<Ev>>)> {
+    (0i32..3, 0i64..40_000, prop::collection::vec(prop::option::weighted(0.9, ev_strategy()), 1..80))
+}
+
+/// `process_batch` must be `process` called message by message: the same outcome for each
+/// message, and the same state after every run (runs cross its internal chunk size).
+fn batched_like_one_by_one(mode: ClockMode, runs: &[(i32, i64, Vec<Option<Ev>>)]) -> Result<(), TestCaseError> {
+    let config = EngineConfig {
+        windows: WINDOWS_MS.iter().map(|&w| WindowSpec::new(w).unwrap()).collect(),
+        clock: mode,
+        max_future_skew_ms: SKEW_MS,
+        max_series: MAX_SERIES,
+        dedup_horizon_ms: HORIZON_MS,
+    };
+    let mut one_by_one = Engine::new(config.clone()).unwrap();
+    let mut batched = Engine::new(config).unwrap();
+    let mut wall = BASE_MS;
+    for (partition, wall_step_ms, messages) in runs {
+        wall += wall_step_ms;
+        let payloads: Vec<String> = messages
+            .iter()
+            .map(|m| m.as_ref().map_or_else(|| r#"{"event_id":"x","type":"survey_response""#.to_string(), |e| e.json(wall + e.offset_ms)))
+            .collect();
+        let source = SourcePartition { topic: 0, partition: *partition };
+        let want: Vec<Outcome> = payloads.iter().map(|p| one_by_one.process(source, p.as_bytes(), wall)).collect();
+        let mut got = Vec::new();
+        let slices: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
+        batched.process_batch(source, &slices, wall, |i, outcome| got.push((i, outcome)));
+        let want: Vec<(usize, Outcome)> = want.into_iter().enumerate().collect();
+        prop_assert_eq!(got, want);
+        let (a, b) = (one_by_one.snapshot(wall), batched.snapshot(wall));
+        prop_assert_eq!(a.clock_ms, b.clock_ms);
+        prop_assert_eq!(&a.pipeline, &b.pipeline);
+        prop_assert_eq!(a.dedup_entries, b.dedup_entries);
+        prop_assert_eq!(a.series.len(), b.series.len());
+        for (x, y) in a.series.iter().zip(&b.series) {
+            prop_assert_eq!((&x.brand, &x.segment, &x.windows), (&y.brand, &y.segment, &y.windows));
+            prop_assert_eq!((&x.active_at_start, x.active_now, x.survey_totals), (&y.active_at_start, y.active_now, y.survey_totals));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn batches_match_one_by_one_on_the_event_clock(runs in prop::collection::vec(run_strategy(), 1..12)) {
+        batched_like_one_by_one(ClockMode::Event, &runs)?;
+    }
+
+    #[test]
+    fn batches_match_one_by_one_on_the_wall_clock(runs in prop::collection::vec(run_strategy(), 1..12)) {
+        batched_like_one_by_one(ClockMode::Wall, &runs)?;
+    }
+}

@@ -150,22 +150,23 @@ fn process_batch(
     {
         let replay_until = lock(&context.replay_until);
         let mut engine = lock(&worker.engine);
-        for message in batch {
+        // Runs of one partition (librdkafka hands fetched messages out partition by partition)
+        // go to the engine together; messages a previous owner handled are replayed one by one.
+        let mut run_start = 0;
+        for (index, message) in batch.iter().enumerate() {
             let source_partition = context.source(message.topic(), message.partition());
-            let payload = message.payload().unwrap_or_default();
             let replayed = !replay_until.is_empty()
                 && replay_until.get(&source_partition).is_some_and(|until| message.offset() < *until);
+            let same_partition = |other: &BorrowedMessage<'_>| other.partition() == message.partition() && other.topic() == message.topic();
+            if replayed || !batch[run_start..index].first().is_none_or(same_partition) {
+                count_run(&mut engine, &batch[run_start..index], context, now, dead_letters.is_some(), &mut letters);
+                run_start = index;
+            }
             if replayed {
-                engine.replay(source_partition, payload, now);
-            } else {
-                if let Some(count) = consumed_by_topic.get_mut(source_partition.topic as usize) {
-                    *count += 1;
-                }
-                if let Outcome::Rejected(rejection) = engine.process(source_partition, payload, now) {
-                    if dead_letters.is_some() {
-                        letters.push(dead_letter_of(message, rejection));
-                    }
-                }
+                engine.replay(source_partition, message.payload().unwrap_or_default(), now);
+                run_start = index + 1;
+            } else if let Some(count) = consumed_by_topic.get_mut(source_partition.topic as usize) {
+                *count += 1;
             }
             match runs.last_mut() {
                 Some((topic, partition, offset)) if *partition == message.partition() && *topic == message.topic() => {
@@ -174,6 +175,7 @@ fn process_batch(
                 _ => runs.push((message.topic(), message.partition(), message.offset())),
             }
         }
+        count_run(&mut engine, &batch[run_start..], context, now, dead_letters.is_some(), &mut letters);
     }
     for (counter, count) in consumed.iter().zip(consumed_by_topic) {
         counter.inc_by(count);
@@ -227,6 +229,26 @@ fn process_batch(
     if let Err(e) = consumer.store_offsets(&store) {
         warn!(error = %e, "cannot store offsets; they are committed on revoke and shutdown");
     }
+}
+
+/// Counts consecutive messages of one partition in one engine call, collecting the dead letters
+/// of those it rejects.
+fn count_run(
+    engine: &mut Engine,
+    run: &[BorrowedMessage<'_>],
+    context: &WorkerContext,
+    now: i64,
+    dead_lettering: bool,
+    letters: &mut Vec<DeadLetter>,
+) {
+    let Some(first) = run.first() else { return };
+    let source_partition = context.source(first.topic(), first.partition());
+    let payloads: Vec<&[u8]> = run.iter().map(|m| m.payload().unwrap_or_default()).collect();
+    engine.process_batch(source_partition, &payloads, now, |i, outcome| {
+        if let (Outcome::Rejected(rejection), Some(message), true) = (outcome, run.get(i), dead_lettering) {
+            letters.push(dead_letter_of(message, rejection));
+        }
+    });
 }
 
 /// Waits up to `POLL_TIMEOUT` for a first message, then takes whatever else is already fetched.

@@ -1,0 +1,297 @@
+//! The engine's dedup memory: for each remembered event id, the partition that holds it and the
+//! clock when it was first seen.
+//!
+//! Every event looks its id up here, and at a day's horizon the table holds millions of ids, so
+//! this is the per-event path's one unavoidable cache miss. The table is built for that: open
+//! addressing with linear probing over 32-byte slots (a probe is one cache line, where a
+//! general-purpose map reads a control array and then a bucket array), at most half full, deletion
+//! by backward shift (no tombstones to skip), and [`DedupTable::touch`] so that a batch can start
+//! the misses of all its lookups before it needs the first answer.
+
+use crate::engine::SourcePartition;
+
+/// Smallest table, in slots.
+const MIN_SLOTS: usize = 16;
+
+/// A remembered id: `key` is the id's xxh3-128 hash, never 0 (0 marks an empty slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Slot {
+    key: u128,
+    seen_at: i64,
+    owner: SourcePartition,
+}
+
+const EMPTY: Slot = Slot { key: 0, seen_at: 0, owner: SourcePartition { topic: 0, partition: 0 } };
+
+/// Where a key is, or where it would go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Probe {
+    Found(usize),
+    Vacant(usize),
+}
+
+pub(crate) struct DedupTable {
+    slots: Vec<Slot>,
+    len: usize,
+}
+
+impl Default for DedupTable {
+    fn default() -> Self {
+        DedupTable { slots: vec![EMPTY; MIN_SLOTS], len: 0 }
+    }
+}
+
+/// The stored form of an id hash: 0 is the empty marker, so it is stored as 1 (two ids meeting
+/// there is as likely as any other 128-bit collision).
+#[inline]
+fn stored(key: u128) -> u128 {
+    key.max(1)
+}
+
+impl DedupTable {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    #[inline]
+    fn home(&self, key: u128) -> usize {
+        (key as usize) & self.mask()
+    }
+
+    /// Reads the key's home slot and returns a value derived from it, so that a batch can issue
+    /// the memory loads of many lookups back to back (they overlap) before it needs any of them.
+    #[inline]
+    pub(crate) fn touch(&self, key: u128) -> u64 {
+        self.slots.get(self.home(stored(key))).map_or(0, |slot| slot.key as u64)
+    }
+
+    /// Finds the key's slot, or the free slot it would take. Reserves room for one insertion
+    /// first, so that [`DedupTable::fill`] on a `Vacant` answer never has to grow the table.
+    pub(crate) fn probe(&mut self, key: u128) -> Probe {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let key = stored(key);
+        let mask = self.mask();
+        let mut index = self.home(key);
+        loop {
+            match self.slots[index].key {
+                0 => return Probe::Vacant(index),
+                k if k == key => return Probe::Found(index),
+                _ => index = (index + 1) & mask,
+            }
+        }
+    }
+
+    /// The owner and first-seen clock at a found slot.
+    #[inline]
+    pub(crate) fn at(&self, index: usize) -> (SourcePartition, i64) {
+        let slot = &self.slots[index];
+        (slot.owner, slot.seen_at)
+    }
+
+    /// Sets the key's owner and clock at the slot `probe` gave for it, with no change in between.
+    pub(crate) fn fill(&mut self, probe: Probe, key: u128, owner: SourcePartition, seen_at: i64) {
+        let index = match probe {
+            Probe::Found(index) => index,
+            Probe::Vacant(index) => {
+                self.len += 1;
+                index
+            }
+        };
+        self.slots[index] = Slot { key: stored(key), seen_at, owner };
+    }
+
+    #[cfg(test)]
+    pub(crate) fn get(&self, key: u128) -> Option<(SourcePartition, i64)> {
+        let key = stored(key);
+        let mask = self.mask();
+        let mut index = self.home(key);
+        loop {
+            match self.slots[index].key {
+                0 => return None,
+                k if k == key => return Some(self.at(index)),
+                _ => index = (index + 1) & mask,
+            }
+        }
+    }
+
+    /// Inserts the key unless it is present.
+    pub(crate) fn insert_if_absent(&mut self, key: u128, owner: SourcePartition, seen_at: i64) {
+        if let probe @ Probe::Vacant(_) = self.probe(key) {
+            self.fill(probe, key, owner, seen_at);
+        }
+    }
+
+    /// Forgets the key if it is still held by `owner` from `seen_at` (an id seen again since
+    /// belongs to the newer sighting).
+    pub(crate) fn remove_if_held(&mut self, key: u128, owner: SourcePartition, seen_at: i64) {
+        let key = stored(key);
+        let mask = self.mask();
+        let mut index = self.home(key);
+        loop {
+            let slot = self.slots[index];
+            if slot.key == 0 {
+                return;
+            }
+            if slot.key == key {
+                if slot.owner == owner && slot.seen_at == seen_at {
+                    self.remove_at(index);
+                }
+                return;
+            }
+            index = (index + 1) & mask;
+        }
+    }
+
+    /// Empties a slot and shifts later members of its probe run back, so that every key stays
+    /// reachable from its home without tombstones.
+    fn remove_at(&mut self, mut hole: usize) {
+        let mask = self.mask();
+        self.len -= 1;
+        let mut next = (hole + 1) & mask;
+        loop {
+            let slot = self.slots[next];
+            if slot.key == 0 {
+                break;
+            }
+            // The slot may move into the hole only if its home is not cyclically in (hole, next].
+            let home = self.home(slot.key);
+            let home_after_hole = (home.wrapping_sub(hole) & mask) != 0 && (home.wrapping_sub(hole) & mask) <= (next.wrapping_sub(hole) & mask);
+            if !home_after_hole {
+                self.slots[hole] = slot;
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        self.slots[hole] = EMPTY;
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(MIN_SLOTS);
+        let old = std::mem::replace(&mut self.slots, vec![EMPTY; size]);
+        let mask = self.mask();
+        for slot in old.into_iter().filter(|slot| slot.key != 0) {
+            let mut index = self.home(slot.key);
+            while self.slots[index].key != 0 {
+                index = (index + 1) & mask;
+            }
+            self.slots[index] = slot;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn partition(p: i32) -> SourcePartition {
+        SourcePartition { topic: 0, partition: p }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Upsert(u128, i32, i64),
+        InsertIfAbsent(u128, i32, i64),
+        RemoveIfHeld(u128, i32, i64),
+    }
+
+    /// Keys crowd into few homes (small values, shared low bits) so runs, wrap-around and
+    /// backward shifts all happen.
+    fn key() -> impl Strategy<Value = u128> {
+        prop_oneof![0u128..40, (0u128..8).prop_map(|k| (k << 64) | 3), any::<u128>()]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (key(), 0i32..3, 0i64..4).prop_map(|(k, p, t)| Op::Upsert(k, p, t)),
+            1 => (key(), 0i32..3, 0i64..4).prop_map(|(k, p, t)| Op::InsertIfAbsent(k, p, t)),
+            3 => (key(), 0i32..3, 0i64..4).prop_map(|(k, p, t)| Op::RemoveIfHeld(k, p, t)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The table answers like a map of the same operations.
+        #[test]
+        fn behaves_like_a_map(ops in proptest::collection::vec(op(), 1..300)) {
+            let mut table = DedupTable::default();
+            let mut model: HashMap<u128, (SourcePartition, i64)> = HashMap::new();
+            for op in &ops {
+                match *op {
+                    Op::Upsert(k, p, t) => {
+                        let probe = table.probe(k);
+                        prop_assert_eq!(matches!(probe, Probe::Found(_)), model.contains_key(&stored(k)));
+                        if let Probe::Found(index) = probe {
+                            prop_assert_eq!(Some(table.at(index)), model.get(&stored(k)).copied());
+                        }
+                        table.fill(probe, k, partition(p), t);
+                        model.insert(stored(k), (partition(p), t));
+                    }
+                    Op::InsertIfAbsent(k, p, t) => {
+                        table.insert_if_absent(k, partition(p), t);
+                        model.entry(stored(k)).or_insert((partition(p), t));
+                    }
+                    Op::RemoveIfHeld(k, p, t) => {
+                        table.remove_if_held(k, partition(p), t);
+                        if model.get(&stored(k)) == Some(&(partition(p), t)) {
+                            model.remove(&stored(k));
+                        }
+                    }
+                }
+                prop_assert_eq!(table.len(), model.len());
+            }
+            for (k, v) in &model {
+                prop_assert_eq!(table.get(*k), Some(*v));
+            }
+            for k in 0u128..40 {
+                prop_assert_eq!(table.get(k), model.get(&stored(k)).copied());
+            }
+        }
+    }
+
+    #[test]
+    fn grows_and_keeps_every_key() {
+        let mut table = DedupTable::default();
+        for k in 1..=10_000u128 {
+            let probe = table.probe(k * 0x9e37_79b9_7f4a_7c15);
+            assert!(matches!(probe, Probe::Vacant(_)), "{k}");
+            table.fill(probe, k * 0x9e37_79b9_7f4a_7c15, partition(1), k as i64);
+        }
+        assert_eq!(table.len(), 10_000);
+        assert!(table.slots.len() >= 20_000, "at most half full");
+        for k in 1..=10_000u128 {
+            assert_eq!(table.get(k * 0x9e37_79b9_7f4a_7c15), Some((partition(1), k as i64)));
+        }
+        for k in (1..=10_000u128).step_by(2) {
+            table.remove_if_held(k * 0x9e37_79b9_7f4a_7c15, partition(1), k as i64);
+        }
+        assert_eq!(table.len(), 5_000);
+        for k in 1..=10_000u128 {
+            let expected = (k % 2 == 0).then_some((partition(1), k as i64));
+            assert_eq!(table.get(k * 0x9e37_79b9_7f4a_7c15), expected);
+        }
+    }
+
+    #[test]
+    fn removal_only_when_still_held_by_that_sighting() {
+        let mut table = DedupTable::default();
+        table.insert_if_absent(7, partition(1), 10);
+        table.remove_if_held(7, partition(2), 10);
+        table.remove_if_held(7, partition(1), 11);
+        assert_eq!(table.get(7), Some((partition(1), 10)));
+        table.remove_if_held(7, partition(1), 10);
+        assert_eq!(table.get(7), None);
+        assert_eq!(table.len(), 0);
+    }
+}
