@@ -21,7 +21,29 @@ struct Slot {
     owner: SourcePartition,
 }
 
-const EMPTY: Slot = Slot { key: 0, seen_at: 0, owner: SourcePartition { topic: 0, partition: 0 } };
+/// A slot as stored: four words, all zero when empty, so that a new table comes from the
+/// allocator already zeroed (fresh pages) instead of being written over once more.
+type Packed = [u64; 4];
+
+const EMPTY: Packed = [0; 4];
+
+fn pack(slot: Slot) -> Packed {
+    let owner = (u64::from(slot.owner.topic) << 32) | u64::from(slot.owner.partition as u32);
+    [slot.key as u64, (slot.key >> 64) as u64, slot.seen_at as u64, owner]
+}
+
+fn unpack(packed: &Packed) -> Slot {
+    Slot {
+        key: key_of(packed),
+        seen_at: packed[2] as i64,
+        owner: SourcePartition { topic: (packed[3] >> 32) as u32, partition: packed[3] as u32 as i32 },
+    }
+}
+
+#[inline]
+fn key_of(packed: &Packed) -> u128 {
+    u128::from(packed[0]) | (u128::from(packed[1]) << 64)
+}
 
 /// Where a key is, or where it would go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +53,7 @@ pub(crate) enum Probe {
 }
 
 pub(crate) struct DedupTable {
-    slots: Vec<Slot>,
+    slots: Vec<Packed>,
     len: usize,
 }
 
@@ -67,7 +89,7 @@ impl DedupTable {
     /// the memory loads of many lookups back to back (they overlap) before it needs any of them.
     #[inline]
     pub(crate) fn touch(&self, key: u128) -> u64 {
-        self.slots.get(self.home(stored(key))).map_or(0, |slot| slot.key as u64)
+        self.slots.get(self.home(stored(key))).map_or(0, |slot| slot[0])
     }
 
     /// Finds the key's slot, or the free slot it would take. Reserves room for one insertion
@@ -80,7 +102,7 @@ impl DedupTable {
         let mask = self.mask();
         let mut index = self.home(key);
         loop {
-            match self.slots[index].key {
+            match key_of(&self.slots[index]) {
                 0 => return Probe::Vacant(index),
                 k if k == key => return Probe::Found(index),
                 _ => index = (index + 1) & mask,
@@ -91,7 +113,7 @@ impl DedupTable {
     /// The owner and first-seen clock at a found slot.
     #[inline]
     pub(crate) fn at(&self, index: usize) -> (SourcePartition, i64) {
-        let slot = &self.slots[index];
+        let slot = unpack(&self.slots[index]);
         (slot.owner, slot.seen_at)
     }
 
@@ -104,7 +126,7 @@ impl DedupTable {
                 index
             }
         };
-        self.slots[index] = Slot { key: stored(key), seen_at, owner };
+        self.slots[index] = pack(Slot { key: stored(key), seen_at, owner });
     }
 
     #[cfg(test)]
@@ -113,7 +135,7 @@ impl DedupTable {
         let mask = self.mask();
         let mut index = self.home(key);
         loop {
-            match self.slots[index].key {
+            match key_of(&self.slots[index]) {
                 0 => return None,
                 k if k == key => return Some(self.at(index)),
                 _ => index = (index + 1) & mask,
@@ -135,7 +157,7 @@ impl DedupTable {
         let mask = self.mask();
         let mut index = self.home(key);
         loop {
-            let slot = self.slots[index];
+            let slot = unpack(&self.slots[index]);
             if slot.key == 0 {
                 return;
             }
@@ -157,11 +179,11 @@ impl DedupTable {
         let mut next = (hole + 1) & mask;
         loop {
             let slot = self.slots[next];
-            if slot.key == 0 {
+            if key_of(&slot) == 0 {
                 break;
             }
             // The slot may move into the hole only if its home is not cyclically in (hole, next].
-            let home = self.home(slot.key);
+            let home = self.home(key_of(&slot));
             let home_after_hole = (home.wrapping_sub(hole) & mask) != 0 && (home.wrapping_sub(hole) & mask) <= (next.wrapping_sub(hole) & mask);
             if !home_after_hole {
                 self.slots[hole] = slot;
@@ -176,9 +198,9 @@ impl DedupTable {
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
         let old = std::mem::replace(&mut self.slots, vec![EMPTY; size]);
         let mask = self.mask();
-        for slot in old.into_iter().filter(|slot| slot.key != 0) {
-            let mut index = self.home(slot.key);
-            while self.slots[index].key != 0 {
+        for slot in old.into_iter().filter(|slot| key_of(slot) != 0) {
+            let mut index = self.home(key_of(&slot));
+            while key_of(&self.slots[index]) != 0 {
                 index = (index + 1) & mask;
             }
             self.slots[index] = slot;

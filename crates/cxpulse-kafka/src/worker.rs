@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cxpulse_core::health::Health;
-use cxpulse_core::{Engine, Outcome};
+use cxpulse_core::{Engine, Outcome, SourcePartition};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -143,44 +143,49 @@ fn process_batch(
 ) {
     let now = wall_ms();
     let mut letters = Vec::new();
-    // Offsets as runs of one partition (librdkafka hands out fetched messages partition by
-    // partition), so the per-message cost is one comparison, not a map insert.
-    let mut runs: Vec<(&str, i32, i64)> = Vec::new();
+    // The batch as runs of one partition (librdkafka hands fetched messages out partition by
+    // partition): each run goes to the engine in one call, and its last offset is stored. A
+    // message's topic name costs a strlen and a UTF-8 check, so it is read once per run, and not
+    // at all to tell runs apart when only one topic is subscribed.
+    let single_topic = context.topics.len() == 1;
+    let mut runs: Vec<Run<'_>> = Vec::new();
     let mut consumed_by_topic = vec![0u64; consumed.len()];
     {
         let replay_until = lock(&context.replay_until);
         let mut engine = lock(&worker.engine);
-        // Runs of one partition (librdkafka hands fetched messages out partition by partition)
-        // go to the engine together; messages a previous owner handled are replayed one by one.
-        let mut run_start = 0;
+        // Messages a previous owner handled are replayed one by one, outside the runs counted.
+        let mut count_from = 0;
         for (index, message) in batch.iter().enumerate() {
-            let source_partition = context.source(message.topic(), message.partition());
-            let replayed = !replay_until.is_empty()
-                && replay_until.get(&source_partition).is_some_and(|until| message.offset() < *until);
-            let same_partition = |other: &BorrowedMessage<'_>| other.partition() == message.partition() && other.topic() == message.topic();
-            if replayed || !batch[run_start..index].first().is_none_or(same_partition) {
-                count_run(&mut engine, &batch[run_start..index], context, now, dead_letters.is_some(), &mut letters);
-                run_start = index;
+            let partition = message.partition();
+            let continues = runs.last().is_some_and(|run| run.source.partition == partition && (single_topic || run.topic == message.topic()));
+            if !continues {
+                if let Some(run) = runs.last() {
+                    count_run(&mut engine, run.source, &batch[count_from..index], now, dead_letters.is_some(), &mut letters);
+                }
+                count_from = index;
+                let topic = message.topic();
+                runs.push(Run { topic, source: context.source(topic, partition), last_offset: message.offset() });
             }
+            let Some(run) = runs.last_mut() else { continue };
+            run.last_offset = message.offset();
+            let source = run.source;
+            let replayed = !replay_until.is_empty() && replay_until.get(&source).is_some_and(|until| message.offset() < *until);
             if replayed {
-                engine.replay(source_partition, message.payload().unwrap_or_default(), now);
-                run_start = index + 1;
-            } else if let Some(count) = consumed_by_topic.get_mut(source_partition.topic as usize) {
+                count_run(&mut engine, source, &batch[count_from..index], now, dead_letters.is_some(), &mut letters);
+                engine.replay(source, message.payload().unwrap_or_default(), now);
+                count_from = index + 1;
+            } else if let Some(count) = consumed_by_topic.get_mut(source.topic as usize) {
                 *count += 1;
             }
-            match runs.last_mut() {
-                Some((topic, partition, offset)) if *partition == message.partition() && *topic == message.topic() => {
-                    *offset = message.offset();
-                }
-                _ => runs.push((message.topic(), message.partition(), message.offset())),
-            }
         }
-        count_run(&mut engine, &batch[run_start..], context, now, dead_letters.is_some(), &mut letters);
+        if let Some(run) = runs.last() {
+            count_run(&mut engine, run.source, &batch[count_from..], now, dead_letters.is_some(), &mut letters);
+        }
     }
     for (counter, count) in consumed.iter().zip(consumed_by_topic) {
         counter.inc_by(count);
     }
-    let last_offsets: BTreeMap<(&str, i32), i64> = runs.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+    let last_offsets: BTreeMap<(&str, i32), i64> = runs.into_iter().map(|run| ((run.topic, run.source.partition), run.last_offset)).collect();
 
     // Offsets stop short of the first dead letter that was not acknowledged (only on shutdown).
     let mut held_back: BTreeMap<(&str, i32), i64> = BTreeMap::new();
@@ -231,20 +236,28 @@ fn process_batch(
     }
 }
 
+/// Consecutive messages of one partition in a batch.
+struct Run<'a> {
+    topic: &'a str,
+    source: SourcePartition,
+    last_offset: i64,
+}
+
 /// Counts consecutive messages of one partition in one engine call, collecting the dead letters
 /// of those it rejects.
 fn count_run(
     engine: &mut Engine,
+    source: SourcePartition,
     run: &[BorrowedMessage<'_>],
-    context: &WorkerContext,
     now: i64,
     dead_lettering: bool,
     letters: &mut Vec<DeadLetter>,
 ) {
-    let Some(first) = run.first() else { return };
-    let source_partition = context.source(first.topic(), first.partition());
+    if run.is_empty() {
+        return;
+    }
     let payloads: Vec<&[u8]> = run.iter().map(|m| m.payload().unwrap_or_default()).collect();
-    engine.process_batch(source_partition, &payloads, now, |i, outcome| {
+    engine.process_batch(source, &payloads, now, |i, outcome| {
         if let (Outcome::Rejected(rejection), Some(message), true) = (outcome, run.get(i), dead_lettering) {
             letters.push(dead_letter_of(message, rejection));
         }
