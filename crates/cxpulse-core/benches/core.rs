@@ -1,5 +1,6 @@
 //! Core benchmarks: parse + validate alone, the whole per-event path (parse, validate, dedup,
-//! every window), and the snapshot a scrape takes at 10k brand/segment pairs.
+//! every window) message by message and in partition runs as the worker calls it, and the
+//! snapshot a scrape takes at 10k brand/segment pairs.
 //! `cargo bench -p cxpulse-core`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -47,6 +48,47 @@ fn process(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same events as the worker hands them over: runs of 500 messages of one partition, each
+/// run's payloads back to back in one buffer, as in a fetch response.
+fn process_batch(c: &mut Criterion) {
+    const RUN: usize = 500;
+    let events = payloads(100_000);
+    let runs: Vec<(i32, Vec<u8>, Vec<(usize, usize)>)> = events
+        .chunks(RUN)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut buffer = Vec::new();
+            let spans = chunk
+                .iter()
+                .map(|payload| {
+                    let start = buffer.len();
+                    buffer.extend_from_slice(payload.as_bytes());
+                    (start, buffer.len())
+                })
+                .collect();
+            ((i % 64) as i32, buffer, spans)
+        })
+        .collect();
+    let runs: Vec<(i32, Vec<&[u8]>)> = runs.iter().map(|(p, buffer, spans)| (*p, spans.iter().map(|&(a, b)| &buffer[a..b]).collect())).collect();
+    let mut group = c.benchmark_group("process");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("engine.process_batch x100k in runs of 500 (4 windows, dedup)", |b| {
+        b.iter_batched_ref(
+            || Engine::new(EngineConfig::default()).unwrap(),
+            |engine| {
+                for (partition, payloads) in &runs {
+                    let partition = SourcePartition { topic: 0, partition: *partition };
+                    engine.process_batch(partition, payloads, NOW, |_, outcome| {
+                        std::hint::black_box(outcome);
+                    });
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
 /// An engine holding `pairs` brand/segment pairs, each with a few answers in every window.
 pub fn engine_with_pairs(pairs: usize) -> Engine {
     let config = EngineConfig { max_series: pairs + 1, ..EngineConfig::default() };
@@ -73,5 +115,5 @@ fn scrape(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, process, scrape);
+criterion_group!(benches, parse, process, process_batch, scrape);
 criterion_main!(benches);
