@@ -5,7 +5,7 @@
 //! this is the per-event path's one unavoidable cache miss. The table is built for that: open
 //! addressing with linear probing over 32-byte slots (a probe is one cache line, where a
 //! general-purpose map reads a control array and then a bucket array), at most half full, deletion
-//! by backward shift (no tombstones to skip), and [`DedupTable::touch`] so that a batch can start
+//! by backward shift (no tombstones to skip), and [`DedupTable::prefetch`] so that a batch can start
 //! the misses of all its lookups before it needs the first answer.
 
 use crate::engine::SourcePartition;
@@ -85,11 +85,21 @@ impl DedupTable {
         (key as usize) & self.mask()
     }
 
-    /// Reads the key's home slot and returns a value derived from it, so that a batch can issue
-    /// the memory loads of many lookups back to back (they overlap) before it needs any of them.
+    /// Asks the CPU to start loading the key's home slot, so that a batch can have the cache
+    /// misses of many lookups in flight while it parses, before it needs any of their answers.
     #[inline]
-    pub(crate) fn touch(&self, key: u128) -> u64 {
-        self.slots.get(self.home(stored(key))).map_or(0, |slot| slot[0])
+    #[allow(unsafe_code)]
+    pub(crate) fn prefetch(&self, key: u128) {
+        let Some(slot) = self.slots.get(self.home(stored(key))) else { return };
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint: it reads nothing architecturally, never faults and has no
+        // effect on the program's behaviour, whatever the address (this one is a live slot).
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(slot.as_ptr().cast());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        std::hint::black_box(slot[0]);
     }
 
     /// Finds the key's slot, or the free slot it would take. Reserves room for one insertion

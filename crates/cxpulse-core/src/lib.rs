@@ -2,6 +2,9 @@
 //! windows, dedup and corrections, kept per source partition. No Kafka, no sockets, no clock
 //! reads: callers pass bytes and the time in, and read state out.
 
+// The one exception is a prefetch hint in `dedup`, allowed where it stands.
+#![deny(unsafe_code)]
+
 pub mod age;
 pub mod alerts;
 pub mod checkpoint;
