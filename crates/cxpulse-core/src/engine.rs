@@ -283,6 +283,22 @@ impl Engine {
         partition: SourcePartition,
         payloads: &[&[u8]],
         wall_ms: i64,
+        outcome_of: impl FnMut(usize, Outcome),
+    ) {
+        self.batch(partition, payloads, wall_ms, false, outcome_of);
+    }
+
+    /// `replay` for consecutive messages of one partition, as fast as `process_batch`.
+    pub fn replay_batch(&mut self, partition: SourcePartition, payloads: &[&[u8]], wall_ms: i64) {
+        self.batch(partition, payloads, wall_ms, true, |_, _| {});
+    }
+
+    fn batch(
+        &mut self,
+        partition: SourcePartition,
+        payloads: &[&[u8]],
+        wall_ms: i64,
+        replay: bool,
         mut outcome_of: impl FnMut(usize, Outcome),
     ) {
         let mut parsed = Vec::with_capacity(BATCH_CHUNK.min(payloads.len()));
@@ -297,12 +313,20 @@ impl Engine {
             }));
             // By reference: an event is over a hundred bytes, not worth moving again.
             for (i, event) in parsed.iter().enumerate() {
-                self.pipeline.consumed += 1;
+                if replay {
+                    self.pipeline.replayed += 1;
+                    self.replaying = true;
+                } else {
+                    self.pipeline.consumed += 1;
+                }
                 let outcome = match event {
                     Ok((event, hash)) => self.apply(partition, event, *hash, wall_ms),
                     Err(rejection) => Outcome::Rejected(rejection.clone()),
                 };
-                self.count_outcome(&outcome);
+                self.replaying = false;
+                if !replay {
+                    self.count_outcome(&outcome);
+                }
                 outcome_of(chunk_index * BATCH_CHUNK + i, outcome);
             }
         }

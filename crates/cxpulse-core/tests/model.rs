@@ -283,14 +283,15 @@ proptest! {
     }
 }
 
-/// A run of messages of one partition, some of them not events at all.
-fn run_strategy() -> impl Strategy<Value = (i32, i64, Vec<Option<Ev>>)> {
-    (0i32..3, 0i64..40_000, prop::collection::vec(prop::option::weighted(0.9, ev_strategy()), 1..80))
+/// A run of messages of one partition, some of them not events at all, counted or replayed.
+fn run_strategy() -> impl Strategy<Value = (i32, i64, Vec<Option<Ev>>, bool)> {
+    (0i32..3, 0i64..40_000, prop::collection::vec(prop::option::weighted(0.9, ev_strategy()), 1..80), prop::bool::weighted(0.2))
 }
 
 /// `process_batch` must be `process` called message by message: the same outcome for each
-/// message, and the same state after every run (runs cross its internal chunk size).
-fn batched_like_one_by_one(mode: ClockMode, runs: &[(i32, i64, Vec<Option<Ev>>)]) -> Result<(), TestCaseError> {
+/// message, and the same state after every run (runs cross its internal chunk size); likewise
+/// `replay_batch` and `replay`.
+fn batched_like_one_by_one(mode: ClockMode, runs: &[(i32, i64, Vec<Option<Ev>>, bool)]) -> Result<(), TestCaseError> {
     let config = EngineConfig {
         windows: WINDOWS_MS.iter().map(|&w| WindowSpec::new(w).unwrap()).collect(),
         clock: mode,
@@ -301,19 +302,26 @@ fn batched_like_one_by_one(mode: ClockMode, runs: &[(i32, i64, Vec<Option<Ev>>)]
     let mut one_by_one = Engine::new(config.clone()).unwrap();
     let mut batched = Engine::new(config).unwrap();
     let mut wall = BASE_MS;
-    for (partition, wall_step_ms, messages) in runs {
+    for (partition, wall_step_ms, messages, replay) in runs {
         wall += wall_step_ms;
         let payloads: Vec<String> = messages
             .iter()
             .map(|m| m.as_ref().map_or_else(|| r#"{"event_id":"x","type":"survey_response""#.to_string(), |e| e.json(wall + e.offset_ms)))
             .collect();
         let source = SourcePartition { topic: 0, partition: *partition };
-        let want: Vec<Outcome> = payloads.iter().map(|p| one_by_one.process(source, p.as_bytes(), wall)).collect();
-        let mut got = Vec::new();
         let slices: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
-        batched.process_batch(source, &slices, wall, |i, outcome| got.push((i, outcome)));
-        let want: Vec<(usize, Outcome)> = want.into_iter().enumerate().collect();
-        prop_assert_eq!(got, want);
+        if *replay {
+            for payload in &slices {
+                one_by_one.replay(source, payload, wall);
+            }
+            batched.replay_batch(source, &slices, wall);
+        } else {
+            let want: Vec<Outcome> = slices.iter().map(|p| one_by_one.process(source, p, wall)).collect();
+            let mut got = Vec::new();
+            batched.process_batch(source, &slices, wall, |i, outcome| got.push((i, outcome)));
+            let want: Vec<(usize, Outcome)> = want.into_iter().enumerate().collect();
+            prop_assert_eq!(got, want);
+        }
         let (a, b) = (one_by_one.snapshot(wall), batched.snapshot(wall));
         prop_assert_eq!(a.clock_ms, b.clock_ms);
         prop_assert_eq!(&a.pipeline, &b.pipeline);

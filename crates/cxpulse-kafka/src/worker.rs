@@ -153,33 +153,43 @@ fn process_batch(
     {
         let replay_until = lock(&context.replay_until);
         let mut engine = lock(&worker.engine);
-        // Messages a previous owner handled are replayed one by one, outside the runs counted.
-        let mut count_from = 0;
-        for (index, message) in batch.iter().enumerate() {
-            let partition = message.partition();
-            let continues = runs.last().is_some_and(|run| run.source.partition == partition && (single_topic || run.topic == message.topic()));
-            if !continues {
-                if let Some(run) = runs.last() {
-                    count_run(&mut engine, run.source, &batch[count_from..index], now, dead_letters.is_some(), &mut letters);
+        let mut start = 0;
+        while let Some(first) = batch.get(start) {
+            let (topic, partition) = (first.topic(), first.partition());
+            let end = start
+                + batch[start..]
+                    .iter()
+                    .position(|m| m.partition() != partition || (!single_topic && m.topic() != topic))
+                    .unwrap_or(batch.len() - start);
+            let run = &batch[start..end];
+            let source = context.source(topic, partition);
+            // Messages a previous owner already handled go back into the windows only.
+            let until = replay_until.get(&source).copied();
+            let mut from = 0;
+            while from < run.len() {
+                let replayed = |m: &BorrowedMessage<'_>| until.is_some_and(|until| m.offset() < until);
+                let kind = replayed(&run[from]);
+                let to = from + run[from..].iter().position(|m| replayed(m) != kind).unwrap_or(run.len() - from);
+                let part = &run[from..to];
+                let payloads: Vec<&[u8]> = part.iter().map(|m| m.payload().unwrap_or_default()).collect();
+                if kind {
+                    engine.replay_batch(source, &payloads, now);
+                } else {
+                    if let Some(count) = consumed_by_topic.get_mut(source.topic as usize) {
+                        *count += part.len() as u64;
+                    }
+                    engine.process_batch(source, &payloads, now, |i, outcome| {
+                        if let (Outcome::Rejected(rejection), Some(message), true) = (outcome, part.get(i), dead_letters.is_some()) {
+                            letters.push(dead_letter_of(message, rejection));
+                        }
+                    });
                 }
-                count_from = index;
-                let topic = message.topic();
-                runs.push(Run { topic, source: context.source(topic, partition), last_offset: message.offset() });
+                from = to;
             }
-            let Some(run) = runs.last_mut() else { continue };
-            run.last_offset = message.offset();
-            let source = run.source;
-            let replayed = !replay_until.is_empty() && replay_until.get(&source).is_some_and(|until| message.offset() < *until);
-            if replayed {
-                count_run(&mut engine, source, &batch[count_from..index], now, dead_letters.is_some(), &mut letters);
-                engine.replay(source, message.payload().unwrap_or_default(), now);
-                count_from = index + 1;
-            } else if let Some(count) = consumed_by_topic.get_mut(source.topic as usize) {
-                *count += 1;
+            if let Some(last) = run.last() {
+                runs.push(Run { topic, source, last_offset: last.offset() });
             }
-        }
-        if let Some(run) = runs.last() {
-            count_run(&mut engine, run.source, &batch[count_from..], now, dead_letters.is_some(), &mut letters);
+            start = end;
         }
     }
     for (counter, count) in consumed.iter().zip(consumed_by_topic) {
@@ -241,27 +251,6 @@ struct Run<'a> {
     topic: &'a str,
     source: SourcePartition,
     last_offset: i64,
-}
-
-/// Counts consecutive messages of one partition in one engine call, collecting the dead letters
-/// of those it rejects.
-fn count_run(
-    engine: &mut Engine,
-    source: SourcePartition,
-    run: &[BorrowedMessage<'_>],
-    now: i64,
-    dead_lettering: bool,
-    letters: &mut Vec<DeadLetter>,
-) {
-    if run.is_empty() {
-        return;
-    }
-    let payloads: Vec<&[u8]> = run.iter().map(|m| m.payload().unwrap_or_default()).collect();
-    engine.process_batch(source, &payloads, now, |i, outcome| {
-        if let (Outcome::Rejected(rejection), Some(message), true) = (outcome, run.get(i), dead_lettering) {
-            letters.push(dead_letter_of(message, rejection));
-        }
-    });
 }
 
 /// Waits up to `POLL_TIMEOUT` for a first message, then takes whatever else is already fetched.
