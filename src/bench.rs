@@ -209,6 +209,29 @@ fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, 
     Ok((bytes, started.elapsed()))
 }
 
+/// Payloads of one partition back to back in one buffer, as in a fetch response.
+struct FetchRun {
+    partition: i32,
+    buffer: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+}
+
+impl FetchRun {
+    fn new(partition: i32) -> Self {
+        FetchRun { partition, buffer: Vec::new(), spans: Vec::new() }
+    }
+
+    fn push(&mut self, payload: &[u8]) {
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(payload);
+        self.spans.push((start, self.buffer.len()));
+    }
+
+    fn payloads(&self) -> Vec<&[u8]> {
+        self.spans.iter().map(|&(a, b)| &self.buffer[a..b]).collect()
+    }
+}
+
 /// How the core-alone run assigns events to partitions.
 #[derive(Clone, Copy)]
 enum Partitioning {
@@ -226,9 +249,8 @@ fn core_alone(events: u64, partitioning: Partitioning) -> anyhow::Result<Duratio
     const RUN: usize = 500;
     let mut synth = Synth::new(SynthConfig { run_id: "core".into(), dip_brand: None, ..SynthConfig::default() });
     let base = cxpulse_kafka::worker::wall_ms();
-    let mut pending: Vec<Vec<u8>> = vec![Vec::new(); PARTITIONS as usize];
-    let mut pending_spans: Vec<Vec<(usize, usize)>> = vec![Vec::new(); PARTITIONS as usize];
-    let mut runs: Vec<(i32, Vec<u8>, Vec<(usize, usize)>)> = Vec::new();
+    let mut pending: Vec<FetchRun> = (0..PARTITIONS as i32).map(FetchRun::new).collect();
+    let mut runs: Vec<FetchRun> = Vec::new();
     let keyed = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
     for i in 0..events {
         let message = synth.next_message(base - 600_000 + (i as i64 * 600_000 / events.max(1) as i64));
@@ -236,17 +258,15 @@ fn core_alone(events: u64, partitioning: Partitioning) -> anyhow::Result<Duratio
             Partitioning::Spread => i % PARTITIONS,
             Partitioning::Keyed => keyed.hash_one(&message.key) % PARTITIONS,
         } as usize;
-        let start = pending[partition].len();
-        pending[partition].extend_from_slice(message.payload.as_bytes());
-        pending_spans[partition].push((start, pending[partition].len()));
-        if pending_spans[partition].len() == RUN {
-            runs.push((partition as i32, std::mem::take(&mut pending[partition]), std::mem::take(&mut pending_spans[partition])));
+        let run = &mut pending[partition];
+        run.push(message.payload.as_bytes());
+        if run.spans.len() == RUN {
+            let fresh = FetchRun::new(run.partition);
+            runs.push(std::mem::replace(run, fresh));
         }
     }
-    for (partition, (buffer, spans)) in pending.into_iter().zip(pending_spans).enumerate() {
-        runs.push((partition as i32, buffer, spans));
-    }
-    let runs: Vec<(i32, Vec<&[u8]>)> = runs.iter().map(|(p, buffer, spans)| (*p, spans.iter().map(|&(a, b)| &buffer[a..b]).collect())).collect();
+    runs.extend(pending);
+    let runs: Vec<(i32, Vec<&[u8]>)> = runs.iter().map(|run| (run.partition, run.payloads())).collect();
     let mut engine = Engine::new(Config::default().engine_config()?).map_err(|e| anyhow!(e))?;
     let started = Instant::now();
     for (partition, payloads) in &runs {

@@ -143,55 +143,13 @@ fn process_batch(
 ) {
     let now = wall_ms();
     let mut letters = Vec::new();
-    // The batch as runs of one partition (librdkafka hands fetched messages out partition by
-    // partition): each run goes to the engine in one call, and its last offset is stored. A
-    // message's topic name costs a strlen and a UTF-8 check, so it is read once per run, and not
-    // at all to tell runs apart when only one topic is subscribed.
-    let single_topic = context.topics.len() == 1;
-    let mut runs: Vec<Run<'_>> = Vec::new();
     let mut consumed_by_topic = vec![0u64; consumed.len()];
-    {
+    let runs = {
         let replay_until = lock(&context.replay_until);
         let mut engine = lock(&worker.engine);
-        let mut start = 0;
-        while let Some(first) = batch.get(start) {
-            let (topic, partition) = (first.topic(), first.partition());
-            let end = start
-                + batch[start..]
-                    .iter()
-                    .position(|m| m.partition() != partition || (!single_topic && m.topic() != topic))
-                    .unwrap_or(batch.len() - start);
-            let run = &batch[start..end];
-            let source = context.source(topic, partition);
-            // Messages a previous owner already handled go back into the windows only.
-            let until = replay_until.get(&source).copied();
-            let mut from = 0;
-            while from < run.len() {
-                let replayed = |m: &BorrowedMessage<'_>| until.is_some_and(|until| m.offset() < until);
-                let kind = replayed(&run[from]);
-                let to = from + run[from..].iter().position(|m| replayed(m) != kind).unwrap_or(run.len() - from);
-                let part = &run[from..to];
-                let payloads: Vec<&[u8]> = part.iter().map(|m| m.payload().unwrap_or_default()).collect();
-                if kind {
-                    engine.replay_batch(source, &payloads, now);
-                } else {
-                    if let Some(count) = consumed_by_topic.get_mut(source.topic as usize) {
-                        *count += part.len() as u64;
-                    }
-                    engine.process_batch(source, &payloads, now, |i, outcome| {
-                        if let (Outcome::Rejected(rejection), Some(message), true) = (outcome, part.get(i), dead_letters.is_some()) {
-                            letters.push(dead_letter_of(message, rejection));
-                        }
-                    });
-                }
-                from = to;
-            }
-            if let Some(last) = run.last() {
-                runs.push(Run { topic, source, last_offset: last.offset() });
-            }
-            start = end;
-        }
-    }
+        let dead_lettering = dead_letters.is_some();
+        count_batch(&mut engine, context, batch, &replay_until, now, dead_lettering, &mut letters, &mut consumed_by_topic)
+    };
     for (counter, count) in consumed.iter().zip(consumed_by_topic) {
         counter.inc_by(count);
     }
@@ -251,6 +209,64 @@ struct Run<'a> {
     topic: &'a str,
     source: SourcePartition,
     last_offset: i64,
+}
+
+/// Counts a batch under the engine lock as runs of one partition (librdkafka hands fetched
+/// messages out partition by partition), each run in one engine call; returns the runs, for the
+/// offsets to store. A message's topic name costs a strlen and a UTF-8 check, so it is read once
+/// per run, and not at all to tell runs apart when only one topic is subscribed.
+#[allow(clippy::too_many_arguments)]
+fn count_batch<'a>(
+    engine: &mut Engine,
+    context: &WorkerContext,
+    batch: &'a [BorrowedMessage<'_>],
+    replay_until: &HashMap<SourcePartition, i64>,
+    now: i64,
+    dead_lettering: bool,
+    letters: &mut Vec<DeadLetter>,
+    consumed_by_topic: &mut [u64],
+) -> Vec<Run<'a>> {
+    let single_topic = context.topics.len() == 1;
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while let Some(first) = batch.get(start) {
+        let (topic, partition) = (first.topic(), first.partition());
+        let end = start
+            + batch[start..]
+                .iter()
+                .position(|m| m.partition() != partition || (!single_topic && m.topic() != topic))
+                .unwrap_or(batch.len() - start);
+        let run = &batch[start..end];
+        let source = context.source(topic, partition);
+        // Messages a previous owner already handled go back into the windows only.
+        let until = replay_until.get(&source).copied();
+        let replayed = |m: &BorrowedMessage<'_>| until.is_some_and(|until| m.offset() < until);
+        let mut from = 0;
+        while let Some(head) = run.get(from) {
+            let replaying = replayed(head);
+            let to = from + run[from..].iter().position(|m| replayed(m) != replaying).unwrap_or(run.len() - from);
+            let part = &run[from..to];
+            let payloads: Vec<&[u8]> = part.iter().map(|m| m.payload().unwrap_or_default()).collect();
+            if replaying {
+                engine.replay_batch(source, &payloads, now);
+            } else {
+                if let Some(count) = consumed_by_topic.get_mut(source.topic as usize) {
+                    *count += part.len() as u64;
+                }
+                engine.process_batch(source, &payloads, now, |i, outcome| {
+                    if let (Outcome::Rejected(rejection), Some(message), true) = (outcome, part.get(i), dead_lettering) {
+                        letters.push(dead_letter_of(message, rejection));
+                    }
+                });
+            }
+            from = to;
+        }
+        if let Some(last) = run.last() {
+            runs.push(Run { topic, source, last_offset: last.offset() });
+        }
+        start = end;
+    }
+    runs
 }
 
 /// Waits up to `POLL_TIMEOUT` for a first message, then takes whatever else is already fetched.
