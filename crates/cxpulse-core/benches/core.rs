@@ -48,44 +48,53 @@ fn process(c: &mut Criterion) {
     group.finish();
 }
 
-/// The same events as the worker hands them over: runs of 500 messages of one partition, each
-/// run's payloads back to back in one buffer, as in a fetch response.
-fn process_batch(c: &mut Criterion) {
+/// Runs of up to 500 messages of one partition, each run's payloads back to back in one buffer,
+/// as in a fetch response: `keyed` puts each brand/segment pair in one partition (as producers
+/// keying by pair do), otherwise every partition sees every pair.
+fn fetch_runs(count: usize, keyed: bool) -> Vec<(i32, Vec<u8>, Vec<(usize, usize)>)> {
     const RUN: usize = 500;
-    let events = payloads(100_000);
-    let runs: Vec<(i32, Vec<u8>, Vec<(usize, usize)>)> = events
-        .chunks(RUN)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let mut buffer = Vec::new();
-            let spans = chunk
-                .iter()
-                .map(|payload| {
-                    let start = buffer.len();
-                    buffer.extend_from_slice(payload.as_bytes());
-                    (start, buffer.len())
-                })
-                .collect();
-            ((i % 64) as i32, buffer, spans)
-        })
-        .collect();
-    let runs: Vec<(i32, Vec<&[u8]>)> = runs.iter().map(|(p, buffer, spans)| (*p, spans.iter().map(|&(a, b)| &buffer[a..b]).collect())).collect();
+    let mut synth = Synth::new(SynthConfig { dip_brand: None, ..SynthConfig::default() });
+    let mut pending: Vec<(i32, Vec<u8>, Vec<(usize, usize)>)> = (0..64).map(|p| (p, Vec::new(), Vec::new())).collect();
+    let mut runs = Vec::new();
+    for i in 0..count {
+        let message = synth.next_message(NOW - 600_000 + i as i64);
+        let partition = if keyed { (xxhash_rust::xxh3::xxh3_64(message.key.as_bytes()) % 64) as usize } else { (i / RUN) % 64 };
+        let (_, buffer, spans) = &mut pending[partition];
+        let start = buffer.len();
+        buffer.extend_from_slice(message.payload.as_bytes());
+        spans.push((start, buffer.len()));
+        if spans.len() == RUN {
+            let fresh = (partition as i32, Vec::new(), Vec::new());
+            runs.push(std::mem::replace(&mut pending[partition], fresh));
+        }
+    }
+    runs.extend(pending.into_iter().filter(|(_, _, spans)| !spans.is_empty()));
+    runs
+}
+
+/// The per-event path as the worker calls it, over partition runs.
+fn process_batch(c: &mut Criterion) {
+    const EVENTS: usize = 100_000;
     let mut group = c.benchmark_group("process");
-    group.throughput(Throughput::Elements(events.len() as u64));
-    group.bench_function("engine.process_batch x100k in runs of 500 (4 windows, dedup)", |b| {
-        b.iter_batched_ref(
-            || Engine::new(EngineConfig::default()).unwrap(),
-            |engine| {
-                for (partition, payloads) in &runs {
-                    let partition = SourcePartition { topic: 0, partition: *partition };
-                    engine.process_batch(partition, payloads, NOW, |_, outcome| {
-                        std::hint::black_box(outcome);
-                    });
-                }
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    for (keyed, name) in [(false, "pairs spread over partitions"), (true, "keyed by pair")] {
+        let runs = fetch_runs(EVENTS, keyed);
+        let runs: Vec<(i32, Vec<&[u8]>)> = runs.iter().map(|(p, buffer, spans)| (*p, spans.iter().map(|&(a, b)| &buffer[a..b]).collect())).collect();
+        group.bench_function(format!("engine.process_batch x100k in runs of 500, {name}"), |b| {
+            b.iter_batched_ref(
+                || Engine::new(EngineConfig::default()).unwrap(),
+                |engine| {
+                    for (partition, payloads) in &runs {
+                        let partition = SourcePartition { topic: 0, partition: *partition };
+                        engine.process_batch(partition, payloads, NOW, |_, outcome| {
+                            std::hint::black_box(outcome);
+                        });
+                    }
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     group.finish();
 }
 

@@ -145,6 +145,11 @@ impl SeriesTable {
         (id, false)
     }
 
+    /// Whether `id` is the pair `brand`/`segment`.
+    fn is(&self, id: SeriesId, brand: &str, segment: &str) -> bool {
+        self.list.get(id as usize).is_some_and(|info| *info.brand == *brand && *info.segment == *segment)
+    }
+
     fn push(&mut self, brand: &str, segment: &str) -> SeriesId {
         self.list.push(SeriesInfo { brand: brand.into(), segment: segment.into(), survey_totals: [0; 7] });
         (self.list.len() - 1) as SeriesId
@@ -160,12 +165,20 @@ struct PartitionState {
     present: Vec<SeriesId>,
     /// Event-id hashes in the order first seen, with the clock at that moment, for expiry.
     dedup_order: VecDeque<(i64, u128)>,
+    /// The series of the partition's last counted event.
+    last_series: Option<SeriesId>,
 }
 
 impl PartitionState {
     fn new(next_epoch: &mut u64) -> Self {
         *next_epoch += 1;
-        PartitionState { epoch: *next_epoch, series: Vec::new(), present: Vec::new(), dedup_order: VecDeque::new() }
+        PartitionState {
+            epoch: *next_epoch,
+            series: Vec::new(),
+            present: Vec::new(),
+            dedup_order: VecDeque::new(),
+            last_series: None,
+        }
     }
 
     /// The series' rings in this partition, created at `heads` on first use.
@@ -378,12 +391,19 @@ impl Engine {
         let clock = self.clock_ms.unwrap_or(occurred);
         self.dedup.fill(probe, id_hash, partition, clock);
 
-        let (series, overflowed) = self.series.intern(&event.brand, &event.segment, self.config.max_series);
+        let epochs = &mut self.next_epoch;
+        let state = self.partitions.entry(partition).or_insert_with(|| PartitionState::new(epochs));
+        // Producers key by brand/segment, so a partition mostly sees the series it saw last: two
+        // short comparisons instead of hashing both labels. (The overflow series never matches:
+        // its label is refused in events.)
+        let (series, overflowed) = match state.last_series.filter(|&id| self.series.is(id, &event.brand, &event.segment)) {
+            Some(id) => (id, false),
+            None => self.series.intern(&event.brand, &event.segment, self.config.max_series),
+        };
+        state.last_series = Some(series);
         if overflowed {
             self.pipeline.series_overflow += 1;
         }
-        let epochs = &mut self.next_epoch;
-        let state = self.partitions.entry(partition).or_insert_with(|| PartitionState::new(epochs));
         expire_dedup(state, partition, &mut self.dedup, clock - self.config.dedup_horizon_ms);
         state.dedup_order.push_back((clock, id_hash));
         let epoch = state.epoch;
