@@ -1,5 +1,5 @@
 //! The engine under a sequence of operations: events on partitions 0..=3 at an advancing wall
-//! time, replays, partition drops, checkpoint round trips, restores onto another partition,
+//! time, one by one and in batches, replays, partition drops, checkpoint round trips, restores onto another partition,
 //! maintenance and snapshots. Nothing may panic.
 //!
 //! Input layout: the first byte picks the configuration (bit 0: event clock instead of the wall
@@ -64,6 +64,8 @@ enum Op {
     Process { partition: u8, advance: u16, event: Ev },
     ProcessRaw { partition: u8, advance: u16, payload: Vec<u8> },
     Replay { partition: u8, event: Ev },
+    /// A run of one partition through `process_batch` (or `replay_batch`), as the worker sends it.
+    Batch { partition: u8, advance: u16, events: Vec<Ev>, replay: bool },
     Drop { partition: u8 },
     /// Checkpoint, encode, decode and restore onto the same partition.
     RoundTrip { partition: u8, offset: i64 },
@@ -190,6 +192,13 @@ fuzz_target!(|data: &[u8]| {
                     eprintln!("{op:?}\n  wall {at}: {}", event.json(at, time_unit_ms));
                 }
                 Op::Replay { event, .. } => eprintln!("{op:?}\n  wall {wall}: {}", event.json(wall, time_unit_ms)),
+                Op::Batch { events, advance, .. } => {
+                    let at = wall + i64::from(*advance) * time_unit_ms / 8;
+                    eprintln!("{op:?}");
+                    for event in events {
+                        eprintln!("  wall {at}: {}", event.json(at, time_unit_ms));
+                    }
+                }
                 _ => eprintln!("{op:?}"),
             }
         }
@@ -204,6 +213,21 @@ fuzz_target!(|data: &[u8]| {
             }
             Op::Replay { partition: p, event } => {
                 engine.replay(partition(p), event.json(wall, time_unit_ms).as_bytes(), wall);
+            }
+            Op::Batch { partition: p, advance, events, replay } => {
+                wall += i64::from(advance) * time_unit_ms / 8;
+                let payloads: Vec<String> = events.iter().map(|event| event.json(wall, time_unit_ms)).collect();
+                let payloads: Vec<&[u8]> = payloads.iter().map(String::as_bytes).collect();
+                if replay {
+                    engine.replay_batch(partition(p), &payloads, wall);
+                } else {
+                    let mut seen = 0;
+                    engine.process_batch(partition(p), &payloads, wall, |i, _| {
+                        assert_eq!(i, seen, "outcomes in message order");
+                        seen += 1;
+                    });
+                    assert_eq!(seen, payloads.len(), "an outcome for every message");
+                }
             }
             Op::Drop { partition: p } => engine.drop_partition(partition(p)),
             Op::RoundTrip { partition: p, offset } => {
