@@ -43,6 +43,15 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
         scrape.engine_rss_kib / 1024
     );
 
+    let dedup = dedup_memory(2_200_000)?;
+    println!(
+        "dedup memory: {:.0} bytes per remembered id at {} ids; longest single event while the table grew: {:.0} ms at {} ids",
+        dedup.bytes_per_id,
+        dedup.ids,
+        dedup.longest.as_secs_f64() * 1000.0,
+        dedup.longest_at
+    );
+
     let spread = core_alone(events, Partitioning::Spread)?;
     let keyed = core_alone(events, Partitioning::Keyed)?;
     println!(
@@ -207,6 +216,34 @@ fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, 
     }
     producer.flush(Duration::from_secs(120))?;
     Ok((bytes, started.elapsed()))
+}
+
+struct DedupFigures {
+    ids: u64,
+    bytes_per_id: f64,
+    longest: Duration,
+    longest_at: u64,
+}
+
+/// Memory per remembered event id, and the longest single `process` call on the way (the dedup
+/// table doubles in one step when half full), over `ids` events with distinct ids.
+fn dedup_memory(ids: u64) -> anyhow::Result<DedupFigures> {
+    let now = cxpulse_kafka::worker::wall_ms();
+    let payloads: Vec<String> = (0..ids)
+        .map(|i| format!(r#"{{"event_id":"d{i}","type":"survey_response","occurred_at":{now},"brand":"b","segment":"s","survey":"nps","score":9}}"#))
+        .collect();
+    let before = current_rss_kib().unwrap_or(0);
+    let mut engine = Engine::new(Config::default().engine_config()?).map_err(|e| anyhow!(e))?;
+    let (mut longest, mut longest_at) = (Duration::ZERO, 0);
+    for (i, payload) in payloads.iter().enumerate() {
+        let started = Instant::now();
+        engine.process(cxpulse_core::SourcePartition { topic: 0, partition: (i % 8) as i32 }, payload.as_bytes(), now);
+        if started.elapsed() > longest {
+            (longest, longest_at) = (started.elapsed(), i as u64);
+        }
+    }
+    let grown_kib = current_rss_kib().unwrap_or(0).saturating_sub(before);
+    Ok(DedupFigures { ids, bytes_per_id: grown_kib as f64 * 1024.0 / ids as f64, longest, longest_at })
 }
 
 /// Payloads of one partition back to back in one buffer, as in a fetch response.
