@@ -43,7 +43,7 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
         scrape.engine_rss_kib / 1024
     );
 
-    let dedup = dedup_memory(2_200_000)?;
+    let dedup = dedup_memory(3_000_000)?;
     println!(
         "dedup memory: {:.0} bytes per remembered id at {} ids; longest single event while the table grew: {:.0} ms at {} ids",
         dedup.bytes_per_id,

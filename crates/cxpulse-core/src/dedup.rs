@@ -7,11 +7,20 @@
 //! general-purpose map reads a control array and then a bucket array), at most half full, deletion
 //! by backward shift (no tombstones to skip), and [`DedupTable::prefetch`] so that a batch can start
 //! the misses of all its lookups before it needs the first answer.
+//!
+//! Growing is incremental: a full table becomes the "old" one, and every later change moves a few
+//! of its slots into the new table, twice the size, until it is empty. Moving millions of ids at
+//! once would stop counting (and scrapes, which wait for the engine) for about 100 ms per million.
 
 use crate::engine::SourcePartition;
 
 /// Smallest table, in slots.
 const MIN_SLOTS: usize = 16;
+
+/// Slots of the old table moved on by every change while growing: the old table (N slots, half
+/// full) is empty after N / 8 changes, which add at most N / 8 ids, so the new table (2N slots)
+/// is still under half full when the move ends.
+const MOVE_PER_CHANGE: usize = 8;
 
 /// A remembered id: `key` is the id's xxh3-128 hash, never 0 (0 marks an empty slot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +35,9 @@ struct Slot {
 type Packed = [u64; 4];
 
 const EMPTY: Packed = [0; 4];
+
+/// An old-table slot whose id moved on or was forgotten: lookups in the old table probe past it.
+const MOVED: u128 = u128::MAX;
 
 fn pack(slot: Slot) -> Packed {
     let owner = (u64::from(slot.owner.topic) << 32) | u64::from(slot.owner.partition as u32);
@@ -54,20 +66,38 @@ pub(crate) enum Probe {
 
 pub(crate) struct DedupTable {
     slots: Vec<Packed>,
+    /// Ids remembered, in both tables.
     len: usize,
+    /// While growing, the previous table (empty otherwise); ids leave it, none enter.
+    old: Vec<Packed>,
+    /// The next old-table slot to move.
+    moved_up_to: usize,
 }
 
 impl Default for DedupTable {
     fn default() -> Self {
-        DedupTable { slots: vec![EMPTY; MIN_SLOTS], len: 0 }
+        DedupTable { slots: vec![EMPTY; MIN_SLOTS], len: 0, old: Vec::new(), moved_up_to: 0 }
     }
 }
 
-/// The stored form of an id hash: 0 is the empty marker, so it is stored as 1 (two ids meeting
-/// there is as likely as any other 128-bit collision).
+/// The stored form of an id hash: 0 marks an empty slot and `MOVED` a moved one, so those two are
+/// stored as their neighbours (two ids meeting there is as likely as any other 128-bit collision).
 #[inline]
 fn stored(key: u128) -> u128 {
-    key.max(1)
+    key.clamp(1, MOVED - 1)
+}
+
+/// Where `key` is in `table` (the old one: empty slots end a probe run, moved ones do not).
+fn find_in_old(table: &[Packed], key: u128) -> Option<usize> {
+    let mask = table.len().checked_sub(1)?;
+    let mut index = (key as usize) & mask;
+    loop {
+        match key_of(table.get(index)?) {
+            0 => return None,
+            k if k == key => return Some(index),
+            _ => index = (index + 1) & mask,
+        }
+    }
 }
 
 impl DedupTable {
@@ -105,16 +135,32 @@ impl DedupTable {
     /// Finds the key's slot, or the free slot it would take. Reserves room for one insertion
     /// first, so that [`DedupTable::fill`] on a `Vacant` answer never has to grow the table.
     pub(crate) fn probe(&mut self, key: u128) -> Probe {
+        self.move_old(MOVE_PER_CHANGE);
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
         let key = stored(key);
+        let index = self.find_or_vacant(key);
+        if key_of(&self.slots[index]) == key {
+            return Probe::Found(index);
+        }
+        // Not moved yet: take it over to the new table now, where the caller will use it.
+        if let Some(old_index) = find_in_old(&self.old, key) {
+            self.slots[index] = self.old[old_index];
+            self.old[old_index][..2].copy_from_slice(&[MOVED as u64, (MOVED >> 64) as u64]);
+            return Probe::Found(index);
+        }
+        Probe::Vacant(index)
+    }
+
+    /// The key's slot in the new table, or the empty slot ending its probe run.
+    #[inline]
+    fn find_or_vacant(&self, key: u128) -> usize {
         let mask = self.mask();
         let mut index = self.home(key);
         loop {
             match key_of(&self.slots[index]) {
-                0 => return Probe::Vacant(index),
-                k if k == key => return Probe::Found(index),
+                k if k == 0 || k == key => return index,
                 _ => index = (index + 1) & mask,
             }
         }
@@ -142,15 +188,12 @@ impl DedupTable {
     #[cfg(test)]
     pub(crate) fn get(&self, key: u128) -> Option<(SourcePartition, i64)> {
         let key = stored(key);
-        let mask = self.mask();
-        let mut index = self.home(key);
-        loop {
-            match key_of(&self.slots[index]) {
-                0 => return None,
-                k if k == key => return Some(self.at(index)),
-                _ => index = (index + 1) & mask,
-            }
+        let index = self.find_or_vacant(key);
+        if key_of(&self.slots[index]) == key {
+            return Some(self.at(index));
         }
+        let slot = unpack(&self.old[find_in_old(&self.old, key)?]);
+        Some((slot.owner, slot.seen_at))
     }
 
     /// Inserts the key unless it is present.
@@ -163,21 +206,22 @@ impl DedupTable {
     /// Forgets the key if it is still held by `owner` from `seen_at` (an id seen again since
     /// belongs to the newer sighting).
     pub(crate) fn remove_if_held(&mut self, key: u128, owner: SourcePartition, seen_at: i64) {
+        self.move_old(MOVE_PER_CHANGE);
         let key = stored(key);
-        let mask = self.mask();
-        let mut index = self.home(key);
-        loop {
-            let slot = unpack(&self.slots[index]);
-            if slot.key == 0 {
-                return;
+        let held = |packed: &Packed| {
+            let slot = unpack(packed);
+            slot.owner == owner && slot.seen_at == seen_at
+        };
+        let index = self.find_or_vacant(key);
+        if key_of(&self.slots[index]) == key {
+            if held(&self.slots[index]) {
+                self.remove_at(index);
             }
-            if slot.key == key {
-                if slot.owner == owner && slot.seen_at == seen_at {
-                    self.remove_at(index);
-                }
-                return;
+        } else if let Some(old_index) = find_in_old(&self.old, key) {
+            if held(&self.old[old_index]) {
+                self.old[old_index][..2].copy_from_slice(&[MOVED as u64, (MOVED >> 64) as u64]);
+                self.len -= 1;
             }
-            index = (index + 1) & mask;
         }
     }
 
@@ -204,16 +248,33 @@ impl DedupTable {
         self.slots[hole] = EMPTY;
     }
 
+    /// Starts growing: the table becomes the old one, emptied by later changes.
     fn grow(&mut self) {
+        self.move_old(usize::MAX);
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
-        let old = std::mem::replace(&mut self.slots, vec![EMPTY; size]);
-        let mask = self.mask();
-        for slot in old.into_iter().filter(|slot| key_of(slot) != 0) {
-            let mut index = self.home(key_of(&slot));
-            while key_of(&self.slots[index]) != 0 {
-                index = (index + 1) & mask;
+        self.old = std::mem::replace(&mut self.slots, vec![EMPTY; size]);
+        self.moved_up_to = 0;
+    }
+
+    /// Moves up to `count` old-table slots' ids into the new table; frees the old table once done.
+    fn move_old(&mut self, count: usize) {
+        if self.old.is_empty() {
+            return;
+        }
+        let end = self.moved_up_to.saturating_add(count).min(self.old.len());
+        for old_index in self.moved_up_to..end {
+            let packed = self.old[old_index];
+            let key = key_of(&packed);
+            if key == 0 || key == MOVED {
+                continue;
             }
-            self.slots[index] = slot;
+            let index = self.find_or_vacant(key);
+            self.slots[index] = packed;
+            self.old[old_index][..2].copy_from_slice(&[MOVED as u64, (MOVED >> 64) as u64]);
+        }
+        self.moved_up_to = end;
+        if end == self.old.len() {
+            self.old = Vec::new();
         }
     }
 }
@@ -313,6 +374,31 @@ mod tests {
             let expected = (k % 2 == 0).then_some((partition(1), k as i64));
             assert_eq!(table.get(k * 0x9e37_79b9_7f4a_7c15), expected);
         }
+    }
+
+    #[test]
+    fn growing_moves_a_few_slots_per_change() {
+        let mut table = DedupTable::default();
+        let key = |k: u128| k * 0x9e37_79b9_7f4a_7c15;
+        let mut k = 1;
+        // Fill to the brink of the doubling from 1,024 slots, then take one more id.
+        while table.slots.len() < 1_024 || (table.len + 1) * 2 <= table.slots.len() {
+            table.insert_if_absent(key(k), partition(1), k as i64);
+            k += 1;
+        }
+        table.insert_if_absent(key(k), partition(1), k as i64);
+        assert_eq!(table.slots.len(), 2_048);
+        assert_eq!(table.old.len(), 1_024, "the old table stays until its ids have moved");
+        assert_eq!(table.moved_up_to, 0, "nothing moved by the change that grew it");
+        for _ in 0..1_024 / MOVE_PER_CHANGE {
+            k += 1;
+            table.insert_if_absent(key(k), partition(2), k as i64);
+        }
+        assert!(table.old.is_empty(), "moved after 1,024 / {MOVE_PER_CHANGE} changes");
+        for id in 1..=k {
+            assert!(table.get(key(id)).is_some(), "id {id}");
+        }
+        assert_eq!(table.len(), k as usize);
     }
 
     #[test]
