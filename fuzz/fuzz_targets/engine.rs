@@ -129,7 +129,9 @@ impl Ev {
                 r#""type":"customer_lifecycle","action":"{}","customer_id":"c{customer}""#,
                 ACTIONS[usize::from(action) % ACTIONS.len()]
             ),
-            Kind::Base(n) => format!(r#""type":"customer_base","active_customers":{n}"#),
+            // Mostly counts the parser accepts (up to 10^15 - 1); with the top bit set, any u64.
+            Kind::Base(n) if n >> 63 == 1 => format!(r#""type":"customer_base","active_customers":{n}"#),
+            Kind::Base(n) => format!(r#""type":"customer_base","active_customers":{}"#, n % 1_000_000_000_000_000),
         };
         format!(r#"{{"schema":1,"event_id":"e{}","occurred_at":{occurred},"brand":"{brand}"{segment},{body}}}"#, self.id)
     }

@@ -14,7 +14,7 @@ use ahash::RandomState;
 use crate::age::AgeHistogram;
 use crate::dedup::{DedupTable, Probe};
 use crate::checkpoint::{PartitionCheckpoint, ResponseCheckpoint, SeriesCheckpoint};
-use crate::event::{is_label_value, Event, Payload, RejectReason, Rejection, Survey};
+use crate::event::{is_label_value, Event, Payload, RejectReason, Rejection, Survey, MAX_ACTIVE_CUSTOMERS};
 use crate::parse::parse_event;
 use crate::snapshot::{PipelineCounts, SeriesSnapshot, Snapshot};
 use crate::window::{Base, Contribution, Counter, Counts, Ring, WindowSpec, PANES_PER_WINDOW};
@@ -725,6 +725,16 @@ fn validate_checkpoint(checkpoint: &PartitionCheckpoint, windows: &[WindowSpec])
             let anchor_ok = ring.anchor.base.is_none_or(|(pane, _)| (-1..=newest).contains(&pane));
             if !(head_ok && panes_ok && anchor_ok) {
                 return Err("checkpoint ring is outside the representable time range".into());
+            }
+            // Counts as events can make them (`MAX_ACTIVE_CUSTOMERS` and one move per event), far
+            // from where saturating arithmetic would make restoring inexact.
+            let sane = |value: i64| value.unsigned_abs() <= 2 * MAX_ACTIVE_CUSTOMERS;
+            let base_ok = |base: Option<Base>| base.is_none_or(|b| (0..=MAX_ACTIVE_CUSTOMERS as i64).contains(&b.value));
+            let counts_ok = sane(ring.anchor.value)
+                && base_ok(ring.anchor.base.map(|(_, b)| b))
+                && ring.panes.iter().all(|(_, _, active)| sane(active.net) && base_ok(active.base));
+            if !counts_ok {
+                return Err("checkpoint ring holds active-customer counts no events can make".into());
             }
         }
     }

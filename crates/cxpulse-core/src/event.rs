@@ -186,6 +186,11 @@ pub struct Event<'a> {
     pub payload: Payload<'a>,
 }
 
+/// Largest `active_customers` accepted: a quadrillion less one, far beyond any customer base, and
+/// small enough that counts built from it (summed over partitions, moved by lifecycle events)
+/// never reach the limits of an i64, where saturating arithmetic would stop being exact.
+pub const MAX_ACTIVE_CUSTOMERS: u64 = 999_999_999_999_999;
+
 /// Longest label value (brand, segment), in bytes.
 pub const MAX_LABEL_BYTES: usize = 64;
 

@@ -205,10 +205,10 @@ pub(super) fn action(raw: &str) -> Result<Action, Rejection> {
 
 pub(super) fn active_customers(raw: &str) -> Result<u64, Rejection> {
     match integer(raw) {
-        Some(Integer::NonNegative(n)) => Ok(n),
+        Some(Integer::NonNegative(n)) if n <= MAX_ACTIVE_CUSTOMERS => Ok(n),
         _ => Err(invalid(
             "active_customers",
-            format_args!("{} is not an integer in 0..={}", excerpt(raw), u64::MAX),
+            format_args!("{} is not an integer in 0..={MAX_ACTIVE_CUSTOMERS}", excerpt(raw)),
         )),
     }
 }

@@ -20,6 +20,9 @@ use crate::parse::{digits_value, occurred_at, MAX_ID_BYTES, MAX_OCCURRED_AT_MS};
 /// Longest integer the fast path reads; longer ones (still valid for some fields) go the slow way.
 const MAX_FAST_DIGITS: usize = 15;
 
+// Every count of at most MAX_FAST_DIGITS digits is an `active_customers` the slow path accepts.
+const _: () = assert!(10u64.pow(MAX_FAST_DIGITS as u32) - 1 <= MAX_ACTIVE_CUSTOMERS);
+
 /// The raw JSON text of each known field, indexed by [`key_slot`].
 const FIELDS: usize = 13;
 const SCHEMA: usize = 0;
@@ -271,7 +274,7 @@ fn build<'a>(f: &[&'a [u8]; FIELDS]) -> Option<Event<'a>> {
             customer_id: Cow::Borrowed(customer_id?),
         }
     } else if is(event_type, b"\"customer_base\"") {
-        // The scanner passed at most 15 digits: always a valid count.
+        // The scanner passed at most 15 digits: always a valid count (see MAX_FAST_DIGITS).
         let raw = present(f[ACTIVE_CUSTOMERS]).filter(|raw| raw[0] != b'"')?;
         Payload::CustomerBase {
             active_customers: plain_integer(raw) as u64,
