@@ -8,14 +8,21 @@
 //! by backward shift (no tombstones to skip), and [`DedupTable::prefetch`] so that a batch can start
 //! the misses of all its lookups before it needs the first answer.
 //!
-//! Growing is incremental: a full table becomes the "old" one, and every later change moves a few
-//! of its slots into the new table, twice the size, until it is empty. Moving millions of ids at
-//! once would stop counting (and scrapes, which wait for the engine) for about 100 ms per million.
+//! Growing a large table is incremental: the full table becomes the "old" one, and every later
+//! change moves a few of its slots into the new table, twice the size, until it is empty. Moving
+//! millions of ids at once would stop counting (and scrapes, which wait for the engine) for about
+//! 100 ms per million.
 
 use crate::engine::SourcePartition;
 
 /// Smallest table, in slots.
 const MIN_SLOTS: usize = 16;
+
+/// Largest table that is moved into its successor all at once when it fills: about a million ids,
+/// a pause of some 100 ms. Moving all at once is cheaper in total (moving a few slots per change
+/// costs a fresh worker a fifth of its rate while it fills), larger tables move a few slots per
+/// change so that no pause grows with them. Small in tests, so that both ways are exercised.
+const MOVE_AT_ONCE_MAX_SLOTS: usize = if cfg!(test) { 64 } else { 1 << 21 };
 
 /// Slots of the old table moved on by every change while growing: the old table (N slots, half
 /// full) is empty after N / 8 changes, which add at most N / 8 ids, so the new table (2N slots)
@@ -248,12 +255,15 @@ impl DedupTable {
         self.slots[hole] = EMPTY;
     }
 
-    /// Starts growing: the table becomes the old one, emptied by later changes.
+    /// Grows: the table becomes the old one, emptied at once if small, else by later changes.
     fn grow(&mut self) {
         self.move_old(usize::MAX);
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
         self.old = std::mem::replace(&mut self.slots, vec![EMPTY; size]);
         self.moved_up_to = 0;
+        if self.old.len() <= MOVE_AT_ONCE_MAX_SLOTS {
+            self.move_old(usize::MAX);
+        }
     }
 
     /// Moves up to `count` old-table slots' ids into the new table; frees the old table once done.
