@@ -1,9 +1,11 @@
-//! Arbitrary bytes into `parse_event`: it must never panic, and what it accepts must keep the
-//! promises of `event::Event` (label values, id lengths, time range, range-checked scores).
+//! Arbitrary bytes into `parse_event`: it must never panic, what it accepts must keep the
+//! promises of `event::Event` (label values, id lengths, time range, range-checked scores, text
+//! that is UTF-8), and it must answer exactly as the serde-based reference path does (the
+//! hand-written fast path takes most events and must never differ from it).
 #![no_main]
 
 use cxpulse_core::event::{is_label_value, Event, Payload, Survey, MAX_EVENT_BYTES};
-use cxpulse_core::parse::parse_event;
+use cxpulse_core::parse::{parse_event, parse_event_reference};
 use cxpulse_core::RejectReason;
 use libfuzzer_sys::fuzz_target;
 
@@ -12,6 +14,8 @@ const MAX_OCCURRED_AT_MS: i64 = 253_402_300_799_999;
 
 fn check_id(field: &str, id: &str) {
     assert!((1..=128).contains(&id.len()), "{field} is {} bytes: {id:?}", id.len());
+    // The fast path builds text without the general validator where it saw only ASCII.
+    assert!(std::str::from_utf8(id.as_bytes()).is_ok(), "{field} is not UTF-8");
 }
 
 fn check(event: &Event<'_>) {
@@ -42,7 +46,9 @@ fn check(event: &Event<'_>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    match parse_event(data) {
+    let parsed = parse_event(data);
+    assert_eq!(parsed, parse_event_reference(data), "fast and reference paths differ on {:?}", String::from_utf8_lossy(data));
+    match parsed {
         Ok(event) => {
             assert!(data.len() <= MAX_EVENT_BYTES);
             check(&event);
