@@ -209,14 +209,19 @@ impl Model {
     }
 }
 
-fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
-    let config = EngineConfig {
+/// The engine configuration both properties run with.
+fn config(mode: ClockMode) -> EngineConfig {
+    EngineConfig {
         windows: WINDOWS_MS.iter().map(|&w| WindowSpec::new(w).unwrap()).collect(),
         clock: mode,
         max_future_skew_ms: SKEW_MS,
         max_series: MAX_SERIES,
         dedup_horizon_ms: HORIZON_MS,
-    };
+    }
+}
+
+fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
+    let config = config(mode);
     let mut engine = Engine::new(config).unwrap();
     let mut model = Model::default();
     let mut wall = BASE_MS;
@@ -292,13 +297,7 @@ fn run_strategy() -> impl Strategy<Value = (i32, i64, Vec<Option<Ev>>, bool)> {
 /// message, and the same state after every run (runs cross its internal chunk size); likewise
 /// `replay_batch` and `replay`.
 fn batched_like_one_by_one(mode: ClockMode, runs: &[(i32, i64, Vec<Option<Ev>>, bool)]) -> Result<(), TestCaseError> {
-    let config = EngineConfig {
-        windows: WINDOWS_MS.iter().map(|&w| WindowSpec::new(w).unwrap()).collect(),
-        clock: mode,
-        max_future_skew_ms: SKEW_MS,
-        max_series: MAX_SERIES,
-        dedup_horizon_ms: HORIZON_MS,
-    };
+    let config = config(mode);
     let mut one_by_one = Engine::new(config.clone()).unwrap();
     let mut batched = Engine::new(config).unwrap();
     let mut wall = BASE_MS;
