@@ -11,13 +11,12 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cxpulse_core::synth::{Synth, SynthConfig};
+use cxpulse_core::synth::SynthConfig;
 use cxpulse_core::{Engine, EngineConfig, SourcePartition};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 const EVENTS: u64 = 1_000_000;
 const PARTITIONS: i32 = 64;
@@ -35,7 +34,8 @@ fn main() -> anyhow::Result<()> {
     let cluster = MockCluster::new(1)?;
     cluster.create_topic("t", PARTITIONS, 1)?;
     let brokers = cluster.bootstrap_servers();
-    preload(&brokers)?;
+    let synth = SynthConfig { dip_brand: None, ..SynthConfig::default() };
+    cxpulse_kafka::produce::preload_synthetic(&brokers, "t", EVENTS, PARTITIONS, synth, NOW)?;
     for round in 1..=3 {
         let consumer = consumer(&brokers)?;
         let started = match mode.as_str() {
@@ -46,27 +46,6 @@ fn main() -> anyhow::Result<()> {
         let rate = EVENTS as f64 / started.elapsed().as_secs_f64();
         println!("{mode} round {round}: {:.2} M events/s", rate / 1e6);
     }
-    Ok(())
-}
-
-fn preload(brokers: &str) -> anyhow::Result<()> {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .create()?;
-    let mut synth = Synth::new(SynthConfig { dip_brand: None, ..SynthConfig::default() });
-    for i in 0..EVENTS {
-        let message = synth.next_message(NOW - 600_000 + i as i64 * 600_000 / EVENTS as i64);
-        let mut record = BaseRecord::to("t").partition((i % PARTITIONS as u64) as i32).key(&message.key).payload(&message.payload);
-        while let Err((_, returned)) = producer.send(record) {
-            record = returned;
-            producer.poll(Duration::from_millis(5));
-        }
-    }
-    producer.flush(Duration::from_secs(60))?;
     Ok(())
 }
 

@@ -9,16 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use cxpulse_core::health::Health;
-use cxpulse_core::synth::{Synth, SynthConfig};
+use cxpulse_core::synth::{fetch_runs, Synth, SynthConfig};
 use cxpulse_core::Engine;
 use cxpulse_kafka::{PipelineMetrics, Worker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
 
@@ -183,38 +180,9 @@ fn current_rss_kib() -> Option<u64> {
 }
 
 fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, Duration)> {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .create()?;
-    let mut synth = Synth::new(SynthConfig { run_id: "bench".into(), dip_brand: None, ..SynthConfig::default() });
     let started = Instant::now();
-    let base = cxpulse_kafka::worker::wall_ms();
-    let mut bytes = 0u64;
-    for i in 0..events {
-        // Spread over the last ten minutes so every window sees traffic.
-        let message = synth.next_message(base - 600_000 + (i as i64 * 600_000 / events.max(1) as i64));
-        bytes += message.payload.len() as u64;
-        let partition = (i % partitions as u64) as i32;
-        let mut record = BaseRecord::to(TOPIC).partition(partition).key(&message.key).payload(&message.payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => return Err(anyhow!("preload failed: {e}")),
-            }
-        }
-        if i % 1000 == 0 {
-            producer.poll(Duration::ZERO);
-        }
-    }
-    producer.flush(Duration::from_secs(120))?;
+    let synth = SynthConfig { run_id: "bench".into(), dip_brand: None, ..SynthConfig::default() };
+    let bytes = cxpulse_kafka::produce::preload_synthetic(brokers, TOPIC, events, partitions, synth, cxpulse_kafka::worker::wall_ms())?;
     Ok((bytes, started.elapsed()))
 }
 
@@ -246,29 +214,6 @@ fn dedup_memory(ids: u64) -> anyhow::Result<DedupFigures> {
     Ok(DedupFigures { ids, bytes_per_id: grown_kib as f64 * 1024.0 / ids as f64, longest, longest_at })
 }
 
-/// Payloads of one partition back to back in one buffer, as in a fetch response.
-struct FetchRun {
-    partition: i32,
-    buffer: Vec<u8>,
-    spans: Vec<(usize, usize)>,
-}
-
-impl FetchRun {
-    fn new(partition: i32) -> Self {
-        FetchRun { partition, buffer: Vec::new(), spans: Vec::new() }
-    }
-
-    fn push(&mut self, payload: &[u8]) {
-        let start = self.buffer.len();
-        self.buffer.extend_from_slice(payload);
-        self.spans.push((start, self.buffer.len()));
-    }
-
-    fn payloads(&self) -> Vec<&[u8]> {
-        self.spans.iter().map(|&(a, b)| &self.buffer[a..b]).collect()
-    }
-}
-
 /// How the core-alone run assigns events to partitions.
 #[derive(Clone, Copy)]
 enum Partitioning {
@@ -286,23 +231,18 @@ fn core_alone(events: u64, partitioning: Partitioning) -> anyhow::Result<Duratio
     const RUN: usize = 500;
     let mut synth = Synth::new(SynthConfig { run_id: "core".into(), dip_brand: None, ..SynthConfig::default() });
     let base = cxpulse_kafka::worker::wall_ms();
-    let mut pending: Vec<FetchRun> = (0..PARTITIONS as i32).map(FetchRun::new).collect();
-    let mut runs: Vec<FetchRun> = Vec::new();
     let keyed = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
-    for i in 0..events {
-        let message = synth.next_message(base - 600_000 + (i as i64 * 600_000 / events.max(1) as i64));
-        let partition = match partitioning {
-            Partitioning::Spread => i % PARTITIONS,
-            Partitioning::Keyed => keyed.hash_one(&message.key) % PARTITIONS,
-        } as usize;
-        let run = &mut pending[partition];
-        run.push(message.payload.as_bytes());
-        if run.spans.len() == RUN {
-            let fresh = FetchRun::new(run.partition);
-            runs.push(std::mem::replace(run, fresh));
-        }
-    }
-    runs.extend(pending);
+    let runs = fetch_runs(
+        &mut synth,
+        events,
+        PARTITIONS as usize,
+        RUN,
+        |i| base - 600_000 + (i as i64 * 600_000 / events.max(1) as i64),
+        |i, message| match partitioning {
+            Partitioning::Spread => (i % PARTITIONS) as usize,
+            Partitioning::Keyed => (keyed.hash_one(&message.key) % PARTITIONS) as usize,
+        },
+    );
     let runs: Vec<(i32, Vec<&[u8]>)> = runs.iter().map(|run| (run.partition, run.payloads())).collect();
     let mut engine = Engine::new(Config::default().engine_config()?).map_err(|e| anyhow!(e))?;
     let started = Instant::now();

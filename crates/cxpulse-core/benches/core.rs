@@ -5,7 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use cxpulse_core::parse::parse_event;
-use cxpulse_core::synth::{Synth, SynthConfig};
+use cxpulse_core::synth::{fetch_runs, FetchRun, Synth, SynthConfig};
 use cxpulse_core::{Engine, EngineConfig, SourcePartition};
 
 const NOW: i64 = 1_795_428_000_000;
@@ -48,28 +48,19 @@ fn process(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs of up to 500 messages of one partition, each run's payloads back to back in one buffer,
-/// as in a fetch response: `keyed` puts each brand/segment pair in one partition (as producers
-/// keying by pair do), otherwise every partition sees every pair.
-fn fetch_runs(count: usize, keyed: bool) -> Vec<(i32, Vec<u8>, Vec<(usize, usize)>)> {
-    const RUN: usize = 500;
+/// Runs of up to 500 messages of one partition, as the worker hands them over: `keyed` puts each
+/// brand/segment pair in one partition (as producers keying by pair do), otherwise every
+/// partition sees every pair.
+fn runs(count: u64, keyed: bool) -> Vec<FetchRun> {
+    const RUN: u64 = 500;
     let mut synth = Synth::new(SynthConfig { dip_brand: None, ..SynthConfig::default() });
-    let mut pending: Vec<(i32, Vec<u8>, Vec<(usize, usize)>)> = (0..64).map(|p| (p, Vec::new(), Vec::new())).collect();
-    let mut runs = Vec::new();
-    for i in 0..count {
-        let message = synth.next_message(NOW - 600_000 + i as i64);
-        let partition = if keyed { (xxhash_rust::xxh3::xxh3_64(message.key.as_bytes()) % 64) as usize } else { (i / RUN) % 64 };
-        let (_, buffer, spans) = &mut pending[partition];
-        let start = buffer.len();
-        buffer.extend_from_slice(message.payload.as_bytes());
-        spans.push((start, buffer.len()));
-        if spans.len() == RUN {
-            let fresh = (partition as i32, Vec::new(), Vec::new());
-            runs.push(std::mem::replace(&mut pending[partition], fresh));
+    fetch_runs(&mut synth, count, 64, RUN as usize, |i| NOW - 600_000 + i as i64, |i, message| {
+        if keyed {
+            (xxhash_rust::xxh3::xxh3_64(message.key.as_bytes()) % 64) as usize
+        } else {
+            ((i / RUN) % 64) as usize
         }
-    }
-    runs.extend(pending.into_iter().filter(|(_, _, spans)| !spans.is_empty()));
-    runs
+    })
 }
 
 /// The per-event path as the worker calls it, over partition runs.
@@ -78,8 +69,8 @@ fn process_batch(c: &mut Criterion) {
     let mut group = c.benchmark_group("process");
     group.throughput(Throughput::Elements(EVENTS as u64));
     for (keyed, name) in [(false, "pairs spread over partitions"), (true, "keyed by pair")] {
-        let runs = fetch_runs(EVENTS, keyed);
-        let runs: Vec<(i32, Vec<&[u8]>)> = runs.iter().map(|(p, buffer, spans)| (*p, spans.iter().map(|&(a, b)| &buffer[a..b]).collect())).collect();
+        let runs = runs(EVENTS as u64, keyed);
+        let runs: Vec<(i32, Vec<&[u8]>)> = runs.iter().map(|run| (run.partition, run.payloads())).collect();
         group.bench_function(format!("engine.process_batch x100k in runs of 500, {name}"), |b| {
             b.iter_batched_ref(
                 || Engine::new(EngineConfig::default()).unwrap(),

@@ -59,6 +59,11 @@ fn unpack(packed: &Packed) -> Slot {
     }
 }
 
+/// Marks an old-table slot as no longer holding its id.
+fn mark_moved(packed: &mut Packed) {
+    packed[..2].copy_from_slice(&[MOVED as u64, (MOVED >> 64) as u64]);
+}
+
 #[inline]
 fn key_of(packed: &Packed) -> u128 {
     u128::from(packed[0]) | (u128::from(packed[1]) << 64)
@@ -154,7 +159,7 @@ impl DedupTable {
         // Not moved yet: take it over to the new table now, where the caller will use it.
         if let Some(old_index) = find_in_old(&self.old, key) {
             self.slots[index] = self.old[old_index];
-            self.old[old_index][..2].copy_from_slice(&[MOVED as u64, (MOVED >> 64) as u64]);
+            mark_moved(&mut self.old[old_index]);
             return Probe::Found(index);
         }
         Probe::Vacant(index)
@@ -226,7 +231,7 @@ impl DedupTable {
             }
         } else if let Some(old_index) = find_in_old(&self.old, key) {
             if held(&self.old[old_index]) {
-                self.old[old_index][..2].copy_from_slice(&[MOVED as u64, (MOVED >> 64) as u64]);
+                mark_moved(&mut self.old[old_index]);
                 self.len -= 1;
             }
         }
@@ -280,7 +285,7 @@ impl DedupTable {
             }
             let index = self.find_or_vacant(key);
             self.slots[index] = packed;
-            self.old[old_index][..2].copy_from_slice(&[MOVED as u64, (MOVED >> 64) as u64]);
+            mark_moved(&mut self.old[old_index]);
         }
         self.moved_up_to = end;
         if end == self.old.len() {

@@ -432,9 +432,10 @@ impl Engine {
             }
         }
         // After the windows took the answer in: taking the replaced one out needs its partition.
-        if let Payload::Survey { survey, response_id: Some(response_id) } = &event.payload {
+        if let (Payload::Survey { response_id: Some(response_id), .. }, Contribution::One { counter, ces_score, .. }) =
+            (&event.payload, contribution)
+        {
             let key = xxhash_rust::xxh3::xxh3_128(response_id.as_bytes());
-            let (counter, ces_score) = survey_counter(*survey);
             let counts = Counts::of(counter, ces_score);
             let entry = ResponseEntry { partition, epoch, series, occurred_at_ms: occurred, counts };
             if let Some(old) = self.responses.insert(key, entry) {

@@ -124,6 +124,55 @@ impl Synth {
     }
 }
 
+/// Payloads of one partition back to back in one buffer, as a fetch response holds them: how the
+/// worker hands messages to the engine (`Engine::process_batch`), for benchmarks to do the same.
+pub struct FetchRun {
+    pub partition: i32,
+    buffer: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+}
+
+impl FetchRun {
+    fn new(partition: i32) -> Self {
+        FetchRun { partition, buffer: Vec::new(), spans: Vec::new() }
+    }
+
+    fn push(&mut self, payload: &[u8]) {
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(payload);
+        self.spans.push((start, self.buffer.len()));
+    }
+
+    pub fn payloads(&self) -> Vec<&[u8]> {
+        self.spans.iter().map(|&(a, b)| &self.buffer[a..b]).collect()
+    }
+}
+
+/// `count` messages from `synth`, the i-th stamped `time_of(i)`, in runs of up to `run_len`
+/// messages of the partition `partition_of(i, message)` picks among `partitions`.
+pub fn fetch_runs(
+    synth: &mut Synth,
+    count: u64,
+    partitions: usize,
+    run_len: usize,
+    time_of: impl Fn(u64) -> i64,
+    partition_of: impl Fn(u64, &SynthMessage) -> usize,
+) -> Vec<FetchRun> {
+    let mut pending: Vec<FetchRun> = (0..partitions).map(|p| FetchRun::new(p as i32)).collect();
+    let mut runs = Vec::new();
+    for i in 0..count {
+        let message = synth.next_message(time_of(i));
+        let Some(run) = pending.get_mut(partition_of(i, &message)) else { continue };
+        run.push(message.payload.as_bytes());
+        if run.spans.len() >= run_len {
+            let fresh = FetchRun::new(run.partition);
+            runs.push(std::mem::replace(run, fresh));
+        }
+    }
+    runs.extend(pending.into_iter().filter(|run| !run.spans.is_empty()));
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,17 +38,8 @@ pub fn produce_synthetic(config: &ClientConfig, options: &ProduceOptions, stop: 
             }
         }
         let message = synth.next_message(crate::worker::wall_ms());
-        let mut record = BaseRecord::to(&options.topic).key(&message.key).payload(&message.payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    producer.poll(Duration::from_millis(50));
-                }
-                Err((e, _)) => return Err(anyhow::anyhow!("produce failed: {e}")),
-            }
-        }
+        let record = BaseRecord::to(&options.topic).key(&message.key).payload(&message.payload);
+        send_when_room(&producer, record, Duration::from_millis(50)).map_err(|e| anyhow::anyhow!("produce failed: {e}"))?;
         sent += 1;
         // Serving delivery reports per message costs a clock read each; every 256 is plenty.
         if sent.is_multiple_of(256) {
@@ -61,4 +52,45 @@ pub fn produce_synthetic(config: &ClientConfig, options: &ProduceOptions, stop: 
     }
     producer.flush(Duration::from_secs(30)).map_err(|e| anyhow::anyhow!("flush failed: {e}"))?;
     Ok(sent)
+}
+
+/// Fills `topic` as fast as the broker takes it, for benchmarks: `events` synthetic events spread
+/// round robin over `partitions`, their times spread over the ten minutes before `end_ms` so that
+/// every window sees traffic. Returns the payload bytes written.
+pub fn preload_synthetic(brokers: &str, topic: &str, events: u64, partitions: i32, synth: SynthConfig, end_ms: i64) -> anyhow::Result<u64> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()?;
+    let mut synth = Synth::new(synth);
+    let mut bytes = 0u64;
+    for i in 0..events {
+        let message = synth.next_message(end_ms - 600_000 + (i as i64 * 600_000 / events.max(1) as i64));
+        bytes += message.payload.len() as u64;
+        let partition = (i % partitions.max(1) as u64) as i32;
+        let record = BaseRecord::to(topic).partition(partition).key(&message.key).payload(&message.payload);
+        send_when_room(&producer, record, Duration::from_millis(10)).map_err(|e| anyhow::anyhow!("preload failed: {e}"))?;
+        if i % 1000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(bytes)
+}
+
+/// Sends `record`, serving delivery reports for `wait` whenever the local queue is full.
+fn send_when_room(producer: &BaseProducer, mut record: BaseRecord<'_, String, String>, wait: Duration) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                producer.poll(wait);
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
