@@ -4,7 +4,7 @@
 //! gauges and broker reachability.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -44,6 +44,11 @@ pub(crate) struct WorkerContext {
     /// Partitions whose windows hold messages past their stored offset (dead letters still
     /// unacknowledged at shutdown): never checkpointed, so their last good checkpoint stands.
     pub tainted: Mutex<BTreeSet<TopicPartition>>,
+    /// Set once the worker stops: an assignment that still arrives is acknowledged at once,
+    /// without restoring state. Restoring asks the group coordinator for committed offsets, which
+    /// a closing consumer cannot answer (a 10 s timeout), and librdkafka aborts the process when
+    /// an assign call lands after its group handle decided to terminate.
+    pub closing: AtomicBool,
 }
 
 /// Locks even when another thread panicked while holding the lock: the state is plain data.
@@ -295,6 +300,13 @@ impl ConsumerContext for WorkerContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS if self.closing.load(Ordering::Relaxed) => {
+                info!(partitions = tpl.count(), "assignment while stopping: acknowledged, not restored");
+                let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(e) = result {
+                    warn!(error = %e, "assign failed");
+                }
+            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.prepare_assignment(consumer, tpl);
                 self.pre_rebalance(consumer, &Rebalance::Assign(tpl));

@@ -30,6 +30,7 @@ pub struct Worker {
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 pub fn wall_ms() -> i64 {
     std::time::SystemTime::now()
@@ -64,6 +65,7 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
         checkpointed: Mutex::new(BTreeMap::new()),
         replay_until: Mutex::new(HashMap::new()),
         tainted: Mutex::new(BTreeSet::new()),
+        closing: AtomicBool::new(false),
     };
     let consumer: BaseConsumer<WorkerContext> = consumer_config(settings)
         .create_with_context(context)
@@ -113,9 +115,11 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
 
     worker.health.set_stopping();
     info!("stopping: checkpointing and committing processed offsets, leaving the group");
+    consumer.context().closing.store(true, Ordering::Relaxed);
     consumer.context().checkpoint(None);
     consumer.context().commit_processed(&consumer, None);
     consumer.unsubscribe();
+    drain_until_unassigned(&consumer);
     drop(consumer);
     let pipeline = lock(&worker.engine).pipeline().clone();
     let rejected: u64 = pipeline.rejected.iter().sum();
@@ -267,6 +271,20 @@ fn count_batch<'a>(
         start = end;
     }
     runs
+}
+
+/// Serves the revocation that `unsubscribe` starts before the consumer closes, so the close finds
+/// no rebalance under way. Messages polled meanwhile are left unprocessed: their offsets were
+/// never stored, so the next owner reads them.
+fn drain_until_unassigned(consumer: &BaseConsumer<WorkerContext>) {
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    while Instant::now() < deadline {
+        if consumer.assignment().is_ok_and(|assignment| assignment.count() == 0) {
+            return;
+        }
+        let _ = consumer.poll(POLL_TIMEOUT);
+    }
+    warn!("partitions still assigned after unsubscribing; closing anyway");
 }
 
 /// Waits up to `POLL_TIMEOUT` for a first message, then takes whatever else is already fetched.
