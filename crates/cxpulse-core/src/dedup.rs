@@ -88,9 +88,42 @@ pub(crate) struct DedupTable {
 
 impl Default for DedupTable {
     fn default() -> Self {
-        DedupTable { slots: vec![EMPTY; MIN_SLOTS], len: 0, old: Vec::new(), moved_up_to: 0 }
+        DedupTable { slots: empty_table(MIN_SLOTS), len: 0, old: Vec::new(), moved_up_to: 0 }
     }
 }
+
+/// Tables from this size on ask the kernel for huge pages.
+const HUGE_PAGE_BYTES: usize = 2 << 20;
+
+/// A table of `size` empty slots. A large one is asked to live on transparent huge pages (where
+/// the kernel offers them only on request): every lookup lands on a random slot, so with 4 KiB
+/// pages nearly every probe also misses the TLB, and filling the table faults once per 4 KiB.
+fn empty_table(size: usize) -> Vec<Packed> {
+    let table = vec![EMPTY; size];
+    if size * std::mem::size_of::<Packed>() >= HUGE_PAGE_BYTES {
+        advise_huge_pages(&table);
+    }
+    table
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn advise_huge_pages(table: &[Packed]) {
+    const PAGE: usize = 4096;
+    let start = (table.as_ptr() as usize).next_multiple_of(PAGE);
+    let end = table.as_ptr() as usize + std::mem::size_of_val(table);
+    if end > start {
+        // SAFETY: madvise with MADV_HUGEPAGE changes how the kernel backs these pages, never
+        // their contents; the page-aligned range lies inside the table's own allocation, which
+        // outlives the call. A refusal (THP disabled) leaves ordinary pages, so it is ignored.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_table: &[Packed]) {}
 
 /// The stored form of an id hash: 0 marks an empty slot and `MOVED` a moved one, so those two are
 /// stored as their neighbours (two ids meeting there is as likely as any other 128-bit collision).
@@ -264,7 +297,7 @@ impl DedupTable {
     fn grow(&mut self) {
         self.move_old(usize::MAX);
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
-        self.old = std::mem::replace(&mut self.slots, vec![EMPTY; size]);
+        self.old = std::mem::replace(&mut self.slots, empty_table(size));
         self.moved_up_to = 0;
         if self.old.len() <= MOVE_AT_ONCE_MAX_SLOTS {
             self.move_old(usize::MAX);

@@ -2,7 +2,8 @@
 //! windows, dedup and corrections, kept per source partition. No Kafka, no sockets, no clock
 //! reads: callers pass bytes and the time in, and read state out.
 
-// The one exception is a prefetch hint in `dedup`, allowed where it stands.
+// The exceptions are two hints in `dedup`, a prefetch and a huge-page advice, allowed where
+// they stand.
 #![deny(unsafe_code)]
 
 pub mod age;
