@@ -272,6 +272,26 @@ impl DedupTable {
         }
     }
 
+    /// Forgets every id held by one of `owners` (sorted) in one pass over the table, refilling a
+    /// table of the same size with the rest. For a revoke that takes most of the table, this
+    /// reads memory in order where a removal per id pays a cache miss each (1M ids: about a
+    /// second, under the engine lock). Equivalent to `remove_if_held` for every id the owners'
+    /// partitions remember, since a slot always holds its owner's latest sighting.
+    pub(crate) fn forget_owners(&mut self, owners: &[SourcePartition]) {
+        self.move_old(usize::MAX);
+        let size = self.slots.len();
+        let previous = std::mem::replace(&mut self.slots, empty_table(size));
+        self.len = 0;
+        for packed in previous.iter().filter(|packed| key_of(packed) != 0) {
+            if owners.binary_search(&unpack(packed).owner).is_ok() {
+                continue;
+            }
+            let index = self.find_or_vacant(key_of(packed));
+            self.slots[index] = *packed;
+            self.len += 1;
+        }
+    }
+
     /// Empties a slot and shifts later members of its probe run back, so that every key stays
     /// reachable from its home without tombstones.
     fn remove_at(&mut self, mut hole: usize) {
@@ -346,6 +366,7 @@ mod tests {
         Upsert(u128, i32, i64),
         InsertIfAbsent(u128, i32, i64),
         RemoveIfHeld(u128, i32, i64),
+        ForgetOwners(Vec<i32>),
     }
 
     /// Keys crowd into few homes (small values, shared low bits) so runs, wrap-around and
@@ -359,6 +380,7 @@ mod tests {
             3 => (key(), 0i32..3, 0i64..4).prop_map(|(k, p, t)| Op::Upsert(k, p, t)),
             1 => (key(), 0i32..3, 0i64..4).prop_map(|(k, p, t)| Op::InsertIfAbsent(k, p, t)),
             3 => (key(), 0i32..3, 0i64..4).prop_map(|(k, p, t)| Op::RemoveIfHeld(k, p, t)),
+            1 => proptest::collection::btree_set(0i32..3, 0..3).prop_map(|owners| Op::ForgetOwners(owners.into_iter().collect())),
         ]
     }
 
@@ -390,6 +412,11 @@ mod tests {
                         if model.get(&stored(k)) == Some(&(partition(p), t)) {
                             model.remove(&stored(k));
                         }
+                    }
+                    Op::ForgetOwners(ref owners) => {
+                        let owners: Vec<SourcePartition> = owners.iter().map(|p| partition(*p)).collect();
+                        table.forget_owners(&owners);
+                        model.retain(|_, (owner, _)| !owners.contains(owner));
                     }
                 }
                 prop_assert_eq!(table.len(), model.len());
@@ -449,6 +476,26 @@ mod tests {
             assert!(table.get(key(id)).is_some(), "id {id}");
         }
         assert_eq!(table.len(), k as usize);
+    }
+
+    #[test]
+    fn forgetting_owners_mid_growth_keeps_every_other_id() {
+        let mut table = DedupTable::default();
+        let key = |k: u128| k * 0x9e37_79b9_7f4a_7c15;
+        let owner = |k: u128| partition((k % 4) as i32);
+        let mut k = 1;
+        while table.old.is_empty() || table.slots.len() < 1_024 {
+            table.insert_if_absent(key(k), owner(k), k as i64);
+            k += 1;
+        }
+        assert!(!table.old.is_empty(), "growing when the owners are forgotten");
+        table.forget_owners(&[partition(1), partition(3)]);
+        assert!(table.old.is_empty());
+        for id in 1..k {
+            let expected = (id % 2 == 0).then_some((owner(id), id as i64));
+            assert_eq!(table.get(key(id)), expected, "id {id}");
+        }
+        assert_eq!(table.len(), (1..k).filter(|id| id % 2 == 0).count());
     }
 
     #[test]

@@ -50,6 +50,10 @@ impl Hasher for IdHasher {
 /// for the misses to be over when counting starts, few enough that the lines are still cached.
 const BATCH_CHUNK: usize = 32;
 
+/// Fewest remembered ids a drop sweeps the dedup table for; below, a removal per id is cheaper
+/// than reading the whole table.
+const SWEEP_MIN_IDS: usize = 4_096;
+
 /// The key an event is remembered by in the dedup memory.
 fn id_hash(event: &Event<'_>) -> u128 {
     xxhash_rust::xxh3::xxh3_128(event.event_id.as_bytes())
@@ -575,7 +579,34 @@ impl Engine {
 
     /// Forgets a partition's contribution and dedup memory (it was revoked or is being rebuilt).
     pub fn drop_partition(&mut self, partition: SourcePartition) {
-        if let Some(state) = self.partitions.remove(&partition) {
+        self.drop_partitions(&[partition]);
+    }
+
+    /// [`Engine::drop_partition`] for several partitions at once (a revoke). When they remember
+    /// at least half of the dedup memory, it is swept once instead of visited id by id.
+    pub fn drop_partitions(&mut self, partitions: &[SourcePartition]) {
+        self.drop_states(partitions, |remembered, table| remembered >= SWEEP_MIN_IDS && remembered * 2 >= table);
+    }
+
+    /// [`Engine::drop_partitions`] always by sweep, for the model test to hold that way to the
+    /// same answers at sizes where the engine would remove id by id.
+    #[doc(hidden)]
+    pub fn drop_partitions_by_sweep(&mut self, partitions: &[SourcePartition]) {
+        self.drop_states(partitions, |_, _| true);
+    }
+
+    /// `sweep(ids the partitions remember, ids in the dedup table)` picks the way.
+    fn drop_states(&mut self, partitions: &[SourcePartition], sweep: impl Fn(usize, usize) -> bool) {
+        let dropped: Vec<(SourcePartition, PartitionState)> =
+            partitions.iter().filter_map(|p| self.partitions.remove(p).map(|state| (*p, state))).collect();
+        let remembered: usize = dropped.iter().map(|(_, state)| state.dedup_order.len()).sum();
+        if sweep(remembered, self.dedup.len()) {
+            let mut owners: Vec<SourcePartition> = dropped.iter().map(|(p, _)| *p).collect();
+            owners.sort_unstable();
+            self.dedup.forget_owners(&owners);
+            return;
+        }
+        for (partition, state) in dropped {
             for (seen_at, id_hash) in state.dedup_order {
                 self.dedup.remove_if_held(id_hash, partition, seen_at);
             }

@@ -37,6 +37,8 @@ struct Ev {
 enum Op {
     Event { partition: i32, wall_step_ms: i64, event: Ev },
     Drop(i32),
+    /// Drop several partitions, sweeping the dedup table once (the way large revokes take).
+    DropSwept(Vec<i32>),
     Maintain,
     /// Checkpoint a partition to bytes and restore it: nothing may change.
     RoundTrip(i32),
@@ -98,6 +100,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         20 => (0i32..3, 0i64..40_000, ev_strategy()).prop_map(|(partition, wall_step_ms, event)| Op::Event { partition, wall_step_ms, event }),
         1 => (0i32..3).prop_map(Op::Drop),
+        1 => prop::collection::btree_set(0i32..3, 1..3).prop_map(|set| Op::DropSwept(set.into_iter().collect())),
         2 => (0i32..3).prop_map(Op::RoundTrip),
         1 => Just(Op::Maintain),
     ]
@@ -244,6 +247,13 @@ fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Drop(partition) => {
                 engine.drop_partition(SourcePartition { topic: 0, partition: *partition });
                 model.epochs[*partition as usize] += 1;
+            }
+            Op::DropSwept(partitions) => {
+                let sources: Vec<SourcePartition> = partitions.iter().map(|p| SourcePartition { topic: 0, partition: *p }).collect();
+                engine.drop_partitions_by_sweep(&sources);
+                for partition in partitions {
+                    model.epochs[*partition as usize] += 1;
+                }
             }
             Op::Maintain => engine.maintain(wall),
             Op::RoundTrip(partition) => {

@@ -342,14 +342,13 @@ impl ConsumerContext for WorkerContext {
                     self.checkpoint(Some(&revoked));
                     self.commit_processed(consumer, Some(&revoked));
                 }
-                let mut engine = lock(&self.engine);
+                let sources: Vec<SourcePartition> = revoked.iter().map(|(topic, partition)| self.source(topic, *partition)).collect();
+                lock(&self.engine).drop_partitions(&sources);
                 let mut replay = lock(&self.replay_until);
-                for (topic, partition) in &revoked {
-                    let source = self.source(topic, *partition);
-                    engine.drop_partition(source);
-                    replay.remove(&source);
+                for source in &sources {
+                    replay.remove(source);
                 }
-                drop((engine, replay));
+                drop(replay);
                 self.publish_restoring();
                 lock(&self.processed).retain(|key, _| !revoked.contains(key));
                 lock(&self.checkpointed).retain(|key, _| !revoked.contains(key));
