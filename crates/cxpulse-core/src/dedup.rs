@@ -274,8 +274,8 @@ impl DedupTable {
 
     /// Forgets every id held by one of `owners` (sorted) in one pass over the table, refilling a
     /// table of the same size with the rest. For a revoke that takes most of the table, this
-    /// reads memory in order where a removal per id pays a cache miss each (1M ids: about a
-    /// second, under the engine lock). Equivalent to `remove_if_held` for every id the owners'
+    /// reads memory in order where a removal per id pays a cache miss each (`bench`, 2.6M of 3M
+    /// ids: 336 ms id by id, 50-63 ms by sweep, under the engine lock). Equivalent to `remove_if_held` for every id the owners'
     /// partitions remember, since a slot always holds its owner's latest sighting.
     pub(crate) fn forget_owners(&mut self, owners: &[SourcePartition]) {
         self.move_old(usize::MAX);
