@@ -1,6 +1,7 @@
 //! Core benchmarks: parse + validate alone, the whole per-event path (parse, validate, dedup,
-//! every window) message by message and in partition runs as the worker calls it, and the
-//! snapshot a scrape takes at 10k brand/segment pairs.
+//! every window) message by message and in partition runs as the worker calls it, on a fresh
+//! engine and in a long-running worker's steady state, and the snapshot a scrape takes at 10k
+//! brand/segment pairs.
 //! `cargo bench -p cxpulse-core`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -89,6 +90,69 @@ fn process_batch(c: &mut Criterion) {
     group.finish();
 }
 
+/// The per-event path in a long-running worker's steady state: events arrive at 10 per
+/// millisecond of event and wall time, the dedup horizon is one minute, so the dedup memory holds
+/// about 600k ids and every new id expires an old one. The engine is warmed with two horizons of
+/// traffic (not timed), then takes the next 100k events, keyed by pair.
+fn process_batch_steady(c: &mut Criterion) {
+    const PER_MS: u64 = 10;
+    const HORIZON_MS: i64 = 60_000;
+    const WARM: u64 = 2 * HORIZON_MS as u64 * PER_MS;
+    const EVENTS: u64 = 100_000;
+    let start = NOW - 3_600_000;
+    let time_of = move |i: u64| start + (i / PER_MS) as i64;
+    let keyed_runs = |run_id: &str, count: u64, first: u64| {
+        let mut synth = Synth::new(SynthConfig { run_id: run_id.into(), dip_brand: None, ..SynthConfig::default() });
+        fetch_runs(&mut synth, count, 64, 500, |i| time_of(first + i), |_, message| {
+            (xxhash_rust::xxh3::xxh3_64(message.key.as_bytes()) % 64) as usize
+        })
+    };
+    let warm = keyed_runs("warm", WARM, 0);
+    let measured = keyed_runs("steady", EVENTS, WARM);
+    let warm = with_wall_time(&warm, 0, time_of);
+    let measured = with_wall_time(&measured, WARM, time_of);
+    let config = EngineConfig { dedup_horizon_ms: HORIZON_MS, ..EngineConfig::default() };
+    let count = |engine: &mut Engine, runs: &[(i32, Vec<&[u8]>, i64)]| {
+        for (partition, payloads, wall) in runs {
+            engine.process_batch(SourcePartition { topic: 0, partition: *partition }, payloads, *wall, |_, outcome| {
+                std::hint::black_box(outcome);
+            });
+        }
+    };
+    let mut check = Engine::new(config.clone()).unwrap();
+    count(&mut check, &warm);
+    let remembered = check.snapshot(time_of(WARM)).dedup_entries;
+    assert!(remembered.abs_diff(600_000) < 50_000, "the warm engine remembers {remembered} ids, not about 600k");
+    let mut group = c.benchmark_group("process");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.sample_size(10);
+    group.bench_function("engine.process_batch x100k, steady state (600k ids remembered, one expiring per event)", |b| {
+        b.iter_batched_ref(
+            || {
+                let mut engine = Engine::new(config.clone()).unwrap();
+                count(&mut engine, &warm);
+                engine
+            },
+            |engine| count(engine, &measured),
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+/// Each run with the wall time it is handed over at: the time of the traffic so far, as a live
+/// worker sees it (`first` events came before the runs).
+fn with_wall_time(runs: &[FetchRun], first: u64, time_of: impl Fn(u64) -> i64) -> Vec<(i32, Vec<&[u8]>, i64)> {
+    let mut seen = first;
+    runs.iter()
+        .map(|run| {
+            let payloads = run.payloads();
+            seen += payloads.len() as u64;
+            (run.partition, payloads, time_of(seen) + 100)
+        })
+        .collect()
+}
+
 /// An engine holding `pairs` brand/segment pairs, each with a few answers in every window.
 pub fn engine_with_pairs(pairs: usize) -> Engine {
     let config = EngineConfig { max_series: pairs + 1, ..EngineConfig::default() };
@@ -115,5 +179,5 @@ fn scrape(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, process, process_batch, scrape);
+criterion_group!(benches, parse, process, process_batch, process_batch_steady, scrape);
 criterion_main!(benches);
