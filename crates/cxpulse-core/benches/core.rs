@@ -53,9 +53,14 @@ fn process(c: &mut Criterion) {
 /// brand/segment pair in one partition (as producers keying by pair do), otherwise every
 /// partition sees every pair.
 fn runs(count: u64, keyed: bool) -> Vec<FetchRun> {
+    runs_of("synth", count, keyed, |i| NOW - 600_000 + i as i64)
+}
+
+/// [`runs`] of the synthetic run `run_id`, the i-th message stamped `time_of(i)`.
+fn runs_of(run_id: &str, count: u64, keyed: bool, time_of: impl Fn(u64) -> i64) -> Vec<FetchRun> {
     const RUN: u64 = 500;
-    let mut synth = Synth::new(SynthConfig { dip_brand: None, ..SynthConfig::default() });
-    fetch_runs(&mut synth, count, 64, RUN as usize, |i| NOW - 600_000 + i as i64, |i, message| {
+    let mut synth = Synth::new(SynthConfig { run_id: run_id.into(), dip_brand: None, ..SynthConfig::default() });
+    fetch_runs(&mut synth, count, 64, RUN as usize, time_of, |i, message| {
         if keyed {
             (xxhash_rust::xxh3::xxh3_64(message.key.as_bytes()) % 64) as usize
         } else {
@@ -71,20 +76,9 @@ fn process_batch(c: &mut Criterion) {
     group.throughput(Throughput::Elements(EVENTS as u64));
     for (keyed, name) in [(false, "pairs spread over partitions"), (true, "keyed by pair")] {
         let runs = runs(EVENTS as u64, keyed);
-        let runs: Vec<(i32, Vec<&[u8]>)> = runs.iter().map(|run| (run.partition, run.payloads())).collect();
+        let runs: Vec<TimedRun> = runs.iter().map(|run| (run.partition, run.payloads(), NOW)).collect();
         group.bench_function(format!("engine.process_batch x100k in runs of 500, {name}"), |b| {
-            b.iter_batched_ref(
-                || Engine::new(EngineConfig::default()).unwrap(),
-                |engine| {
-                    for (partition, payloads) in &runs {
-                        let partition = SourcePartition { topic: 0, partition: *partition };
-                        engine.process_batch(partition, payloads, NOW, |_, outcome| {
-                            std::hint::black_box(outcome);
-                        });
-                    }
-                },
-                BatchSize::LargeInput,
-            )
+            b.iter_batched_ref(|| Engine::new(EngineConfig::default()).unwrap(), |engine| count_runs(engine, &runs), BatchSize::LargeInput)
         });
     }
     group.finish();
@@ -101,26 +95,13 @@ fn process_batch_steady(c: &mut Criterion) {
     const EVENTS: u64 = 100_000;
     let start = NOW - 3_600_000;
     let time_of = move |i: u64| start + (i / PER_MS) as i64;
-    let keyed_runs = |run_id: &str, count: u64, first: u64| {
-        let mut synth = Synth::new(SynthConfig { run_id: run_id.into(), dip_brand: None, ..SynthConfig::default() });
-        fetch_runs(&mut synth, count, 64, 500, |i| time_of(first + i), |_, message| {
-            (xxhash_rust::xxh3::xxh3_64(message.key.as_bytes()) % 64) as usize
-        })
-    };
-    let warm = keyed_runs("warm", WARM, 0);
-    let measured = keyed_runs("steady", EVENTS, WARM);
+    let warm = runs_of("warm", WARM, true, time_of);
+    let measured = runs_of("steady", EVENTS, true, |i| time_of(WARM + i));
     let warm = with_wall_time(&warm, 0, time_of);
     let measured = with_wall_time(&measured, WARM, time_of);
     let config = EngineConfig { dedup_horizon_ms: HORIZON_MS, ..EngineConfig::default() };
-    let count = |engine: &mut Engine, runs: &[(i32, Vec<&[u8]>, i64)]| {
-        for (partition, payloads, wall) in runs {
-            engine.process_batch(SourcePartition { topic: 0, partition: *partition }, payloads, *wall, |_, outcome| {
-                std::hint::black_box(outcome);
-            });
-        }
-    };
     let mut check = Engine::new(config.clone()).unwrap();
-    count(&mut check, &warm);
+    count_runs(&mut check, &warm);
     let remembered = check.snapshot(time_of(WARM)).dedup_entries;
     assert!(remembered.abs_diff(600_000) < 50_000, "the warm engine remembers {remembered} ids, not about 600k");
     let mut group = c.benchmark_group("process");
@@ -130,19 +111,31 @@ fn process_batch_steady(c: &mut Criterion) {
         b.iter_batched_ref(
             || {
                 let mut engine = Engine::new(config.clone()).unwrap();
-                count(&mut engine, &warm);
+                count_runs(&mut engine, &warm);
                 engine
             },
-            |engine| count(engine, &measured),
+            |engine| count_runs(engine, &measured),
             BatchSize::LargeInput,
         )
     });
     group.finish();
 }
 
+/// A partition run's partition, payloads, and the wall time it is handed over at.
+type TimedRun<'a> = (i32, Vec<&'a [u8]>, i64);
+
+/// Each run into the engine, as the worker hands it over.
+fn count_runs(engine: &mut Engine, runs: &[TimedRun]) {
+    for (partition, payloads, wall) in runs {
+        engine.process_batch(SourcePartition { topic: 0, partition: *partition }, payloads, *wall, |_, outcome| {
+            std::hint::black_box(outcome);
+        });
+    }
+}
+
 /// Each run with the wall time it is handed over at: the time of the traffic so far, as a live
 /// worker sees it (`first` events came before the runs).
-fn with_wall_time(runs: &[FetchRun], first: u64, time_of: impl Fn(u64) -> i64) -> Vec<(i32, Vec<&[u8]>, i64)> {
+fn with_wall_time(runs: &[FetchRun], first: u64, time_of: impl Fn(u64) -> i64) -> Vec<TimedRun<'_>> {
     let mut seen = first;
     runs.iter()
         .map(|run| {

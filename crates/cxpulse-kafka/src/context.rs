@@ -300,16 +300,13 @@ impl ConsumerContext for WorkerContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS if self.closing.load(Ordering::Relaxed) => {
-                info!(partitions = tpl.count(), "assignment while stopping: acknowledged, not restored");
-                let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
-                if let Err(e) = result {
-                    warn!(error = %e, "assign failed");
-                }
-            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.prepare_assignment(consumer, tpl);
-                self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
+                if self.closing.load(Ordering::Relaxed) {
+                    info!(partitions = tpl.count(), "assignment while stopping: acknowledged, not restored");
+                } else {
+                    self.prepare_assignment(consumer, tpl);
+                    self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
+                }
                 let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
                 if let Err(e) = result {
                     warn!(error = %e, "assign failed");
