@@ -30,7 +30,7 @@ RUN apt-get update \
       --shell /usr/sbin/nologin cxpulse
 COPY --from=build /out/cxpulse /usr/local/bin/cxpulse
 USER 10001:10001
-# In a container the HTTP endpoints listen on every interface (DESIGN.md).
+# In a container the HTTP endpoints listen on every interface (docs/metrics.md).
 ENV CXPULSE_HTTP__LISTEN=0.0.0.0:9898
 EXPOSE 9898
 ENTRYPOINT ["/usr/local/bin/cxpulse"]

@@ -133,7 +133,10 @@ fn two_threads(consumer: &BaseConsumer) -> anyhow::Result<Instant> {
     let mut started = None;
     let mut seen = 0;
     while seen < EVENTS {
-        let mut batch = CopiedBatch { buffer: Vec::with_capacity(BATCH * 160), messages: Vec::with_capacity(BATCH) };
+        let mut batch = CopiedBatch {
+            buffer: Vec::with_capacity(BATCH * 160),
+            messages: Vec::with_capacity(BATCH),
+        };
         let mut timeout = Duration::from_millis(100);
         while batch.messages.len() < BATCH {
             match consumer.poll(timeout) {

@@ -55,7 +55,8 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
     const ROUNDS: usize = 3;
     let (mut ceilings, mut pipelines) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
-        let cluster = MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
+        let cluster =
+            MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
         cluster.create_topic(TOPIC, partitions, 1).map_err(|e| anyhow!("create topic: {e}"))?;
         let brokers = cluster.bootstrap_servers();
         let (bytes, took) = preload(&brokers, events, partitions)?;
@@ -82,7 +83,10 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
 
     let (p50, p99, rate) = freshness(partitions, 100_000, Duration::from_secs(10))?;
     println!("freshness at a steady {rate:.0} events/s: event age when counted p50 {p50} ms, p99 {p99} ms");
-    println!("peak RSS of this process (embedded broker with every preloaded event included): {} MiB", peak_rss_kib().unwrap_or(0) / 1024);
+    println!(
+        "peak RSS of this process (embedded broker with every preloaded event included): {} MiB",
+        peak_rss_kib().unwrap_or(0) / 1024
+    );
     // Last: its 3M payloads and engine would otherwise be the peak above.
     let dedup = dedup_memory(3_000_000)?;
     println!(
@@ -132,26 +136,38 @@ fn scrape_at_pairs(pairs: usize) -> anyhow::Result<ScrapeFigures> {
             pair % 100,
             i % 11
         );
-        engine.process(cxpulse_core::SourcePartition { topic: 0, partition: (pair % 64) as i32 }, payload.as_bytes(), now);
+        engine.process(
+            cxpulse_core::SourcePartition { topic: 0, partition: (pair % 64) as i32 },
+            payload.as_bytes(),
+            now,
+        );
     }
     let engine_rss_kib = current_rss_kib().unwrap_or(0).saturating_sub(before);
     let started = Instant::now();
     let snapshot = engine.snapshot(now);
     let snapshot_time = started.elapsed();
     let started = Instant::now();
-    let text = cxpulse_http::render::render_metrics(&snapshot, &config.alert_policy(), None, "bench");
-    Ok(ScrapeFigures { snapshot: snapshot_time, render: started.elapsed(), bytes: text.len(), engine_rss_kib })
+    let text =
+        cxpulse_http::render::render_metrics(&snapshot, &config.alert_policy(), None, "bench");
+    Ok(ScrapeFigures {
+        snapshot: snapshot_time,
+        render: started.elapsed(),
+        bytes: text.len(),
+        engine_rss_kib,
+    })
 }
 
 /// Runs a worker while producing at `rate` events/s (stamped when produced) for `duration`;
 /// returns the p50 and p99 event age when counted, and the rate reached.
 fn freshness(partitions: i32, rate: u64, duration: Duration) -> anyhow::Result<(u64, u64, f64)> {
     const FRESH: &str = "fresh";
-    let cluster = MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
+    let cluster =
+        MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
     cluster.create_topic(FRESH, partitions, 1).map_err(|e| anyhow!("create topic: {e}"))?;
     let brokers = cluster.bootstrap_servers();
     let brokers = brokers.as_str();
-    let BenchWorker { config, engine, worker, stop, thread } = start_worker(brokers, "bench-fresh", FRESH)?;
+    let BenchWorker { config, engine, worker, stop, thread } =
+        start_worker(brokers, "bench-fresh", FRESH)?;
     // Let the group form before the clock starts.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !worker.health.is_ready(cxpulse_kafka::worker::wall_ms()) && Instant::now() < deadline {
@@ -165,13 +181,22 @@ fn freshness(partitions: i32, rate: u64, duration: Duration) -> anyhow::Result<(
         synth: SynthConfig { run_id: "fresh".into(), dip_brand: None, ..SynthConfig::default() },
     };
     let started = Instant::now();
-    let produced = cxpulse_kafka::produce::produce_synthetic(&producer_config, &options, &AtomicBool::new(false))?;
+    let produced = cxpulse_kafka::produce::produce_synthetic(
+        &producer_config,
+        &options,
+        &AtomicBool::new(false),
+    )?;
     let reached = produced as f64 / started.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0) < produced && Instant::now() < deadline {
+    while engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0) < produced
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let snapshot = engine.lock().map_err(|_| anyhow!("engine lock poisoned"))?.snapshot(cxpulse_kafka::worker::wall_ms());
+    let snapshot = engine
+        .lock()
+        .map_err(|_| anyhow!("engine lock poisoned"))?
+        .snapshot(cxpulse_kafka::worker::wall_ms());
     let quantiles = snapshot.event_age_quantiles_ms;
     stop.store(true, Ordering::Relaxed);
     thread.join().map_err(|_| anyhow!("worker thread panicked"))??;
@@ -188,7 +213,14 @@ fn current_rss_kib() -> Option<u64> {
 fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, Duration)> {
     let started = Instant::now();
     let synth = SynthConfig { run_id: "bench".into(), dip_brand: None, ..SynthConfig::default() };
-    let bytes = cxpulse_kafka::produce::preload_synthetic(brokers, TOPIC, events, partitions, synth, cxpulse_kafka::worker::wall_ms())?;
+    let bytes = cxpulse_kafka::produce::preload_synthetic(
+        brokers,
+        TOPIC,
+        events,
+        partitions,
+        synth,
+        cxpulse_kafka::worker::wall_ms(),
+    )?;
     Ok((bytes, started.elapsed()))
 }
 
@@ -214,7 +246,11 @@ fn dedup_memory(ids: u64) -> anyhow::Result<DedupFigures> {
     let (mut longest, mut longest_at) = (Duration::ZERO, 0);
     for (i, payload) in payloads.iter().enumerate() {
         let started = Instant::now();
-        engine.process(cxpulse_core::SourcePartition { topic: 0, partition: (i % 8) as i32 }, payload.as_bytes(), now);
+        engine.process(
+            cxpulse_core::SourcePartition { topic: 0, partition: (i % 8) as i32 },
+            payload.as_bytes(),
+            now,
+        );
         if started.elapsed() > longest {
             (longest, longest_at) = (started.elapsed(), i as u64);
         }
@@ -230,7 +266,14 @@ fn dedup_memory(ids: u64) -> anyhow::Result<DedupFigures> {
     let started = Instant::now();
     engine.drop_partitions(&rest);
     let drop_rest = started.elapsed();
-    Ok(DedupFigures { ids, bytes_per_id: grown_kib as f64 * 1024.0 / ids as f64, longest, longest_at, drop_one, drop_rest })
+    Ok(DedupFigures {
+        ids,
+        bytes_per_id: grown_kib as f64 * 1024.0 / ids as f64,
+        longest,
+        longest_at,
+        drop_one,
+        drop_rest,
+    })
 }
 
 /// How the core-alone run assigns events to partitions.
@@ -238,7 +281,7 @@ fn dedup_memory(ids: u64) -> anyhow::Result<DedupFigures> {
 enum Partitioning {
     /// Round robin, as the preload does: every partition sees every brand/segment pair.
     Spread,
-    /// By key (`brand/segment`), as DESIGN.md asks producers to: a pair lives in one partition.
+    /// By key (`brand/segment`), as docs/events.md asks producers to: a pair lives in one partition.
     Keyed,
 }
 
@@ -248,9 +291,14 @@ enum Partitioning {
 fn core_alone(events: u64, partitioning: Partitioning) -> anyhow::Result<Duration> {
     const PARTITIONS: u64 = 64;
     const RUN: usize = 500;
-    let mut synth = Synth::new(SynthConfig { run_id: "core".into(), dip_brand: None, ..SynthConfig::default() });
+    let mut synth = Synth::new(SynthConfig {
+        run_id: "core".into(),
+        dip_brand: None,
+        ..SynthConfig::default()
+    });
     let base = cxpulse_kafka::worker::wall_ms();
-    let keyed = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+    let keyed =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
     let runs = fetch_runs(
         &mut synth,
         events,
@@ -262,7 +310,8 @@ fn core_alone(events: u64, partitioning: Partitioning) -> anyhow::Result<Duratio
             Partitioning::Keyed => (keyed.hash_one(&message.key) % PARTITIONS) as usize,
         },
     );
-    let runs: Vec<(i32, Vec<&[u8]>)> = runs.iter().map(|run| (run.partition, run.payloads())).collect();
+    let runs: Vec<(i32, Vec<&[u8]>)> =
+        runs.iter().map(|run| (run.partition, run.payloads())).collect();
     let mut engine = Engine::new(Config::default().engine_config()?).map_err(|e| anyhow!(e))?;
     let started = Instant::now();
     for (partition, payloads) in &runs {
@@ -272,7 +321,11 @@ fn core_alone(events: u64, partitioning: Partitioning) -> anyhow::Result<Duratio
         });
     }
     let took = started.elapsed();
-    anyhow::ensure!(engine.pipeline().counted == events, "the core counted {} of {events} events", engine.pipeline().counted);
+    anyhow::ensure!(
+        engine.pipeline().counted == events,
+        "the core counted {} of {events} events",
+        engine.pipeline().counted
+    );
     Ok(took)
 }
 
@@ -315,18 +368,25 @@ fn start_worker(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Bench
     config.kafka.insert("group.id".into(), toml::Value::String(group.into()));
     config.source.topics = vec![topic.into()];
     config.source.dead_letter_topic = Some(String::new());
-    let engine = Arc::new(Mutex::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?));
-    let worker = Worker { engine: engine.clone(), health: Arc::new(Health::default()), metrics: PipelineMetrics::new() };
+    let engine =
+        Arc::new(Mutex::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?));
+    let worker = Worker {
+        engine: engine.clone(),
+        health: Arc::new(Health::default()),
+        metrics: PipelineMetrics::new(),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
-        let (worker, stop, settings, source) = (worker.clone(), stop.clone(), config.kafka_settings(), config.source.clone());
+        let (worker, stop, settings, source) =
+            (worker.clone(), stop.clone(), config.kafka_settings(), config.source.clone());
         std::thread::spawn(move || cxpulse_kafka::run_worker(&worker, &settings, &source, &stop))
     };
     Ok(BenchWorker { config, engine, worker, stop, thread })
 }
 
 fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Duration)> {
-    let BenchWorker { config, engine, worker, stop, thread } = start_worker(brokers, "bench-pipeline", TOPIC)?;
+    let BenchWorker { config, engine, worker, stop, thread } =
+        start_worker(brokers, "bench-pipeline", TOPIC)?;
     let consumed = || engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(600);
     while consumed() == 0 && Instant::now() < deadline {
@@ -338,8 +398,16 @@ fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Durati
     }
     let took = started.elapsed();
     let render_started = Instant::now();
-    let snapshot = engine.lock().map_err(|_| anyhow!("engine lock poisoned"))?.snapshot(cxpulse_kafka::worker::wall_ms());
-    let text = cxpulse_http::render::render_metrics(&snapshot, &config.alert_policy(), Some(&worker.metrics.registry), "bench");
+    let snapshot = engine
+        .lock()
+        .map_err(|_| anyhow!("engine lock poisoned"))?
+        .snapshot(cxpulse_kafka::worker::wall_ms());
+    let text = cxpulse_http::render::render_metrics(
+        &snapshot,
+        &config.alert_policy(),
+        Some(&worker.metrics.registry),
+        "bench",
+    );
     let render = render_started.elapsed();
     std::hint::black_box(text.len());
     stop.store(true, Ordering::Relaxed);

@@ -103,29 +103,41 @@ impl Config {
     /// Reads `path` (or starts from the defaults), then applies the environment's overrides.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let text = match path {
-            Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?,
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config {}", path.display()))?,
             None => String::new(),
         };
         Self::from_toml_and_env(&text, std::env::vars())
     }
 
-    pub fn from_toml_and_env(text: &str, env: impl Iterator<Item = (String, String)>) -> anyhow::Result<Config> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| anyhow!("invalid config: {}", one_line(&e.to_string())))?;
+    pub fn from_toml_and_env(
+        text: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| anyhow!("invalid config: {}", one_line(&e.to_string())))?;
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
             let Some((section, key)) = rest.split_once("__") else { continue };
             let section = section.to_ascii_lowercase();
-            let key = if section == "kafka" { key.to_ascii_lowercase().replace('_', ".") } else { key.to_ascii_lowercase() };
-            let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let key = if section == "kafka" {
+                key.to_ascii_lowercase().replace('_', ".")
+            } else {
+                key.to_ascii_lowercase()
+            };
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             let Some(section_table) = entry.as_table_mut() else {
                 bail!("{name}: [{section}] is not a table in the config");
             };
             let value = env_value(&raw, section == "kafka", section_table.get(&key));
             section_table.insert(key, value);
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow!("invalid config: {}", one_line(&e.to_string())))?;
+        let config: Config =
+            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+                anyhow!("invalid config: {}", one_line(&e.to_string()))
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -138,7 +150,10 @@ impl Config {
         parse_duration_ms(&self.source.checkpoint_interval)
             .map_err(|e| anyhow!("invalid config: [source] checkpoint_interval: {e}"))?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            bail!("invalid config: [http] listen `{}` is not an address like 127.0.0.1:9898", self.http.listen);
+            bail!(
+                "invalid config: [http] listen `{}` is not an address like 127.0.0.1:9898",
+                self.http.listen
+            );
         }
         self.http.token().map_err(|e| anyhow!("invalid config: {e}"))?;
         self.http.tls().map_err(|e| anyhow!("invalid config: {e}"))?;
@@ -165,7 +180,8 @@ impl Config {
         };
         let mut windows = Vec::new();
         for size in &self.windows.sizes {
-            let spec = WindowSpec::named(size).map_err(|e| anyhow!("invalid config: [windows] sizes: {e}"))?;
+            let spec = WindowSpec::named(size)
+                .map_err(|e| anyhow!("invalid config: [windows] sizes: {e}"))?;
             if windows.iter().any(|w: &WindowSpec| w.size_ms == spec.size_ms) {
                 bail!("invalid config: [windows] sizes lists {size} twice");
             }
@@ -177,7 +193,9 @@ impl Config {
         let clock = match self.windows.clock.as_str() {
             "wall" => ClockMode::Wall,
             "event" => ClockMode::Event,
-            other => bail!("invalid config: [windows] clock must be `wall` or `event`, not `{other}`"),
+            other => {
+                bail!("invalid config: [windows] clock must be `wall` or `event`, not `{other}`")
+            }
         };
         if self.limits.max_series == 0 {
             bail!("invalid config: [limits] max_series must be at least 1");
@@ -185,7 +203,10 @@ impl Config {
         Ok(EngineConfig {
             windows,
             clock,
-            max_future_skew_ms: duration("windows] max_future_skew", &self.windows.max_future_skew)?,
+            max_future_skew_ms: duration(
+                "windows] max_future_skew",
+                &self.windows.max_future_skew,
+            )?,
             max_series: self.limits.max_series,
             dedup_horizon_ms: duration("limits] dedup_horizon", &self.limits.dedup_horizon)?,
         })
@@ -225,7 +246,8 @@ impl Config {
             }
         }
         if shown.source.dead_letter_topic.is_none() {
-            shown.source.dead_letter_topic = Some(self.source.dead_letter_topic().unwrap_or_default());
+            shown.source.dead_letter_topic =
+                Some(self.source.dead_letter_topic().unwrap_or_default());
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
@@ -243,7 +265,9 @@ fn env_value(raw: &str, always_string: bool, existing: Option<&toml::Value>) -> 
         }
     }
     if matches!(existing, Some(toml::Value::Array(_))) || raw.contains(',') {
-        return toml::Value::Array(raw.split(',').map(|s| toml::Value::String(s.trim().to_string())).collect());
+        return toml::Value::Array(
+            raw.split(',').map(|s| toml::Value::String(s.trim().to_string())).collect(),
+        );
     }
     toml::Value::String(raw.to_string())
 }

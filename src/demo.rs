@@ -18,9 +18,14 @@ const TOPIC: &str = "cx-events";
 const PARTITIONS: i32 = 12;
 
 pub fn run(listen: &str, rate: u64, duration: Option<u64>) -> anyhow::Result<()> {
-    let cluster = MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
-    cluster.create_topic(TOPIC, PARTITIONS, 1).map_err(|e| anyhow!("cannot create {TOPIC}: {e}"))?;
-    cluster.create_topic(&format!("{TOPIC}.dlq"), 1, 1).map_err(|e| anyhow!("cannot create the DLQ: {e}"))?;
+    let cluster =
+        MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
+    cluster
+        .create_topic(TOPIC, PARTITIONS, 1)
+        .map_err(|e| anyhow!("cannot create {TOPIC}: {e}"))?;
+    cluster
+        .create_topic(&format!("{TOPIC}.dlq"), 1, 1)
+        .map_err(|e| anyhow!("cannot create the DLQ: {e}"))?;
     let brokers = cluster.bootstrap_servers();
     info!(%brokers, "embedded Kafka-protocol broker up");
 

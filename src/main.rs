@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 use config::Config;
 
 #[derive(Parser)]
-#[command(name = "cxpulse", version, about = "Kafka customer-experience events to live loyalty metrics")]
+#[command(
+    name = "cxpulse",
+    version,
+    about = "Kafka customer-experience events to live loyalty metrics"
+)]
 struct Cli {
     /// Log level or tracing filter (overrides [log] level; RUST_LOG also works).
     #[arg(long, global = true, env = "CXPULSE_LOG_LEVEL")]
@@ -112,7 +116,10 @@ fn main() -> ExitCode {
                 config.windows.clock = clock;
             }
             config.validate()?;
-            pipeline::init_logging(cli.log_level.as_deref().unwrap_or(&config.log.level), &config.log.format)?;
+            pipeline::init_logging(
+                cli.log_level.as_deref().unwrap_or(&config.log.level),
+                &config.log.format,
+            )?;
             pipeline::run(&config, None)
         })(),
         Command::Bench { events, partitions } => (|| {
@@ -133,7 +140,8 @@ fn main() -> ExitCode {
                 count,
                 synth: cxpulse_core::synth::SynthConfig {
                     seed,
-                    run_id: run_id.unwrap_or_else(|| format!("p{}", cxpulse_kafka::worker::wall_ms())),
+                    run_id: run_id
+                        .unwrap_or_else(|| format!("p{}", cxpulse_kafka::worker::wall_ms())),
                     invalid_ratio,
                     ..Default::default()
                 },
@@ -142,10 +150,12 @@ fn main() -> ExitCode {
             settings.insert("bootstrap.servers".into(), brokers.clone());
             let producer_config = cxpulse_kafka::config::producer_config(&settings);
             pipeline::check_brokers(&producer_config, &brokers)?;
-            let sent = cxpulse_kafka::produce::produce_synthetic(&producer_config, &options, &stop)?;
+            let sent =
+                cxpulse_kafka::produce::produce_synthetic(&producer_config, &options, &stop)?;
             println!("produced {sent} events to {}", options.topic);
             Ok(())
-        })(),
+        })(
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

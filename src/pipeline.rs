@@ -18,7 +18,8 @@ use crate::config::Config;
 
 pub fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| anyhow!("invalid log level `{filter}`: {e}"))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| anyhow!("invalid log level `{filter}`: {e}"))?;
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -65,7 +66,8 @@ async fn wait_for_signal() {
 
 /// Fails with one clear line when no broker answers a metadata request within 10 s.
 pub fn check_brokers(config: &ClientConfig, brokers: &str) -> anyhow::Result<()> {
-    let producer: BaseProducer = config.create().map_err(|e| anyhow!("invalid Kafka settings: {e}"))?;
+    let producer: BaseProducer =
+        config.create().map_err(|e| anyhow!("invalid Kafka settings: {e}"))?;
     producer
         .client()
         .fetch_metadata(None, Duration::from_secs(10))
@@ -79,14 +81,24 @@ pub fn run(config: &Config, stop: Option<Arc<AtomicBool>>) -> anyhow::Result<()>
     run_with(config, stop, |_| {})
 }
 
-pub fn run_with(config: &Config, stop: Option<Arc<AtomicBool>>, on_bound: impl FnOnce(SocketAddr) + Send + 'static) -> anyhow::Result<()> {
-    let engine = Arc::new(Mutex::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?));
-    let worker = Worker { engine: engine.clone(), health: Arc::new(Health::default()), metrics: PipelineMetrics::new() };
+pub fn run_with(
+    config: &Config,
+    stop: Option<Arc<AtomicBool>>,
+    on_bound: impl FnOnce(SocketAddr) + Send + 'static,
+) -> anyhow::Result<()> {
+    let engine =
+        Arc::new(Mutex::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?));
+    let worker = Worker {
+        engine: engine.clone(),
+        health: Arc::new(Health::default()),
+        metrics: PipelineMetrics::new(),
+    };
     let stop = stop.unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
     stop_on_signal(stop.clone())?;
 
     let settings = config.kafka_settings();
-    let brokers = settings.get("bootstrap.servers").cloned().unwrap_or_else(|| "localhost:9092".into());
+    let brokers =
+        settings.get("bootstrap.servers").cloned().unwrap_or_else(|| "localhost:9092".into());
     let probe = cxpulse_kafka::config::producer_config(&settings);
     std::thread::spawn(move || {
         if let Err(e) = check_brokers(&probe, &brokers) {
@@ -101,7 +113,8 @@ pub fn run_with(config: &Config, stop: Option<Arc<AtomicBool>>, on_bound: impl F
         policy: config.alert_policy(),
         version: env!("CARGO_PKG_VERSION"),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let http_stop = stop.clone();
     let http_config = config.http.clone();
     let http = runtime.spawn(async move {
@@ -110,16 +123,22 @@ pub fn run_with(config: &Config, stop: Option<Arc<AtomicBool>>, on_bound: impl F
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        cxpulse_http::serve(&http_config, state, move |addr| {
-            info!(%addr, "serving /metrics /healthz /readyz /api/v1/scores");
-            on_bound(addr)
-        }, shutdown)
+        cxpulse_http::serve(
+            &http_config,
+            state,
+            move |addr| {
+                info!(%addr, "serving /metrics /healthz /readyz /api/v1/scores");
+                on_bound(addr)
+            },
+            shutdown,
+        )
         .await
     });
 
     let worker_result = cxpulse_kafka::run_worker(&worker, &settings, &config.source, &stop);
     stop.store(true, Ordering::Relaxed);
-    let http_result = runtime.block_on(http).map_err(|e| anyhow!("http server task failed: {e}"))?;
+    let http_result =
+        runtime.block_on(http).map_err(|e| anyhow!("http server task failed: {e}"))?;
     runtime.shutdown_timeout(Duration::from_secs(2));
     worker_result?;
     http_result

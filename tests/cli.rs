@@ -8,7 +8,8 @@ use std::time::Duration;
 use common::*;
 
 fn cxpulse(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let output = Command::new(binary()).args(args).envs(env.iter().copied()).output().expect("run cxpulse");
+    let output =
+        Command::new(binary()).args(args).envs(env.iter().copied()).output().expect("run cxpulse");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).to_string(),
@@ -67,7 +68,10 @@ fn bad_configs_fail_with_one_clear_line() {
 #[test]
 fn produce_to_an_unreachable_broker_fails_with_one_line() {
     let port = free_port();
-    let (code, _, stderr) = cxpulse(&["produce", "--brokers", &format!("127.0.0.1:{port}"), "--count", "1"], &[("RUST_LOG", "off")]);
+    let (code, _, stderr) = cxpulse(
+        &["produce", "--brokers", &format!("127.0.0.1:{port}"), "--count", "1"],
+        &[("RUST_LOG", "off")],
+    );
     assert_eq!(code, 1);
     assert!(stderr.contains("cannot reach Kafka"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
@@ -77,13 +81,19 @@ fn produce_to_an_unreachable_broker_fails_with_one_line() {
 fn produce_publishes_the_requested_count_of_valid_events() {
     let cluster = cluster(&[("cx-events", 2)]);
     let brokers = cluster.bootstrap_servers();
-    let (code, stdout, stderr) =
-        cxpulse(&["produce", "--brokers", &brokers, "--count", "500", "--rate", "0"], &[("RUST_LOG", "warn")]);
+    let (code, stdout, stderr) = cxpulse(
+        &["produce", "--brokers", &brokers, "--count", "500", "--rate", "0"],
+        &[("RUST_LOG", "warn")],
+    );
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("produced 500 events"), "{stdout}");
     let read = read_topic(&brokers, "cx-events", 2, 500, Duration::from_secs(20));
     assert_eq!(read.len(), 500);
     for message in &read {
-        assert!(cxpulse_core::parse::parse_event(&message.payload).is_ok(), "{}", String::from_utf8_lossy(&message.payload));
+        assert!(
+            cxpulse_core::parse::parse_event(&message.payload).is_ok(),
+            "{}",
+            String::from_utf8_lossy(&message.payload)
+        );
     }
 }

@@ -19,8 +19,8 @@ const INSTALL_HINT: &str =
     "install it with `apt-get update && apt-get install -y prometheus prometheus-alertmanager` \
      (Debian packages providing promtool and amtool)";
 
-/// Metric names of the DESIGN.md contract that dashboards may read directly.
-const DESIGN_METRICS: &[&str] = &[
+/// Metric names of the documented contract (docs/metrics.md) that dashboards may read directly.
+const CONTRACT_METRICS: &[&str] = &[
     "cxpulse_nps_responses",
     "cxpulse_csat_responses",
     "cxpulse_ces_responses",
@@ -47,12 +47,15 @@ const DESIGN_METRICS: &[&str] = &[
 
 #[test]
 fn the_exporter_renders_every_design_metric() {
-    for name in DESIGN_METRICS {
-        assert!(cxpulse_http::render::METRIC_NAMES.contains(name), "{name} is in DESIGN.md but not rendered");
+    for name in CONTRACT_METRICS {
+        assert!(
+            cxpulse_http::render::METRIC_NAMES.contains(name),
+            "{name} is documented but not rendered"
+        );
     }
 }
 
-/// Recording rules DESIGN.md promises.
+/// Recording rules the docs promise.
 const CONTRACT_RULES: &[&str] = &[
     "cxpulse:nps_score",
     "cxpulse:nps_margin_of_error",
@@ -95,11 +98,7 @@ fn run(tool: &str, args: &[&str]) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 fn files_with_ext(rel_dir: &str, exts: &[&str]) -> Vec<String> {
@@ -190,14 +189,8 @@ const AGGREGATIONS: &[&str] = &[
     "limit_ratio",
 ];
 /// Keywords followed by a parenthesised list of label names (not metrics).
-const LABEL_LIST_KEYWORDS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
+const LABEL_LIST_KEYWORDS: &[&str] =
+    &["by", "without", "on", "ignoring", "group_left", "group_right"];
 
 /// Names of the series an expression selects: every identifier that is not a
 /// function, aggregation, keyword, label name, string, duration or number.
@@ -308,7 +301,8 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 
 /// What the exporter renders (`cxpulse_http::render::METRIC_NAMES`), plus recording rules and `up`.
 fn allowed_metrics() -> BTreeSet<String> {
-    let mut s: BTreeSet<String> = cxpulse_http::render::METRIC_NAMES.iter().map(|m| m.to_string()).collect();
+    let mut s: BTreeSet<String> =
+        cxpulse_http::render::METRIC_NAMES.iter().map(|m| m.to_string()).collect();
     s.extend(recording_rules());
     s.insert("up".to_string());
     s
@@ -339,16 +333,10 @@ fn dashboard_queries(dash: &Value) -> Vec<(String, String)> {
         // label_values(selector, label) and query_result(expr) hold PromQL;
         // label_values(label) holds none.
         let q = q.as_deref().map(str::trim).and_then(|q| {
-            if let Some(inner) = q
-                .strip_prefix("label_values(")
-                .and_then(|r| r.strip_suffix(')'))
-            {
-                inner
-                    .rfind(',')
-                    .map(|comma| inner[..comma].trim().to_string())
-            } else if let Some(inner) = q
-                .strip_prefix("query_result(")
-                .and_then(|r| r.strip_suffix(')'))
+            if let Some(inner) = q.strip_prefix("label_values(").and_then(|r| r.strip_suffix(')')) {
+                inner.rfind(',').map(|comma| inner[..comma].trim().to_string())
+            } else if let Some(inner) =
+                q.strip_prefix("query_result(").and_then(|r| r.strip_suffix(')'))
             {
                 Some(inner.to_string())
             } else {
@@ -366,10 +354,7 @@ fn dashboard_queries(dash: &Value) -> Vec<(String, String)> {
 fn dashboard_problems(dash: &Value, allowed: &BTreeSet<String>) -> Vec<String> {
     let mut problems = Vec::new();
     if dash["uid"].as_str() != Some(DASHBOARD_UID) {
-        problems.push(format!(
-            "uid is {} instead of {DASHBOARD_UID:?}",
-            dash["uid"]
-        ));
+        problems.push(format!("uid is {} instead of {DASHBOARD_UID:?}", dash["uid"]));
     }
     let queries = dashboard_queries(dash);
     if queries.is_empty() {
@@ -398,45 +383,27 @@ fn promtool_check_rules_passes_without_lint_warnings() {
     let mut expected = RULE_FILES.to_vec();
     expected.sort();
     assert_eq!(
-        files
-            .iter()
-            .map(|f| f.rsplit('/').next().unwrap())
-            .collect::<Vec<_>>(),
+        files.iter().map(|f| f.rsplit('/').next().unwrap()).collect::<Vec<_>>(),
         expected,
         "deploy/prometheus/rules holds exactly the rule files prometheus.yml, the tests and the \
          PrometheusRule use"
     );
     for f in &files {
-        let out = run(
-            "promtool",
-            &["check", "rules", "--lint=all", "--lint-fatal", f],
-        );
+        let out = run("promtool", &["check", "rules", "--lint=all", "--lint-fatal", f]);
         let t = text(&out);
         let lower = t.to_lowercase();
-        assert!(
-            out.status.success(),
-            "promtool check rules {f} failed:\n{t}"
-        );
+        assert!(out.status.success(), "promtool check rules {f} failed:\n{t}");
         for bad in ["warning", "lint", "failed", "duplicate"] {
-            assert!(
-                !lower.contains(bad),
-                "promtool check rules {f} printed {bad:?}:\n{t}"
-            );
+            assert!(!lower.contains(bad), "promtool check rules {f} printed {bad:?}:\n{t}");
         }
-        assert!(
-            t.contains("SUCCESS"),
-            "promtool check rules {f}: no SUCCESS in\n{t}"
-        );
+        assert!(t.contains("SUCCESS"), "promtool check rules {f}: no SUCCESS in\n{t}");
     }
 }
 
 #[test]
 fn promtool_unit_tests_pass() {
     let files = files_with_ext("deploy/prometheus/tests", &[".yml", ".yaml"]);
-    assert!(
-        files.len() >= 2,
-        "expected promtool test files in deploy/prometheus/tests"
-    );
+    assert!(files.len() >= 2, "expected promtool test files in deploy/prometheus/tests");
     for f in &files {
         let out = run("promtool", &["test", "rules", f]);
         let t = text(&out);
@@ -470,14 +437,8 @@ fn every_alert_is_unit_tested_firing_and_not_firing() {
         }
     }
     for (alert, _) in alert_blocks() {
-        assert!(
-            firing.contains(&alert),
-            "no promtool test where {alert} fires"
-        );
-        assert!(
-            quiet.contains(&alert),
-            "no promtool test where {alert} does not fire"
-        );
+        assert!(firing.contains(&alert), "no promtool test where {alert} fires");
+        assert!(quiet.contains(&alert), "no promtool test where {alert} does not fire");
     }
 }
 
@@ -485,20 +446,14 @@ fn every_alert_is_unit_tested_firing_and_not_firing() {
 fn recording_rules_cover_the_contract() {
     let rules = recording_rules();
     for r in CONTRACT_RULES {
-        assert!(
-            rules.contains(*r),
-            "recording rule {r} (DESIGN.md) is missing"
-        );
+        assert!(rules.contains(*r), "recording rule {r} (docs/metrics.md) is missing");
     }
     // Every score sums over workers first.
     let src = read("deploy/prometheus/rules/recording.yml");
     for r in CONTRACT_RULES {
         let at = src.find(&format!("- record: {r}\n")).unwrap();
         let body = &src[at..];
-        let end = body[1..]
-            .find("- record:")
-            .map(|e| e + 1)
-            .unwrap_or(body.len());
+        let end = body[1..].find("- record:").map(|e| e + 1).unwrap_or(body.len());
         assert!(
             body[..end].contains("sum by (brand, segment, window)"),
             "{r} does not sum by (brand, segment, window)"
@@ -508,26 +463,17 @@ fn recording_rules_cover_the_contract() {
 
 #[test]
 fn prometheus_config_is_valid() {
-    let out = run(
-        "promtool",
-        &["check", "config", "deploy/prometheus/prometheus.yml"],
-    );
+    let out = run("promtool", &["check", "config", "deploy/prometheus/prometheus.yml"]);
     let t = text(&out);
     assert!(out.status.success(), "promtool check config failed:\n{t}");
-    assert!(
-        !t.to_lowercase().contains("warning"),
-        "promtool check config warned:\n{t}"
-    );
+    assert!(!t.to_lowercase().contains("warning"), "promtool check config warned:\n{t}");
     let cfg = read("deploy/prometheus/prometheus.yml");
     assert!(
         cfg.contains("job_name: cxpulse"),
         "the scrape job must be named cxpulse (rules select job=\"cxpulse\")"
     );
     for f in RULE_FILES {
-        assert!(
-            cfg.contains(&format!("rules/{f}")),
-            "prometheus.yml does not load rules/{f}"
-        );
+        assert!(cfg.contains(&format!("rules/{f}")), "prometheus.yml does not load rules/{f}");
     }
 }
 
@@ -536,10 +482,7 @@ fn alertmanager_config_is_valid_and_routes_by_severity() {
     let cfg = "deploy/alertmanager/alertmanager.yml";
     let out = run("amtool", &["check-config", cfg]);
     let t = text(&out);
-    assert!(
-        out.status.success() && t.contains("SUCCESS"),
-        "amtool check-config failed:\n{t}"
-    );
+    assert!(out.status.success() && t.contains("SUCCESS"), "amtool check-config failed:\n{t}");
 
     let route = |labels: &[&str]| {
         let mut args = vec!["config", "routes", "test", "--config.file", cfg];
@@ -548,17 +491,10 @@ fn alertmanager_config_is_valid_and_routes_by_severity() {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     assert_eq!(
-        route(&[
-            "alertname=CxpulseNpsBelowThreshold",
-            "severity=critical",
-            "brand=acme"
-        ]),
+        route(&["alertname=CxpulseNpsBelowThreshold", "severity=critical", "brand=acme"]),
         "cxpulse-pager"
     );
-    assert_eq!(
-        route(&["alertname=CxpulseWorkerDown", "severity=warning"]),
-        "cxpulse-team"
-    );
+    assert_eq!(route(&["alertname=CxpulseWorkerDown", "severity=warning"]), "cxpulse-team");
 
     // Names in the routing/inhibition must be real alerts, or the inhibition silently breaks.
     let src = read(cfg);
@@ -569,20 +505,11 @@ fn alertmanager_config_is_valid_and_routes_by_severity() {
             mentioned.insert(word.to_string());
         }
     }
-    assert!(
-        mentioned.contains("CxpulseNpsBelowThreshold"),
-        "the NPS alerts are not inhibited"
-    );
+    assert!(mentioned.contains("CxpulseNpsBelowThreshold"), "the NPS alerts are not inhibited");
     for m in &mentioned {
-        assert!(
-            alerts.contains(m),
-            "alertmanager.yml names {m}, which alerts.yml does not define"
-        );
+        assert!(alerts.contains(m), "alertmanager.yml names {m}, which alerts.yml does not define");
     }
-    assert!(
-        src.contains("group_by: [\"brand\", \"segment\"]"),
-        "group by brand and segment"
-    );
+    assert!(src.contains("group_by: [\"brand\", \"segment\"]"), "group by brand and segment");
 }
 
 #[test]
@@ -604,17 +531,11 @@ fn every_alert_has_severity_summary_description_and_runbook() {
         }
         let url = format!("runbook_url: \"deploy/RUNBOOK.md#{}\"", name.to_lowercase());
         assert!(body.contains(&url), "{name}: expected {url}");
-        assert!(
-            headings.contains(name),
-            "RUNBOOK.md has no `## {name}` heading"
-        );
+        assert!(headings.contains(name), "RUNBOOK.md has no `## {name}` heading");
     }
     let names: BTreeSet<&String> = blocks.iter().map(|(n, _)| n).collect();
     for h in headings.iter().filter(|h| h.starts_with("Cxpulse")) {
-        assert!(
-            names.contains(h),
-            "RUNBOOK.md documents {h}, which is no alert"
-        );
+        assert!(names.contains(h), "RUNBOOK.md documents {h}, which is no alert");
     }
     for required in [
         "CxpulseNpsBelowThreshold",
@@ -628,10 +549,7 @@ fn every_alert_has_severity_summary_description_and_runbook() {
         "CxpulseDeadLettersRising",
         "CxpulseSeriesOverflow",
     ] {
-        assert!(
-            names.contains(&required.to_string()),
-            "alert {required} is missing"
-        );
+        assert!(names.contains(&required.to_string()), "alert {required} is missing");
     }
 }
 
@@ -679,10 +597,7 @@ fn dashboard_checker_rejects_unknown_metrics() {
     });
     let problems = dashboard_problems(&bad, &allowed);
     assert_eq!(problems.len(), 2, "{problems:#?}");
-    assert!(
-        problems[0].contains("cxpulse_events_consumd_total"),
-        "{problems:#?}"
-    );
+    assert!(problems[0].contains("cxpulse_events_consumd_total"), "{problems:#?}");
     assert!(problems[1].contains("ALERTS"), "{problems:#?}");
 
     let moved =
@@ -694,11 +609,7 @@ fn dashboard_checker_rejects_unknown_metrics() {
 fn dashboard_uses_only_known_metrics_and_recording_rules() {
     let dash = dashboard();
     let problems = dashboard_problems(&dash, &allowed_metrics());
-    assert!(
-        problems.is_empty(),
-        "dashboard problems:\n{}",
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "dashboard problems:\n{}", problems.join("\n"));
 
     let vars: BTreeSet<&str> = dash["templating"]["list"]
         .as_array()
@@ -710,10 +621,7 @@ fn dashboard_uses_only_known_metrics_and_recording_rules() {
         assert!(vars.contains(v), "dashboard variable ${v} missing");
     }
     // What the dashboard must show.
-    let exprs: String = dashboard_queries(&dash)
-        .into_iter()
-        .map(|(_, e)| e + "\n")
-        .collect();
+    let exprs: String = dashboard_queries(&dash).into_iter().map(|(_, e)| e + "\n").collect();
     for needed in [
         "cxpulse:nps_score",
         "cxpulse:nps_margin_of_error",
@@ -756,16 +664,10 @@ fn dashboard_queries_parse_as_promql() {
     fs::create_dir_all(&dir).unwrap();
     let file = dir.join("dashboard-queries.yml");
     fs::write(&file, rules).unwrap();
-    let out = run(
-        "promtool",
-        &["check", "rules", "--lint=none", file.to_str().unwrap()],
-    );
+    let out = run("promtool", &["check", "rules", "--lint=none", file.to_str().unwrap()]);
     let t = text(&out);
     let _ = fs::remove_dir_all(&dir);
-    assert!(
-        out.status.success(),
-        "a dashboard query is not valid PromQL:\n{t}"
-    );
+    assert!(out.status.success(), "a dashboard query is not valid PromQL:\n{t}");
 }
 
 #[test]
@@ -780,30 +682,21 @@ fn grafana_provisioning_points_at_the_dashboards() {
             .unwrap_or_else(|| panic!("docker-compose.yml does not mount {host}"))
     };
     let dash_dir = target_of("./deploy/grafana/dashboards");
-    assert_eq!(
-        target_of("./deploy/grafana/provisioning"),
-        "/etc/grafana/provisioning"
-    );
+    assert_eq!(target_of("./deploy/grafana/provisioning"), "/etc/grafana/provisioning");
 
     let providers = files_with_ext("deploy/grafana/provisioning/dashboards", &[".yml", ".yaml"]);
     assert!(!providers.is_empty(), "no dashboard provider");
     for p in providers {
         let src = read(&p);
-        let paths: Vec<&str> = src
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("path:"))
-            .map(str::trim)
-            .collect();
+        let paths: Vec<&str> =
+            src.lines().filter_map(|l| l.trim().strip_prefix("path:")).map(str::trim).collect();
         assert_eq!(
             paths,
             vec![dash_dir.as_str()],
             "{p}: provider path must be where compose mounts the dashboards"
         );
     }
-    let ds = files_with_ext(
-        "deploy/grafana/provisioning/datasources",
-        &[".yml", ".yaml"],
-    );
+    let ds = files_with_ext("deploy/grafana/provisioning/datasources", &[".yml", ".yaml"]);
     assert!(!ds.is_empty(), "no datasource provisioning");
     let ds: String = ds.iter().map(|f| read(f)).collect();
     assert!(
@@ -822,10 +715,7 @@ fn compose_mounts(src: &str) -> Vec<(String, String)> {
         .map(|v| {
             let mut parts = v.splitn(3, ':');
             let host = parts.next().unwrap().to_string();
-            let container = parts
-                .next()
-                .unwrap_or_else(|| panic!("bad volume {v:?}"))
-                .to_string();
+            let container = parts.next().unwrap_or_else(|| panic!("bad volume {v:?}")).to_string();
             (host, container)
         })
         .collect()
@@ -835,19 +725,13 @@ fn compose_mounts(src: &str) -> Vec<(String, String)> {
 fn compose_mounts_only_files_in_the_repo() {
     let compose = read("docker-compose.yml");
     let mounts = compose_mounts(&compose);
-    assert!(
-        mounts.len() >= 5,
-        "expected the rules, configs and Grafana mounts, found {mounts:?}"
-    );
+    assert!(mounts.len() >= 5, "expected the rules, configs and Grafana mounts, found {mounts:?}");
     for (host, container) in &mounts {
         assert!(
             path(host.trim_start_matches("./")).exists(),
             "docker-compose.yml mounts {host}, which does not exist"
         );
-        assert!(
-            container.starts_with('/'),
-            "{host} is mounted at a relative path {container}"
-        );
+        assert!(container.starts_with('/'), "{host} is mounted at a relative path {container}");
     }
     assert!(
         compose_mounts("      - ./nope:/x:ro\n      - \"./deploy:/d\"\n      - data:/var\n")
@@ -867,20 +751,14 @@ fn compose_mounts_only_files_in_the_repo() {
         "prom/alertmanager",
         "grafana/grafana",
     ] {
-        assert!(
-            compose.contains(needed),
-            "docker-compose.yml lacks {needed}"
-        );
+        assert!(compose.contains(needed), "docker-compose.yml lacks {needed}");
     }
     assert!(
         compose.contains("KAFKA_PROCESS_ROLES: broker,controller"),
         "Kafka must run in KRaft mode"
     );
     let dockerfile = read("Dockerfile");
-    assert!(
-        dockerfile.matches("\nFROM ").count() >= 2,
-        "the Dockerfile must be multi-stage"
-    );
+    assert!(dockerfile.matches("\nFROM ").count() >= 2, "the Dockerfile must be multi-stage");
     let user = dockerfile
         .lines()
         .rev()
@@ -922,9 +800,7 @@ fn kubernetes_prometheusrule_matches_the_rule_files() {
     let k8s = read("deploy/kubernetes/prometheusrule.yaml");
     assert!(k8s.contains("kind: PrometheusRule"));
     let marker = "\nspec:\n  groups:\n";
-    let at = k8s
-        .find(marker)
-        .expect("prometheusrule.yaml: no `spec:\\n  groups:`");
+    let at = k8s.find(marker).expect("prometheusrule.yaml: no `spec:\\n  groups:`");
     let groups = &k8s[at + marker.len()..];
     assert!(
         groups == expected_prometheusrule_groups(),
@@ -937,11 +813,7 @@ fn kubernetes_prometheusrule_matches_the_rule_files() {
             .iter()
             .flat_map(|f| rule_names(&read(&format!("deploy/prometheus/rules/{f}")), kind))
             .collect();
-        assert_eq!(
-            rule_names(groups, kind),
-            from_files,
-            "PrometheusRule {kind} rules differ"
-        );
+        assert_eq!(rule_names(groups, kind), from_files, "PrometheusRule {kind} rules differ");
     }
 }
 
@@ -981,19 +853,13 @@ fn kubernetes_workload_is_complete() {
     let pm = read("deploy/kubernetes/podmonitor.yaml");
     assert!(pm.contains("kind: PodMonitor") && pm.contains("port: metrics"));
     // job="cxpulse" comes from the pod label the PodMonitor names as jobLabel.
-    assert!(
-        pm.contains("jobLabel: app.kubernetes.io/name"),
-        "PodMonitor must set job=cxpulse"
-    );
+    assert!(pm.contains("jobLabel: app.kubernetes.io/name"), "PodMonitor must set job=cxpulse");
     assert!(dep.contains("app.kubernetes.io/name: cxpulse"));
     let kust = read("deploy/kubernetes/kustomization.yaml");
     for f in files_with_ext("deploy/kubernetes", &[".yaml"]) {
         let name = f.rsplit('/').next().unwrap();
         if name != "kustomization.yaml" {
-            assert!(
-                kust.contains(&format!("- {name}")),
-                "kustomization.yaml does not list {name}"
-            );
+            assert!(kust.contains(&format!("- {name}")), "kustomization.yaml does not list {name}");
         }
     }
 }

@@ -32,7 +32,8 @@ const SHORT_INTERVAL: &str = "1s";
 
 const ALERT: &str = "CxpulseNpsBelowThreshold";
 /// Alerts about customers: each of them may only ever fire for the brand/segment driven down.
-const BUSINESS_ALERTS: [&str; 3] = ["CxpulseNpsBelowThreshold", "CxpulseNpsDroppedSignificantly", "CxpulseChurnRateHigh"];
+const BUSINESS_ALERTS: [&str; 3] =
+    ["CxpulseNpsBelowThreshold", "CxpulseNpsDroppedSignificantly", "CxpulseChurnRateHigh"];
 
 const WORKER_CONFIG: &str = r#"
 [kafka]
@@ -119,7 +120,10 @@ fn copy_rules(dir: &Path) -> Vec<PathBuf> {
         .filter(|n| n.ends_with(".yml") || n.ends_with(".yaml"))
         .collect();
     names.sort();
-    assert!(names.iter().any(|n| n == "alerts.yml") && names.iter().any(|n| n == "recording.yml"), "rule files: {names:?}");
+    assert!(
+        names.iter().any(|n| n == "alerts.yml") && names.iter().any(|n| n == "recording.yml"),
+        "rule files: {names:?}"
+    );
     let mut shortened_for_lines = 0;
     let paths = names
         .iter()
@@ -136,7 +140,8 @@ fn copy_rules(dir: &Path) -> Vec<PathBuf> {
                 copy.split_inclusive('\n').count(),
                 "{name}: same number of lines"
             );
-            shortened_for_lines += copy.lines().filter(|l| l.trim() == format!("for: {SHORT_FOR}")).count();
+            shortened_for_lines +=
+                copy.lines().filter(|l| l.trim() == format!("for: {SHORT_FOR}")).count();
             let path = target.join(name);
             std::fs::write(&path, &copy).expect("write rule copy");
             path
@@ -191,7 +196,8 @@ impl Drop for Daemon {
 
 /// The installed program `name` (on PATH or in /usr/bin); fails the test if it is missing.
 fn required_program(name: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     dirs.push(PathBuf::from("/usr/bin"));
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| {
         panic!("`{name}` is not installed; this test needs real Prometheus and Alertmanager: apt-get install -y prometheus prometheus-alertmanager")
@@ -201,7 +207,9 @@ fn required_program(name: &str) -> PathBuf {
 fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -260,9 +268,15 @@ impl Webhook {
         self.bodies()
             .iter()
             .flat_map(|body| {
-                let json: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("webhook body is not JSON ({e}): {body}"));
+                let json: Value = serde_json::from_str(body)
+                    .unwrap_or_else(|e| panic!("webhook body is not JSON ({e}): {body}"));
                 let status = json["status"].as_str().unwrap_or("").to_string();
-                json["alerts"].as_array().cloned().unwrap_or_default().into_iter().map(move |a| (status.clone(), a))
+                json["alerts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |a| (status.clone(), a))
             })
             .collect()
     }
@@ -295,8 +309,11 @@ fn serve_one(mut stream: TcpStream) -> Option<String> {
     };
     let head = String::from_utf8_lossy(&data[..head_end]).to_string();
     let header = |name: &str| {
-        head.lines()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()))
+        head.lines().find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_string())
+        })
     };
     let mut body = data[head_end..].to_vec();
     let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
@@ -304,7 +321,8 @@ fn serve_one(mut stream: TcpStream) -> Option<String> {
         if chunked {
             body.windows(5).any(|w| w == b"0\r\n\r\n")
         } else {
-            body.len() >= header("content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0)
+            body.len()
+                >= header("content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0)
         }
     };
     while !complete(&body) {
@@ -326,7 +344,8 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&data[..line_end]).to_string();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -353,7 +372,9 @@ impl Stack {
     /// Everything worth reading when the test fails.
     fn context(&self) -> String {
         let api = |path: &str| {
-            http_get(&self.prometheus_addr, path).map(|(s, b)| format!("{s} {b}")).unwrap_or_else(|| "(no answer)".into())
+            http_get(&self.prometheus_addr, path)
+                .map(|(s, b)| format!("{s} {b}"))
+                .unwrap_or_else(|| "(no answer)".into())
         };
         let series = |q: &str| format!("{q} = {:?}", query(&self.prometheus_addr, q));
         let worker_log = self.worker.log();
@@ -378,7 +399,9 @@ impl Stack {
             s3 = series("cxpulse_nps_alert_threshold"),
             s4 = series("cxpulse:counts_incomplete"),
             s5 = series("cxpulse:partitions_assigned:sum"),
-            am = http_get(&self.alertmanager_addr, "/api/v2/alerts").map(|(s, b)| format!("{s} {b}")).unwrap_or_default(),
+            am = http_get(&self.alertmanager_addr, "/api/v2/alerts")
+                .map(|(s, b)| format!("{s} {b}"))
+                .unwrap_or_default(),
             worker = worker_tail[worker_tail.len().saturating_sub(40)..].join("\n"),
             plog = self.prometheus.log_tail(30),
             alog = self.alertmanager.log_tail(30),
@@ -386,7 +409,12 @@ impl Stack {
     }
 
     /// Waits for `check`, failing with `what` and the whole context after `limit`.
-    fn wait<T>(&mut self, what: &str, limit: Duration, mut check: impl FnMut(&Stack) -> Option<T>) -> T {
+    fn wait<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut check: impl FnMut(&Stack) -> Option<T>,
+    ) -> T {
         let started = Instant::now();
         loop {
             if let Some(value) = check(self) {
@@ -395,7 +423,11 @@ impl Stack {
             }
             for daemon in [&mut self.prometheus, &mut self.alertmanager] {
                 if let Some(status) = daemon.exited() {
-                    panic!("{} exited ({status}) while waiting for: {what}\n{}", daemon.name, daemon.log_tail(40));
+                    panic!(
+                        "{} exited ({status}) while waiting for: {what}\n{}",
+                        daemon.name,
+                        daemon.log_tail(40)
+                    );
                 }
             }
             if let Ok(Some(status)) = self.worker.child.try_wait() {
@@ -463,7 +495,8 @@ receivers:
     // Prometheus: scrapes the worker as job `cxpulse`, evaluates the copied rules every second.
     let prometheus_addr = format!("127.0.0.1:{}", free_port());
     let prometheus_yml = dir.0.join("prometheus.yml");
-    let rule_list: String = rule_files.iter().map(|p| format!("  - \"{}\"\n", p.display())).collect();
+    let rule_list: String =
+        rule_files.iter().map(|p| format!("  - \"{}\"\n", p.display())).collect();
     std::fs::write(
         &prometheus_yml,
         format!(
@@ -497,7 +530,8 @@ scrape_configs:
         dir.0.join("prometheus.log"),
     );
 
-    let mut stack = Stack { worker, prometheus, alertmanager, prometheus_addr, alertmanager_addr, webhook };
+    let mut stack =
+        Stack { worker, prometheus, alertmanager, prometheus_addr, alertmanager_addr, webhook };
     let limit = Duration::from_secs(30);
 
     // 1. Everything is up: the worker owns both partitions, Alertmanager is ready, Prometheus has
@@ -508,20 +542,32 @@ scrape_configs:
         (ready && assigned == Some(2.0)).then_some(())
     });
     stack.wait("alertmanager ready", limit, |s| {
-        http_get(&s.alertmanager_addr, "/-/ready").is_some_and(|(status, _)| status == 200).then_some(())
+        http_get(&s.alertmanager_addr, "/-/ready")
+            .is_some_and(|(status, _)| status == 200)
+            .then_some(())
     });
-    let rules = stack.wait("prometheus loaded the rules", limit, |s| get_json(&s.prometheus_addr, "/api/v1/rules"));
+    let rules = stack.wait("prometheus loaded the rules", limit, |s| {
+        get_json(&s.prometheus_addr, "/api/v1/rules")
+    });
     let groups = rules["data"]["groups"].as_array().cloned().unwrap_or_default();
     let group_names: Vec<&str> = groups.iter().map(|g| g["name"].as_str().unwrap_or("")).collect();
     for group in ["cxpulse-scores", "cxpulse-helpers", "cxpulse-business", "cxpulse-pipeline"] {
-        assert!(group_names.contains(&group), "rule group {group} not loaded: {group_names:?}{}", stack.context());
+        assert!(
+            group_names.contains(&group),
+            "rule group {group} not loaded: {group_names:?}{}",
+            stack.context()
+        );
     }
     let nps_rule = groups
         .iter()
         .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
         .find(|r| r["name"] == ALERT)
         .unwrap_or_else(|| panic!("{ALERT} not loaded{}", stack.context()));
-    assert_eq!(nps_rule["duration"].as_f64(), Some(SHORT_FOR_SECONDS), "the copy's `for:` is in effect: {nps_rule}");
+    assert_eq!(
+        nps_rule["duration"].as_f64(),
+        Some(SHORT_FOR_SECONDS),
+        "the copy's `for:` is in effect: {nps_rule}"
+    );
     stack.wait("prometheus scrapes the worker as job cxpulse", limit, |s| {
         let up = query(&s.prometheus_addr, r#"up{job="cxpulse"}"#)?;
         (up.len() == 1 && up[0]["value"][1] == "1").then_some(())
@@ -529,11 +575,15 @@ scrape_configs:
     // The business alerts are silenced while cxpulse:counts_incomplete exists (a worker restoring,
     // or fewer partitions owned than the topics have). With one stable worker that
     // owns both partitions and has restored them, it must be absent.
-    stack.wait("cxpulse:partitions_assigned:sum = 2 and cxpulse:counts_incomplete absent", limit, |s| {
-        let sum = query(&s.prometheus_addr, "cxpulse:partitions_assigned:sum")?;
-        let incomplete = query(&s.prometheus_addr, "cxpulse:counts_incomplete")?;
-        (sum.len() == 1 && sum[0]["value"][1] == "2" && incomplete.is_empty()).then_some(())
-    });
+    stack.wait(
+        "cxpulse:partitions_assigned:sum = 2 and cxpulse:counts_incomplete absent",
+        limit,
+        |s| {
+            let sum = query(&s.prometheus_addr, "cxpulse:partitions_assigned:sum")?;
+            let incomplete = query(&s.prometheus_addr, "cxpulse:counts_incomplete")?;
+            (sum.len() == 1 && sum[0]["value"][1] == "2" && incomplete.is_empty()).then_some(())
+        },
+    );
 
     // 2. NPS answers of now. acme/smb: 3 promoters, 3 passives, 6 detractors = NPS -25, under its
     //    override of 20, with 12 >= min_responses 10 answers.
@@ -542,7 +592,10 @@ scrape_configs:
     //    but fewer answers than min_responses: not judged.
     let producer = producer(&brokers);
     let mut first: Vec<(i32, &str, Vec<u8>)> = Vec::new();
-    let add = |partition: i32, key: &'static str, payloads: Vec<Vec<u8>>, into: &mut Vec<(i32, &str, Vec<u8>)>| {
+    let add = |partition: i32,
+               key: &'static str,
+               payloads: Vec<Vec<u8>>,
+               into: &mut Vec<(i32, &str, Vec<u8>)>| {
         into.extend(payloads.into_iter().map(|p| (partition, key, p)));
     };
     add(0, "acme/smb", answers("a", "acme", Some("smb"), 10, 3), &mut first);
@@ -557,10 +610,14 @@ scrape_configs:
     produce(&producer, TOPIC, &first);
     let produced_at = Instant::now();
     stack.wait("worker counted the first batch", limit, |s| {
-        s.worker.metrics().filter(|m| m.get("cxpulse_events_counted_total", &[]) == Some(first_count)).map(|_| ())
+        s.worker
+            .metrics()
+            .filter(|m| m.get("cxpulse_events_counted_total", &[]) == Some(first_count))
+            .map(|_| ())
     });
     let metrics = stack.worker.metrics().expect("metrics");
-    let config_gauge = |name: &str, segment: &str| metrics.get(name, &[("brand", "acme"), ("segment", segment)]);
+    let config_gauge =
+        |name: &str, segment: &str| metrics.get(name, &[("brand", "acme"), ("segment", segment)]);
     let settings = [
         config_gauge("cxpulse_nps_alert_threshold", "smb"),
         config_gauge("cxpulse_nps_alert_threshold", "enterprise"),
@@ -574,9 +631,11 @@ scrape_configs:
     );
 
     // 3. The drop reaches the webhook as a firing CxpulseNpsBelowThreshold for acme/smb.
-    let firing = stack.wait("firing CxpulseNpsBelowThreshold{acme,smb} at the webhook", Duration::from_secs(40), |s| {
-        s.webhook.find("firing", ALERT, "acme", "smb")
-    });
+    let firing = stack.wait(
+        "firing CxpulseNpsBelowThreshold{acme,smb} at the webhook",
+        Duration::from_secs(40),
+        |s| s.webhook.find("firing", ALERT, "acme", "smb"),
+    );
     let fired_after = produced_at.elapsed();
     let labels = &firing["labels"];
     let context = stack.context();
@@ -597,21 +656,40 @@ scrape_configs:
     add(0, "acme/smb", answers("b", "acme", Some("smb"), 9, 20), &mut second);
     produce(&producer, TOPIC, &second);
     let recovered_at = Instant::now();
-    let resolved = stack.wait("resolved CxpulseNpsBelowThreshold{acme,smb} at the webhook", Duration::from_secs(40), |s| {
-        s.webhook.find("resolved", ALERT, "acme", "smb")
-    });
+    let resolved = stack.wait(
+        "resolved CxpulseNpsBelowThreshold{acme,smb} at the webhook",
+        Duration::from_secs(40),
+        |s| s.webhook.find("resolved", ALERT, "acme", "smb"),
+    );
     let resolved_after = recovered_at.elapsed();
     let context = stack.context();
-    assert_eq!(resolved["startsAt"], firing["startsAt"], "the resolved alert is the one that fired{context}");
-    assert_ne!(resolved["endsAt"].as_str().unwrap_or(""), "0001-01-01T00:00:00Z", "a resolved alert has an end{context}");
-    let nps_now = query(&stack.prometheus_addr, r#"cxpulse:nps_score{brand="acme",segment="smb",window="24h"}"#).unwrap_or_default();
+    assert_eq!(
+        resolved["startsAt"], firing["startsAt"],
+        "the resolved alert is the one that fired{context}"
+    );
+    assert_ne!(
+        resolved["endsAt"].as_str().unwrap_or(""),
+        "0001-01-01T00:00:00Z",
+        "a resolved alert has an end{context}"
+    );
+    let nps_now = query(
+        &stack.prometheus_addr,
+        r#"cxpulse:nps_score{brand="acme",segment="smb",window="24h"}"#,
+    )
+    .unwrap_or_default();
     assert!(
-        nps_now.len() == 1 && nps_now[0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 20.0),
+        nps_now.len() == 1
+            && nps_now[0]["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v > 20.0),
         "acme/smb 24h NPS after recovery: {nps_now:?}{context}"
     );
     // The notification that carried the resolution says so as a whole too (group: one alert).
     let resolved_bodies = stack.webhook.alerts().into_iter().filter(|(status, a)| {
-        status == "resolved" && a["status"] == "resolved" && label(&a["labels"], "alertname") == ALERT
+        status == "resolved"
+            && a["status"] == "resolved"
+            && label(&a["labels"], "alertname") == ALERT
     });
     assert!(resolved_bodies.count() >= 1, "a notification with status resolved{context}");
 
@@ -639,7 +717,9 @@ scrape_configs:
     for series in &business_ever {
         let m = &series["metric"];
         assert!(
-            label(m, "alertname") == ALERT && label(m, "brand") == "acme" && label(m, "segment") == "smb",
+            label(m, "alertname") == ALERT
+                && label(m, "brand") == "acme"
+                && label(m, "segment") == "smb",
             "business alert other than {ALERT}{{acme,smb}} was pending or firing: {m}{context}"
         );
     }

@@ -26,7 +26,9 @@ const ACME_SMB: &str = r#""brand":"acme","segment":"smb""#;
 /// Partition 0 carries everything whose outcome depends on order; the other partitions hold
 /// events whose counts do not depend on how partitions interleave.
 fn partition0() -> Vec<(Vec<u8>, Option<&'static str>)> {
-    let mut too_large = String::from(r#"{"event_id":"big","type":"survey_response","occurred_at":1795428000000,"brand":"acme","survey":"nps","score":9,"pad":""#);
+    let mut too_large = String::from(
+        r#"{"event_id":"big","type":"survey_response","occurred_at":1795428000000,"brand":"acme","survey":"nps","score":9,"pad":""#,
+    );
     too_large.push_str(&"x".repeat(70 * 1024));
     too_large.push_str("\"}");
     vec![
@@ -61,8 +63,24 @@ fn other_partitions() -> Vec<(i32, Vec<u8>)> {
     vec![
         (1, nps("g1", "globex", Some("mid"), T0 - MIN, 6)),
         (1, nps("g2", "globex", Some("mid"), T0 - 50 * MIN, 8)),
-        (1, event("g3", T0 - 6 * HOUR, globex, r#""type":"customer_lifecycle","action":"purchase","customer_id":"c9""#)),
-        (2, event("i1", T0 - 15 * MIN, initech, r#""type":"survey_response","survey":"ces","score":2"#)),
+        (
+            1,
+            event(
+                "g3",
+                T0 - 6 * HOUR,
+                globex,
+                r#""type":"customer_lifecycle","action":"purchase","customer_id":"c9""#,
+            ),
+        ),
+        (
+            2,
+            event(
+                "i1",
+                T0 - 15 * MIN,
+                initech,
+                r#""type":"survey_response","survey":"ces","score":2"#,
+            ),
+        ),
         (2, nps("i2", "initech", Some("enterprise"), T0 - 8 * DAY, 10)),
     ]
 }
@@ -83,27 +101,40 @@ fn known_events_give_exact_counts_rejections_and_dead_letters() {
     let cluster = cluster(&[("cx", 3), ("cx.dlq", 1)]);
     let brokers = cluster.bootstrap_servers();
     let p0 = partition0();
-    let mut messages: Vec<(i32, &str, Vec<u8>)> = p0.iter().map(|(payload, _)| (0, "acme/smb", payload.clone())).collect();
+    let mut messages: Vec<(i32, &str, Vec<u8>)> =
+        p0.iter().map(|(payload, _)| (0, "acme/smb", payload.clone())).collect();
     messages.extend(other_partitions().into_iter().map(|(p, payload)| (p, "k", payload)));
     produce(&producer(&brokers), "cx", &messages);
     let total = messages.len() as f64;
 
     let worker = start_worker("counts", &brokers, WORKER_CONFIG);
     let metrics = wait_for(Duration::from_secs(60), || {
-        worker.metrics().filter(|m| m.get("cxpulse_events_consumed_total", &[("topic", "cx")]) == Some(total))
+        worker
+            .metrics()
+            .filter(|m| m.get("cxpulse_events_consumed_total", &[("topic", "cx")]) == Some(total))
     })
     .unwrap_or_else(|| panic!("worker did not consume {total} messages; log:\n{}", worker.log()));
     // Dead letters are acknowledged after the batch is counted: wait for them too.
     let rejected_count = p0.iter().filter(|(_, reason)| reason.is_some()).count() as f64;
     let metrics = wait_for(Duration::from_secs(20), || {
-        worker.metrics().filter(|m| m.get("cxpulse_dead_letters_total", &[]) == Some(rejected_count))
+        worker
+            .metrics()
+            .filter(|m| m.get("cxpulse_dead_letters_total", &[]) == Some(rejected_count))
     })
     .unwrap_or(metrics);
 
     let nps_of = |brand: &str, segment: &str, window: &str| -> [f64; 3] {
         ["promoter", "passive", "detractor"].map(|category| {
             metrics
-                .get("cxpulse_nps_responses", &[("brand", brand), ("segment", segment), ("window", window), ("category", category)])
+                .get(
+                    "cxpulse_nps_responses",
+                    &[
+                        ("brand", brand),
+                        ("segment", segment),
+                        ("window", window),
+                        ("category", category),
+                    ],
+                )
                 .unwrap_or(-1.0)
         })
     };
@@ -125,34 +156,67 @@ fn known_events_give_exact_counts_rejections_and_dead_letters() {
         l.push(("outcome", "unsatisfied"));
         assert_eq!(get("cxpulse_csat_responses", &l), unsatisfied, "{window}");
     }
-    assert_eq!(get("cxpulse_ces_responses", &[acme("24h").as_slice(), &[("outcome", "easy")]].concat()), 0.0);
-    assert_eq!(get("cxpulse_ces_responses", &[acme("7d").as_slice(), &[("outcome", "easy")]].concat()), 1.0);
-    assert_eq!(get("cxpulse_ces_score_sum", &acme("7d")), 6.0);
     assert_eq!(
-        get("cxpulse_ces_responses", &[("brand", "initech"), ("segment", "enterprise"), ("window", "1h"), ("outcome", "not_easy")]),
+        get("cxpulse_ces_responses", &[acme("24h").as_slice(), &[("outcome", "easy")]].concat()),
+        0.0
+    );
+    assert_eq!(
+        get("cxpulse_ces_responses", &[acme("7d").as_slice(), &[("outcome", "easy")]].concat()),
         1.0
     );
-    assert_eq!(get("cxpulse_ces_score_sum", &[("brand", "initech"), ("segment", "enterprise"), ("window", "1h")]), 2.0);
+    assert_eq!(get("cxpulse_ces_score_sum", &acme("7d")), 6.0);
+    assert_eq!(
+        get(
+            "cxpulse_ces_responses",
+            &[
+                ("brand", "initech"),
+                ("segment", "enterprise"),
+                ("window", "1h"),
+                ("outcome", "not_easy")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            "cxpulse_ces_score_sum",
+            &[("brand", "initech"), ("segment", "enterprise"), ("window", "1h")]
+        ),
+        2.0
+    );
     let action = |window: &'static str, action: &'static str| {
         get("cxpulse_customer_events", &[acme(window).as_slice(), &[("action", action)]].concat())
     };
     assert_eq!((action("1h", "signup"), action("1h", "churn")), (1.0, 0.0));
     assert_eq!((action("7d", "signup"), action("7d", "churn")), (1.0, 1.0));
     assert_eq!(
-        get("cxpulse_customer_events", &[("brand", "globex"), ("segment", "mid"), ("window", "1h"), ("action", "purchase")]),
+        get(
+            "cxpulse_customer_events",
+            &[("brand", "globex"), ("segment", "mid"), ("window", "1h"), ("action", "purchase")]
+        ),
         0.0
     );
     assert_eq!(
-        get("cxpulse_customer_events", &[("brand", "globex"), ("segment", "mid"), ("window", "24h"), ("action", "purchase")]),
+        get(
+            "cxpulse_customer_events",
+            &[("brand", "globex"), ("segment", "mid"), ("window", "24h"), ("action", "purchase")]
+        ),
         1.0
     );
     // Base 100 at T0-20d, churn at T0-2d, signup at T0-20m.
     assert_eq!(get("cxpulse_customers_active", &[("brand", "acme"), ("segment", "smb")]), 100.0);
     for (window, start) in [("1h", 99.0), ("24h", 99.0), ("7d", 100.0), ("30d", 100.0)] {
-        assert_eq!(get("cxpulse_customers_active_at_window_start", &acme(window)), start, "{window}");
+        assert_eq!(
+            get("cxpulse_customers_active_at_window_start", &acme(window)),
+            start,
+            "{window}"
+        );
     }
     assert_eq!(
-        get("cxpulse_survey_responses_total", &[("brand", "acme"), ("segment", "smb"), ("survey", "nps"), ("category", "promoter")]),
+        get(
+            "cxpulse_survey_responses_total",
+            &[("brand", "acme"), ("segment", "smb"), ("survey", "nps"), ("category", "promoter")]
+        ),
         2.0
     );
 
@@ -177,7 +241,8 @@ fn known_events_give_exact_counts_rejections_and_dead_letters() {
     assert_eq!(get("cxpulse_dead_letters_total", &[]), rejected_count);
     assert_eq!(get("cxpulse_series", &[]), 4.0);
 
-    let letters = read_topic(&brokers, "cx.dlq", 1, expected_rejections.len(), Duration::from_secs(20));
+    let letters =
+        read_topic(&brokers, "cx.dlq", 1, expected_rejections.len(), Duration::from_secs(20));
     assert_eq!(letters.len(), expected_rejections.len(), "dead letters");
     for letter in &letters {
         let offset: usize = letter.headers["cxpulse-source-offset"].parse().expect("offset header");
@@ -193,7 +258,9 @@ fn known_events_give_exact_counts_rejections_and_dead_letters() {
 fn wall_clock_rejects_future_and_stale_events() {
     let cluster = cluster(&[("cxw", 1), ("cxw.dlq", 1)]);
     let brokers = cluster.bootstrap_servers();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as i64;
     let messages = vec![
         (0, "k", nps("w1", "acme", None, now, 10)),
         (0, "k", nps("w2", "acme", None, now + HOUR, 10)),
@@ -201,16 +268,25 @@ fn wall_clock_rejects_future_and_stale_events() {
         (0, "k", nps("w4", "acme", None, now - 40 * DAY, 10)),
     ];
     produce(&producer(&brokers), "cxw", &messages);
-    let config = WORKER_CONFIG.replace("cxpulse-counts", "cxpulse-wall").replace("[\"cx\"]", "[\"cxw\"]").replace("\"event\"", "\"wall\"");
+    let config = WORKER_CONFIG
+        .replace("cxpulse-counts", "cxpulse-wall")
+        .replace("[\"cx\"]", "[\"cxw\"]")
+        .replace("\"event\"", "\"wall\"");
     let worker = start_worker("wall", &brokers, &config);
     let metrics = wait_for(Duration::from_secs(60), || {
         worker.metrics().filter(|m| m.get("cxpulse_dead_letters_total", &[]) == Some(3.0))
     })
     .unwrap_or_else(|| panic!("no dead letters; log:\n{}", worker.log()));
-    assert_eq!(metrics.get("cxpulse_events_rejected_total", &[("reason", "too_far_in_future")]), Some(2.0));
+    assert_eq!(
+        metrics.get("cxpulse_events_rejected_total", &[("reason", "too_far_in_future")]),
+        Some(2.0)
+    );
     assert_eq!(metrics.get("cxpulse_events_rejected_total", &[("reason", "too_old")]), Some(1.0));
     assert_eq!(
-        metrics.get("cxpulse_nps_responses", &[("brand", "acme"), ("segment", "all"), ("window", "1h"), ("category", "promoter")]),
+        metrics.get(
+            "cxpulse_nps_responses",
+            &[("brand", "acme"), ("segment", "all"), ("window", "1h"), ("category", "promoter")]
+        ),
         Some(1.0)
     );
     let letters = read_topic(&brokers, "cxw.dlq", 1, 3, Duration::from_secs(20));

@@ -47,22 +47,37 @@ fn assert_exact(workers: &[&Worker], expected: f64, what: &str) {
     });
     if settled.is_none() {
         let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
-        panic!("{what}: expected {expected}, live workers sum to {:?}\nlogs:\n{}", nps_total(workers), logs.join("\n-----\n"));
+        panic!(
+            "{what}: expected {expected}, live workers sum to {:?}\nlogs:\n{}",
+            nps_total(workers),
+            logs.join("\n-----\n")
+        );
     }
 }
 
 /// Produces `count` distinct events, round-robin over partitions, spread over `over`.
-fn produce_spread(brokers: String, topic: &'static str, partitions: i32, count: usize, over: Duration) -> std::thread::JoinHandle<()> {
+fn produce_spread(
+    brokers: String,
+    topic: &'static str,
+    partitions: i32,
+    count: usize,
+    over: Duration,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let producer = producer(&brokers);
         let chunks = 20;
         let started = Instant::now();
         for chunk in 0..chunks {
-            let messages: Vec<(i32, &str, Vec<u8>)> = (chunk * count / chunks..(chunk + 1) * count / chunks)
-                .map(|n| ((n % partitions as usize) as i32, "k", nps_json(&format!("{topic}-{n}"), n)))
+            let messages: Vec<(i32, &str, Vec<u8>)> = (chunk * count / chunks
+                ..(chunk + 1) * count / chunks)
+                .map(|n| {
+                    ((n % partitions as usize) as i32, "k", nps_json(&format!("{topic}-{n}"), n))
+                })
                 .collect();
             produce(&producer, topic, &messages);
-            std::thread::sleep((over * (chunk as u32 + 1) / chunks as u32).saturating_sub(started.elapsed()));
+            std::thread::sleep(
+                (over * (chunk as u32 + 1) / chunks as u32).saturating_sub(started.elapsed()),
+            );
         }
     })
 }
@@ -79,7 +94,9 @@ fn sigkill_mid_stream_then_restart_counts_every_event_once() {
     // A point that depends on the clock, so runs differ.
     let kill_at = 2_000.0 + (now_ms() % 10_000) as f64;
     wait_for(Duration::from_secs(60), || {
-        first.metrics().filter(|m| m.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]).unwrap_or(0.0) >= kill_at)
+        first.metrics().filter(|m| {
+            m.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]).unwrap_or(0.0) >= kill_at
+        })
     })
     .unwrap_or_else(|| panic!("first worker never reached {kill_at}; log:\n{}", first.log()));
     first.child.kill().expect("SIGKILL");
@@ -137,15 +154,21 @@ fn broker_outage_and_request_errors_lose_and_double_nothing() {
     std::thread::sleep(Duration::from_secs(10));
     cluster.broker_up(1).expect("broker up");
     // Malformed messages too, so dead letters are produced through the injected errors.
-    let mut rest: Vec<(i32, &str, Vec<u8>)> =
-        (EVENTS / 2..EVENTS).map(|n| ((n % 3) as i32, "k", nps_json(&format!("f-{n}"), n))).collect();
+    let mut rest: Vec<(i32, &str, Vec<u8>)> = (EVENTS / 2..EVENTS)
+        .map(|n| ((n % 3) as i32, "k", nps_json(&format!("f-{n}"), n)))
+        .collect();
     rest.extend((0..30).map(|n| (n % 3, "k", b"{not json".to_vec())));
     produce(&producer(&brokers), TOPIC, &rest);
     assert_exact(&[&worker], EVENTS as f64, "after the outage and request errors");
     let letters = read_topic(&brokers, "flaky.dlq", 1, 30, Duration::from_secs(30));
     let distinct: BTreeSet<_> = letters
         .iter()
-        .map(|l| (l.headers.get("cxpulse-source-partition").cloned(), l.headers.get("cxpulse-source-offset").cloned()))
+        .map(|l| {
+            (
+                l.headers.get("cxpulse-source-partition").cloned(),
+                l.headers.get("cxpulse-source-offset").cloned(),
+            )
+        })
         .collect();
     assert_eq!(distinct.len(), 30, "every malformed message dead-lettered");
 }
@@ -168,7 +191,11 @@ fn duplicates_count_once_and_every_malformed_event_is_dead_lettered() {
         }
         if n % 20 == 5 {
             malformed += 1;
-            messages.push(((n % 4) as i32, "k", format!(r#"{{"event_id":"bad-{n}","type":"survey_response"}}"#).into_bytes()));
+            messages.push((
+                (n % 4) as i32,
+                "k",
+                format!(r#"{{"event_id":"bad-{n}","type":"survey_response"}}"#).into_bytes(),
+            ));
         }
     }
     produce(&producer(&brokers), TOPIC, &messages);
@@ -176,10 +203,15 @@ fn duplicates_count_once_and_every_malformed_event_is_dead_lettered() {
     assert_exact(&[&worker], DISTINCT as f64, "duplicates counted once");
     let metrics = worker.metrics().expect("metrics");
     assert_eq!(metrics.get("cxpulse_events_duplicate_total", &[]), Some((DISTINCT / 10) as f64));
-    assert_eq!(metrics.get("cxpulse_events_rejected_total", &[("reason", "missing_field")]), Some(malformed as f64));
+    assert_eq!(
+        metrics.get("cxpulse_events_rejected_total", &[("reason", "missing_field")]),
+        Some(malformed as f64)
+    );
     let letters = read_topic(&brokers, "dups.dlq", 1, malformed, Duration::from_secs(30));
     assert_eq!(letters.len(), malformed, "each malformed event dead-lettered exactly once");
-    assert!(letters.iter().all(|l| l.headers.get("cxpulse-error").map(String::as_str) == Some("missing_field")));
+    assert!(letters
+        .iter()
+        .all(|l| l.headers.get("cxpulse-error").map(String::as_str) == Some("missing_field")));
 }
 
 #[test]
@@ -197,16 +229,27 @@ fn a_corrupted_checkpoint_falls_back_to_replay_and_stays_exact() {
     assert!(first.terminate(Duration::from_secs(10)).expect("exits").success());
 
     // Overwrite every partition's checkpoint with garbage (the newest value of a key wins).
-    let garbage: Vec<(i32, String, Vec<u8>)> =
-        (0..3).map(|p| (0, format!("g-corrupt/{TOPIC}/{p}"), b"CXPS\0\0\0\0garbage".to_vec())).collect();
-    let keyed: Vec<(i32, &str, Vec<u8>)> = garbage.iter().map(|(p, k, v)| (*p, k.as_str(), v.clone())).collect();
+    let garbage: Vec<(i32, String, Vec<u8>)> = (0..3)
+        .map(|p| (0, format!("g-corrupt/{TOPIC}/{p}"), b"CXPS\0\0\0\0garbage".to_vec()))
+        .collect();
+    let keyed: Vec<(i32, &str, Vec<u8>)> =
+        garbage.iter().map(|(p, k, v)| (*p, k.as_str(), v.clone())).collect();
     produce(&producer(&brokers), "cxpulse.state", &keyed);
 
     let second = start_worker("corrupt-b", &brokers, &config);
     assert_exact(&[&second], EVENTS as f64, "after replay");
     let metrics = second.metrics().expect("metrics");
-    assert_eq!(metrics.get("cxpulse_partition_restores_total", &[("source", "replay")]), Some(3.0), "{}", second.log());
-    assert_eq!(metrics.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]), Some(0.0), "nothing new: all replayed");
+    assert_eq!(
+        metrics.get("cxpulse_partition_restores_total", &[("source", "replay")]),
+        Some(3.0),
+        "{}",
+        second.log()
+    );
+    assert_eq!(
+        metrics.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]),
+        Some(0.0),
+        "nothing new: all replayed"
+    );
     let log = second.log();
     assert!(log.contains("checkpoint unreadable"), "{log}");
     // The replay up to the committed offsets was a restoring phase, and it ended.
@@ -223,7 +266,8 @@ fn a_dead_letter_topic_that_refuses_writes_holds_offsets_back_and_loses_nothing(
     cluster
         .topic_error("dlqf.dlq", RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
         .expect("inject topic error");
-    let mut messages: Vec<(i32, &str, Vec<u8>)> = (0..100).map(|n| (0, "k", nps_json(&format!("q-{n}"), n))).collect();
+    let mut messages: Vec<(i32, &str, Vec<u8>)> =
+        (0..100).map(|n| (0, "k", nps_json(&format!("q-{n}"), n))).collect();
     for n in 0..5 {
         messages.insert(40 + n * 10, (0, "k", format!(r#"{{"event_id":"bad-{n}"}}"#).into_bytes()));
     }
@@ -231,18 +275,26 @@ fn a_dead_letter_topic_that_refuses_writes_holds_offsets_back_and_loses_nothing(
     let config = worker_config("g-dlqf", TOPIC);
     let mut first = start_worker("dlqf-a", &brokers, &config);
     wait_for(Duration::from_secs(60), || {
-        first.metrics().filter(|m| m.get("cxpulse_dead_letter_retries_total", &[]).unwrap_or(0.0) >= 2.0)
+        first
+            .metrics()
+            .filter(|m| m.get("cxpulse_dead_letter_retries_total", &[]).unwrap_or(0.0) >= 2.0)
     })
     .unwrap_or_else(|| panic!("no dead-letter retries; log:\n{}", first.log()));
     let exit = first.terminate(Duration::from_secs(20)).expect("exits while retrying");
     assert!(exit.success(), "log:\n{}", first.log());
     let committed = committed_total(&brokers, "g-dlqf", TOPIC, 1);
-    assert!(committed <= 40, "offset held at the first unacknowledged dead letter, committed {committed}");
+    assert!(
+        committed <= 40,
+        "offset held at the first unacknowledged dead letter, committed {committed}"
+    );
 
-    cluster.topic_error("dlqf.dlq", RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR).expect("clear topic error");
+    cluster
+        .topic_error("dlqf.dlq", RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
+        .expect("clear topic error");
     let second = start_worker("dlqf-b", &brokers, &config);
     assert_exact(&[&second], 100.0, "valid events after the dead-letter outage");
     let letters = read_topic(&brokers, "dlqf.dlq", 1, 5, Duration::from_secs(30));
-    let offsets: BTreeSet<_> = letters.iter().filter_map(|l| l.headers.get("cxpulse-source-offset").cloned()).collect();
+    let offsets: BTreeSet<_> =
+        letters.iter().filter_map(|l| l.headers.get("cxpulse-source-offset").cloned()).collect();
     assert_eq!(offsets.len(), 5, "every rejected message reached the dead-letter topic");
 }

@@ -28,7 +28,9 @@ fn demo_serves_nps_for_every_brand_within_15_seconds() {
         let metrics = demo.metrics()?;
         brands
             .iter()
-            .all(|brand| metrics.sum("cxpulse_nps_responses", &[("brand", brand), ("window", "1h")]) > 0.0)
+            .all(|brand| {
+                metrics.sum("cxpulse_nps_responses", &[("brand", brand), ("window", "1h")]) > 0.0
+            })
             .then_some(metrics)
     });
     let metrics = ready.expect("NPS metrics for every demo brand within 15 s");
@@ -79,7 +81,9 @@ fn sigterm_commits_what_was_processed_and_a_restart_continues_exactly() {
     let group = "cxpulse-restart";
     let mut first = start_worker("first", &brokers, &config(group));
     wait_for(Duration::from_secs(60), || {
-        first.metrics().filter(|m| m.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]).unwrap_or(0.0) >= 3_000.0)
+        first.metrics().filter(|m| {
+            m.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]).unwrap_or(0.0) >= 3_000.0
+        })
     })
     .unwrap_or_else(|| panic!("first worker did not start consuming; log:\n{}", first.log()));
     let exit = first.terminate(Duration::from_secs(10)).expect("exit within 10 s of SIGTERM");
@@ -89,16 +93,26 @@ fn sigterm_commits_what_was_processed_and_a_restart_continues_exactly() {
     let counted_first = final_count(&log, "counted").expect("final counted count");
     assert_eq!(consumed_first, counted_first, "every event is valid and distinct");
     let committed = committed_total(&brokers, group, TOPIC, PARTITIONS) as u64;
-    assert_eq!(committed, consumed_first, "committed offsets cover exactly what the first run processed");
+    assert_eq!(
+        committed, consumed_first,
+        "committed offsets cover exactly what the first run processed"
+    );
     producing.join().expect("producer thread");
-    assert!(consumed_first < EVENTS as u64, "the first run was stopped mid-stream ({consumed_first})");
+    assert!(
+        consumed_first < EVENTS as u64,
+        "the first run was stopped mid-stream ({consumed_first})"
+    );
 
     let second = start_worker("second", &brokers, &config(group));
     let remaining = (EVENTS as u64 - consumed_first) as f64;
     let metrics = wait_for(Duration::from_secs(60), || {
-        second.metrics().filter(|m| m.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]) == Some(remaining))
+        second.metrics().filter(|m| {
+            m.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]) == Some(remaining)
+        })
     })
-    .unwrap_or_else(|| panic!("second worker did not consume the remaining {remaining}; log:\n{}", second.log()));
+    .unwrap_or_else(|| {
+        panic!("second worker did not consume the remaining {remaining}; log:\n{}", second.log())
+    });
     // Nothing more arrives later: no re-reads.
     std::thread::sleep(Duration::from_secs(2));
     let settled = second.metrics().expect("metrics");
@@ -114,7 +128,8 @@ fn a_broker_outage_turns_readiness_off_and_consumption_resumes_after_it() {
     let cluster = cluster(&[("cxo", 2), ("cxo.dlq", 1)]);
     let brokers = cluster.bootstrap_servers();
     let batch = |from: usize| -> Vec<(i32, &'static str, Vec<u8>)> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
         (from..from + 500)
             .map(|n| {
                 let payload = format!(
@@ -127,33 +142,48 @@ fn a_broker_outage_turns_readiness_off_and_consumption_resumes_after_it() {
     produce(&producer(&brokers), "cxo", &batch(0));
     let config = config("cxpulse-outage").replace(TOPIC, "cxo");
     let mut worker = start_worker("outage", &brokers, &config);
-    let consumed = |w: &Worker| w.metrics().and_then(|m| m.get("cxpulse_events_consumed_total", &[("topic", "cxo")]));
+    let consumed = |w: &Worker| {
+        w.metrics().and_then(|m| m.get("cxpulse_events_consumed_total", &[("topic", "cxo")]))
+    };
     let ready = |w: &Worker| http_get(&w.addr, "/readyz").map(|(status, _)| status == 200);
-    wait_for(Duration::from_secs(60), || (consumed(&worker) == Some(500.0) && ready(&worker) == Some(true)).then_some(()))
-        .unwrap_or_else(|| panic!("not consuming and ready; log:\n{}", worker.log()));
+    wait_for(Duration::from_secs(60), || {
+        (consumed(&worker) == Some(500.0) && ready(&worker) == Some(true)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not consuming and ready; log:\n{}", worker.log()));
     // An outage before the first commit would make the group re-read everything (at-least-once
     // offsets); this test is about the outage itself, so it starts once the offsets are committed.
-    wait_for(Duration::from_secs(20), || (committed_total(&brokers, "cxpulse-outage", "cxo", 2) == 500).then_some(()))
-        .unwrap_or_else(|| panic!("offsets not committed; log:\n{}", worker.log()));
+    wait_for(Duration::from_secs(20), || {
+        (committed_total(&brokers, "cxpulse-outage", "cxo", 2) == 500).then_some(())
+    })
+    .unwrap_or_else(|| panic!("offsets not committed; log:\n{}", worker.log()));
 
     cluster.broker_down(1).expect("broker down");
     wait_for(Duration::from_secs(20), || (ready(&worker) == Some(false)).then_some(()))
-        .unwrap_or_else(|| panic!("/readyz stayed 200 with the broker down; log:\n{}", worker.log()));
+        .unwrap_or_else(|| {
+            panic!("/readyz stayed 200 with the broker down; log:\n{}", worker.log())
+        });
     assert_eq!(http_get(&worker.addr, "/healthz").map(|(s, _)| s), Some(200), "still alive");
     std::thread::sleep(Duration::from_secs(3));
     assert!(worker.child.try_wait().expect("wait").is_none(), "the worker survived the outage");
 
     cluster.broker_up(1).expect("broker up");
     produce(&producer(&brokers), "cxo", &batch(500));
-    let windowed = |w: &Worker| w.metrics().map(|m| m.sum("cxpulse_nps_responses", &[("window", "1h")]));
-    wait_for(Duration::from_secs(60), || (windowed(&worker) == Some(1000.0) && ready(&worker) == Some(true)).then_some(()))
-        .unwrap_or_else(|| panic!("did not resume; log:\n{}", worker.log()));
+    let windowed =
+        |w: &Worker| w.metrics().map(|m| m.sum("cxpulse_nps_responses", &[("window", "1h")]));
+    wait_for(Duration::from_secs(60), || {
+        (windowed(&worker) == Some(1000.0) && ready(&worker) == Some(true)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("did not resume; log:\n{}", worker.log()));
     // The session may have timed out during the outage: then the partitions came back through a
     // replay, which takes the already-counted messages into the windows only.
     std::thread::sleep(Duration::from_secs(1));
     let metrics = worker.metrics().expect("metrics");
     assert_eq!(windowed(&worker), Some(1000.0), "nothing lost, nothing twice");
-    assert_eq!(metrics.get("cxpulse_events_counted_total", &[]), Some(1000.0), "no message counted twice");
+    assert_eq!(
+        metrics.get("cxpulse_events_counted_total", &[]),
+        Some(1000.0),
+        "no message counted twice"
+    );
     let exit = worker.terminate(Duration::from_secs(10)).expect("exits");
     assert!(exit.success());
 }

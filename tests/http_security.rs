@@ -14,7 +14,10 @@ fn curl(args: &[&str]) -> (String, String) {
         .args(args)
         .output()
         .expect("curl is needed: apt-get install -y curl");
-    (String::from_utf8_lossy(&output.stdout).to_string(), String::from_utf8_lossy(&output.stderr).to_string())
+    (
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
 }
 
 #[test]
@@ -22,7 +25,18 @@ fn token_and_tls_protect_the_data_endpoints() {
     let dir = TempDir::new("tls");
     let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -52,12 +66,19 @@ tls_key = "{}"
         .unwrap_or_else(|| panic!("no HTTPS health; log:\n{}", worker.log()));
 
     assert_eq!(curl(&[&url("/metrics")]).0, "401", "no token");
-    assert_eq!(curl(&["-H", "Authorization: Bearer wrong-token!", &url("/metrics")]).0, "401", "wrong token");
+    assert_eq!(
+        curl(&["-H", "Authorization: Bearer wrong-token!", &url("/metrics")]).0,
+        "401",
+        "wrong token"
+    );
     let (code, body) = curl(&["-H", "Authorization: Bearer s3cr3t-token", &url("/metrics")]);
     assert_eq!(code, "200");
     assert!(body.contains("cxpulse_build_info"), "{body}");
     assert_eq!(curl(&[&url("/api/v1/scores")]).0, "401");
-    assert_eq!(curl(&["-H", "Authorization: Bearer s3cr3t-token", &url("/api/v1/scores")]).0, "200");
+    assert_eq!(
+        curl(&["-H", "Authorization: Bearer s3cr3t-token", &url("/api/v1/scores")]).0,
+        "200"
+    );
     // Plain HTTP on the TLS port gets no answer.
     assert_ne!(http_get(&worker.addr, "/healthz").map(|(s, _)| s), Some(200));
     assert!(!worker.log().contains("s3cr3t-token"), "the token never reaches the log");
@@ -70,11 +91,15 @@ fn unsafe_http_settings_stop_startup_with_one_line() {
         ("[http]\nbearer_token = \"\"\n", "bearer token is empty"),
         ("[http]\nbearer_token = \"   \"\n", "bearer token is empty"),
         ("[http]\ntls_cert = \"/etc/hostname\"\n", "go together"),
-        ("[http]\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"\n", "/nonexistent.pem"),
+        (
+            "[http]\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"\n",
+            "/nonexistent.pem",
+        ),
     ] {
         let path = dir.0.join("c.toml");
         std::fs::write(&path, text).expect("write");
-        let output = Command::new(binary()).args(["run", "--config"]).arg(&path).output().expect("run");
+        let output =
+            Command::new(binary()).args(["run", "--config"]).arg(&path).output().expect("run");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{text}");
         assert!(stderr.contains(needle), "{text}: {stderr}");

@@ -88,7 +88,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("cxpulse-test-{tag}-{}-{}", std::process::id(), free_port()));
+        let dir = std::env::temp_dir().join(format!(
+            "cxpulse-test-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         TempDir(dir)
     }
@@ -202,8 +206,10 @@ impl Metrics {
         self.0
             .iter()
             .filter(|(series, _)| {
-                let (series_name, series_labels) = series.split_once('{').unwrap_or((series.as_str(), ""));
-                series_name == name && labels.iter().all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")))
+                let (series_name, series_labels) =
+                    series.split_once('{').unwrap_or((series.as_str(), ""));
+                series_name == name
+                    && labels.iter().all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")))
             })
             .map(|(_, v)| v)
             .sum()
@@ -224,7 +230,8 @@ fn normalize(series: &str) -> String {
         None => series.to_string(),
         Some((name, rest)) => {
             let inner = rest.trim_end_matches('}');
-            let mut labels: Vec<&str> = if inner.is_empty() { Vec::new() } else { inner.split(',').collect() };
+            let mut labels: Vec<&str> =
+                if inner.is_empty() { Vec::new() } else { inner.split(',').collect() };
             labels.sort();
             if labels.is_empty() {
                 name.to_string()
@@ -243,7 +250,13 @@ pub struct Letter {
 }
 
 /// Reads `topic` (all partitions) from the start until `expected` messages or `limit`.
-pub fn read_topic(brokers: &str, topic: &str, partitions: i32, expected: usize, limit: Duration) -> Vec<Letter> {
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    limit: Duration,
+) -> Vec<Letter> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "cxpulse-test-reader")
@@ -264,19 +277,27 @@ pub fn read_topic(brokers: &str, topic: &str, partitions: i32, expected: usize, 
                 .map(|h| {
                     h.iter()
                         .map(|header| {
-                            (header.key.to_string(), String::from_utf8_lossy(header.value.unwrap_or_default()).to_string())
+                            (
+                                header.key.to_string(),
+                                String::from_utf8_lossy(header.value.unwrap_or_default())
+                                    .to_string(),
+                            )
                         })
                         .collect()
                 })
                 .unwrap_or_default();
-            letters.push(Letter { payload: message.payload().unwrap_or_default().to_vec(), headers });
+            letters
+                .push(Letter { payload: message.payload().unwrap_or_default().to_vec(), headers });
         }
     }
     // A moment more, to see any message beyond what was expected.
     let extra_deadline = Instant::now() + Duration::from_millis(500);
     while Instant::now() < extra_deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            letters.push(Letter { payload: message.payload().unwrap_or_default().to_vec(), headers: BTreeMap::new() });
+            letters.push(Letter {
+                payload: message.payload().unwrap_or_default().to_vec(),
+                headers: BTreeMap::new(),
+            });
         }
     }
     letters
@@ -293,7 +314,8 @@ pub fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32)
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    let committed =
+        consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
     committed
         .elements()
         .iter()

@@ -59,7 +59,11 @@ fn runs(count: u64, keyed: bool) -> Vec<FetchRun> {
 /// [`runs`] of the synthetic run `run_id`, the i-th message stamped `time_of(i)`.
 fn runs_of(run_id: &str, count: u64, keyed: bool, time_of: impl Fn(u64) -> i64) -> Vec<FetchRun> {
     const RUN: u64 = 500;
-    let mut synth = Synth::new(SynthConfig { run_id: run_id.into(), dip_brand: None, ..SynthConfig::default() });
+    let mut synth = Synth::new(SynthConfig {
+        run_id: run_id.into(),
+        dip_brand: None,
+        ..SynthConfig::default()
+    });
     fetch_runs(&mut synth, count, 64, RUN as usize, time_of, |i, message| {
         if keyed {
             (xxhash_rust::xxh3::xxh3_64(message.key.as_bytes()) % 64) as usize
@@ -76,9 +80,14 @@ fn process_batch(c: &mut Criterion) {
     group.throughput(Throughput::Elements(EVENTS as u64));
     for (keyed, name) in [(false, "pairs spread over partitions"), (true, "keyed by pair")] {
         let runs = runs(EVENTS as u64, keyed);
-        let runs: Vec<TimedRun> = runs.iter().map(|run| (run.partition, run.payloads(), NOW)).collect();
+        let runs: Vec<TimedRun> =
+            runs.iter().map(|run| (run.partition, run.payloads(), NOW)).collect();
         group.bench_function(format!("engine.process_batch x100k in runs of 500, {name}"), |b| {
-            b.iter_batched_ref(|| Engine::new(EngineConfig::default()).unwrap(), |engine| count_runs(engine, &runs), BatchSize::LargeInput)
+            b.iter_batched_ref(
+                || Engine::new(EngineConfig::default()).unwrap(),
+                |engine| count_runs(engine, &runs),
+                BatchSize::LargeInput,
+            )
         });
     }
     group.finish();
@@ -103,21 +112,27 @@ fn process_batch_steady(c: &mut Criterion) {
     let mut check = Engine::new(config.clone()).unwrap();
     count_runs(&mut check, &warm);
     let remembered = check.snapshot(time_of(WARM)).dedup_entries;
-    assert!(remembered.abs_diff(600_000) < 50_000, "the warm engine remembers {remembered} ids, not about 600k");
+    assert!(
+        remembered.abs_diff(600_000) < 50_000,
+        "the warm engine remembers {remembered} ids, not about 600k"
+    );
     let mut group = c.benchmark_group("process");
     group.throughput(Throughput::Elements(EVENTS));
     group.sample_size(10);
-    group.bench_function("engine.process_batch x100k, steady state (600k ids remembered, one expiring per event)", |b| {
-        b.iter_batched_ref(
-            || {
-                let mut engine = Engine::new(config.clone()).unwrap();
-                count_runs(&mut engine, &warm);
-                engine
-            },
-            |engine| count_runs(engine, &measured),
-            BatchSize::LargeInput,
-        )
-    });
+    group.bench_function(
+        "engine.process_batch x100k, steady state (600k ids remembered, one expiring per event)",
+        |b| {
+            b.iter_batched_ref(
+                || {
+                    let mut engine = Engine::new(config.clone()).unwrap();
+                    count_runs(&mut engine, &warm);
+                    engine
+                },
+                |engine| count_runs(engine, &measured),
+                BatchSize::LargeInput,
+            )
+        },
+    );
     group.finish();
 }
 
@@ -127,15 +142,24 @@ type TimedRun<'a> = (i32, Vec<&'a [u8]>, i64);
 /// Each run into the engine, as the worker hands it over.
 fn count_runs(engine: &mut Engine, runs: &[TimedRun]) {
     for (partition, payloads, wall) in runs {
-        engine.process_batch(SourcePartition { topic: 0, partition: *partition }, payloads, *wall, |_, outcome| {
-            std::hint::black_box(outcome);
-        });
+        engine.process_batch(
+            SourcePartition { topic: 0, partition: *partition },
+            payloads,
+            *wall,
+            |_, outcome| {
+                std::hint::black_box(outcome);
+            },
+        );
     }
 }
 
 /// Each run with the wall time it is handed over at: the time of the traffic so far, as a live
 /// worker sees it (`first` events came before the runs).
-fn with_wall_time(runs: &[FetchRun], first: u64, time_of: impl Fn(u64) -> i64) -> Vec<TimedRun<'_>> {
+fn with_wall_time(
+    runs: &[FetchRun],
+    first: u64,
+    time_of: impl Fn(u64) -> i64,
+) -> Vec<TimedRun<'_>> {
     let mut seen = first;
     runs.iter()
         .map(|run| {
@@ -159,7 +183,11 @@ pub fn engine_with_pairs(pairs: usize) -> Engine {
             pair % 10,
             i % 11
         );
-        engine.process(SourcePartition { topic: 0, partition: (pair % 64) as i32 }, payload.as_bytes(), NOW);
+        engine.process(
+            SourcePartition { topic: 0, partition: (pair % 64) as i32 },
+            payload.as_bytes(),
+            NOW,
+        );
     }
     engine
 }
@@ -168,7 +196,9 @@ fn scrape(c: &mut Criterion) {
     let mut engine = engine_with_pairs(10_000);
     let mut group = c.benchmark_group("scrape");
     group.sample_size(20);
-    group.bench_function("snapshot, 10k pairs x 4 windows", |b| b.iter(|| std::hint::black_box(engine.snapshot(NOW).series.len())));
+    group.bench_function("snapshot, 10k pairs x 4 windows", |b| {
+        b.iter(|| std::hint::black_box(engine.snapshot(NOW).series.len()))
+    });
     group.finish();
 }
 

@@ -24,8 +24,16 @@ impl Default for AgeHistogram {
 
 impl AgeHistogram {
     pub fn new() -> Self {
-        let make = || Histogram::new_with_bounds(1, MAX_AGE_MS, 2).unwrap_or_else(|_| unreachable_bounds());
-        AgeHistogram { current: make(), previous: make(), current_started_ms: None, sum_ms: 0, count: 0 }
+        let make = || {
+            Histogram::new_with_bounds(1, MAX_AGE_MS, 2).unwrap_or_else(|_| unreachable_bounds())
+        };
+        AgeHistogram {
+            current: make(),
+            previous: make(),
+            current_started_ms: None,
+            sum_ms: 0,
+            count: 0,
+        }
     }
 
     fn rotate(&mut self, now_ms: i64) {

@@ -29,7 +29,10 @@ impl AlertPolicy {
     /// `(nps_threshold, min_responses)` for a series: a brand+segment override beats a brand-only
     /// one, which beats the defaults. Each setting falls back separately.
     pub fn for_series(&self, brand: &str, segment: &str) -> (f64, u64) {
-        let exact = self.overrides.iter().find(|o| o.brand == brand && o.segment.as_deref() == Some(segment));
+        let exact = self
+            .overrides
+            .iter()
+            .find(|o| o.brand == brand && o.segment.as_deref() == Some(segment));
         let brand_wide = self.overrides.iter().find(|o| o.brand == brand && o.segment.is_none());
         let pick = |get: fn(&AlertOverride) -> Option<f64>, default: f64| {
             exact.and_then(get).or_else(|| brand_wide.and_then(get)).unwrap_or(default)
@@ -50,8 +53,18 @@ mod tests {
             nps_threshold: 0.0,
             min_responses: 30,
             overrides: vec![
-                AlertOverride { brand: "acme".into(), segment: None, nps_threshold: Some(10.0), min_responses: Some(50) },
-                AlertOverride { brand: "acme".into(), segment: Some("smb".into()), nps_threshold: Some(20.0), min_responses: None },
+                AlertOverride {
+                    brand: "acme".into(),
+                    segment: None,
+                    nps_threshold: Some(10.0),
+                    min_responses: Some(50),
+                },
+                AlertOverride {
+                    brand: "acme".into(),
+                    segment: Some("smb".into()),
+                    nps_threshold: Some(20.0),
+                    min_responses: None,
+                },
             ],
         };
         assert_eq!(policy.for_series("acme", "smb"), (20.0, 50));

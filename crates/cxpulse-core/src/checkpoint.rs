@@ -42,7 +42,8 @@ pub struct ResponseCheckpoint {
 
 impl PartitionCheckpoint {
     pub fn encode(&self) -> Result<Vec<u8>, String> {
-        let body = postcard::to_stdvec(&(FORMAT_VERSION, self)).map_err(|e| format!("encode checkpoint: {e}"))?;
+        let body = postcard::to_stdvec(&(FORMAT_VERSION, self))
+            .map_err(|e| format!("encode checkpoint: {e}"))?;
         let mut out = Vec::with_capacity(body.len() + 8);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -78,7 +79,11 @@ mod tests {
             offset: 42,
             window_sizes_ms: vec![3_600_000],
             clock_ms: Some(7),
-            series: vec![SeriesCheckpoint { brand: "acme".into(), segment: "all".into(), rings: vec![] }],
+            series: vec![SeriesCheckpoint {
+                brand: "acme".into(),
+                segment: "all".into(),
+                rings: vec![],
+            }],
             dedup: vec![(1, 99)],
             responses: vec![],
         }

@@ -57,7 +57,10 @@ fn unpack(packed: &Packed) -> Slot {
     Slot {
         key: key_of(packed),
         seen_at: packed[2] as i64,
-        owner: SourcePartition { topic: (packed[3] >> 32) as u32, partition: packed[3] as u32 as i32 },
+        owner: SourcePartition {
+            topic: (packed[3] >> 32) as u32,
+            partition: packed[3] as u32 as i32,
+        },
     }
 }
 
@@ -305,7 +308,8 @@ impl DedupTable {
             }
             // The slot may move into the hole only if its home is not cyclically in (hole, next].
             let home = self.home(key_of(&slot));
-            let home_after_hole = (home.wrapping_sub(hole) & mask) != 0 && (home.wrapping_sub(hole) & mask) <= (next.wrapping_sub(hole) & mask);
+            let home_after_hole = (home.wrapping_sub(hole) & mask) != 0
+                && (home.wrapping_sub(hole) & mask) <= (next.wrapping_sub(hole) & mask);
             if !home_after_hole {
                 self.slots[hole] = slot;
                 hole = next;

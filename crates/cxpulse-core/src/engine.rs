@@ -12,9 +12,11 @@ use std::sync::Arc;
 use ahash::RandomState;
 
 use crate::age::AgeHistogram;
-use crate::dedup::{DedupTable, Probe};
 use crate::checkpoint::{PartitionCheckpoint, ResponseCheckpoint, SeriesCheckpoint};
-use crate::event::{is_label_value, Event, Payload, RejectReason, Rejection, Survey, MAX_ACTIVE_CUSTOMERS};
+use crate::dedup::{DedupTable, Probe};
+use crate::event::{
+    is_label_value, Event, Payload, RejectReason, Rejection, Survey, MAX_ACTIVE_CUSTOMERS,
+};
 use crate::parse::parse_event;
 use crate::snapshot::{PipelineCounts, SeriesSnapshot, Snapshot};
 use crate::window::{Base, Contribution, Counter, Counts, Ring, WindowSpec, PANES_PER_WINDOW};
@@ -83,7 +85,10 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        let windows = ["1h", "24h", "7d", "30d"].into_iter().filter_map(|name| WindowSpec::named(name).ok()).collect();
+        let windows = ["1h", "24h", "7d", "30d"]
+            .into_iter()
+            .filter_map(|name| WindowSpec::named(name).ok())
+            .collect();
         EngineConfig {
             windows,
             clock: ClockMode::Wall,
@@ -151,11 +156,17 @@ impl SeriesTable {
 
     /// Whether `id` is the pair `brand`/`segment`.
     fn is(&self, id: SeriesId, brand: &str, segment: &str) -> bool {
-        self.list.get(id as usize).is_some_and(|info| *info.brand == *brand && *info.segment == *segment)
+        self.list
+            .get(id as usize)
+            .is_some_and(|info| *info.brand == *brand && *info.segment == *segment)
     }
 
     fn push(&mut self, brand: &str, segment: &str) -> SeriesId {
-        self.list.push(SeriesInfo { brand: brand.into(), segment: segment.into(), survey_totals: [0; 7] });
+        self.list.push(SeriesInfo {
+            brand: brand.into(),
+            segment: segment.into(),
+            survey_totals: [0; 7],
+        });
         (self.list.len() - 1) as SeriesId
     }
 }
@@ -194,7 +205,9 @@ impl PartitionState {
         if self.series[slot].is_none() {
             self.present.push(series);
         }
-        self.series[slot].get_or_insert_with(|| heads.iter().zip(future_panes).map(|(head, f)| Ring::new(*head, *f)).collect())
+        self.series[slot].get_or_insert_with(|| {
+            heads.iter().zip(future_panes).map(|(head, f)| Ring::new(*head, *f)).collect()
+        })
     }
 }
 
@@ -237,9 +250,8 @@ impl Engine {
             return Err("at least one window size is needed".into());
         }
         let window_count = config.windows.len();
-        let longest = (0..config.windows.len())
-            .max_by_key(|&i| config.windows[i].size_ms)
-            .unwrap_or(0);
+        let longest =
+            (0..config.windows.len()).max_by_key(|&i| config.windows[i].size_ms).unwrap_or(0);
         let future_panes = config
             .windows
             .iter()
@@ -372,7 +384,13 @@ impl Engine {
     }
 
     /// Counts a parsed event (the pipeline counters are `process`'s job).
-    fn apply(&mut self, partition: SourcePartition, event: &Event<'_>, id_hash: u128, wall_ms: i64) -> Outcome {
+    fn apply(
+        &mut self,
+        partition: SourcePartition,
+        event: &Event<'_>,
+        id_hash: u128,
+        wall_ms: i64,
+    ) -> Outcome {
         if self.config.clock == ClockMode::Wall {
             self.advance_clock(wall_ms);
         }
@@ -385,7 +403,9 @@ impl Engine {
                 return Outcome::Duplicate;
             }
         }
-        if let Some(rejection) = check_time(&self.config, self.clock_ms, &self.heads, self.longest, occurred, wall_ms) {
+        if let Some(rejection) =
+            check_time(&self.config, self.clock_ms, &self.heads, self.longest, occurred, wall_ms)
+        {
             return Outcome::Rejected(rejection);
         }
         if self.config.clock == ClockMode::Event && self.clock_ms.is_none_or(|t| occurred > t) {
@@ -400,7 +420,10 @@ impl Engine {
         // Producers key by brand/segment, so a partition mostly sees the series it saw last: two
         // short comparisons instead of hashing both labels. (The overflow series never matches:
         // its label is refused in events.)
-        let (series, overflowed) = match state.last_series.filter(|&id| self.series.is(id, &event.brand, &event.segment)) {
+        let (series, overflowed) = match state
+            .last_series
+            .filter(|&id| self.series.is(id, &event.brand, &event.segment))
+        {
             Some(id) => (id, false),
             None => self.series.intern(&event.brand, &event.segment, self.config.max_series),
         };
@@ -416,38 +439,51 @@ impl Engine {
             Payload::Survey { survey, .. } => {
                 let (counter, ces_score) = survey_counter(*survey);
                 if !self.replaying {
-                    self.series.list[series as usize].survey_totals[survey_category_index(*survey)] += 1;
+                    self.series.list[series as usize].survey_totals
+                        [survey_category_index(*survey)] += 1;
                 }
                 Contribution::One { counter, ces_score, active_delta: 0 }
             }
-            Payload::Lifecycle { action, .. } => {
-                Contribution::One { counter: Counter::Action(action.index()), ces_score: 0, active_delta: action.active_delta() }
-            }
+            Payload::Lifecycle { action, .. } => Contribution::One {
+                counter: Counter::Action(action.index()),
+                ces_score: 0,
+                active_delta: action.active_delta(),
+            },
             Payload::CustomerBase { active_customers } => Contribution::Base(Base {
                 time_ms: occurred,
                 value: i64::try_from(*active_customers).unwrap_or(i64::MAX),
             }),
         };
         if self.clock_ms.is_some() {
-            let panes = PaneFinder { windows: &self.config.windows, heads: &self.heads, head_starts: &self.head_starts };
-            for (w, ring) in state.rings_of(series, &self.heads, &self.future_panes).iter_mut().enumerate() {
+            let panes = PaneFinder {
+                windows: &self.config.windows,
+                heads: &self.heads,
+                head_starts: &self.head_starts,
+            };
+            for (w, ring) in
+                state.rings_of(series, &self.heads, &self.future_panes).iter_mut().enumerate()
+            {
                 ring.advance(self.heads[w]);
                 ring.apply(panes.pane(w, occurred), &contribution, false);
             }
         }
         // After the windows took the answer in: taking the replaced one out needs its partition.
-        if let (Payload::Survey { response_id: Some(response_id), .. }, Contribution::One { counter, ces_score, .. }) =
-            (&event.payload, contribution)
+        if let (
+            Payload::Survey { response_id: Some(response_id), .. },
+            Contribution::One { counter, ces_score, .. },
+        ) = (&event.payload, contribution)
         {
             let key = xxhash_rust::xxh3::xxh3_128(response_id.as_bytes());
             let counts = Counts::of(counter, ces_score);
-            let entry = ResponseEntry { partition, epoch, series, occurred_at_ms: occurred, counts };
+            let entry =
+                ResponseEntry { partition, epoch, series, occurred_at_ms: occurred, counts };
             if let Some(old) = self.responses.insert(key, entry) {
                 self.retract(&old);
                 self.pipeline.corrections += 1;
             }
         }
-        self.pipeline.last_event_ms = Some(self.pipeline.last_event_ms.map_or(occurred, |t| t.max(occurred)));
+        self.pipeline.last_event_ms =
+            Some(self.pipeline.last_event_ms.map_or(occurred, |t| t.max(occurred)));
         if !self.replaying {
             self.age.record(wall_ms, wall_ms.saturating_sub(occurred));
         }
@@ -467,7 +503,10 @@ impl Engine {
         if self.clock_ms.is_none() {
             return;
         }
-        let Some(state) = self.partitions.get_mut(&old.partition).filter(|s| s.epoch == old.epoch) else { return };
+        let Some(state) = self.partitions.get_mut(&old.partition).filter(|s| s.epoch == old.epoch)
+        else {
+            return;
+        };
         let Some(Some(rings)) = state.series.get_mut(old.series as usize) else { return };
         for ((ring, window), head) in rings.iter_mut().zip(&self.config.windows).zip(&self.heads) {
             ring.advance(*head);
@@ -489,7 +528,11 @@ impl Engine {
         let Some(state) = self.partitions.get(&partition) else { return checkpoint };
         for &id in &state.present {
             let slot = id as usize;
-            let (Some(Some(windows)), Some(info)) = (state.series.get(slot), self.series.list.get(slot)) else { continue };
+            let (Some(Some(windows)), Some(info)) =
+                (state.series.get(slot), self.series.list.get(slot))
+            else {
+                continue;
+            };
             checkpoint.series.push(SeriesCheckpoint {
                 brand: info.brand.to_string(),
                 segment: info.segment.to_string(),
@@ -514,10 +557,17 @@ impl Engine {
 
     /// Replaces the partition's state with a checkpoint's. Fails (changing nothing) when the
     /// checkpoint was made with other windows.
-    pub fn restore(&mut self, partition: SourcePartition, checkpoint: &PartitionCheckpoint) -> Result<(), String> {
+    pub fn restore(
+        &mut self,
+        partition: SourcePartition,
+        checkpoint: &PartitionCheckpoint,
+    ) -> Result<(), String> {
         let sizes: Vec<i64> = self.config.windows.iter().map(|w| w.size_ms).collect();
         if checkpoint.window_sizes_ms != sizes {
-            return Err(format!("checkpoint windows {:?} differ from the configured {sizes:?}", checkpoint.window_sizes_ms));
+            return Err(format!(
+                "checkpoint windows {:?} differ from the configured {sizes:?}",
+                checkpoint.window_sizes_ms
+            ));
         }
         validate_checkpoint(checkpoint, &self.config.windows)?;
         self.drop_partition(partition);
@@ -529,7 +579,12 @@ impl Engine {
         let mut state = PartitionState::new(&mut self.next_epoch);
         for series in &checkpoint.series {
             let id = self.intern_restored(&series.brand, &series.segment);
-            let rings = series.rings.iter().zip(&self.future_panes).map(|(ring, f)| Ring::import(ring, *f)).collect();
+            let rings = series
+                .rings
+                .iter()
+                .zip(&self.future_panes)
+                .map(|(ring, f)| Ring::import(ring, *f))
+                .collect();
             let slot = id as usize;
             if state.series.len() <= slot {
                 state.series.resize_with(slot + 1, || None);
@@ -585,7 +640,9 @@ impl Engine {
     /// [`Engine::drop_partition`] for several partitions at once (a revoke). When they remember
     /// at least half of the dedup memory, it is swept once instead of visited id by id.
     pub fn drop_partitions(&mut self, partitions: &[SourcePartition]) {
-        self.drop_states(partitions, |remembered, table| remembered >= SWEEP_MIN_IDS && remembered * 2 >= table);
+        self.drop_states(partitions, |remembered, table| {
+            remembered >= SWEEP_MIN_IDS && remembered * 2 >= table
+        });
     }
 
     /// [`Engine::drop_partitions`] always by sweep, for the model test to hold that way to the
@@ -596,9 +653,15 @@ impl Engine {
     }
 
     /// `sweep(ids the partitions remember, ids in the dedup table)` picks the way.
-    fn drop_states(&mut self, partitions: &[SourcePartition], sweep: impl Fn(usize, usize) -> bool) {
-        let dropped: Vec<(SourcePartition, PartitionState)> =
-            partitions.iter().filter_map(|p| self.partitions.remove(p).map(|state| (*p, state))).collect();
+    fn drop_states(
+        &mut self,
+        partitions: &[SourcePartition],
+        sweep: impl Fn(usize, usize) -> bool,
+    ) {
+        let dropped: Vec<(SourcePartition, PartitionState)> = partitions
+            .iter()
+            .filter_map(|p| self.partitions.remove(p).map(|state| (*p, state)))
+            .collect();
         let remembered: usize = dropped.iter().map(|(_, state)| state.dedup_order.len()).sum();
         if sweep(remembered, self.dedup.len()) {
             let mut owners: Vec<SourcePartition> = dropped.iter().map(|(p, _)| *p).collect();
@@ -653,13 +716,16 @@ impl Engine {
             for state in self.partitions.values_mut() {
                 for &id in &state.present {
                     let slot = id as usize;
-                    let (Some(Some(rings)), Some(out)) = (state.series.get_mut(slot), series.get_mut(slot)) else {
+                    let (Some(Some(rings)), Some(out)) =
+                        (state.series.get_mut(slot), series.get_mut(slot))
+                    else {
                         continue;
                     };
                     for (i, (ring, head)) in rings.iter_mut().zip(&self.heads).enumerate() {
                         ring.advance(*head);
                         out.windows[i].add(ring.sum());
-                        out.active_at_start[i] = merge_active(out.active_at_start[i], ring.active_at_start());
+                        out.active_at_start[i] =
+                            merge_active(out.active_at_start[i], ring.active_at_start());
                         if i == self.longest {
                             out.active_now = merge_active(out.active_now, ring.active_now());
                         }
@@ -682,7 +748,14 @@ impl Engine {
 }
 
 /// Whether an event at `occurred` is too far ahead of the clock or older than the longest window.
-fn check_time(config: &EngineConfig, clock_ms: Option<i64>, heads: &[i64], longest: usize, occurred: i64, wall_ms: i64) -> Option<Rejection> {
+fn check_time(
+    config: &EngineConfig,
+    clock_ms: Option<i64>,
+    heads: &[i64],
+    longest: usize,
+    occurred: i64,
+    wall_ms: i64,
+) -> Option<Rejection> {
     // The event clock follows events, but not past the wall clock: one event stamped in
     // year 9999 would otherwise push every later event out as too old.
     let reference = match config.clock {
@@ -737,11 +810,17 @@ impl PaneFinder<'_> {
 
 /// What a checkpoint must satisfy before any of it is used: a CRC only proves the bytes are the
 /// ones written, not that a writer (another version, a bug) wrote sane state.
-fn validate_checkpoint(checkpoint: &PartitionCheckpoint, windows: &[WindowSpec]) -> Result<(), String> {
+fn validate_checkpoint(
+    checkpoint: &PartitionCheckpoint,
+    windows: &[WindowSpec],
+) -> Result<(), String> {
     const LATEST_EVENT_MS: i64 = 253_402_300_799_999;
     let label_pair_ok = |brand: &str, segment: &str| {
         (brand == OVERFLOW_LABEL && segment == OVERFLOW_LABEL)
-            || (brand != OVERFLOW_LABEL && segment != OVERFLOW_LABEL && is_label_value(brand) && is_label_value(segment))
+            || (brand != OVERFLOW_LABEL
+                && segment != OVERFLOW_LABEL
+                && is_label_value(brand)
+                && is_label_value(segment))
     };
     for series in &checkpoint.series {
         if series.rings.len() != windows.len() {
@@ -753,7 +832,9 @@ fn validate_checkpoint(checkpoint: &PartitionCheckpoint, windows: &[WindowSpec])
         for (ring, window) in series.rings.iter().zip(windows) {
             let newest = window.pane_of(LATEST_EVENT_MS) + PANES_PER_WINDOW;
             let head_ok = (0..=newest).contains(&ring.head);
-            let panes_ok = ring.panes.iter().all(|(pane, _, _)| (ring.head - 2 * PANES_PER_WINDOW..=newest + PANES_PER_WINDOW).contains(pane));
+            let panes_ok = ring.panes.iter().all(|(pane, _, _)| {
+                (ring.head - 2 * PANES_PER_WINDOW..=newest + PANES_PER_WINDOW).contains(pane)
+            });
             let anchor_ok = ring.anchor.base.is_none_or(|(pane, _)| (-1..=newest).contains(&pane));
             if !(head_ok && panes_ok && anchor_ok) {
                 return Err("checkpoint ring is outside the representable time range".into());
@@ -761,12 +842,16 @@ fn validate_checkpoint(checkpoint: &PartitionCheckpoint, windows: &[WindowSpec])
             // Counts as events can make them (`MAX_ACTIVE_CUSTOMERS` and one move per event), far
             // from where saturating arithmetic would make restoring inexact.
             let sane = |value: i64| value.unsigned_abs() <= 2 * MAX_ACTIVE_CUSTOMERS;
-            let base_ok = |base: Option<Base>| base.is_none_or(|b| (0..=MAX_ACTIVE_CUSTOMERS as i64).contains(&b.value));
+            let base_ok = |base: Option<Base>| {
+                base.is_none_or(|b| (0..=MAX_ACTIVE_CUSTOMERS as i64).contains(&b.value))
+            };
             let counts_ok = sane(ring.anchor.value)
                 && base_ok(ring.anchor.base.map(|(_, b)| b))
                 && ring.panes.iter().all(|(_, _, active)| sane(active.net) && base_ok(active.base));
             if !counts_ok {
-                return Err("checkpoint ring holds active-customer counts no events can make".into());
+                return Err(
+                    "checkpoint ring holds active-customer counts no events can make".into()
+                );
             }
         }
     }
@@ -804,8 +889,12 @@ fn expire_dedup(
 fn survey_counter(survey: Survey) -> (Counter, u32) {
     match survey {
         Survey::Nps { score } => (Counter::Nps(Survey::nps_category(score) as usize), 0),
-        Survey::Csat { score, scale } => (Counter::Csat(usize::from(!Survey::csat_satisfied(score, scale))), 0),
-        Survey::Ces { score } => (Counter::Ces(usize::from(!Survey::ces_easy(score))), u32::from(score)),
+        Survey::Csat { score, scale } => {
+            (Counter::Csat(usize::from(!Survey::csat_satisfied(score, scale))), 0)
+        }
+        Survey::Ces { score } => {
+            (Counter::Ces(usize::from(!Survey::ces_easy(score))), u32::from(score))
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// Maximum payload size in bytes (DESIGN.md: "at most 64 KiB").
+/// Maximum payload size in bytes (docs/events.md: "at most 64 KiB").
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 
 /// Why a message was rejected. The `as_str` names are the `reason` label values of

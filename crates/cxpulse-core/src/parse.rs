@@ -1,4 +1,4 @@
-//! Schema-1 event parsing and validation (DESIGN.md, "Events (schema 1)" and "What bad input gets").
+//! Schema-1 event parsing and validation (docs/events.md).
 //!
 //! [`parse_event`] turns one Kafka payload into a validated [`Event`], or into a [`Rejection`] whose
 //! reason is the `cxpulse_events_rejected_total` label and whose detail goes to the dead letter.
@@ -277,9 +277,10 @@ pub(super) fn id_string<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, R
 pub(super) fn label<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
     match json_string(field, raw)? {
         // The overflow series' label is cxpulse's own: a sender using it would be merged into it.
-        Some(s) if s == crate::engine::OVERFLOW_LABEL => {
-            Err(invalid(field, format_args!("{} is reserved for the overflow series", crate::engine::OVERFLOW_LABEL)))
-        }
+        Some(s) if s == crate::engine::OVERFLOW_LABEL => Err(invalid(
+            field,
+            format_args!("{} is reserved for the overflow series", crate::engine::OVERFLOW_LABEL),
+        )),
         Some(s) if is_label_value(&s) => Ok(s),
         _ => Err(invalid(
             field,

@@ -236,9 +236,7 @@ fn build<'a>(f: &[&'a [u8]; FIELDS]) -> Option<Event<'a>> {
     };
     let payload = if is(event_type, b"\"survey_response\"") {
         let survey = match present(f[SURVEY])? {
-            b"\"nps\"" => Survey::Nps {
-                score: score(present(f[SCORE])?, 0, 10)?,
-            },
+            b"\"nps\"" => Survey::Nps { score: score(present(f[SCORE])?, 0, 10)? },
             b"\"csat\"" => {
                 let scale = match present(f[SCALE_MAX]) {
                     None | Some(b"5") => CsatScale::Five,
@@ -246,39 +244,24 @@ fn build<'a>(f: &[&'a [u8]; FIELDS]) -> Option<Event<'a>> {
                     Some(b"10") => CsatScale::Ten,
                     Some(_) => return None,
                 };
-                Survey::Csat {
-                    score: score(present(f[SCORE])?, 1, scale.max())?,
-                    scale,
-                }
+                Survey::Csat { score: score(present(f[SCORE])?, 1, scale.max())?, scale }
             }
-            b"\"ces\"" => Survey::Ces {
-                score: score(present(f[SCORE])?, 1, 7)?,
-            },
+            b"\"ces\"" => Survey::Ces { score: score(present(f[SCORE])?, 1, 7)? },
             _ => return None,
         };
         let response_id = match present(f[RESPONSE_ID]) {
             Some(raw) => Some(Cow::Borrowed(id(raw)?)),
             None => None,
         };
-        Payload::Survey {
-            survey,
-            response_id,
-        }
+        Payload::Survey { survey, response_id }
     } else if is(event_type, b"\"customer_lifecycle\"") {
         let action = present(f[ACTION])?;
-        let action = Action::ALL
-            .into_iter()
-            .find(|a| action_literal(*a) == action)?;
-        Payload::Lifecycle {
-            action,
-            customer_id: Cow::Borrowed(customer_id?),
-        }
+        let action = Action::ALL.into_iter().find(|a| action_literal(*a) == action)?;
+        Payload::Lifecycle { action, customer_id: Cow::Borrowed(customer_id?) }
     } else if is(event_type, b"\"customer_base\"") {
         // The scanner passed at most 15 digits: always a valid count (see MAX_FAST_DIGITS).
         let raw = present(f[ACTIVE_CUSTOMERS]).filter(|raw| raw[0] != b'"')?;
-        Payload::CustomerBase {
-            active_customers: plain_integer(raw) as u64,
-        }
+        Payload::CustomerBase { active_customers: plain_integer(raw) as u64 }
     } else {
         return None;
     };
@@ -382,7 +365,8 @@ fn eight_digits(word: u64) -> u64 {
 fn all_digits(word: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     // A digit is 0x30..=0x39: its high nibble is 3, and adding 6 leaves the high nibble at 3.
-    (word & (ONES * 0xf0)) == ONES * 0x30 && (word.wrapping_add(ONES * 0x06) & (ONES * 0xf0)) == ONES * 0x30
+    (word & (ONES * 0xf0)) == ONES * 0x30
+        && (word.wrapping_add(ONES * 0x06) & (ONES * 0xf0)) == ONES * 0x30
 }
 
 /// A score in `lo..=hi`: a JSON integer or a (here unescaped) string of ASCII digits.

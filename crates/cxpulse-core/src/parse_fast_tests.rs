@@ -41,9 +41,7 @@ fn common_events_take_the_fast_path() {
     assert_eq!(e.occurred_at_ms, 1_795_428_000_000);
     fast(&format!(" \n\t{}\r\n ", EXAMPLE.replace(",", " ,\n ").replace("\":", "\"\t: ")));
     fast(&EXAMPLE.replace(r#","segment":"smb""#, ""));
-    fast(
-        &EXAMPLE.replace("\"score\":9", "\"score\":\"09\",\"schema\":1,\"response_id\":\"r\""),
-    );
+    fast(&EXAMPLE.replace("\"score\":9", "\"score\":\"09\",\"schema\":1,\"response_id\":\"r\""));
     fast(&EXAMPLE.replace("\"nps\",\"score\":9", "\"csat\",\"score\":7,\"scale_max\":7"));
     fast(&EXAMPLE.replace("\"nps\",\"score\":9", "\"ces\",\"score\":\"1\""));
     fast(
@@ -97,9 +95,7 @@ fn shape_the_fast_path_leaves_alone() {
     slow_and_invalid(
         r#"{"type":"customer_base","event_id":"e","occurred_at":1,"brand":"b","active_customers":18446744073709551615}"#,
     );
-    slow_but_valid(
-        &EXAMPLE.replace("\"score\":9", "\"score\":9,\"scale_max\":1234567890123456"),
-    );
+    slow_but_valid(&EXAMPLE.replace("\"score\":9", "\"score\":9,\"scale_max\":1234567890123456"));
 }
 
 #[test]
@@ -306,7 +302,10 @@ mod prop {
         let label = "\"[a-zA-Z0-9_.:-]{1,8}\"".boxed();
         let fields = vec![
             field("schema", good(&["1"])),
-            field("type", good(&["\"survey_response\"", "\"customer_lifecycle\"", "\"customer_base\""])),
+            field(
+                "type",
+                good(&["\"survey_response\"", "\"customer_lifecycle\"", "\"customer_base\""]),
+            ),
             field("event_id", id.clone()),
             field("occurred_at", time),
             field("brand", label.clone()),
@@ -315,12 +314,25 @@ mod prop {
             field("survey", good(&["\"nps\"", "\"csat\"", "\"ces\""])),
             field(
                 "score",
-                prop_oneof![3 => (0u32..=11).prop_map(|n| n.to_string()), 1 => "\"0?[0-9]{1,2}\""].boxed(),
+                prop_oneof![3 => (0u32..=11).prop_map(|n| n.to_string()), 1 => "\"0?[0-9]{1,2}\""]
+                    .boxed(),
             ),
             field("scale_max", good(&["5", "7", "10"])),
             field("response_id", id),
-            field("action", good(&["\"churn\"", "\"signup\"", "\"renewal\"", "\"purchase\"", "\"reactivation\""])),
-            field("active_customers", (0u64..=999_999_999_999_999).prop_map(|n| n.to_string()).boxed()),
+            field(
+                "action",
+                good(&[
+                    "\"churn\"",
+                    "\"signup\"",
+                    "\"renewal\"",
+                    "\"purchase\"",
+                    "\"reactivation\"",
+                ]),
+            ),
+            field(
+                "active_customers",
+                (0u64..=999_999_999_999_999).prop_map(|n| n.to_string()).boxed(),
+            ),
         ];
         if clean {
             // Only the shape the fast path takes.

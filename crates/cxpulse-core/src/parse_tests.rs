@@ -98,10 +98,7 @@ fn every_reason_parse_can_produce() {
 fn details_name_the_field_and_the_problem() {
     let r = parse(&nps("11")).unwrap_err();
     assert_eq!(r.detail, "field `score`: 11 is outside 0..=10 for nps");
-    assert_eq!(
-        r.to_string(),
-        "score_out_of_range: field `score`: 11 is outside 0..=10 for nps"
-    );
+    assert_eq!(r.to_string(), "score_out_of_range: field `score`: 11 is outside 0..=10 for nps");
     assert_eq!(parse(&survey(r#""score":1"#)).unwrap_err().detail, "field `survey` is missing");
     assert_eq!(
         parse(&survey(r#""survey":null,"score":1"#)).unwrap_err().detail,
@@ -169,9 +166,7 @@ fn invalid_utf8_is_invalid_json() {
     bytes[at + 1] = b'(';
     assert_eq!(parse_event(&bytes).unwrap_err().reason, InvalidJson);
     // Well-formed UTF-8 in an unknown field is fine.
-    assert!(
-        parse(&EXAMPLE.replace("\"score\":9", "\"note\":\"très bien 👍\",\"score\":9")).is_ok()
-    );
+    assert!(parse(&EXAMPLE.replace("\"score\":9", "\"note\":\"très bien 👍\",\"score\":9")).is_ok());
 }
 
 #[test]
@@ -194,29 +189,17 @@ fn duplicate_known_fields_are_invalid_json() {
 fn escaped_keys_are_matched_after_decoding() {
     let input = survey(r#""\u0073urvey":"nps","sc\u006fre":3"#);
     let e = parse(&input).unwrap();
-    assert_eq!(
-        e.payload,
-        Payload::Survey { survey: Survey::Nps { score: 3 }, response_id: None }
-    );
+    assert_eq!(e.payload, Payload::Survey { survey: Survey::Nps { score: 3 }, response_id: None });
 }
 
 #[test]
 fn deep_nesting_is_invalid_json() {
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-    assert_eq!(
-        reason(&survey(&format!(r#""survey":"nps","score":9,"x":{deep}"#))),
-        InvalidJson
-    );
+    assert_eq!(reason(&survey(&format!(r#""survey":"nps","score":9,"x":{deep}"#))), InvalidJson);
     let open = "[".repeat(10_000);
-    assert_eq!(
-        reason(&survey(&format!(r#""survey":"nps","score":9,"x":{open}"#))),
-        InvalidJson
-    );
+    assert_eq!(reason(&survey(&format!(r#""survey":"nps","score":9,"x":{open}"#))), InvalidJson);
     let objects = format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000));
-    assert_eq!(
-        reason(&survey(&format!(r#""survey":"nps","score":9,"x":{objects}"#))),
-        InvalidJson
-    );
+    assert_eq!(reason(&survey(&format!(r#""survey":"nps","score":9,"x":{objects}"#))), InvalidJson);
     // In a known field too: too deep is malformed, not merely the wrong type.
     assert_eq!(reason(&nps(&deep)), InvalidJson);
     assert_eq!(reason(&nps("[[1]]")), InvalidField);
@@ -400,11 +383,7 @@ fn customer_id() {
 fn survey_kind() {
     assert_eq!(reason(&survey(r#""score":9"#)), MissingField);
     for bad in [r#""NPS""#, r#""csat ""#, r#""""#, "1", "true", r#"["nps"]"#] {
-        assert_eq!(
-            reason(&survey(&format!(r#""survey":{bad},"score":1"#))),
-            InvalidField,
-            "{bad}"
-        );
+        assert_eq!(reason(&survey(&format!(r#""survey":{bad},"score":1"#))), InvalidField, "{bad}");
     }
 }
 
@@ -471,14 +450,9 @@ fn score_out_of_range() {
 #[test]
 fn nps_categories() {
     use crate::event::NpsCategory::*;
-    for (score, want) in [
-        (0, Detractor),
-        (6, Detractor),
-        (7, Passive),
-        (8, Passive),
-        (9, Promoter),
-        (10, Promoter),
-    ] {
+    for (score, want) in
+        [(0, Detractor), (6, Detractor), (7, Passive), (8, Passive), (9, Promoter), (10, Promoter)]
+    {
         let Survey::Nps { score } = survey_of(&nps(&score.to_string())) else { panic!() };
         assert_eq!(Survey::nps_category(score), want, "{score}");
     }
@@ -510,12 +484,10 @@ fn csat_scales() {
         }
     }
     assert!(
-        Survey::csat_satisfied(4, CsatScale::Five)
-            && !Survey::csat_satisfied(3, CsatScale::Five)
+        Survey::csat_satisfied(4, CsatScale::Five) && !Survey::csat_satisfied(3, CsatScale::Five)
     );
     assert!(
-        Survey::csat_satisfied(6, CsatScale::Seven)
-            && !Survey::csat_satisfied(5, CsatScale::Seven)
+        Survey::csat_satisfied(6, CsatScale::Seven) && !Survey::csat_satisfied(5, CsatScale::Seven)
     );
     assert!(
         Survey::csat_satisfied(9, CsatScale::Ten) && !Survey::csat_satisfied(8, CsatScale::Ten)
@@ -529,8 +501,7 @@ fn csat_scales() {
 
 #[test]
 fn response_id() {
-    let id = |extra: &str| match parse(&survey(&format!(r#""survey":"ces","score":5{extra}"#)))
-    {
+    let id = |extra: &str| match parse(&survey(&format!(r#""survey":"ces","score":5{extra}"#))) {
         Ok(Event { payload: Payload::Survey { response_id, .. }, .. }) => {
             Ok(response_id.map(Cow::into_owned))
         }
@@ -575,7 +546,17 @@ fn customer_base() {
     assert_eq!(count("0"), Ok(0));
     assert_eq!(count("1250"), Ok(1250));
     assert_eq!(count("999999999999999"), Ok(999_999_999_999_999));
-    for bad in ["1000000000000000", "18446744073709551615", "18446744073709551616", "-1", "1.5", "1e3", r#""5""#, "true", "[]"] {
+    for bad in [
+        "1000000000000000",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-1",
+        "1.5",
+        "1e3",
+        r#""5""#,
+        "true",
+        "[]",
+    ] {
         assert_eq!(count(bad), Err(InvalidField), "{bad}");
     }
     assert_eq!(count("null"), Err(MissingField));
@@ -643,10 +624,7 @@ mod prop {
     }
 
     /// `"name":value` with a right value most of the time, else an arbitrary one or none.
-    fn field(
-        name: &'static str,
-        good: &'static [&'static str],
-    ) -> BoxedStrategy<Option<String>> {
+    fn field(name: &'static str, good: &'static [&'static str]) -> BoxedStrategy<Option<String>> {
         prop_oneof![
             6 => proptest::sample::select(good).prop_map(|v| Some(v.to_string())),
             1 => json_value().prop_map(Some),
@@ -660,18 +638,11 @@ mod prop {
     fn event_like() -> impl Strategy<Value = String> {
         let fields = vec![
             field("schema", &["1"]),
-            field(
-                "type",
-                &["\"survey_response\"", "\"customer_lifecycle\"", "\"customer_base\""],
-            ),
+            field("type", &["\"survey_response\"", "\"customer_lifecycle\"", "\"customer_base\""]),
             field("event_id", &["\"e-1\"", "\"\\u0065\""]),
             field(
                 "occurred_at",
-                &[
-                    "\"2026-11-23T10:00:00Z\"",
-                    "\"2026-11-23T12:00:00.5+02:00\"",
-                    "1795000000000",
-                ],
+                &["\"2026-11-23T10:00:00Z\"", "\"2026-11-23T12:00:00.5+02:00\"", "1795000000000"],
             ),
             field("brand", &["\"acme\""]),
             field("segment", &["\"smb\"", "null"]),
@@ -692,8 +663,7 @@ mod prop {
     fn json_object() -> impl Strategy<Value = String> {
         let key = prop_oneof![Just("schema"), Just("type"), Just("score"), Just("other"),];
         proptest::collection::vec((key, json_value()), 0..6).prop_map(|fields| {
-            let body: Vec<String> =
-                fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
             format!("{{{}}}", body.join(","))
         })
     }

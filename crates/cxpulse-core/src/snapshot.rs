@@ -73,7 +73,11 @@ pub struct Scores {
 
 impl Scores {
     /// `active_at_start` is S, `active_now` E (both only when known).
-    pub fn compute(counts: &Counts, active_at_start: Option<i64>, active_now: Option<i64>) -> Scores {
+    pub fn compute(
+        counts: &Counts,
+        active_at_start: Option<i64>,
+        active_now: Option<i64>,
+    ) -> Scores {
         let n = counts.nps_total();
         let (nps_score, nps_margin_of_error) = if n > 0 {
             let p = f64::from(counts.nps[0]) / f64::from(n);

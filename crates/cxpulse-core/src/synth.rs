@@ -61,7 +61,8 @@ impl Synth {
         let (brand, segment) = (BRANDS[b], SEGMENTS[s]);
         let key = format!("{brand}/{segment}");
         let id = format!("{}-{}", self.config.run_id, self.seq);
-        if self.config.invalid_ratio > 0.0 && self.rng.gen_bool(self.config.invalid_ratio.min(1.0)) {
+        if self.config.invalid_ratio > 0.0 && self.rng.gen_bool(self.config.invalid_ratio.min(1.0))
+        {
             return SynthMessage { key, payload: self.invalid_payload(&id, brand, now_ms) };
         }
         let common = format!(
@@ -72,10 +73,13 @@ impl Synth {
             let active = 1_000 * (b as u64 + 1) + 250 * s as u64;
             return SynthMessage {
                 key,
-                payload: format!(r#"{{{common},"type":"customer_base","active_customers":{active}}}"#),
+                payload: format!(
+                    r#"{{{common},"type":"customer_base","active_customers":{active}}}"#
+                ),
             };
         }
-        let dipping = self.config.dip_brand.as_deref() == Some(brand) && now_ms - first >= self.config.dip_after_ms;
+        let dipping = self.config.dip_brand.as_deref() == Some(brand)
+            && now_ms - first >= self.config.dip_after_ms;
         let roll: f64 = self.rng.gen();
         let payload = if roll < 0.5 {
             let score = self.nps_score(dipping);
@@ -96,7 +100,9 @@ impl Synth {
                 _ => "reactivation",
             };
             let customer = self.rng.gen_range(0..1_000_000);
-            format!(r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#)
+            format!(
+                r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#
+            )
         };
         SynthMessage { key, payload }
     }
@@ -116,10 +122,16 @@ impl Synth {
 
     fn invalid_payload(&mut self, id: &str, brand: &str, now_ms: i64) -> String {
         match self.rng.gen_range(0..4) {
-            0 => format!(r#"{{"event_id":"{id}","type":"survey_response","occurred_at":{now_ms},"brand":"{brand}","survey":"nps","score":11}}"#),
+            0 => format!(
+                r#"{{"event_id":"{id}","type":"survey_response","occurred_at":{now_ms},"brand":"{brand}","survey":"nps","score":11}}"#
+            ),
             1 => format!(r#"{{"event_id":"{id}","type":"survey_response","occurred_at":{now_ms}"#),
-            2 => format!(r#"{{"event_id":"{id}","type":"refund","occurred_at":{now_ms},"brand":"{brand}"}}"#),
-            _ => format!(r#"{{"event_id":"{id}","type":"customer_lifecycle","occurred_at":{now_ms},"brand":"{brand}","action":"churn"}}"#),
+            2 => format!(
+                r#"{{"event_id":"{id}","type":"refund","occurred_at":{now_ms},"brand":"{brand}"}}"#
+            ),
+            _ => format!(
+                r#"{{"event_id":"{id}","type":"customer_lifecycle","occurred_at":{now_ms},"brand":"{brand}","action":"churn"}}"#
+            ),
         }
     }
 }

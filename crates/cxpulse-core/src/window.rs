@@ -11,7 +11,7 @@
 //! `customer_base` value seen in it, and each ring folds panes that leave it into an anchor: the
 //! active count at the window's start.
 
-/// Panes per window: the step is W / 60 (DESIGN.md: the step is at most W/60).
+/// Panes per window: the step is W / 60 (the step is at most W/60, docs/metrics.md).
 pub const PANES_PER_WINDOW: i64 = 60;
 
 /// One configured window: its size, step and label value.
@@ -228,7 +228,11 @@ pub enum Contribution {
     /// Any counts (taking a corrected answer out).
     Counts(Counts),
     /// One new event: a counter, the CES score, and its move of the active-customer count.
-    One { counter: Counter, ces_score: u32, active_delta: i64 },
+    One {
+        counter: Counter,
+        ces_score: u32,
+        active_delta: i64,
+    },
     Base(Base),
 }
 
@@ -329,7 +333,8 @@ impl Ring {
                 Contribution::Counts(_) => {}
                 Contribution::One { active_delta, .. } => {
                     if active_delta != 0 {
-                        self.anchor.late_move(pane, if remove { -active_delta } else { active_delta })
+                        self.anchor
+                            .late_move(pane, if remove { -active_delta } else { active_delta })
                     }
                 }
                 Contribution::Base(base) => {
@@ -387,7 +392,8 @@ impl Ring {
     pub fn import(state: &RingState, future_panes: usize) -> Ring {
         let mut ring = Ring::new(state.head, future_panes);
         ring.anchor = state.anchor;
-        ring.has_active = state.anchor != Anchor::default() || state.panes.iter().any(|(_, _, a)| *a != Active::default());
+        ring.has_active = state.anchor != Anchor::default()
+            || state.panes.iter().any(|(_, _, a)| *a != Active::default());
         let last = ring.head + ring.len() - PANES_PER_WINDOW;
         for (pane, counts, active) in &state.panes {
             if *pane < ring.start() || *pane > last {
@@ -419,7 +425,10 @@ impl Ring {
         for pane in self.start()..=self.head {
             let active = &self.panes[self.slot(pane)].active;
             if let Some(base) = active.base {
-                return Anchor { value: base.value.saturating_sub(moves_before), base: Some((pane, base)) };
+                return Anchor {
+                    value: base.value.saturating_sub(moves_before),
+                    base: Some((pane, base)),
+                };
             }
             moves_before = moves_before.saturating_add(active.net);
         }

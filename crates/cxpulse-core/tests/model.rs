@@ -4,7 +4,9 @@
 //! random partition drops and random clock moves must give exactly the model's counts.
 
 use cxpulse_core::engine::OVERFLOW_LABEL;
-use cxpulse_core::{ClockMode, Counts, Engine, EngineConfig, Outcome, RejectReason, SourcePartition, WindowSpec};
+use cxpulse_core::{
+    ClockMode, Counts, Engine, EngineConfig, Outcome, RejectReason, SourcePartition, WindowSpec,
+};
 use proptest::prelude::*;
 
 const BASE_MS: i64 = 1_800_000_000_000;
@@ -35,7 +37,11 @@ struct Ev {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Event { partition: i32, wall_step_ms: i64, event: Ev },
+    Event {
+        partition: i32,
+        wall_step_ms: i64,
+        event: Ev,
+    },
     Drop(i32),
     /// Drop several partitions, sweeping the dedup table once (the way large revokes take).
     DropSwept(Vec<i32>),
@@ -52,17 +58,25 @@ impl Ev {
             Kind::Nps(s) => format!(r#""type":"survey_response","survey":"nps","score":{s}"#),
             Kind::Csat(s) => format!(r#""type":"survey_response","survey":"csat","score":"{s}""#),
             Kind::Ces(s) => format!(r#""type":"survey_response","survey":"ces","score":{s}"#),
-            Kind::Lifecycle(a) => format!(r#""type":"customer_lifecycle","action":"{}","customer_id":"c1""#, ACTIONS[a]),
+            Kind::Lifecycle(a) => format!(
+                r#""type":"customer_lifecycle","action":"{}","customer_id":"c1""#,
+                ACTIONS[a]
+            ),
         };
-        let response = self.response_id.map(|r| format!(r#","response_id":"r{r}""#)).unwrap_or_default();
-        let segment = if SEGMENTS[self.segment] == "all" { String::new() } else { format!(r#","segment":"{}""#, SEGMENTS[self.segment]) };
+        let response =
+            self.response_id.map(|r| format!(r#","response_id":"r{r}""#)).unwrap_or_default();
+        let segment = if SEGMENTS[self.segment] == "all" {
+            String::new()
+        } else {
+            format!(r#","segment":"{}""#, SEGMENTS[self.segment])
+        };
         format!(
             r#"{{"event_id":"e{}","occurred_at":{time_ms},"brand":"{}"{segment},{body}{response}}}"#,
             self.id, BRANDS[self.brand]
         )
     }
 
-    /// The model's own classification, written from DESIGN.md independently of the engine.
+    /// The model's own classification, written from docs/events.md independently of the engine.
     fn counts(&self) -> Counts {
         let mut c = Counts::default();
         match self.kind {
@@ -72,7 +86,11 @@ impl Ev {
             Kind::Csat(s) if s >= 4 => c.csat[0] = 1,
             Kind::Csat(_) => c.csat[1] = 1,
             Kind::Ces(s) => {
-                if s >= 5 { c.ces[0] = 1 } else { c.ces[1] = 1 }
+                if s >= 5 {
+                    c.ces[0] = 1
+                } else {
+                    c.ces[1] = 1
+                }
                 c.ces_score_sum = u32::from(s);
             }
             Kind::Lifecycle(a) => c.actions[a] = 1,
@@ -88,12 +106,18 @@ fn ev_strategy() -> impl Strategy<Value = Ev> {
         (1u8..=7).prop_map(Kind::Ces),
         (0usize..5).prop_map(Kind::Lifecycle),
     ];
-    (0u8..40, prop::option::weighted(0.3, 0u8..6), -1_200_000i64..60_000, 0usize..3, 0usize..2, kind).prop_map(
-        |(id, response_id, offset_ms, brand, segment, kind)| {
+    (
+        0u8..40,
+        prop::option::weighted(0.3, 0u8..6),
+        -1_200_000i64..60_000,
+        0usize..3,
+        0usize..2,
+        kind,
+    )
+        .prop_map(|(id, response_id, offset_ms, brand, segment, kind)| {
             let response_id = if matches!(kind, Kind::Lifecycle(_)) { None } else { response_id };
             Ev { id, response_id, offset_ms, brand, segment, kind }
-        },
-    )
+        })
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -139,12 +163,21 @@ impl Model {
         a.epoch == self.epochs[a.partition as usize]
     }
 
-    fn process(&mut self, mode: ClockMode, partition: i32, ev: &Ev, time_ms: i64, wall_ms: i64) -> Outcome {
+    fn process(
+        &mut self,
+        mode: ClockMode,
+        partition: i32,
+        ev: &Ev,
+        time_ms: i64,
+        wall_ms: i64,
+    ) -> Outcome {
         if mode == ClockMode::Wall {
             self.clock = Some(self.clock.map_or(wall_ms, |t| t.max(wall_ms)));
         }
         let dup = self.clock.is_some_and(|t| {
-            self.accepted.iter().any(|a| self.live(a) && a.id == ev.id && a.seen_at > t - HORIZON_MS)
+            self.accepted
+                .iter()
+                .any(|a| self.live(a) && a.id == ev.id && a.seen_at > t - HORIZON_MS)
         });
         if dup {
             self.duplicates += 1;
@@ -153,7 +186,10 @@ impl Model {
         // Both clocks refuse events too far ahead of the wall clock (the wall clock is T itself).
         if time_ms > wall_ms + SKEW_MS {
             self.rejected.push(RejectReason::TooFarInFuture);
-            return Outcome::Rejected(cxpulse_core::Rejection::new(RejectReason::TooFarInFuture, ""));
+            return Outcome::Rejected(cxpulse_core::Rejection::new(
+                RejectReason::TooFarInFuture,
+                "",
+            ));
         }
         if let Some(t) = self.clock {
             let longest = WINDOWS_MS[2];
@@ -249,7 +285,10 @@ fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
                 model.epochs[*partition as usize] += 1;
             }
             Op::DropSwept(partitions) => {
-                let sources: Vec<SourcePartition> = partitions.iter().map(|p| SourcePartition { topic: 0, partition: *p }).collect();
+                let sources: Vec<SourcePartition> = partitions
+                    .iter()
+                    .map(|p| SourcePartition { topic: 0, partition: *p })
+                    .collect();
                 engine.drop_partitions_by_sweep(&sources);
                 for partition in partitions {
                     model.epochs[*partition as usize] += 1;
@@ -259,7 +298,8 @@ fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
             Op::RoundTrip(partition) => {
                 let source = SourcePartition { topic: 0, partition: *partition };
                 let bytes = engine.checkpoint(source, 0).encode().unwrap();
-                let decoded = cxpulse_core::checkpoint::PartitionCheckpoint::decode(&bytes).unwrap();
+                let decoded =
+                    cxpulse_core::checkpoint::PartitionCheckpoint::decode(&bytes).unwrap();
                 engine.restore(source, &decoded).unwrap();
             }
         }
@@ -300,13 +340,21 @@ proptest! {
 
 /// A run of messages of one partition, some of them not events at all, counted or replayed.
 fn run_strategy() -> impl Strategy<Value = (i32, i64, Vec<Option<Ev>>, bool)> {
-    (0i32..3, 0i64..40_000, prop::collection::vec(prop::option::weighted(0.9, ev_strategy()), 1..80), prop::bool::weighted(0.2))
+    (
+        0i32..3,
+        0i64..40_000,
+        prop::collection::vec(prop::option::weighted(0.9, ev_strategy()), 1..80),
+        prop::bool::weighted(0.2),
+    )
 }
 
 /// `process_batch` must be `process` called message by message: the same outcome for each
 /// message, and the same state after every run (runs cross its internal chunk size); likewise
 /// `replay_batch` and `replay`.
-fn batched_like_one_by_one(mode: ClockMode, runs: &[(i32, i64, Vec<Option<Ev>>, bool)]) -> Result<(), TestCaseError> {
+fn batched_like_one_by_one(
+    mode: ClockMode,
+    runs: &[(i32, i64, Vec<Option<Ev>>, bool)],
+) -> Result<(), TestCaseError> {
     let config = config(mode);
     let mut one_by_one = Engine::new(config.clone()).unwrap();
     let mut batched = Engine::new(config).unwrap();
@@ -315,7 +363,12 @@ fn batched_like_one_by_one(mode: ClockMode, runs: &[(i32, i64, Vec<Option<Ev>>, 
         wall += wall_step_ms;
         let payloads: Vec<String> = messages
             .iter()
-            .map(|m| m.as_ref().map_or_else(|| r#"{"event_id":"x","type":"survey_response""#.to_string(), |e| e.json(wall + e.offset_ms)))
+            .map(|m| {
+                m.as_ref().map_or_else(
+                    || r#"{"event_id":"x","type":"survey_response""#.to_string(),
+                    |e| e.json(wall + e.offset_ms),
+                )
+            })
             .collect();
         let source = SourcePartition { topic: 0, partition: *partition };
         let slices: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
@@ -325,7 +378,8 @@ fn batched_like_one_by_one(mode: ClockMode, runs: &[(i32, i64, Vec<Option<Ev>>, 
             }
             batched.replay_batch(source, &slices, wall);
         } else {
-            let want: Vec<Outcome> = slices.iter().map(|p| one_by_one.process(source, p, wall)).collect();
+            let want: Vec<Outcome> =
+                slices.iter().map(|p| one_by_one.process(source, p, wall)).collect();
             let mut got = Vec::new();
             batched.process_batch(source, &slices, wall, |i, outcome| got.push((i, outcome)));
             let want: Vec<(usize, Outcome)> = want.into_iter().enumerate().collect();
@@ -338,7 +392,10 @@ fn batched_like_one_by_one(mode: ClockMode, runs: &[(i32, i64, Vec<Option<Ev>>, 
         prop_assert_eq!(a.series.len(), b.series.len());
         for (x, y) in a.series.iter().zip(&b.series) {
             prop_assert_eq!((&x.brand, &x.segment, &x.windows), (&y.brand, &y.segment, &y.windows));
-            prop_assert_eq!((&x.active_at_start, x.active_now, x.survey_totals), (&y.active_at_start, y.active_now, y.survey_totals));
+            prop_assert_eq!(
+                (&x.active_at_start, x.active_now, x.survey_totals),
+                (&y.active_at_start, y.active_now, y.survey_totals)
+            );
         }
     }
     Ok(())

@@ -52,8 +52,14 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Renders the snapshot, the alert settings and the worker's registry as Prometheus text.
-pub fn render_metrics(snapshot: &Snapshot, policy: &AlertPolicy, registry: Option<&Registry>, version: &str) -> String {
-    let mut out = String::with_capacity(256 + snapshot.series.len() * snapshot.windows.len() * 1_200);
+pub fn render_metrics(
+    snapshot: &Snapshot,
+    policy: &AlertPolicy,
+    registry: Option<&Registry>,
+    version: &str,
+) -> String {
+    let mut out =
+        String::with_capacity(256 + snapshot.series.len() * snapshot.windows.len() * 1_200);
     render_windows(&mut out, snapshot);
     render_series_gauges(&mut out, snapshot, policy);
     render_pipeline(&mut out, snapshot, version);
@@ -74,7 +80,10 @@ fn render_windows(out: &mut String, snapshot: &Snapshot) {
         .iter()
         .flat_map(|series| {
             snapshot.windows.iter().map(move |window| {
-                format!(r#"brand="{}",segment="{}",window="{}""#, series.brand, series.segment, window.name)
+                format!(
+                    r#"brand="{}",segment="{}",window="{}""#,
+                    series.brand, series.segment, window.name
+                )
             })
         })
         .collect();
@@ -82,10 +91,34 @@ fn render_windows(out: &mut String, snapshot: &Snapshot) {
     let actions: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
     type Pick = fn(&cxpulse_core::Counts) -> &[u32];
     let families: [(&str, &str, &str, &[&str], Pick); 4] = [
-        ("cxpulse_nps_responses", "NPS answers in the window by category.", "category", &NPS, |c| &c.nps),
-        ("cxpulse_csat_responses", "CSAT answers in the window by top-2-box outcome.", "outcome", &CSAT, |c| &c.csat),
-        ("cxpulse_ces_responses", "CES answers in the window by outcome (easy = 5-7).", "outcome", &CES, |c| &c.ces),
-        ("cxpulse_customer_events", "Customer lifecycle events in the window by action.", "action", &[], |c| &c.actions),
+        (
+            "cxpulse_nps_responses",
+            "NPS answers in the window by category.",
+            "category",
+            &NPS,
+            |c| &c.nps,
+        ),
+        (
+            "cxpulse_csat_responses",
+            "CSAT answers in the window by top-2-box outcome.",
+            "outcome",
+            &CSAT,
+            |c| &c.csat,
+        ),
+        (
+            "cxpulse_ces_responses",
+            "CES answers in the window by outcome (easy = 5-7).",
+            "outcome",
+            &CES,
+            |c| &c.ces,
+        ),
+        (
+            "cxpulse_customer_events",
+            "Customer lifecycle events in the window by action.",
+            "action",
+            &[],
+            |c| &c.actions,
+        ),
     ];
     let mut number = itoa::Buffer::new();
     for (index, (name, help, label, values, pick)) in families.iter().enumerate() {
@@ -139,7 +172,12 @@ fn render_windows(out: &mut String, snapshot: &Snapshot) {
 }
 
 fn render_series_gauges(out: &mut String, snapshot: &Snapshot, policy: &AlertPolicy) {
-    header(out, "cxpulse_survey_responses_total", "counter", "Survey answers accepted since start.");
+    header(
+        out,
+        "cxpulse_survey_responses_total",
+        "counter",
+        "Survey answers accepted since start.",
+    );
     for series in &snapshot.series {
         for ((survey, category), total) in SURVEY_CATEGORIES.iter().zip(series.survey_totals) {
             let _ = writeln!(
@@ -149,13 +187,27 @@ fn render_series_gauges(out: &mut String, snapshot: &Snapshot, policy: &AlertPol
             );
         }
     }
-    header(out, "cxpulse_customers_active", "gauge", "Active customers now (customer_base plus lifecycle moves).");
+    header(
+        out,
+        "cxpulse_customers_active",
+        "gauge",
+        "Active customers now (customer_base plus lifecycle moves).",
+    );
     for series in &snapshot.series {
         if let Some((value, true)) = series.active_now {
-            let _ = writeln!(out, r#"cxpulse_customers_active{{brand="{}",segment="{}"}} {value}"#, series.brand, series.segment);
+            let _ = writeln!(
+                out,
+                r#"cxpulse_customers_active{{brand="{}",segment="{}"}} {value}"#,
+                series.brand, series.segment
+            );
         }
     }
-    header(out, "cxpulse_nps_alert_threshold", "gauge", "NPS below which the brand/segment alerts (config).");
+    header(
+        out,
+        "cxpulse_nps_alert_threshold",
+        "gauge",
+        "NPS below which the brand/segment alerts (config).",
+    );
     let thresholds: Vec<_> = snapshot
         .series
         .iter()
@@ -163,39 +215,92 @@ fn render_series_gauges(out: &mut String, snapshot: &Snapshot, policy: &AlertPol
         .map(|s| (s, policy.for_series(&s.brand, &s.segment)))
         .collect();
     for (series, (threshold, _)) in &thresholds {
-        let _ = writeln!(out, r#"cxpulse_nps_alert_threshold{{brand="{}",segment="{}"}} {threshold}"#, series.brand, series.segment);
+        let _ = writeln!(
+            out,
+            r#"cxpulse_nps_alert_threshold{{brand="{}",segment="{}"}} {threshold}"#,
+            series.brand, series.segment
+        );
     }
-    header(out, "cxpulse_nps_alert_min_responses", "gauge", "Fewest NPS answers in a window for the alert to judge (config).");
+    header(
+        out,
+        "cxpulse_nps_alert_min_responses",
+        "gauge",
+        "Fewest NPS answers in a window for the alert to judge (config).",
+    );
     for (series, (_, min)) in &thresholds {
-        let _ = writeln!(out, r#"cxpulse_nps_alert_min_responses{{brand="{}",segment="{}"}} {min}"#, series.brand, series.segment);
+        let _ = writeln!(
+            out,
+            r#"cxpulse_nps_alert_min_responses{{brand="{}",segment="{}"}} {min}"#,
+            series.brand, series.segment
+        );
     }
 }
 
 fn render_pipeline(out: &mut String, snapshot: &Snapshot, version: &str) {
     let p = &snapshot.pipeline;
-    header(out, "cxpulse_events_rejected_total", "counter", "Messages rejected, by reason; each is dead-lettered.");
+    header(
+        out,
+        "cxpulse_events_rejected_total",
+        "counter",
+        "Messages rejected, by reason; each is dead-lettered.",
+    );
     for reason in RejectReason::ALL {
-        let _ = writeln!(out, r#"cxpulse_events_rejected_total{{reason="{}"}} {}"#, reason.as_str(), p.rejected[reason.index()]);
+        let _ = writeln!(
+            out,
+            r#"cxpulse_events_rejected_total{{reason="{}"}} {}"#,
+            reason.as_str(),
+            p.rejected[reason.index()]
+        );
     }
     let counters = [
-        ("cxpulse_events_duplicate_total", "Repeated event_ids within the dedup horizon, counted once.", p.duplicates),
+        (
+            "cxpulse_events_duplicate_total",
+            "Repeated event_ids within the dedup horizon, counted once.",
+            p.duplicates,
+        ),
         ("cxpulse_events_counted_total", "Events accepted into the windows.", p.counted),
-        ("cxpulse_corrections_total", "Survey answers replaced by a later answer with the same response_id.", p.corrections),
-        ("cxpulse_series_overflow_total", "Events of brand/segment pairs beyond max_series, counted under __overflow__.", p.series_overflow),
+        (
+            "cxpulse_corrections_total",
+            "Survey answers replaced by a later answer with the same response_id.",
+            p.corrections,
+        ),
+        (
+            "cxpulse_series_overflow_total",
+            "Events of brand/segment pairs beyond max_series, counted under __overflow__.",
+            p.series_overflow,
+        ),
     ];
     for (name, help, value) in counters {
         header(out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
     }
     if let Some(last) = p.last_event_ms {
-        header(out, "cxpulse_last_event_timestamp_seconds", "gauge", "Newest occurred_at among accepted events.");
+        header(
+            out,
+            "cxpulse_last_event_timestamp_seconds",
+            "gauge",
+            "Newest occurred_at among accepted events.",
+        );
         let _ = writeln!(out, "cxpulse_last_event_timestamp_seconds {}", last as f64 / 1000.0);
     }
-    header(out, "cxpulse_event_age_seconds", "summary", "Processing time minus occurred_at, over the last minute or two.");
+    header(
+        out,
+        "cxpulse_event_age_seconds",
+        "summary",
+        "Processing time minus occurred_at, over the last minute or two.",
+    );
     for (quantile, ms) in &snapshot.event_age_quantiles_ms {
-        let _ = writeln!(out, r#"cxpulse_event_age_seconds{{quantile="{quantile}"}} {}"#, *ms as f64 / 1000.0);
+        let _ = writeln!(
+            out,
+            r#"cxpulse_event_age_seconds{{quantile="{quantile}"}} {}"#,
+            *ms as f64 / 1000.0
+        );
     }
-    let _ = writeln!(out, "cxpulse_event_age_seconds_sum {}", snapshot.event_age_sum_ms as f64 / 1000.0);
+    let _ = writeln!(
+        out,
+        "cxpulse_event_age_seconds_sum {}",
+        snapshot.event_age_sum_ms as f64 / 1000.0
+    );
     let _ = writeln!(out, "cxpulse_event_age_seconds_count {}", snapshot.event_age_count);
     header(out, "cxpulse_series", "gauge", "Brand/segment pairs held (overflow included).");
     let _ = writeln!(out, "cxpulse_series {}", snapshot.series.len());
@@ -219,7 +324,12 @@ mod tests {
         engine.process(p, format!(r#"{{"event_id":"b","type":"customer_base","occurred_at":{at},"brand":"acme","segment":"smb","active_customers":5}}"#).as_bytes(), at);
         engine.process(p, b"nope", at);
         let policy = AlertPolicy {
-            overrides: vec![AlertOverride { brand: "acme".into(), segment: None, nps_threshold: Some(25.0), min_responses: None }],
+            overrides: vec![AlertOverride {
+                brand: "acme".into(),
+                segment: None,
+                nps_threshold: Some(25.0),
+                min_responses: None,
+            }],
             ..AlertPolicy::default()
         };
         let text = render_metrics(&engine.snapshot(at), &policy, None, "9.9.9");
@@ -242,8 +352,15 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap_or_default();
             let family = name.trim_end_matches("_sum").trim_end_matches("_count");
-            assert!(text.contains(&format!("# TYPE {family} ")) || text.contains(&format!("# TYPE {name} ")), "{line}");
-            assert!(METRIC_NAMES.contains(&family) || METRIC_NAMES.contains(&name), "{name} not in METRIC_NAMES");
+            assert!(
+                text.contains(&format!("# TYPE {family} "))
+                    || text.contains(&format!("# TYPE {name} ")),
+                "{line}"
+            );
+            assert!(
+                METRIC_NAMES.contains(&family) || METRIC_NAMES.contains(&name),
+                "{name} not in METRIC_NAMES"
+            );
         }
     }
 }

@@ -15,7 +15,11 @@ use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
 #[derive(Clone)]
 pub struct BearerToken(pub Option<Arc<str>>);
 
-pub async fn require_token(State(token): State<BearerToken>, request: Request, next: Next) -> Response {
+pub async fn require_token(
+    State(token): State<BearerToken>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(expected) = &token.0 else { return next.run(request).await };
     let presented = request
         .headers()
@@ -23,8 +27,11 @@ pub async fn require_token(State(token): State<BearerToken>, request: Request, n
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(presented) if constant_time_eq(presented.as_bytes(), expected.as_bytes()) => next.run(request).await,
-        _ => (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "unauthorized\n").into_response(),
+        Some(presented) if constant_time_eq(presented.as_bytes(), expected.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "unauthorized\n")
+            .into_response(),
     }
 }
 
@@ -43,7 +50,9 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<SslAcceptor> {
     builder
         .set_private_key_file(key, SslFiletype::PEM)
         .map_err(|e| anyhow::anyhow!("cannot load TLS key {}: {e}", key.display()))?;
-    builder.check_private_key().map_err(|e| anyhow::anyhow!("TLS key does not match the certificate: {e}"))?;
+    builder
+        .check_private_key()
+        .map_err(|e| anyhow::anyhow!("TLS key does not match the certificate: {e}"))?;
     Ok(builder.build())
 }
 
@@ -60,7 +69,9 @@ mod tests {
 
     #[test]
     fn missing_certificate_files_are_named() {
-        let Err(error) = tls_acceptor(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem")) else {
+        let Err(error) =
+            tls_acceptor(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem"))
+        else {
             panic!("missing files accepted");
         };
         assert!(error.to_string().contains("/nonexistent/cert.pem"), "{error}");

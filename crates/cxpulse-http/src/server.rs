@@ -39,7 +39,13 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:9898".into(), bearer_token: None, bearer_token_file: None, tls_cert: None, tls_key: None }
+        HttpConfig {
+            listen: "127.0.0.1:9898".into(),
+            bearer_token: None,
+            bearer_token_file: None,
+            tls_cert: None,
+            tls_key: None,
+        }
     }
 }
 
@@ -47,11 +53,15 @@ impl HttpConfig {
     /// The token in effect; an empty one is an error, never "no authentication".
     pub fn token(&self) -> anyhow::Result<Option<String>> {
         let token = match (&self.bearer_token, &self.bearer_token_file) {
-            (Some(_), Some(_)) => anyhow::bail!("[http] set bearer_token or bearer_token_file, not both"),
+            (Some(_), Some(_)) => {
+                anyhow::bail!("[http] set bearer_token or bearer_token_file, not both")
+            }
             (Some(token), None) => Some(token.clone()),
             (None, Some(path)) => Some(
                 std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read [http] bearer_token_file {path}: {e}"))?
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot read [http] bearer_token_file {path}: {e}")
+                    })?
                     .trim_end_matches(['\n', '\r'])
                     .to_string(),
             ),
@@ -66,7 +76,9 @@ impl HttpConfig {
     /// The TLS acceptor, when both files are set; one without the other is an error.
     pub fn tls(&self) -> anyhow::Result<Option<openssl::ssl::SslAcceptor>> {
         match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Ok(Some(crate::security::tls_acceptor(cert.as_ref(), key.as_ref())?)),
+            (Some(cert), Some(key)) => {
+                Ok(Some(crate::security::tls_acceptor(cert.as_ref(), key.as_ref())?))
+            }
             (None, None) => Ok(None),
             _ => anyhow::bail!("[http] tls_cert and tls_key go together"),
         }
@@ -158,8 +170,11 @@ async fn serve_tls(
                 return;
             }
             let service = hyper_util::service::TowerToHyperService::new(app);
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await {
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(e) =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -173,7 +188,12 @@ async fn index() -> &'static str {
 async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     let body = tokio::task::spawn_blocking(move || {
         let snapshot = state.snapshot();
-        crate::render::render_metrics(&snapshot, &state.policy, state.registry.as_ref(), state.version)
+        crate::render::render_metrics(
+            &snapshot,
+            &state.policy,
+            state.registry.as_ref(),
+            state.version,
+        )
     })
     .await
     .unwrap_or_else(|e| format!("# render failed: {e}\n"));

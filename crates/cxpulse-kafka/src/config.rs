@@ -147,12 +147,15 @@ mod tests {
             settings.insert(key.into(), value.into());
         }
         // librdkafka refuses settings it was built without, so creating the clients proves support.
-        let consumer: Result<rdkafka::consumer::BaseConsumer, _> = consumer_config(&settings).create();
+        let consumer: Result<rdkafka::consumer::BaseConsumer, _> =
+            consumer_config(&settings).create();
         assert!(consumer.is_ok(), "{:?}", consumer.err());
-        let producer: Result<rdkafka::producer::BaseProducer, _> = producer_config(&settings).create();
+        let producer: Result<rdkafka::producer::BaseProducer, _> =
+            producer_config(&settings).create();
         assert!(producer.is_ok(), "{:?}", producer.err());
         settings.insert("security.protocol".into(), "NOT_A_PROTOCOL".into());
-        let refused: Result<rdkafka::consumer::BaseConsumer, _> = consumer_config(&settings).create();
+        let refused: Result<rdkafka::consumer::BaseConsumer, _> =
+            consumer_config(&settings).create();
         assert!(refused.is_err());
     }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 use cxpulse_core::checkpoint::PartitionCheckpoint;
 use cxpulse_core::health::Health;
 use cxpulse_core::{ClockMode, Engine, SourcePartition};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
@@ -69,7 +71,11 @@ impl WorkerContext {
     }
 
     /// Synchronously commits the processed offsets of `partitions` (all when `None`).
-    pub fn commit_processed(&self, consumer: &BaseConsumer<WorkerContext>, partitions: Option<&BTreeSet<TopicPartition>>) {
+    pub fn commit_processed(
+        &self,
+        consumer: &BaseConsumer<WorkerContext>,
+        partitions: Option<&BTreeSet<TopicPartition>>,
+    ) {
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), next) in lock(&self.processed).iter() {
             if partitions.is_none_or(|set| set.contains(&(topic.clone(), *partition))) {
@@ -83,7 +89,9 @@ impl WorkerContext {
         }
         match consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => info!(partitions = tpl.count(), "committed processed offsets"),
-            Err(e) => warn!(error = %e, "commit of processed offsets failed; the next owner re-reads from the last commit"),
+            Err(e) => {
+                warn!(error = %e, "commit of processed offsets failed; the next owner re-reads from the last commit")
+            }
         }
     }
 
@@ -123,7 +131,9 @@ impl WorkerContext {
                 self.metrics.checkpoints.inc_by(written.len() as u64);
                 checkpointed.extend(written);
             }
-            Err(e) => warn!(error = %e, "checkpoints not written; a new owner would replay instead"),
+            Err(e) => {
+                warn!(error = %e, "checkpoints not written; a new owner would replay instead")
+            }
         }
     }
 
@@ -220,7 +230,10 @@ fn set_start(tpl: &mut TopicPartitionList, topic: &str, partition: i32, offset: 
     }
 }
 
-fn committed_offsets(consumer: &BaseConsumer<WorkerContext>, tpl: &TopicPartitionList) -> HashMap<TopicPartition, i64> {
+fn committed_offsets(
+    consumer: &BaseConsumer<WorkerContext>,
+    tpl: &TopicPartitionList,
+) -> HashMap<TopicPartition, i64> {
     match consumer.committed_offsets(tpl.clone(), IO_TIMEOUT) {
         Ok(committed) => known_offsets(&committed),
         Err(e) => {
@@ -273,15 +286,22 @@ impl ClientContext for WorkerContext {
         for (topic, stats) in &statistics.topics {
             if self.topics.contains(topic) {
                 let partitions = stats.partitions.keys().filter(|p| **p >= 0).count();
-                self.metrics.topic_partitions.with_label_values(&[topic.as_str()]).set(partitions as i64);
+                self.metrics
+                    .topic_partitions
+                    .with_label_values(&[topic.as_str()])
+                    .set(partitions as i64);
             }
             for (partition, p) in &stats.partitions {
                 if !assigned.contains(&(topic.clone(), *partition)) {
                     continue;
                 }
-                let lag = if p.consumer_lag_stored >= 0 { p.consumer_lag_stored } else { p.consumer_lag };
+                let lag =
+                    if p.consumer_lag_stored >= 0 { p.consumer_lag_stored } else { p.consumer_lag };
                 if lag >= 0 {
-                    self.metrics.consumer_lag.with_label_values(&[topic.as_str(), &partition.to_string()]).set(lag);
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic.as_str(), &partition.to_string()])
+                        .set(lag);
                 }
             }
         }
@@ -297,24 +317,40 @@ impl ClientContext for WorkerContext {
 
 impl ConsumerContext for WorkerContext {
     /// The default rebalance, with start offsets chosen (and state restored) before assigning.
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 if self.closing.load(Ordering::Relaxed) {
-                    info!(partitions = tpl.count(), "assignment while stopping: acknowledged, not restored");
+                    info!(
+                        partitions = tpl.count(),
+                        "assignment while stopping: acknowledged, not restored"
+                    );
                 } else {
                     self.prepare_assignment(consumer, tpl);
                     self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
                 }
-                let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                let result = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
                 if let Err(e) = result {
                     warn!(error = %e, "assign failed");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
-                let result = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                let result = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
                 if let Err(e) = result {
                     warn!(error = %e, "unassign failed");
                 }
@@ -334,12 +370,18 @@ impl ConsumerContext for WorkerContext {
                 self.revocations.fetch_add(1, Ordering::Relaxed);
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
                 if consumer.assignment_lost() {
-                    warn!(partitions = revoked.len(), "assignment lost: not committing, the next owner re-reads");
+                    warn!(
+                        partitions = revoked.len(),
+                        "assignment lost: not committing, the next owner re-reads"
+                    );
                 } else {
                     self.checkpoint(Some(&revoked));
                     self.commit_processed(consumer, Some(&revoked));
                 }
-                let sources: Vec<SourcePartition> = revoked.iter().map(|(topic, partition)| self.source(topic, *partition)).collect();
+                let sources: Vec<SourcePartition> = revoked
+                    .iter()
+                    .map(|(topic, partition)| self.source(topic, *partition))
+                    .collect();
                 lock(&self.engine).drop_partitions(&sources);
                 let mut replay = lock(&self.replay_until);
                 for source in &sources {

@@ -56,7 +56,12 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl DeadLetterProducer {
-    pub fn new(config: &ClientConfig, topic: String, metrics: PipelineMetrics, health: Arc<Health>) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &ClientConfig,
+        topic: String,
+        metrics: PipelineMetrics,
+        health: Arc<Health>,
+    ) -> anyhow::Result<Self> {
         let context = DeliveryContext { results: Mutex::new(Vec::new()) };
         let producer = config.create_with_context(context)?;
         Ok(DeadLetterProducer { producer, topic, metrics, health })
@@ -93,7 +98,11 @@ impl DeadLetterProducer {
                 self.metrics.dead_letters.inc_by(delivered as u64);
                 return acked;
             }
-            warn!(missing, backoff_ms = backoff.as_millis() as u64, "dead letters not acknowledged; retrying");
+            warn!(
+                missing,
+                backoff_ms = backoff.as_millis() as u64,
+                "dead letters not acknowledged; retrying"
+            );
             self.health.heartbeat(crate::worker::wall_ms());
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -106,10 +115,15 @@ impl DeadLetterProducer {
         let headers = OwnedHeaders::new()
             .insert(Header { key: "cxpulse-error", value: Some(letter.reason) })
             .insert(Header { key: "cxpulse-error-detail", value: Some(letter.detail.as_str()) })
-            .insert(Header { key: "cxpulse-source-topic", value: Some(letter.source_topic.as_str()) })
+            .insert(Header {
+                key: "cxpulse-source-topic",
+                value: Some(letter.source_topic.as_str()),
+            })
             .insert(Header { key: "cxpulse-source-partition", value: Some(partition.as_str()) })
             .insert(Header { key: "cxpulse-source-offset", value: Some(offset.as_str()) });
-        let mut record = BaseRecord::with_opaque_to(&self.topic, index).payload(&letter.payload).headers(headers);
+        let mut record = BaseRecord::with_opaque_to(&self.topic, index)
+            .payload(&letter.payload)
+            .headers(headers);
         if let Some(key) = &letter.key {
             record = record.key(key);
         }
@@ -121,7 +135,12 @@ impl DeadLetterProducer {
                 Ok(()) => return,
                 Err((e, returned)) => {
                     record = returned;
-                    if !matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+                    if !matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull
+                        )
+                    ) {
                         warn!(error = %e, "dead letter not enqueued");
                         return;
                     }

@@ -23,43 +23,67 @@ impl PipelineMetrics {
         let registry = Registry::new();
         let metrics = PipelineMetrics {
             consumed: IntCounterVec::new(
-                Opts::new("cxpulse_events_consumed_total", "Messages read, whatever became of them."),
+                Opts::new(
+                    "cxpulse_events_consumed_total",
+                    "Messages read, whatever became of them.",
+                ),
                 &["topic"],
             )
             .unwrap_or_else(invalid_metric),
-            dead_letters: IntCounter::new("cxpulse_dead_letters_total", "Rejected messages acknowledged by the dead-letter topic.")
-                .unwrap_or_else(invalid_metric),
+            dead_letters: IntCounter::new(
+                "cxpulse_dead_letters_total",
+                "Rejected messages acknowledged by the dead-letter topic.",
+            )
+            .unwrap_or_else(invalid_metric),
             dead_letter_retries: IntCounter::new(
                 "cxpulse_dead_letter_retries_total",
                 "Dead-letter deliveries that failed and were retried.",
             )
             .unwrap_or_else(invalid_metric),
             consumer_lag: IntGaugeVec::new(
-                Opts::new("cxpulse_consumer_lag", "Messages between the partition's end and this worker's stored offset."),
+                Opts::new(
+                    "cxpulse_consumer_lag",
+                    "Messages between the partition's end and this worker's stored offset.",
+                ),
                 &["topic", "partition"],
             )
             .unwrap_or_else(invalid_metric),
-            partitions_assigned: IntGauge::new("cxpulse_partitions_assigned", "Partitions assigned to this worker.")
-                .unwrap_or_else(invalid_metric),
+            partitions_assigned: IntGauge::new(
+                "cxpulse_partitions_assigned",
+                "Partitions assigned to this worker.",
+            )
+            .unwrap_or_else(invalid_metric),
             partitions_restoring: IntGauge::new(
                 "cxpulse_partitions_restoring",
                 "Assigned partitions still restoring their state.",
             )
             .unwrap_or_else(invalid_metric),
             rebalances: IntCounterVec::new(
-                Opts::new("cxpulse_rebalances_total", "Partition assignments and revocations seen."),
+                Opts::new(
+                    "cxpulse_rebalances_total",
+                    "Partition assignments and revocations seen.",
+                ),
                 &["kind"],
             )
             .unwrap_or_else(invalid_metric),
             topic_partitions: IntGaugeVec::new(
-                Opts::new("cxpulse_topic_partitions", "Partitions of each consumed topic, from the broker's metadata."),
+                Opts::new(
+                    "cxpulse_topic_partitions",
+                    "Partitions of each consumed topic, from the broker's metadata.",
+                ),
                 &["topic"],
             )
             .unwrap_or_else(invalid_metric),
-            checkpoints: IntCounter::new("cxpulse_checkpoints_total", "Partition checkpoints acknowledged by the state topic.")
-                .unwrap_or_else(invalid_metric),
+            checkpoints: IntCounter::new(
+                "cxpulse_checkpoints_total",
+                "Partition checkpoints acknowledged by the state topic.",
+            )
+            .unwrap_or_else(invalid_metric),
             restores: IntCounterVec::new(
-                Opts::new("cxpulse_partition_restores_total", "Assigned partitions restored, by how (checkpoint or replay)."),
+                Opts::new(
+                    "cxpulse_partition_restores_total",
+                    "Assigned partitions restored, by how (checkpoint or replay).",
+                ),
                 &["source"],
             )
             .unwrap_or_else(invalid_metric),

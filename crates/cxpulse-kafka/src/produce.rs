@@ -1,5 +1,5 @@
 //! `cxpulse produce`: synthetic schema-1 events to any Kafka, at a steady rate, keyed by
-//! `brand/segment` as DESIGN.md recommends.
+//! `brand/segment` as docs/events.md recommends.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,8 +22,13 @@ pub struct ProduceOptions {
 }
 
 /// Produces until `count` is reached or `stop` is set; returns how many were acknowledged.
-pub fn produce_synthetic(config: &ClientConfig, options: &ProduceOptions, stop: &AtomicBool) -> anyhow::Result<u64> {
-    let producer: BaseProducer = config.create().map_err(|e| anyhow::anyhow!("cannot create the producer: {e}"))?;
+pub fn produce_synthetic(
+    config: &ClientConfig,
+    options: &ProduceOptions,
+    stop: &AtomicBool,
+) -> anyhow::Result<u64> {
+    let producer: BaseProducer =
+        config.create().map_err(|e| anyhow::anyhow!("cannot create the producer: {e}"))?;
     let mut synth = Synth::new(options.synth.clone());
     let started = Instant::now();
     let mut sent: u64 = 0;
@@ -39,7 +44,8 @@ pub fn produce_synthetic(config: &ClientConfig, options: &ProduceOptions, stop: 
         }
         let message = synth.next_message(crate::worker::wall_ms());
         let record = BaseRecord::to(&options.topic).key(&message.key).payload(&message.payload);
-        send_when_room(&producer, record, Duration::from_millis(50)).map_err(|e| anyhow::anyhow!("produce failed: {e}"))?;
+        send_when_room(&producer, record, Duration::from_millis(50))
+            .map_err(|e| anyhow::anyhow!("produce failed: {e}"))?;
         sent += 1;
         // Serving delivery reports per message costs a clock read each; every 256 is plenty.
         if sent.is_multiple_of(256) {
@@ -57,7 +63,14 @@ pub fn produce_synthetic(config: &ClientConfig, options: &ProduceOptions, stop: 
 /// Fills `topic` as fast as the broker takes it, for benchmarks: `events` synthetic events spread
 /// round robin over `partitions`, their times spread over the ten minutes before `end_ms` so that
 /// every window sees traffic. Returns the payload bytes written.
-pub fn preload_synthetic(brokers: &str, topic: &str, events: u64, partitions: i32, synth: SynthConfig, end_ms: i64) -> anyhow::Result<u64> {
+pub fn preload_synthetic(
+    brokers: &str,
+    topic: &str,
+    events: u64,
+    partitions: i32,
+    synth: SynthConfig,
+    end_ms: i64,
+) -> anyhow::Result<u64> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
@@ -68,11 +81,14 @@ pub fn preload_synthetic(brokers: &str, topic: &str, events: u64, partitions: i3
     let mut synth = Synth::new(synth);
     let mut bytes = 0u64;
     for i in 0..events {
-        let message = synth.next_message(end_ms - 600_000 + (i as i64 * 600_000 / events.max(1) as i64));
+        let message =
+            synth.next_message(end_ms - 600_000 + (i as i64 * 600_000 / events.max(1) as i64));
         bytes += message.payload.len() as u64;
         let partition = (i % partitions.max(1) as u64) as i32;
-        let record = BaseRecord::to(topic).partition(partition).key(&message.key).payload(&message.payload);
-        send_when_room(&producer, record, Duration::from_millis(10)).map_err(|e| anyhow::anyhow!("preload failed: {e}"))?;
+        let record =
+            BaseRecord::to(topic).partition(partition).key(&message.key).payload(&message.payload);
+        send_when_room(&producer, record, Duration::from_millis(10))
+            .map_err(|e| anyhow::anyhow!("preload failed: {e}"))?;
         if i % 1000 == 0 {
             producer.poll(Duration::ZERO);
         }
@@ -82,7 +98,11 @@ pub fn preload_synthetic(brokers: &str, topic: &str, events: u64, partitions: i3
 }
 
 /// Sends `record`, serving delivery reports for `wait` whenever the local queue is full.
-fn send_when_room(producer: &BaseProducer, mut record: BaseRecord<'_, String, String>, wait: Duration) -> Result<(), KafkaError> {
+fn send_when_room(
+    producer: &BaseProducer,
+    mut record: BaseRecord<'_, String, String>,
+    wait: Duration,
+) -> Result<(), KafkaError> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),

@@ -39,7 +39,11 @@ pub struct StateStore {
 
 impl StateStore {
     /// `producer` and `consumer` carry the connection settings; the store adds its own.
-    pub fn new(mut producer: ClientConfig, mut consumer: ClientConfig, topic: String) -> anyhow::Result<Self> {
+    pub fn new(
+        mut producer: ClientConfig,
+        mut consumer: ClientConfig,
+        topic: String,
+    ) -> anyhow::Result<Self> {
         producer.set("compression.type", "lz4").set("message.max.bytes", "67108864");
         let producer = producer.create_with_context(Acks(Mutex::new(Vec::new())))?;
         consumer
@@ -49,7 +53,13 @@ impl StateStore {
             .set("partition.assignment.strategy", "range")
             .set("statistics.interval.ms", "0");
         let reader = consumer.create()?;
-        Ok(StateStore { topic, producer, reader, latest: HashMap::new(), positions: HashMap::new() })
+        Ok(StateStore {
+            topic,
+            producer,
+            reader,
+            latest: HashMap::new(),
+            positions: HashMap::new(),
+        })
     }
 
     /// Writes every `(key, value)` and waits for all acknowledgements.
@@ -61,7 +71,12 @@ impl StateStore {
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
                         record = r;
                         self.producer.poll(Duration::from_millis(10));
                     }
@@ -103,13 +118,18 @@ impl StateStore {
         }
         let mut ends = HashMap::new();
         for &p in &partitions {
-            let (low, high) = self.reader.fetch_watermarks(&self.topic, p, IO_TIMEOUT).map_err(|e| format!("watermarks: {e}"))?;
+            let (low, high) = self
+                .reader
+                .fetch_watermarks(&self.topic, p, IO_TIMEOUT)
+                .map_err(|e| format!("watermarks: {e}"))?;
             ends.insert(p, high);
             // Compaction and retention may have removed everything before `low`.
             let position = self.positions.entry(p).or_insert(low);
             *position = (*position).max(low);
         }
-        let behind = |positions: &HashMap<i32, i64>| ends.iter().any(|(p, high)| positions.get(p).copied().unwrap_or(0) < *high);
+        let behind = |positions: &HashMap<i32, i64>| {
+            ends.iter().any(|(p, high)| positions.get(p).copied().unwrap_or(0) < *high)
+        };
         if !behind(&self.positions) {
             return Ok(());
         }
@@ -127,7 +147,9 @@ impl StateStore {
             match self.reader.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
                     self.positions.insert(message.partition(), message.offset() + 1);
-                    let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else { continue };
+                    let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                        continue;
+                    };
                     match message.payload() {
                         Some(value) => self.latest.insert(key.to_string(), value.to_vec()),
                         None => self.latest.remove(key),

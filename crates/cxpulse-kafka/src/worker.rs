@@ -39,7 +39,12 @@ pub fn wall_ms() -> i64 {
 }
 
 /// Runs the worker until `stop` is set. Errors only for a configuration librdkafka refuses.
-pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConfig, stop: &AtomicBool) -> anyhow::Result<()> {
+pub fn run_worker(
+    worker: &Worker,
+    settings: &KafkaSettings,
+    source: &SourceConfig,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
     let checkpoint_every = Duration::from_millis(
         cxpulse_core::duration::parse_duration_ms(&source.checkpoint_interval)
             .map_err(|e| anyhow::anyhow!("invalid [source] checkpoint_interval: {e}"))?
@@ -48,8 +53,12 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
     let store = match source.state_topic.as_str() {
         "" => None,
         topic => Some(
-            StateStore::new(producer_config(settings), consumer_config(settings), topic.to_string())
-                .map_err(|e| anyhow::anyhow!("cannot create the state-topic clients: {e}"))?,
+            StateStore::new(
+                producer_config(settings),
+                consumer_config(settings),
+                topic.to_string(),
+            )
+            .map_err(|e| anyhow::anyhow!("cannot create the state-topic clients: {e}"))?,
         ),
     };
     let context = WorkerContext {
@@ -71,15 +80,26 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
         .create_with_context(context)
         .map_err(|e| anyhow::anyhow!("cannot create the Kafka consumer: {e}"))?;
     let topics: Vec<&str> = source.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).map_err(|e| anyhow::anyhow!("cannot subscribe to {topics:?}: {e}"))?;
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to {topics:?}: {e}"))?;
     let dead_letters = match source.dead_letter_topic() {
         Some(topic) => Some(
-            DeadLetterProducer::new(&producer_config(settings), topic, worker.metrics.clone(), worker.health.clone())
-                .map_err(|e| anyhow::anyhow!("cannot create the dead-letter producer: {e}"))?,
+            DeadLetterProducer::new(
+                &producer_config(settings),
+                topic,
+                worker.metrics.clone(),
+                worker.health.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("cannot create the dead-letter producer: {e}"))?,
         ),
         None => None,
     };
-    let consumed: Vec<_> = source.topics.iter().map(|t| worker.metrics.consumed.with_label_values(&[t.as_str()])).collect();
+    let consumed: Vec<_> = source
+        .topics
+        .iter()
+        .map(|t| worker.metrics.consumed.with_label_values(&[t.as_str()]))
+        .collect();
     info!(topics = ?source.topics, dead_letter_topic = ?source.dead_letter_topic(), state_topic = %source.state_topic, "worker started");
 
     let mut last_maintain = Instant::now();
@@ -108,7 +128,10 @@ pub fn run_worker(worker: &Worker, settings: &KafkaSettings, source: &SourceConf
             batch
         } else {
             let assigned = lock(&context.assigned).clone();
-            batch.into_iter().filter(|m| assigned.contains(&(m.topic().to_string(), m.partition()))).collect()
+            batch
+                .into_iter()
+                .filter(|m| assigned.contains(&(m.topic().to_string(), m.partition())))
+                .collect()
         };
         process_batch(worker, context, &batch, dead_letters.as_ref(), &consumed, &consumer, stop);
     }
@@ -152,12 +175,22 @@ fn process_batch(
         let replay_until = lock(&context.replay_until);
         let mut engine = lock(&worker.engine);
         let dead_lettering = dead_letters.is_some();
-        count_batch(&mut engine, context, batch, &replay_until, now, dead_lettering, &mut letters, &mut consumed_by_topic)
+        count_batch(
+            &mut engine,
+            context,
+            batch,
+            &replay_until,
+            now,
+            dead_lettering,
+            &mut letters,
+            &mut consumed_by_topic,
+        )
     };
     for (counter, count) in consumed.iter().zip(consumed_by_topic) {
         counter.inc_by(count);
     }
-    let last_offsets: BTreeMap<(&str, i32), i64> = runs.into_iter().map(|run| ((run.topic, run.source.partition), run.last_offset)).collect();
+    let last_offsets: BTreeMap<(&str, i32), i64> =
+        runs.into_iter().map(|run| ((run.topic, run.source.partition), run.last_offset)).collect();
 
     // Offsets stop short of the first dead letter that was not acknowledged (only on shutdown).
     let mut held_back: BTreeMap<(&str, i32), i64> = BTreeMap::new();
@@ -168,7 +201,10 @@ fn process_batch(
                 if ok {
                     continue;
                 }
-                let key = last_offsets.keys().find(|(t, p)| *t == letter.source_topic && *p == letter.source_partition).copied();
+                let key = last_offsets
+                    .keys()
+                    .find(|(t, p)| *t == letter.source_topic && *p == letter.source_partition)
+                    .copied();
                 if let Some(key) = key {
                     let entry = held_back.entry(key).or_insert(letter.source_offset);
                     *entry = (*entry).min(letter.source_offset);
@@ -248,9 +284,14 @@ fn count_batch<'a>(
         let mut from = 0;
         while let Some(head) = run.get(from) {
             let replaying = replayed(head);
-            let to = from + run[from..].iter().position(|m| replayed(m) != replaying).unwrap_or(run.len() - from);
+            let to = from
+                + run[from..]
+                    .iter()
+                    .position(|m| replayed(m) != replaying)
+                    .unwrap_or(run.len() - from);
             let part = &run[from..to];
-            let payloads: Vec<&[u8]> = part.iter().map(|m| m.payload().unwrap_or_default()).collect();
+            let payloads: Vec<&[u8]> =
+                part.iter().map(|m| m.payload().unwrap_or_default()).collect();
             if replaying {
                 engine.replay_batch(source, &payloads, now);
             } else {
@@ -258,7 +299,9 @@ fn count_batch<'a>(
                     *count += part.len() as u64;
                 }
                 engine.process_batch(source, &payloads, now, |i, outcome| {
-                    if let (Outcome::Rejected(rejection), Some(message), true) = (outcome, part.get(i), dead_lettering) {
+                    if let (Outcome::Rejected(rejection), Some(message), true) =
+                        (outcome, part.get(i), dead_lettering)
+                    {
                         letters.push(dead_letter_of(message, rejection));
                     }
                 });
@@ -288,7 +331,10 @@ fn drain_until_unassigned(consumer: &BaseConsumer<WorkerContext>) {
 }
 
 /// Waits up to `POLL_TIMEOUT` for a first message, then takes whatever else is already fetched.
-fn poll_batch(consumer: &BaseConsumer<WorkerContext>, batch_size: usize) -> Vec<BorrowedMessage<'_>> {
+fn poll_batch(
+    consumer: &BaseConsumer<WorkerContext>,
+    batch_size: usize,
+) -> Vec<BorrowedMessage<'_>> {
     let mut batch = Vec::new();
     let mut timeout = POLL_TIMEOUT;
     while batch.len() < batch_size {
