@@ -115,7 +115,7 @@ impl Config {
         env: impl Iterator<Item = (String, String)>,
     ) -> anyhow::Result<Config> {
         let mut table: toml::Table = toml::from_str(text)
-            .map_err(|e| anyhow!("invalid config: {}", one_line(&e.to_string())))?;
+            .map_err(|e| anyhow!("invalid config: {}", syntax_error(text, &e)))?;
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
             let Some((section, key)) = rest.split_once("__") else { continue };
@@ -131,12 +131,13 @@ impl Config {
             let Some(section_table) = entry.as_table_mut() else {
                 bail!("{name}: [{section}] is not a table in the config");
             };
-            let value = env_value(&raw, section == "kafka", section_table.get(&key));
+            let takes_string = section == "kafka" || key_takes_a_string(&section, &key);
+            let value = env_value(&raw, takes_string, section_table.get(&key));
             section_table.insert(key, value);
         }
         let config: Config =
             toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-                anyhow!("invalid config: {}", one_line(&e.to_string()))
+                anyhow!("invalid config: {}", without_values(&e.to_string()))
             })?;
         config.validate()?;
         Ok(config)
@@ -147,8 +148,8 @@ impl Config {
         if self.source.topics.is_empty() || self.source.topics.iter().any(String::is_empty) {
             bail!("invalid config: [source] topics must name at least one topic");
         }
-        parse_duration_ms(&self.source.checkpoint_interval)
-            .map_err(|e| anyhow!("invalid config: [source] checkpoint_interval: {e}"))?;
+        duration_ms("[source] checkpoint_interval", &self.source.checkpoint_interval)?;
+        self.http.limits.resolve("http").map_err(|e| anyhow!("invalid config: {e}"))?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!(
                 "invalid config: [http] listen `{}` is not an address like 127.0.0.1:9898",
@@ -160,12 +161,18 @@ impl Config {
         if !["text", "json"].contains(&self.log.format.as_str()) {
             bail!("invalid config: [log] format must be `text` or `json`");
         }
+        for (key, value) in &self.kafka {
+            if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
+                bail!("invalid config: [kafka] `{key}` must be a string, a number or a boolean");
+            }
+        }
         for (key, value) in self.kafka_settings() {
             // An empty secret would silently connect without credentials.
             if value.is_empty() {
                 bail!("invalid config: [kafka] `{key}` is empty");
             }
         }
+        crate::kafka_check::check(&self.kafka_settings())?;
         for o in &self.alerts.overrides {
             if o.brand.is_empty() {
                 bail!("invalid config: [[alerts.override]] needs a brand");
@@ -175,11 +182,9 @@ impl Config {
     }
 
     pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
-        let duration = |what: &str, text: &str| {
-            parse_duration_ms(text).map_err(|e| anyhow!("invalid config: [{what}]: {e}"))
-        };
         let mut windows = Vec::new();
         for size in &self.windows.sizes {
+            duration_ms("[windows] sizes", size)?;
             let spec = WindowSpec::named(size)
                 .map_err(|e| anyhow!("invalid config: [windows] sizes: {e}"))?;
             if windows.iter().any(|w: &WindowSpec| w.size_ms == spec.size_ms) {
@@ -203,12 +208,12 @@ impl Config {
         Ok(EngineConfig {
             windows,
             clock,
-            max_future_skew_ms: duration(
-                "windows] max_future_skew",
+            max_future_skew_ms: duration_ms(
+                "[windows] max_future_skew",
                 &self.windows.max_future_skew,
             )?,
             max_series: self.limits.max_series,
-            dedup_horizon_ms: duration("limits] dedup_horizon", &self.limits.dedup_horizon)?,
+            dedup_horizon_ms: duration_ms("[limits] dedup_horizon", &self.limits.dedup_horizon)?,
         })
     }
 
@@ -237,8 +242,10 @@ impl Config {
     /// The resolved configuration as TOML, with every secret replaced.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
-        if shown.http.bearer_token.is_some() {
-            shown.http.bearer_token = Some("<redacted>".into());
+        for secret in [&mut shown.http.bearer_token, &mut shown.http.tls_key_password] {
+            if secret.is_some() {
+                *secret = Some("<redacted>".into());
+            }
         }
         for (key, value) in shown.kafka.iter_mut() {
             if is_secret_key(key) {
@@ -251,10 +258,86 @@ impl Config {
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+
+    /// Every secret value of this configuration, to scrub from text that may quote one.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets: Vec<String> = self
+            .kafka_settings()
+            .into_iter()
+            .filter(|(key, _)| is_secret_key(key))
+            .map(|(_, value)| value)
+            .collect();
+        secrets.extend(self.http.bearer_token.clone());
+        secrets.extend(self.http.tls_key_password.clone());
+        secrets.retain(|s| !s.is_empty());
+        secrets
+    }
+
+    /// `text` with every secret of this configuration replaced by `<redacted>`.
+    pub fn redact(&self, text: &str) -> String {
+        redact(text, &self.secrets())
+    }
 }
 
-/// An environment value: TOML if it parses as one (numbers, booleans, arrays), else a string;
-/// a comma list where the key holds an array. `[kafka]` values stay strings.
+/// `text` with each of `secrets` replaced by `<redacted>`, longest first (one may contain another).
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut secrets: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets
+        .iter()
+        .fold(text.to_string(), |text, secret| text.replace(secret.as_str(), "<redacted>"))
+}
+
+/// A duration key's value; surrounding spaces are refused, as the window names show them.
+fn duration_ms(what: &str, text: &str) -> anyhow::Result<i64> {
+    if text.trim() != text {
+        bail!("invalid config: {what}: `{}` has spaces around it", text.trim());
+    }
+    parse_duration_ms(text).map_err(|e| anyhow!("invalid config: {what}: {e}"))
+}
+
+/// Whether `[section] key` is a string (or optional string) setting: then an environment value
+/// is taken as the raw string, whatever it looks like (`987654321`, `true`, `a,b`).
+fn key_takes_a_string(section: &str, key: &str) -> bool {
+    let mut probe = toml::Table::new();
+    let mut inner = toml::Table::new();
+    inner.insert(key.to_string(), toml::Value::String(String::new()));
+    probe.insert(section.to_string(), toml::Value::Table(inner));
+    toml::Value::Table(probe).try_into::<Config>().is_ok()
+}
+
+/// A TOML syntax error as position and reason, never the offending line: it may hold a secret.
+fn syntax_error(text: &str, error: &toml::de::Error) -> String {
+    let reason = without_values(error.message());
+    match error.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            format!("TOML syntax error at line {line}, column {column}: {reason}")
+        }
+        None => format!("TOML syntax error: {reason}"),
+    }
+}
+
+/// A deserializer's message with any quoted value left out: `invalid type: string "…"` names
+/// the kind of value it got, never the value, which may be a secret in the wrong place.
+fn without_values(message: &str) -> String {
+    let message = one_line(message);
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            if let Some((got, expected)) = rest.split_once(", expected") {
+                let kind: String =
+                    got.split(['"', '`']).next().unwrap_or_default().trim_end().to_string();
+                return format!("{prefix}{kind}, expected{expected}");
+            }
+        }
+    }
+    message
+}
+
+/// An environment value: the raw string for string keys; else TOML if it parses as one
+/// (numbers, booleans, arrays), else a comma list where the key holds an array, else a string.
 fn env_value(raw: &str, always_string: bool, existing: Option<&toml::Value>) -> toml::Value {
     if always_string {
         return toml::Value::String(raw.to_string());
@@ -335,6 +418,61 @@ mod tests {
             let error = Config::from_toml_and_env(text, env(&[])).unwrap_err().to_string();
             assert!(error.contains(needle), "{text}: {error}");
             assert!(!error.contains('\n'), "{error}");
+        }
+    }
+
+    #[test]
+    fn environment_strings_are_taken_raw() {
+        for raw in ["987654321", "true", "1e3", "a,b", "[1]"] {
+            let config =
+                Config::from_toml_and_env("", env(&[("CXPULSE_HTTP__BEARER_TOKEN", raw)])).unwrap();
+            assert_eq!(config.http.bearer_token.as_deref(), Some(raw));
+            let config =
+                Config::from_toml_and_env("", env(&[("CXPULSE_LOG__LEVEL", raw)])).unwrap();
+            assert_eq!(config.log.level, raw);
+        }
+        // Typed keys still read numbers and lists.
+        let config = Config::from_toml_and_env(
+            "",
+            env(&[("CXPULSE_HTTP__MAX_CONNECTIONS", "9"), ("CXPULSE_WINDOWS__SIZES", "1h,2h")]),
+        )
+        .unwrap();
+        assert_eq!(config.http.limits.max_connections, 9);
+        assert_eq!(config.windows.sizes, ["1h", "2h"]);
+    }
+
+    #[test]
+    fn errors_never_quote_a_value() {
+        for (text, env_pairs, secret) in [
+            ("[kafka]\n\"sasl.password\" = \"TOPSECRET-9\" x\n", vec![], "TOPSECRET-9"),
+            ("[kafka]\n\"sasl.password\" = \"TOPSECRET-9\n", vec![], "TOPSECRET-9"),
+            ("[http]\nbearer_token = 987654321\n", vec![], "987654321"),
+            ("", vec![("CXPULSE_LIMITS__MAX_SERIES", "SECRET-ENV-1")], "SECRET-ENV-1"),
+        ] {
+            let error = Config::from_toml_and_env(text, env(&env_pairs)).unwrap_err().to_string();
+            assert!(error.starts_with("invalid config: "), "{error}");
+            assert!(!error.contains(secret), "{error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
+        let error =
+            Config::from_toml_and_env("a = 1\nb = = 2\n", env(&[])).unwrap_err().to_string();
+        assert!(error.contains("line 2"), "{error}");
+    }
+
+    #[test]
+    fn check_config_refuses_what_run_would() {
+        for (text, needle) in [
+            ("[kafka]\n\"bootstrap.servers\" = [\"a:1\", \"b:2\"]\n", "bootstrap.servers"),
+            ("[windows]\nmax_future_skew = \" 1h\"\n", "[windows] max_future_skew: "),
+            ("[windows]\nsizes = [\" 1h\"]\n", "[windows] sizes"),
+            ("[limits]\ndedup_horizon = \"1h \"\n", "[limits] dedup_horizon: "),
+            ("[windows]\nmax_future_skew = \"5x\"\n", "[windows] max_future_skew: "),
+            ("[kafka]\n\"no.such.setting\" = \"1\"\n", "no.such.setting"),
+            ("[http]\nheader_read_timeout = \"0s\"\n", "[http] header_read_timeout"),
+        ] {
+            let error = Config::from_toml_and_env(text, env(&[])).unwrap_err().to_string();
+            assert!(error.contains(needle), "{text}: {error}");
+            assert!(!error.contains("]]") && !error.contains("skew]"), "{error}");
         }
     }
 }

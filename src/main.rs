@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod demo;
+mod kafka_check;
 mod pipeline;
 
 use std::path::PathBuf;
@@ -121,6 +122,7 @@ fn main() -> ExitCode {
                 &config.log.format,
             )?;
             pipeline::run(&config, None)
+                .map_err(|e| anyhow::anyhow!(config.redact(&format!("{e:#}"))))
         })(),
         Command::Bench { events, partitions } => (|| {
             pipeline::init_logging(cli.log_level.as_deref().unwrap_or("warn"), "text")?;

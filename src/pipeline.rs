@@ -86,6 +86,9 @@ pub fn run_with(
     stop: Option<Arc<AtomicBool>>,
     on_bound: impl FnOnce(SocketAddr) + Send + 'static,
 ) -> anyhow::Result<()> {
+    // First of all: a worker that cannot serve must not join its group and take partitions.
+    let listener = cxpulse_http::listener::bind(&config.http.listen)?;
+    let addr = cxpulse_http::listener::local_addr(&listener)?;
     let engine =
         Arc::new(Mutex::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?));
     let worker = Worker {
@@ -117,22 +120,19 @@ pub fn run_with(
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let http_stop = stop.clone();
     let http_config = config.http.clone();
+    info!(%addr, "serving /metrics /healthz /readyz /api/v1/scores");
+    on_bound(addr);
     let http = runtime.spawn(async move {
+        let stopping = http_stop.clone();
         let shutdown = async move {
-            while !http_stop.load(Ordering::Relaxed) {
+            while !stopping.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        cxpulse_http::serve(
-            &http_config,
-            state,
-            move |addr| {
-                info!(%addr, "serving /metrics /healthz /readyz /api/v1/scores");
-                on_bound(addr)
-            },
-            shutdown,
-        )
-        .await
+        let served = cxpulse_http::serve(&http_config, listener, state, shutdown).await;
+        // A worker that no longer serves stops too, rather than run on invisibly.
+        http_stop.store(true, Ordering::Relaxed);
+        served
     });
 
     let worker_result = cxpulse_kafka::run_worker(&worker, &settings, &config.source, &stop);

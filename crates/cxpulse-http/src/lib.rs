@@ -1,9 +1,13 @@
 //! cxpulse-http: the HTTP edge. `/metrics` renders the Prometheus text straight from an engine
 //! snapshot (no metric update per event), next to the worker's own pipeline registry;
-//! `/healthz`, `/readyz` and `/api/v1/scores` serve probes and people.
+//! `/healthz`, `/readyz` and `/api/v1/scores` serve probes and people. `listener` serves any
+//! router with the limits every cxpulse listener shares.
 
+pub mod listener;
 pub mod render;
+pub mod scrape;
 pub mod security;
 pub mod server;
 
+pub use listener::HttpLimits;
 pub use server::{serve, HttpConfig, HttpState};

@@ -9,51 +9,118 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::{SslAcceptor, SslMethod};
 
-/// The token required in `Authorization: Bearer <token>`, if any.
+/// The token required in `Authorization: Bearer <token>`, if any, kept as its SHA-256 digest:
+/// comparing digests of equal length says nothing about the token's length or content.
 #[derive(Clone)]
-pub struct BearerToken(pub Option<Arc<str>>);
+pub struct BearerToken(Option<Arc<[u8; 32]>>);
+
+impl BearerToken {
+    pub fn new(token: Option<String>) -> BearerToken {
+        BearerToken(token.map(|t| Arc::new(openssl::sha::sha256(t.as_bytes()))))
+    }
+
+    /// Whether an `Authorization` header value carries this token. The scheme is matched without
+    /// regard to case (RFC 7235); the credentials follow one or more spaces.
+    pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(expected) = &self.0 else { return true };
+        let Some(presented) = authorization.and_then(bearer_credentials) else { return false };
+        openssl::memcmp::eq(&openssl::sha::sha256(presented), expected.as_slice())
+    }
+}
+
+fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let start = rest.iter().position(|&b| b != b' ')?;
+    Some(rest[start..].trim_ascii_end())
+}
 
 pub async fn require_token(
     State(token): State<BearerToken>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(expected) = &token.0 else { return next.run(request).await };
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(presented) if constant_time_eq(presented.as_bytes(), expected.as_bytes()) => {
-            next.run(request).await
-        }
-        _ => (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "unauthorized\n")
-            .into_response(),
+    let presented = request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if token.admits(presented) {
+        next.run(request).await
+    } else {
+        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "unauthorized\n")
+            .into_response()
     }
 }
 
-/// Compares without stopping at the first difference, so timing says nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// An acceptor for the PEM certificate chain and private key; errors name the failing file.
-pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<SslAcceptor> {
+/// An acceptor for the PEM certificate chain and private key; errors name the failing file. An
+/// encrypted key is opened with `passphrase` (its config key named by `passphrase_key` in
+/// errors); without one it is refused, never asked for on a terminal.
+pub fn tls_acceptor(
+    cert: &Path,
+    key: &Path,
+    passphrase: Option<&str>,
+    passphrase_key: &str,
+) -> anyhow::Result<SslAcceptor> {
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(|e| anyhow::anyhow!("cannot set up TLS: {e}"))?;
     builder
         .set_certificate_chain_file(cert)
         .map_err(|e| anyhow::anyhow!("cannot load TLS certificate {}: {e}", cert.display()))?;
+    let key = load_private_key(key, passphrase, passphrase_key)?;
     builder
-        .set_private_key_file(key, SslFiletype::PEM)
-        .map_err(|e| anyhow::anyhow!("cannot load TLS key {}: {e}", key.display()))?;
+        .set_private_key(&key)
+        .map_err(|e| anyhow::anyhow!("cannot use the TLS key: {}", first_reason(&e)))?;
     builder
         .check_private_key()
         .map_err(|e| anyhow::anyhow!("TLS key does not match the certificate: {e}"))?;
     Ok(builder.build())
+}
+
+/// Reads a PEM private key, decrypting it with `passphrase` when it is encrypted. Never prompts:
+/// OpenSSL's default would ask on the terminal and block startup.
+pub fn load_private_key(
+    path: &Path,
+    passphrase: Option<&str>,
+    passphrase_key: &str,
+) -> anyhow::Result<PKey<Private>> {
+    let pem = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("cannot load TLS key {}: {e}", path.display()))?;
+    let encrypted = is_encrypted_pem(&pem);
+    match (encrypted, passphrase) {
+        (true, None) => anyhow::bail!(
+            "TLS key {} is encrypted: set its passphrase in {passphrase_key}",
+            path.display()
+        ),
+        (true, Some(passphrase)) => {
+            PKey::private_key_from_pem_passphrase(&pem, passphrase.as_bytes()).map_err(|_| {
+                anyhow::anyhow!(
+                    "cannot decrypt TLS key {}: wrong passphrase in {passphrase_key}?",
+                    path.display()
+                )
+            })
+        }
+        // A key that only turns out encrypted while parsing gets an empty passphrase, not a prompt.
+        (false, _) => PKey::private_key_from_pem_callback(&pem, |_| Ok(0)).map_err(|e| {
+            anyhow::anyhow!("cannot load TLS key {}: {}", path.display(), first_reason(&e))
+        }),
+    }
+}
+
+/// Whether a PEM file holds an encrypted key (PKCS#8 or the traditional `Proc-Type` header).
+pub fn is_encrypted_pem(pem: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(pem);
+    text.contains("BEGIN ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED")
+}
+
+fn first_reason(stack: &openssl::error::ErrorStack) -> String {
+    stack
+        .errors()
+        .first()
+        .and_then(|e| e.reason().map(str::to_string))
+        .unwrap_or_else(|| "not a PEM private key".into())
 }
 
 #[cfg(test)]
@@ -62,16 +129,42 @@ mod tests {
 
     #[test]
     fn token_comparison_needs_every_byte() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
+        let token = BearerToken::new(Some("secret".into()));
+        assert!(token.admits(Some(b"Bearer secret")));
+        assert!(!token.admits(Some(b"Bearer secreT")));
+        assert!(!token.admits(Some(b"Bearer secret2")));
+        assert!(!token.admits(Some(b"Bearer ")));
+        assert!(!token.admits(None));
+        assert!(BearerToken::new(None).admits(None), "no token configured: open");
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let token = BearerToken::new(Some("secret".into()));
+        for header in ["bearer secret", "BEARER secret", "BeArEr  secret", "Bearer secret "] {
+            assert!(token.admits(Some(header.as_bytes())), "{header}");
+        }
+        for header in ["Basic secret", "Bearersecret", "secret", "Bearer\tsecret"] {
+            assert!(!token.admits(Some(header.as_bytes())), "{header}");
+        }
+    }
+
+    #[test]
+    fn only_digests_are_kept() {
+        let BearerToken(Some(digest)) = BearerToken::new(Some("secret".into())) else {
+            panic!("token lost")
+        };
+        assert_eq!(digest.len(), 32, "the same length whatever the token's");
     }
 
     #[test]
     fn missing_certificate_files_are_named() {
-        let Err(error) =
-            tls_acceptor(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem"))
-        else {
+        let Err(error) = tls_acceptor(
+            Path::new("/nonexistent/cert.pem"),
+            Path::new("/nonexistent/key.pem"),
+            None,
+            "[http] tls_key_password",
+        ) else {
             panic!("missing files accepted");
         };
         assert!(error.to_string().contains("/nonexistent/cert.pem"), "{error}");

@@ -1,11 +1,10 @@
 //! The HTTP server: metrics, probes and the scores API, on one listener.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -14,6 +13,8 @@ use cxpulse_core::health::Health;
 use cxpulse_core::{Engine, Scores, Snapshot};
 use prometheus::Registry;
 
+use crate::listener::HttpLimits;
+use crate::scrape::SharedScrape;
 use crate::security::BearerToken;
 use serde::Serialize;
 
@@ -32,9 +33,15 @@ pub struct HttpConfig {
     /// Serve HTTPS with this PEM certificate chain ...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<String>,
-    /// ... and this PEM private key.
+    /// ... and this PEM private key ...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<String>,
+    /// ... decrypted with this passphrase when it is encrypted (never asked on a terminal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_password: Option<String>,
+    /// Time limits, connection cap and body limit of the listener.
+    #[serde(flatten)]
+    pub limits: HttpLimits,
 }
 
 impl Default for HttpConfig {
@@ -45,6 +52,8 @@ impl Default for HttpConfig {
             bearer_token_file: None,
             tls_cert: None,
             tls_key: None,
+            tls_key_password: None,
+            limits: HttpLimits::default(),
         }
     }
 }
@@ -76,9 +85,12 @@ impl HttpConfig {
     /// The TLS acceptor, when both files are set; one without the other is an error.
     pub fn tls(&self) -> anyhow::Result<Option<openssl::ssl::SslAcceptor>> {
         match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => {
-                Ok(Some(crate::security::tls_acceptor(cert.as_ref(), key.as_ref())?))
-            }
+            (Some(cert), Some(key)) => Ok(Some(crate::security::tls_acceptor(
+                cert.as_ref(),
+                key.as_ref(),
+                self.tls_key_password.as_deref(),
+                "[http] tls_key_password",
+            )?)),
             (None, None) => Ok(None),
             _ => anyhow::bail!("[http] tls_cert and tls_key go together"),
         }
@@ -106,9 +118,11 @@ impl HttpState {
     }
 }
 
+/// Every route of the worker's listener.
 pub fn router(state: Arc<HttpState>, token: BearerToken) -> Router {
+    let scrape = Arc::new(SharedScrape::default());
     let protected = Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics).layer(axum::Extension(scrape)))
         .route("/api/v1/scores", get(scores))
         .route_layer(axum::middleware::from_fn_with_state(token, crate::security::require_token));
     Router::new()
@@ -119,85 +133,40 @@ pub fn router(state: Arc<HttpState>, token: BearerToken) -> Router {
         .with_state(state)
 }
 
-/// Binds the configured address and serves (HTTPS when TLS is configured) until `shutdown`
-/// completes. Reports the bound address through `on_bound` first (useful with port 0).
+/// Serves the worker's routes on `listener` (from [`crate::listener::bind`]) with `[http]`'s
+/// limits, token and TLS, until `shutdown` completes.
 pub async fn serve(
     config: &HttpConfig,
+    listener: std::net::TcpListener,
     state: Arc<HttpState>,
-    on_bound: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let token = BearerToken(config.token()?.map(Arc::from));
+    let token = BearerToken::new(config.token()?);
     let tls = config.tls()?;
-    let listen = &config.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    on_bound(listener.local_addr()?);
-    let app = router(state, token);
-    match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await?,
-        Some(acceptor) => serve_tls(listener, app, acceptor, shutdown).await,
-    }
-    Ok(())
-}
-
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    acceptor: openssl::ssl::SslAcceptor,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let acceptor = Arc::new(acceptor);
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else { return };
-            let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
-            if let Err(e) = std::pin::Pin::new(&mut stream).accept().await {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            if let Err(e) =
-                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+    let limits = config.limits.resolve("http")?;
+    crate::listener::serve(listener, router(state, token), limits, tls, shutdown).await
 }
 
 async fn index() -> &'static str {
     "cxpulse: /metrics /healthz /readyz /api/v1/scores\n"
 }
 
-async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
-    let body = tokio::task::spawn_blocking(move || {
-        let snapshot = state.snapshot();
-        crate::render::render_metrics(
-            &snapshot,
-            &state.policy,
-            state.registry.as_ref(),
-            state.version,
-        )
-    })
-    .await
-    .unwrap_or_else(|e| format!("# render failed: {e}\n"));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+async fn metrics(
+    State(state): State<Arc<HttpState>>,
+    axum::Extension(scrape): axum::Extension<Arc<SharedScrape>>,
+    headers: HeaderMap,
+) -> Response {
+    scrape
+        .respond(&headers, move || {
+            let snapshot = state.snapshot();
+            crate::render::render_metrics(
+                &snapshot,
+                &state.policy,
+                state.registry.as_ref(),
+                state.version,
+            )
+        })
+        .await
 }
 
 async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
