@@ -1,0 +1,274 @@
+//! The listener under attack, as a hostile client on loopback would try it: slow headers, idle
+//! connections by the thousand, a stalled TLS handshake, oversized bodies; and a worker whose
+//! address is taken. Every wait is bounded.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A worker with `http` lines added to `[http]`, its descriptor limit lowered to `nofile` when
+/// given (through the shell's `ulimit`, as an operator's would be).
+fn worker_with(tag: &str, brokers: &str, http: &str, nofile: Option<u32>) -> Worker {
+    let dir = TempDir::new(tag);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config_path = dir.0.join("cxpulse.toml");
+    let config = format!("{}\n[http]\n{http}\n", group_config(&format!("g-{tag}"), tag, ""));
+    std::fs::write(&config_path, config).expect("write config");
+    let stderr_path = dir.0.join("stderr.log");
+    let stderr = std::fs::File::create(&stderr_path).expect("log file");
+    let ulimit = nofile.map_or(String::new(), |n| format!("ulimit -n {n} && "));
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{ulimit}exec \"$0\" \"$@\""))
+        .arg(binary())
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .args(["--brokers", brokers, "--listen", &addr])
+        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn cxpulse");
+    let worker = Worker { child, addr, stderr_path, _dir: dir };
+    wait_for(Duration::from_secs(30), || {
+        http_get(&worker.addr, "/healthz").filter(|(s, _)| *s == 200)
+    })
+    .unwrap_or_else(|| panic!("worker never healthy; log:\n{}", worker.log()));
+    worker
+}
+
+/// A probe as Kubernetes sends it: the status, if the answer comes within 1 s.
+fn probe(addr: &str, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    String::from_utf8_lossy(&head[9..12]).parse().ok()
+}
+
+/// Whether the server has closed `stream` (a read sees the end or a reset).
+fn closed(stream: &mut TcpStream) -> bool {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf = [0u8; 512];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+    }
+}
+
+#[test]
+fn a_slowloris_is_closed_within_the_header_limit() {
+    let cluster = cluster(&[("slow", 1)]);
+    let worker =
+        worker_with("slow", &cluster.bootstrap_servers(), "header_read_timeout = \"2s\"", None);
+    let mut clients: Vec<TcpStream> =
+        (0..50).map(|_| TcpStream::connect(&worker.addr).expect("connect")).collect();
+    let started = Instant::now();
+    let request =
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut open = clients.len();
+    let mut sent = 0;
+    // A byte every 0.25 s per client, until every one is closed or 6 s pass.
+    while open > 0 && started.elapsed() < Duration::from_secs(6) {
+        open = 0;
+        for client in &mut clients {
+            let byte = request[sent.min(request.len() - 1)];
+            let still_open = client.write_all(&[byte]).is_ok() && !closed(client);
+            open += usize::from(still_open);
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let took = started.elapsed();
+    assert_eq!(open, 0, "slow clients still open after {took:?}");
+    assert!(took >= Duration::from_millis(1500), "closed before the limit: {took:?}");
+    assert!(took < Duration::from_millis(4500), "limit 2 s, closed after {took:?}");
+    // The listener still serves real clients.
+    assert_eq!(http_get(&worker.addr, "/healthz").map(|(s, _)| s), Some(200));
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
+    let cluster = cluster(&[("idle", 1)]);
+    let worker = worker_with(
+        "idle",
+        &cluster.bootstrap_servers(),
+        "keep_alive_timeout = \"2s\"\nheader_read_timeout = \"5s\"",
+        None,
+    );
+    let mut busy = TcpStream::connect(&worker.addr).expect("connect");
+    let mut idle = TcpStream::connect(&worker.addr).expect("connect");
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    idle.write_all(request).expect("write");
+    let started = Instant::now();
+    // The busy one asks every 0.5 s over 4 s: twice the idle limit, never idle that long.
+    let mut answers = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        busy.write_all(request).expect("busy connection kept");
+        busy.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        let mut buf = [0u8; 1024];
+        if busy.read(&mut buf).is_ok_and(|n| n > 0) {
+            answers += 1;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(answers >= 6, "busy keep-alive connection answered {answers} times");
+    let mut drained = Vec::new();
+    idle.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let _ = idle.read_to_end(&mut drained);
+    assert!(String::from_utf8_lossy(&drained).starts_with("HTTP/1.1 200"));
+    assert!(closed(&mut idle), "idle connection still open after 4 s (limit 2 s)");
+}
+
+#[test]
+fn a_thousand_idle_connections_do_not_stop_the_probes() {
+    let cluster = cluster(&[("flood", 1)]);
+    let worker = worker_with("flood", &cluster.bootstrap_servers(), "", None);
+    let idle: Vec<TcpStream> =
+        (0..1000).filter_map(|_| TcpStream::connect(&worker.addr).ok()).collect();
+    assert_eq!(idle.len(), 1000, "the test could not open its connections");
+    std::thread::sleep(Duration::from_millis(300));
+    for attempt in 0..3 {
+        assert_eq!(
+            probe(&worker.addr, "/healthz"),
+            Some(200),
+            "probe {attempt} with 1,000 idle connections open; log:\n{}",
+            worker.log()
+        );
+        assert!(probe(&worker.addr, "/readyz").is_some(), "readiness probe {attempt}");
+    }
+    // Past the cap only probes are served; data endpoints are told to come back.
+    assert_eq!(probe(&worker.addr, "/metrics"), Some(503));
+    drop(idle);
+}
+
+#[test]
+fn a_low_descriptor_limit_still_answers_the_probes() {
+    let cluster = cluster(&[("fds", 1)]);
+    let worker = worker_with("fds", &cluster.bootstrap_servers(), "", Some(256));
+    let idle: Vec<TcpStream> =
+        (0..300).filter_map(|_| TcpStream::connect(&worker.addr).ok()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for attempt in 0..3 {
+        assert_eq!(
+            probe(&worker.addr, "/healthz"),
+            Some(200),
+            "probe {attempt} with 300 idle connections and 256 descriptors; log:\n{}",
+            worker.log()
+        );
+    }
+    assert!(worker.log().contains("max_connections lowered"), "{}", worker.log());
+    drop(idle);
+}
+
+#[test]
+fn a_stalled_tls_handshake_is_closed_within_its_limit() {
+    let dir = TempDir::new("tlsstall");
+    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is needed");
+    assert!(made.status.success());
+    let cluster = cluster(&[("tlsstall", 1)]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config_path = dir.0.join("c.toml");
+    let config = format!(
+        "{}\n[http]\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_handshake_timeout = \"2s\"\n",
+        group_config("g-tlsstall", "tlsstall", ""),
+        cert.display(),
+        key.display()
+    );
+    std::fs::write(&config_path, config).expect("write");
+    let child = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .args(["--brokers", &cluster.bootstrap_servers(), "--listen", &addr])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _worker = Worker { child, addr: addr.clone(), stderr_path: dir.0.join("none"), _dir: dir };
+    let mut stalled: Vec<TcpStream> = wait_for(Duration::from_secs(20), || {
+        TcpStream::connect(&addr).ok().map(|first| {
+            let mut all = vec![first];
+            all.extend((0..19).filter_map(|_| TcpStream::connect(&addr).ok()));
+            all
+        })
+    })
+    .expect("listener up");
+    // Half a ClientHello, then nothing.
+    for stream in &mut stalled {
+        let _ = stream.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]);
+    }
+    let started = Instant::now();
+    let all_closed =
+        wait_for(Duration::from_secs(5), || stalled.iter_mut().all(closed).then_some(()));
+    assert!(all_closed.is_some(), "stalled handshakes open after {:?}", started.elapsed());
+}
+
+#[test]
+fn a_body_over_the_limit_is_refused() {
+    let cluster = cluster(&[("body", 1)]);
+    let worker = worker_with("body", &cluster.bootstrap_servers(), "max_body_bytes = 1000", None);
+    let mut stream = TcpStream::connect(&worker.addr).expect("connect");
+    write!(stream, "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n").unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 256];
+    let n = stream.read(&mut buf).expect("an answer");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+/// `cxpulse <args>` with the listen address taken: exit code, stderr and how long it took.
+fn run_on_taken_port(args: &[&str]) -> (Option<i32>, String, Duration) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let started = Instant::now();
+    let mut child = Command::new(binary())
+        .args(args)
+        .args(["--listen", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = wait_for(Duration::from_secs(5), || child.try_wait().ok().flatten());
+    let took = started.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let mut stderr = String::new();
+    let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
+    (status.and_then(|s| s.code()), stderr, took)
+}
+
+#[test]
+fn a_taken_port_stops_run_and_demo_at_once_with_one_line() {
+    let cluster = cluster(&[("taken", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    for args in [vec!["run", "--brokers", brokers.as_str(), "--topic", "taken"], vec!["demo"]] {
+        let (code, stderr, took) = run_on_taken_port(&args);
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(took < Duration::from_secs(2), "{args:?} took {took:?}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("cxpulse:")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains("cannot listen on"), "{stderr}");
+        assert!(!stderr.contains("worker started"), "joined the group anyway: {stderr}");
+    }
+}
