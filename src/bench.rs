@@ -40,6 +40,8 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
         scrape.engine_rss_kib / 1024
     );
 
+    print_scrape_memory()?;
+
     let spread = core_alone(events, Partitioning::Spread)?;
     let keyed = core_alone(events, Partitioning::Keyed)?;
     println!(
@@ -122,10 +124,29 @@ struct ScrapeFigures {
 fn scrape_at_pairs(pairs: usize) -> anyhow::Result<ScrapeFigures> {
     let before = current_rss_kib().unwrap_or(0);
     let config = Config::default();
+    let now = cxpulse_kafka::worker::wall_ms();
+    let mut engine = engine_with_pairs(&config, pairs, now)?;
+    let engine_rss_kib = current_rss_kib().unwrap_or(0).saturating_sub(before);
+    let started = Instant::now();
+    let snapshot = engine.snapshot(now);
+    let snapshot_time = started.elapsed();
+    let started = Instant::now();
+    let text =
+        cxpulse_http::render::render_metrics(&snapshot, &config.alert_policy(), None, "bench");
+    Ok(ScrapeFigures {
+        snapshot: snapshot_time,
+        render: started.elapsed(),
+        bytes: text.len(),
+        engine_rss_kib,
+    })
+}
+
+/// An engine with `pairs` brand/segment pairs spread over 64 partitions, each with answers in
+/// every step of the 30-day window.
+fn engine_with_pairs(config: &Config, pairs: usize, now: i64) -> anyhow::Result<Engine> {
     let mut engine_config = config.engine_config()?;
     engine_config.max_series = pairs;
     let mut engine = Engine::new(engine_config).map_err(|e| anyhow!(e))?;
-    let now = cxpulse_kafka::worker::wall_ms();
     let step = 12 * 3_600_000; // the 30-day window's step: one answer in each of its 60 panes
     for i in 0..pairs * 60 {
         let pair = i % pairs;
@@ -142,19 +163,7 @@ fn scrape_at_pairs(pairs: usize) -> anyhow::Result<ScrapeFigures> {
             now,
         );
     }
-    let engine_rss_kib = current_rss_kib().unwrap_or(0).saturating_sub(before);
-    let started = Instant::now();
-    let snapshot = engine.snapshot(now);
-    let snapshot_time = started.elapsed();
-    let started = Instant::now();
-    let text =
-        cxpulse_http::render::render_metrics(&snapshot, &config.alert_policy(), None, "bench");
-    Ok(ScrapeFigures {
-        snapshot: snapshot_time,
-        render: started.elapsed(),
-        bytes: text.len(),
-        engine_rss_kib,
-    })
+    Ok(engine)
 }
 
 /// Runs a worker while producing at `rate` events/s (stamped when produced) for `duration`;
@@ -413,6 +422,163 @@ fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Durati
     stop.store(true, Ordering::Relaxed);
     thread.join().map_err(|_| anyhow!("worker thread panicked"))??;
     Ok((took, render))
+}
+
+/// Prints [`scrape_memory`] at 10k pairs x 4 windows, 64 scrapers.
+pub fn print_scrape_memory() -> anyhow::Result<()> {
+    let scrapes = scrape_memory(10_000, 64, 2)?;
+    println!(
+        "/metrics, {} concurrent scrapers x 2 (half with gzip) at 10k pairs x 4 windows while counting goes on: RSS +{} MiB at the peak; {} KiB of text, {} KiB gzipped; {} events counted meanwhile; {:.1} s in all",
+        scrapes.scrapers,
+        scrapes.added_rss_kib / 1024,
+        scrapes.text_bytes / 1024,
+        scrapes.gzip_bytes / 1024,
+        scrapes.counted_during,
+        scrapes.took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What 64 scrapers at once cost: see [`scrape_memory`].
+pub struct ScrapeMemory {
+    pub scrapers: usize,
+    pub text_bytes: u64,
+    pub gzip_bytes: u64,
+    pub added_rss_kib: u64,
+    pub counted_during: u64,
+    pub took: Duration,
+}
+
+/// `scrapers` concurrent scrapes of `/metrics` (`rounds` each, every other one asking for gzip
+/// as Prometheus does) through the real HTTP edge, from an engine of `pairs` pairs into which
+/// another thread keeps counting 20k events/s; returns the peak RSS they add over the RSS
+/// before the first scrape, sampled every 5 ms.
+pub fn scrape_memory(pairs: usize, scrapers: usize, rounds: usize) -> anyhow::Result<ScrapeMemory> {
+    use std::io::{Read, Write};
+    let config = Config::default();
+    let now = cxpulse_kafka::worker::wall_ms();
+    let engine = Arc::new(Mutex::new(engine_with_pairs(&config, pairs, now)?));
+    let state = Arc::new(cxpulse_http::HttpState {
+        engine: engine.clone(),
+        health: Arc::new(Health::default()),
+        registry: None,
+        policy: config.alert_policy(),
+        version: "bench",
+    });
+    let listener = cxpulse_http::listener::bind("127.0.0.1:0")?;
+    let addr = cxpulse_http::listener::local_addr(&listener)?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let server_stop = stop.clone();
+    let http_config = config.http.clone();
+    let server = runtime.spawn(async move {
+        let shutdown = async move {
+            while !server_stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        cxpulse_http::serve(&http_config, listener, state, shutdown).await
+    });
+    let counter = {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut counted = 0u64;
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let due = (started.elapsed().as_secs_f64() * 20_000.0) as u64;
+                if counted >= due {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                let at = cxpulse_kafka::worker::wall_ms();
+                let Ok(mut engine) = engine.lock() else { break };
+                for i in counted..counted + 200 {
+                    let pair = i as usize % pairs;
+                    let payload = format!(
+                        r#"{{"event_id":"live{i}","type":"survey_response","occurred_at":{at},"brand":"brand{}","segment":"seg{}","survey":"nps","score":{}}}"#,
+                        pair / 100,
+                        pair % 100,
+                        i % 11
+                    );
+                    let partition =
+                        cxpulse_core::SourcePartition { topic: 0, partition: (pair % 64) as i32 };
+                    engine.process(partition, payload.as_bytes(), at);
+                }
+                counted += 200;
+            }
+            counted
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let baseline = current_rss_kib().unwrap_or(0);
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(Ordering::Relaxed) {
+                peak = peak.max(current_rss_kib().unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let counted_before = engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0);
+    let started = Instant::now();
+    let clients: Vec<_> = (0..scrapers)
+        .map(|i| {
+            std::thread::spawn(move || -> std::io::Result<u64> {
+                let mut body = 0;
+                for _ in 0..rounds {
+                    let mut stream = std::net::TcpStream::connect(addr)?;
+                    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+                    let gzip = if i % 2 == 0 { "Accept-Encoding: gzip\r\n" } else { "" };
+                    write!(
+                        stream,
+                        "GET /metrics HTTP/1.1\r\nHost: bench\r\n{gzip}Connection: close\r\n\r\n"
+                    )?;
+                    let (mut buf, mut total, mut head) = (vec![0u8; 64 * 1024], 0u64, None);
+                    loop {
+                        let n = stream.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        if head.is_none() {
+                            head =
+                                buf[..n].windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+                        }
+                        total += n as u64;
+                    }
+                    body = total - head.unwrap_or(0) as u64;
+                }
+                Ok(body)
+            })
+        })
+        .collect();
+    let (mut text_bytes, mut gzip_bytes) = (0, 0);
+    for (i, client) in clients.into_iter().enumerate() {
+        let body = client.join().map_err(|_| anyhow!("scraper panicked"))??;
+        if i % 2 == 0 {
+            gzip_bytes = body;
+        } else {
+            text_bytes = body;
+        }
+    }
+    let took = started.elapsed();
+    let counted_during =
+        engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0).saturating_sub(counted_before);
+    stop.store(true, Ordering::Relaxed);
+    let peak = sampler.join().map_err(|_| anyhow!("sampler panicked"))?;
+    counter.join().map_err(|_| anyhow!("counter panicked"))?;
+    runtime.block_on(server).map_err(|e| anyhow!("server task: {e}"))??;
+    Ok(ScrapeMemory {
+        scrapers,
+        text_bytes,
+        gzip_bytes,
+        added_rss_kib: peak.saturating_sub(baseline),
+        counted_during,
+        took,
+    })
 }
 
 /// Peak resident set size of this process, from /proc (Linux).

@@ -88,6 +88,9 @@ enum Command {
         events: u64,
         #[arg(long, default_value_t = 64)]
         partitions: i32,
+        /// Only measure what concurrent /metrics scrapers cost in memory (10k pairs x 4 windows).
+        #[arg(long)]
+        scrape_memory: bool,
     },
     /// Validate a config file and print the resolved settings (secrets redacted).
     CheckConfig { file: PathBuf },
@@ -124,8 +127,11 @@ fn main() -> ExitCode {
             pipeline::run(&config, None)
                 .map_err(|e| anyhow::anyhow!(config.redact(&format!("{e:#}"))))
         })(),
-        Command::Bench { events, partitions } => (|| {
+        Command::Bench { events, partitions, scrape_memory } => (|| {
             pipeline::init_logging(cli.log_level.as_deref().unwrap_or("warn"), "text")?;
+            if scrape_memory {
+                return bench::print_scrape_memory();
+            }
             bench::run(events, partitions)
         })(),
         Command::Demo { listen, rate, duration } => (|| {

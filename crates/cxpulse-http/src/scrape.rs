@@ -1,74 +1,145 @@
 //! One `/metrics` render shared by every concurrent scraper. Scrapers queue for the render; the
 //! first renders (on a blocking thread), the others get the same bytes while they are at most
-//! [`REUSE_FOR`] old. A scrape's memory is thus one text (and one gzip of it), whatever the
-//! number of scrapers: their responses all point at the same reference-counted buffer.
+//! [`REUSE_FOR`] old. Responses stream slices of that one buffer, so a scrape's memory is one
+//! text (and one gzip of it) whatever the number of scrapers. Slow readers cannot pile up
+//! renders either: while responses from an older render are still being sent, the current one
+//! is served again rather than a third one made, for up to [`HOLD_AT_MOST`]; a client must
+//! read very slowly indeed to pin one render per that time.
 
 use std::io::Write;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 /// How long a render is served again: scrapers within this moment see the same instant.
 pub const REUSE_FOR: Duration = Duration::from_secs(1);
+/// How long the current render is served again, past [`REUSE_FOR`], while an older one is still
+/// being sent: the freshness a slow reader can cost, to keep memory at two renders.
+pub const HOLD_AT_MOST: Duration = Duration::from_secs(15);
+/// Responses are sent in slices of this size, so that the response (and its hold on the
+/// render) lives until the client has nearly read it all.
+const SLICE: usize = 256 * 1024;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The last render, owned by the `/metrics` route.
+/// The renders, owned by the `/metrics` route.
 #[derive(Default)]
 pub struct SharedScrape {
-    last: Mutex<Option<Rendered>>,
+    renders: Mutex<Renders>,
+}
+
+#[derive(Default)]
+struct Renders {
+    current: Option<Rendered>,
+    /// The render before `current`, alive only while responses still send it.
+    previous: Vec<Weak<Bytes>>,
 }
 
 struct Rendered {
     at: Instant,
-    text: Bytes,
-    gzip: Option<Bytes>,
+    text: Arc<Bytes>,
+    gzip: Option<Arc<Bytes>>,
 }
 
 impl SharedScrape {
-    /// The response for one scraper: `render` runs only when no recent render exists, and never
-    /// twice at once.
+    /// The response for one scraper: `render` runs only when no recent render exists (and no
+    /// older one is still being sent), and never twice at once.
     pub async fn respond(
         &self,
         headers: &HeaderMap,
         render: impl FnOnce() -> String + Send + 'static,
     ) -> Response {
         let gzip = accepts_gzip(headers);
-        let mut last = self.last.lock().await;
-        if last.as_ref().is_none_or(|rendered| rendered.at.elapsed() > REUSE_FOR) {
-            // Dropped before rendering anew: at most one text is held here.
-            *last = None;
+        let mut renders = self.renders.lock().await;
+        let age = renders.current.as_ref().map(|r| r.at.elapsed());
+        let previous_in_flight = renders.previous.iter().any(|weak| weak.strong_count() > 0);
+        let fresh_enough = match age {
+            None => false,
+            Some(age) if previous_in_flight => age <= HOLD_AT_MOST,
+            Some(age) => age <= REUSE_FOR,
+        };
+        if !fresh_enough {
+            renders.previous = renders.current.take().map_or_else(Vec::new, |old| {
+                let mut weak = vec![Arc::downgrade(&old.text)];
+                weak.extend(old.gzip.as_ref().map(Arc::downgrade));
+                weak
+            });
             let text = match tokio::task::spawn_blocking(render).await {
                 Ok(text) => Bytes::from(text),
                 Err(e) => Bytes::from(format!("# render failed: {e}\n")),
             };
-            *last = Some(Rendered { at: Instant::now(), text, gzip: None });
+            renders.current =
+                Some(Rendered { at: Instant::now(), text: Arc::new(text), gzip: None });
         }
-        let Some(rendered) = last.as_mut() else {
+        let Some(rendered) = renders.current.as_mut() else {
             return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
-        if !gzip {
-            return ([(header::CONTENT_TYPE, CONTENT_TYPE)], rendered.text.clone()).into_response();
-        }
-        if rendered.gzip.is_none() {
+        if gzip && rendered.gzip.is_none() {
             let text = rendered.text.clone();
-            rendered.gzip = tokio::task::spawn_blocking(move || compress(&text)).await.ok();
+            rendered.gzip =
+                tokio::task::spawn_blocking(move || compress(&text)).await.ok().map(Arc::new);
         }
-        match &rendered.gzip {
-            Some(zipped) => (
-                [
-                    (header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE)),
-                    (header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
-                ],
-                zipped.clone(),
+        let content_type = (header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        match (&rendered.gzip, gzip) {
+            (Some(zipped), true) => (
+                [content_type, (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"))],
+                Body::new(Slices::new(zipped.clone())),
             )
                 .into_response(),
-            None => ([(header::CONTENT_TYPE, CONTENT_TYPE)], rendered.text.clone()).into_response(),
+            _ => ([content_type], Body::new(Slices::new(rendered.text.clone()))).into_response(),
         }
+    }
+}
+
+/// A response body sending one shared buffer slice by slice, holding it until the last slice.
+struct Slices {
+    data: Option<Arc<Bytes>>,
+    sent: usize,
+}
+
+impl Slices {
+    fn new(data: Arc<Bytes>) -> Slices {
+        Slices { data: Some(data), sent: 0 }
+    }
+}
+
+impl http_body::Body for Slices {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let Some(data) = self.data.clone() else { return Poll::Ready(None) };
+        let end = (self.sent + SLICE).min(data.len());
+        let slice = data.slice(self.sent..end);
+        self.sent = end;
+        if end >= data.len() {
+            self.data = None;
+        }
+        if slice.is_empty() {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(Ok(Frame::data(slice))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let left = self.data.as_ref().map_or(0, |d| d.len() - self.sent);
+        SizeHint::with_exact(left as u64)
     }
 }
 
@@ -139,6 +210,25 @@ mod tests {
             assert_eq!(task.await.unwrap(), "metric 1\n");
         }
         assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_render_still_being_sent_holds_off_a_third() {
+        let shared = SharedScrape::default();
+        let first = shared.respond(&HeaderMap::new(), || "one\n".to_string()).await;
+        tokio::time::sleep(REUSE_FOR + Duration::from_millis(50)).await;
+        // `first` is still unsent: the second render is made, but not a third.
+        let second = shared.respond(&HeaderMap::new(), || "two\n".to_string()).await;
+        tokio::time::sleep(REUSE_FOR + Duration::from_millis(50)).await;
+        let third = shared.respond(&HeaderMap::new(), || "three\n".to_string()).await;
+        let body = |r: Response| axum::body::to_bytes(r.into_body(), 1024);
+        assert_eq!(body(third).await.unwrap(), "two\n");
+        assert_eq!(body(first).await.unwrap(), "one\n");
+        assert_eq!(body(second).await.unwrap(), "two\n");
+        // Nothing older in flight any more: a fresh render.
+        tokio::time::sleep(REUSE_FOR + Duration::from_millis(50)).await;
+        let fourth = shared.respond(&HeaderMap::new(), || "four\n".to_string()).await;
+        assert_eq!(body(fourth).await.unwrap(), "four\n");
     }
 
     #[tokio::test]
