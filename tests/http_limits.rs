@@ -272,3 +272,104 @@ fn a_taken_port_stops_run_and_demo_at_once_with_one_line() {
         assert!(!stderr.contains("worker started"), "joined the group anyway: {stderr}");
     }
 }
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `count` answers from `start` on, one per brand/segment pair `brand{i/100}`/`seg{i%100}`.
+fn pair_events(start: usize, count: usize, pairs: usize) -> Vec<(i32, String, Vec<u8>)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    (start..start + count)
+        .map(|i| {
+            let pair = i % pairs;
+            let payload = format!(
+                r#"{{"event_id":"m{i}","type":"survey_response","occurred_at":{now},"brand":"brand{}","segment":"seg{}","survey":"nps","score":{}}}"#,
+                pair / 100,
+                pair % 100,
+                i % 11
+            );
+            ((i % 4) as i32, format!("k{pair}"), payload.into_bytes())
+        })
+        .collect()
+}
+
+#[test]
+fn sixty_four_concurrent_scrapes_stay_within_the_memory_bound() {
+    const PAIRS: usize = 10_000;
+    let cluster = cluster(&[("mem", 4)]);
+    let brokers = cluster.bootstrap_servers();
+    let producer = producer(&brokers);
+    let first = pair_events(0, PAIRS, PAIRS);
+    let refs: Vec<_> = first.iter().map(|(p, k, v)| (*p, k.as_str(), v.clone())).collect();
+    produce(&producer, "mem", &refs);
+    let worker = worker_with("mem", &brokers, "", None);
+    let counted = wait_for(Duration::from_secs(120), || {
+        (committed_total(&brokers, "g-mem", "mem", 4) >= PAIRS as i64).then_some(())
+    });
+    assert!(counted.is_some(), "10k events not counted; log:\n{}", worker.log());
+    let pid = worker.child.id();
+    let baseline = rss_kib(pid).expect("worker RSS");
+
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid).unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    // Counting goes on meanwhile.
+    let more = {
+        let brokers = brokers.clone();
+        std::thread::spawn(move || {
+            let producer = common::producer(&brokers);
+            let events = pair_events(PAIRS, 2_000, PAIRS);
+            let refs: Vec<_> = events.iter().map(|(p, k, v)| (*p, k.as_str(), v.clone())).collect();
+            produce(&producer, "mem", &refs);
+        })
+    };
+    let scrapers: Vec<_> = (0..64)
+        .map(|_| {
+            let addr = worker.addr.clone();
+            std::thread::spawn(move || -> Option<u64> {
+                let mut stream = TcpStream::connect(&addr).ok()?;
+                stream.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
+                write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .ok()?;
+                let (mut buf, mut total) = (vec![0u8; 64 * 1024], 0u64);
+                loop {
+                    match stream.read(&mut buf).ok()? {
+                        0 => return Some(total),
+                        n => total += n as u64,
+                    }
+                }
+            })
+        })
+        .collect();
+    let sizes: Vec<Option<u64>> =
+        scrapers.into_iter().map(|s| s.join().expect("scraper")).collect();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().expect("sampler");
+    more.join().expect("producer");
+
+    let size = sizes[0].expect("first scrape answered");
+    assert!(size > 40 << 20, "10k pairs x 4 windows render {size} bytes");
+    assert!(sizes.iter().all(|s| s.is_some_and(|s| s.abs_diff(size) < size / 100)), "{sizes:?}");
+    let added_mib = peak.saturating_sub(baseline) / 1024;
+    assert!(added_mib <= 128, "64 concurrent scrapes added {added_mib} MiB of RSS");
+    let kept_counting = wait_for(Duration::from_secs(60), || {
+        (committed_total(&brokers, "g-mem", "mem", 4) >= (PAIRS + 2_000) as i64).then_some(())
+    });
+    assert!(kept_counting.is_some(), "counting stopped during the scrapes");
+    eprintln!("64 concurrent scrapes of {} MiB: RSS +{added_mib} MiB", size >> 20);
+}
