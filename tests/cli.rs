@@ -49,6 +49,11 @@ fn bad_configs_fail_with_one_clear_line() {
         ("[limits]\nmax_series = -1\n", "invalid config"),
         ("[kafka]\n\"sasl.password\" = \"\"\n", "sasl.password"),
         ("not toml at all [", "invalid config"),
+        ("[kafka]\n\"bootstrap.servers\" = [\"a:1\", \"b:2\"]\n", "bootstrap.servers"),
+        ("[windows]\nmax_future_skew = \" 1h\"\n", "[windows] max_future_skew: "),
+        ("[windows]\nsizes = [\" 1h\"]\n", "[windows] sizes: "),
+        ("[kafka]\n\"no.such.property\" = \"x\"\n", "no.such.property"),
+        ("[http]\nmax_connections = 0\n", "max_connections"),
     ] {
         let path = dir.0.join("bad.toml");
         std::fs::write(&path, text).expect("write");

@@ -12,6 +12,12 @@
 //! - a request body is at most `max_body_bytes` (413 beyond).
 //!
 //! HTTP/1.1 only: what Prometheus, curl and the probes speak.
+//!
+//! Use: flatten [`HttpLimits`] into the listener's config section, then
+//! `let listener = bind(&section.listen)?;` before anything else starts (a taken address then
+//! fails at once), and later, inside a tokio runtime,
+//! `serve(listener, router, section.limits.resolve("gateway")?, tls, shutdown).await`, with `tls`
+//! from [`crate::security::tls_acceptor`] when configured.
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -1,10 +1,12 @@
 //! One `/metrics` render shared by every concurrent scraper. Scrapers queue for the render; the
 //! first renders (on a blocking thread), the others get the same bytes while they are at most
 //! [`REUSE_FOR`] old. Responses stream slices of that one buffer, so a scrape's memory is one
-//! text (and one gzip of it) whatever the number of scrapers. Slow readers cannot pile up
-//! renders either: while responses from an older render are still being sent, the current one
-//! is served again rather than a third one made, for up to [`HOLD_AT_MOST`]; a client must
-//! read very slowly indeed to pin one render per that time.
+//! text (and one gzip of it) whatever the number of scrapers.
+//!
+//! A render is replaced only when no response is still sending it, or once it is
+//! [`HOLD_AT_MOST`] old; and never while the render before it is still being sent. So at most two
+//! renders are ever held, and one during an ordinary burst of scrapes; a client reading very
+//! slowly can make the values older, never the process bigger.
 
 use std::io::Write;
 use std::pin::Pin;
@@ -22,9 +24,9 @@ use tokio::time::Instant;
 
 /// How long a render is served again: scrapers within this moment see the same instant.
 pub const REUSE_FOR: Duration = Duration::from_secs(1);
-/// How long the current render is served again, past [`REUSE_FOR`], while an older one is still
-/// being sent: the freshness a slow reader can cost, to keep memory at two renders.
-pub const HOLD_AT_MOST: Duration = Duration::from_secs(15);
+/// How long a render still being sent is served again, past [`REUSE_FOR`], before another is
+/// made beside it.
+pub const HOLD_AT_MOST: Duration = Duration::from_secs(5);
 /// Responses are sent in slices of this size, so that the response (and its hold on the
 /// render) lives until the client has nearly read it all.
 const SLICE: usize = 256 * 1024;
@@ -50,6 +52,14 @@ struct Rendered {
     gzip: Option<Arc<Bytes>>,
 }
 
+impl Rendered {
+    /// Whether a response is still sending this render.
+    fn in_flight(&self) -> bool {
+        Arc::strong_count(&self.text) > 1
+            || self.gzip.as_ref().is_some_and(|g| Arc::strong_count(g) > 1)
+    }
+}
+
 impl SharedScrape {
     /// The response for one scraper: `render` runs only when no recent render exists (and no
     /// older one is still being sent), and never twice at once.
@@ -60,12 +70,15 @@ impl SharedScrape {
     ) -> Response {
         let gzip = accepts_gzip(headers);
         let mut renders = self.renders.lock().await;
-        let age = renders.current.as_ref().map(|r| r.at.elapsed());
         let previous_in_flight = renders.previous.iter().any(|weak| weak.strong_count() > 0);
-        let fresh_enough = match age {
+        let fresh_enough = match &renders.current {
             None => false,
-            Some(age) if previous_in_flight => age <= HOLD_AT_MOST,
-            Some(age) => age <= REUSE_FOR,
+            Some(current) => {
+                let age = current.at.elapsed();
+                age <= REUSE_FOR
+                    || previous_in_flight
+                    || (current.in_flight() && age <= HOLD_AT_MOST)
+            }
         };
         if !fresh_enough {
             renders.previous = renders.current.take().map_or_else(Vec::new, |old| {
@@ -213,20 +226,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_render_still_being_sent_holds_off_a_third() {
+    async fn a_render_still_being_sent_is_served_again() {
         let shared = SharedScrape::default();
+        let body = |r: Response| axum::body::to_bytes(r.into_body(), 1024);
         let first = shared.respond(&HeaderMap::new(), || "one\n".to_string()).await;
         tokio::time::sleep(REUSE_FOR + Duration::from_millis(50)).await;
-        // `first` is still unsent: the second render is made, but not a third.
+        // `first` is still being sent: served again rather than rendered beside it.
+        let again = shared.respond(&HeaderMap::new(), || "two\n".to_string()).await;
+        assert_eq!(body(again).await.unwrap(), "one\n");
+        // Held at most HOLD_AT_MOST: then a second render is made beside it ...
+        tokio::time::sleep(HOLD_AT_MOST).await;
         let second = shared.respond(&HeaderMap::new(), || "two\n".to_string()).await;
-        tokio::time::sleep(REUSE_FOR + Duration::from_millis(50)).await;
+        // ... but never a third while the first is still being sent.
+        tokio::time::sleep(HOLD_AT_MOST + Duration::from_millis(50)).await;
         let third = shared.respond(&HeaderMap::new(), || "three\n".to_string()).await;
-        let body = |r: Response| axum::body::to_bytes(r.into_body(), 1024);
         assert_eq!(body(third).await.unwrap(), "two\n");
         assert_eq!(body(first).await.unwrap(), "one\n");
         assert_eq!(body(second).await.unwrap(), "two\n");
-        // Nothing older in flight any more: a fresh render.
-        tokio::time::sleep(REUSE_FOR + Duration::from_millis(50)).await;
+        // Nothing in flight any more: a fresh render.
         let fourth = shared.respond(&HeaderMap::new(), || "four\n".to_string()).await;
         assert_eq!(body(fourth).await.unwrap(), "four\n");
     }
