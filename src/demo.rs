@@ -18,6 +18,8 @@ const TOPIC: &str = "cx-events";
 const PARTITIONS: i32 = 12;
 
 pub fn run(listen: &str, rate: u64, duration: Option<u64>) -> anyhow::Result<()> {
+    // Bound first, so that a taken address stops the demo before anything starts.
+    let listener = cxpulse_http::listener::bind(listen)?;
     let cluster =
         MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
     cluster
@@ -69,7 +71,7 @@ pub fn run(listen: &str, rate: u64, duration: Option<u64>) -> anyhow::Result<()>
         });
     }
 
-    let result = crate::pipeline::run_with(&config, Some(stop.clone()), move |addr| {
+    let result = crate::pipeline::run_bound(&config, listener, Some(stop.clone()), move |addr| {
         println!("cxpulse demo is running (Ctrl-C to stop):");
         println!("  metrics  http://{addr}/metrics");
         println!("  scores   http://{addr}/api/v1/scores");

@@ -88,6 +88,16 @@ pub fn run_with(
 ) -> anyhow::Result<()> {
     // First of all: a worker that cannot serve must not join its group and take partitions.
     let listener = cxpulse_http::listener::bind(&config.http.listen)?;
+    run_bound(config, listener, stop, on_bound)
+}
+
+/// [`run_with`] on a listener the caller bound already (from `cxpulse_http::listener::bind`).
+pub fn run_bound(
+    config: &Config,
+    listener: std::net::TcpListener,
+    stop: Option<Arc<AtomicBool>>,
+    on_bound: impl FnOnce(SocketAddr) + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = cxpulse_http::listener::local_addr(&listener)?;
     let engine =
         Arc::new(Mutex::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?));
