@@ -349,11 +349,12 @@ impl Activity {
         }
     }
 
-    fn wrote(&mut self) {
+    /// Something was written, starting with `first`: only ever after a request's headers were
+    /// read. After an interim `100 Continue` the body follows; after a response, a new request.
+    fn wrote(&mut self, first: &[u8]) {
         self.last_moved = Instant::now();
-        if self.head_started.is_none() {
-            self.between_requests = true;
-        }
+        self.head_started = None;
+        self.between_requests = !first.starts_with(b"HTTP/1.1 1");
     }
 
     fn ends_head(&mut self, bytes: &[u8]) -> bool {
@@ -402,7 +403,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            lock(&self.activity).wrote();
+            lock(&self.activity).wrote(buf);
         }
         polled
     }
@@ -414,7 +415,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            lock(&self.activity).wrote();
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+            lock(&self.activity).wrote(first);
         }
         polled
     }
@@ -491,8 +493,17 @@ mod tests {
         assert!(activity.head_started.is_some());
         activity.read(b"\n");
         assert!(activity.head_started.is_none(), "headers complete");
-        activity.wrote();
+        activity.wrote(b"HTTP/1.1 200 OK\r\n");
         activity.read(b"G");
         assert!(activity.head_started.is_some(), "the next request starts its own clock");
+    }
+
+    #[test]
+    fn a_body_after_100_continue_is_not_taken_for_headers() {
+        let mut activity = Activity::new();
+        activity.read(b"POST /v1/events HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
+        activity.wrote(b"HTTP/1.1 100 Continue\r\n\r\n");
+        activity.read(b"{\"event_id\":");
+        assert!(activity.head_started.is_none(), "a body has no header clock");
     }
 }
