@@ -74,6 +74,16 @@ tls_key = "{}"
     let (code, body) = curl(&["-H", "Authorization: Bearer s3cr3t-token", &url("/metrics")]);
     assert_eq!(code, "200");
     assert!(body.contains("cxpulse_build_info"), "{body}");
+    // The scheme in any case (RFC 7235); a token only differing in case is still wrong.
+    for header in ["Authorization: bearer s3cr3t-token", "Authorization: BEARER  s3cr3t-token"] {
+        assert_eq!(curl(&["-H", header, &url("/metrics")]).0, "200", "{header}");
+    }
+    assert_eq!(curl(&["-H", "Authorization: Bearer S3CR3T-TOKEN", &url("/metrics")]).0, "401");
+    // gzip when asked, as Prometheus asks (curl unpacks it).
+    let auth = "Authorization: Bearer s3cr3t-token";
+    let (code, body) = curl(&["--compressed", "-H", auth, &url("/metrics")]);
+    assert_eq!(code, "200");
+    assert!(body.contains("cxpulse_build_info"), "{body}");
     assert_eq!(curl(&[&url("/api/v1/scores")]).0, "401");
     assert_eq!(
         curl(&["-H", "Authorization: Bearer s3cr3t-token", &url("/api/v1/scores")]).0,
