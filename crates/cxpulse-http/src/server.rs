@@ -89,7 +89,7 @@ impl HttpConfig {
                 cert.as_ref(),
                 key.as_ref(),
                 self.tls_key_password.as_deref(),
-                "[http] tls_key_password",
+                "[http] tls_key_password (or CXPULSE_HTTP__TLS_KEY_PASSWORD)",
             )?)),
             (None, None) => Ok(None),
             _ => anyhow::bail!("[http] tls_cert and tls_key go together"),
