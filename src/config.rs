@@ -413,6 +413,7 @@ mod tests {
             ("[http]\nlisten = \"nowhere\"", "listen"),
             ("[source]\ntopics = []", "topics"),
             ("[nonsense]\nx = 1", "unknown field"),
+            ("[http]\nheader_read_timeout = \"1s\"\nnonsense = 1", "unknown field `nonsense`"),
             ("[kafka]\n\"sasl.password\" = \"\"", "sasl.password"),
         ] {
             let error = Config::from_toml_and_env(text, env(&[])).unwrap_err().to_string();
