@@ -476,4 +476,15 @@ mod tests {
             assert!(!error.contains("]]") && !error.contains("skew]"), "{error}");
         }
     }
+
+    #[test]
+    fn redaction_replaces_every_secret_longest_first() {
+        let config = Config::from_toml_and_env(
+            "[kafka]\n\"sasl.password\" = \"abc\"\n\"ssl.key.password\" = \"abcdef\"\n",
+            env(&[("CXPULSE_HTTP__BEARER_TOKEN", "tok-1")]),
+        )
+        .unwrap();
+        let shown = config.redact("x abcdef y abc z tok-1 localhost:9092");
+        assert_eq!(shown, "x <redacted> y <redacted> z <redacted> localhost:9092");
+    }
 }
