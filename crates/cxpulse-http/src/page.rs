@@ -1,0 +1,626 @@
+//! The live page at `/`: server-rendered HTML with inline SVG, its stylesheet and a small refresh
+//! script embedded in the binary (nothing fetched from elsewhere). One window at a time (`?window=`),
+//! one row per brand/segment; the script swaps in a fresh render every 10 s.
+//!
+//! With `[http] bearer_token` set, the page asks the browser for HTTP Basic credentials (any user
+//! name, the token as password) and also takes `Authorization: Bearer`; the browser then resends
+//! the credentials on each refresh by itself.
+
+use std::collections::VecDeque;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use cxpulse_core::alerts::AlertPolicy;
+use cxpulse_core::event::Action;
+use cxpulse_core::{Scores, Snapshot};
+
+use crate::server::HttpState;
+
+const STYLE: &str = include_str!("../assets/page.css");
+const SCRIPT: &str = include_str!("../assets/page.js");
+/// More rows than anyone reads; series below their threshold are kept first when cutting.
+pub const MAX_ROWS: usize = 500;
+/// Rates on the health strip cover about the last minute of page loads.
+const RATE_SPAN_MS: i64 = 60_000;
+
+pub struct PageState {
+    http: Arc<HttpState>,
+    token: Option<Arc<str>>,
+    rates: Mutex<RateTracker>,
+}
+
+/// `(wall_ms, consumed, rejected)` at recent renders, seeded at startup so that the first view
+/// already shows an average.
+#[derive(Default)]
+struct RateTracker {
+    samples: VecDeque<(i64, u64, u64)>,
+}
+
+impl RateTracker {
+    /// Records a sample and returns `(events/s, rejects/s)` since the oldest kept one.
+    fn record(&mut self, now_ms: i64, consumed: u64, rejected: u64) -> Option<(f64, f64)> {
+        self.samples.push_back((now_ms, consumed, rejected));
+        while self.samples.len() > 2 && now_ms - self.samples[1].0 >= RATE_SPAN_MS {
+            self.samples.pop_front();
+        }
+        let &(then, consumed_then, rejected_then) = self.samples.front()?;
+        let seconds = (now_ms - then) as f64 / 1000.0;
+        (seconds >= 1.0).then(|| {
+            (
+                consumed.saturating_sub(consumed_then) as f64 / seconds,
+                rejected.saturating_sub(rejected_then) as f64 / seconds,
+            )
+        })
+    }
+}
+
+pub fn router(http: Arc<HttpState>, token: Option<Arc<str>>) -> Router {
+    let mut rates = RateTracker::default();
+    let pipeline = http.engine.lock().map(|e| e.pipeline().clone()).unwrap_or_default();
+    rates.record(crate::server::wall_ms(), pipeline.consumed, pipeline.rejected.iter().sum());
+    let state = Arc::new(PageState { http, token, rates: Mutex::new(rates) });
+    Router::new().route("/", get(handler)).with_state(state)
+}
+
+async fn handler(State(page): State<Arc<PageState>>, headers: HeaderMap, uri: Uri) -> Response {
+    if let Some(token) = &page.token {
+        if !authorized(&headers, token) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, r#"Basic realm="cxpulse", charset="UTF-8""#)],
+                "unauthorized: user name anything, password the [http] bearer token\n",
+            )
+                .into_response();
+        }
+    }
+    let window = uri.query().and_then(|q| {
+        q.split('&').find_map(|pair| pair.strip_prefix("window=")).map(str::to_string)
+    });
+    let rendered = tokio::task::spawn_blocking(move || {
+        let now = crate::server::wall_ms();
+        let snapshot = page.http.snapshot_for_people(true);
+        let health = health_figures(&page, &snapshot, now);
+        let window = window
+            .and_then(|name| snapshot.windows.iter().position(|w| w.name == name))
+            .unwrap_or(0);
+        let view = PageView {
+            policy: &page.http.policy,
+            window,
+            now_ms: now,
+            version: page.http.version,
+            health,
+        };
+        render_page(&snapshot, &view)
+    })
+    .await;
+    match rendered {
+        Ok(html) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src data:"),
+            ],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("page failed: {e}\n")).into_response()
+        }
+    }
+}
+
+/// `Authorization: Bearer <token>`, or `Basic` with the token as password (browsers' own login).
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let presented = if let Some(bearer) = value.strip_prefix("Bearer ") {
+        bearer.as_bytes().to_vec()
+    } else if let Some(basic) = value.strip_prefix("Basic ") {
+        let Some(decoded) = base64_decode(basic.trim()) else { return false };
+        match decoded.iter().position(|&b| b == b':') {
+            Some(colon) => decoded[colon + 1..].to_vec(),
+            None => return false,
+        }
+    } else {
+        return false;
+    };
+    crate::security::constant_time_eq(&presented, token.as_bytes())
+}
+
+/// Standard base64 (RFC 4648) as browsers send Basic credentials; `None` on any other byte.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.trim_end_matches('=').bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// The pipeline's health as the strip shows it.
+#[derive(Clone, Debug, Default)]
+pub struct HealthFigures {
+    pub events_per_s: Option<f64>,
+    pub rejects_per_s: Option<f64>,
+    pub consumer_lag: Option<i64>,
+    pub dead_letters: Option<u64>,
+    pub ready: bool,
+    pub partitions_assigned: usize,
+    pub partitions_restoring: usize,
+}
+
+fn health_figures(page: &PageState, snapshot: &Snapshot, now: i64) -> HealthFigures {
+    let rejected: u64 = snapshot.pipeline.rejected.iter().sum();
+    let rates = page.rates.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).record(
+        now,
+        snapshot.pipeline.consumed,
+        rejected,
+    );
+    let (mut consumer_lag, mut dead_letters) = (None, None);
+    if let Some(registry) = &page.http.registry {
+        for family in registry.gather() {
+            match family.name() {
+                "cxpulse_consumer_lag" => {
+                    let lag = family.get_metric().iter().map(|m| m.get_gauge().get_value());
+                    consumer_lag = Some(lag.sum::<f64>() as i64);
+                }
+                "cxpulse_dead_letters_total" => {
+                    let total = family.get_metric().iter().map(|m| m.get_counter().get_value());
+                    dead_letters = Some(total.sum::<f64>() as u64);
+                }
+                _ => {}
+            }
+        }
+    }
+    let health = &page.http.health;
+    HealthFigures {
+        events_per_s: rates.map(|r| r.0),
+        rejects_per_s: rates.map(|r| r.1),
+        consumer_lag,
+        dead_letters,
+        ready: health.is_ready(now),
+        partitions_assigned: health.assigned(),
+        partitions_restoring: health.restoring(),
+    }
+}
+
+/// What the page shows besides the snapshot.
+pub struct PageView<'a> {
+    pub policy: &'a AlertPolicy,
+    /// Index of the window shown in detail.
+    pub window: usize,
+    pub now_ms: i64,
+    pub version: &'a str,
+    pub health: HealthFigures,
+}
+
+/// One brand/segment in the shown window.
+struct Row<'a> {
+    index: usize,
+    brand: &'a str,
+    segment: &'a str,
+    threshold: f64,
+    min_responses: u64,
+    scores: Scores,
+    below: bool,
+}
+
+fn known(value: Option<(i64, bool)>) -> Option<i64> {
+    value.and_then(|(v, known)| known.then_some(v))
+}
+
+fn scores_of(snapshot: &Snapshot, series: usize, window: usize) -> Scores {
+    let s = &snapshot.series[series];
+    let counts = s.windows.get(window).copied().unwrap_or_default();
+    let start = s.active_at_start.get(window).copied().and_then(known);
+    Scores::compute(&counts, start, known(s.active_now))
+}
+
+/// The whole page for a snapshot taken with steps.
+pub fn render_page(snapshot: &Snapshot, view: &PageView) -> String {
+    let window = view.window.min(snapshot.windows.len().saturating_sub(1));
+    let below_per_window: Vec<usize> = (0..snapshot.windows.len())
+        .map(|w| {
+            (0..snapshot.series.len())
+                .filter(|&i| {
+                    let s = &snapshot.series[i];
+                    let (threshold, min) = view.policy.for_series(&s.brand, &s.segment);
+                    scores_of(snapshot, i, w).nps_below_threshold(threshold, min)
+                })
+                .count()
+        })
+        .collect();
+    let mut rows: Vec<Row> = snapshot
+        .series
+        .iter()
+        .enumerate()
+        .map(|(index, s)| {
+            let (threshold, min_responses) = view.policy.for_series(&s.brand, &s.segment);
+            let scores = scores_of(snapshot, index, window);
+            let below = scores.nps_below_threshold(threshold, min_responses);
+            Row {
+                index,
+                brand: &s.brand,
+                segment: &s.segment,
+                threshold,
+                min_responses,
+                scores,
+                below,
+            }
+        })
+        .collect();
+    let total_rows = rows.len();
+    if rows.len() > MAX_ROWS {
+        rows.sort_by_key(|r| !r.below);
+        rows.truncate(MAX_ROWS);
+    }
+    rows.sort_by(|a, b| (a.brand, a.segment).cmp(&(b.brand, b.segment)));
+
+    let mut out = String::with_capacity(8_192 + rows.len() * 1_600);
+    let below_now = below_per_window.get(window).copied().unwrap_or(0);
+    let title = match below_now {
+        0 => "cxpulse".to_string(),
+        n => format!("({n} below) cxpulse"),
+    };
+    let _ = write!(
+        out,
+        "<!doctype html><html lang=en><head><meta charset=utf-8>\
+         <meta name=viewport content=\"width=device-width,initial-scale=1\">\
+         <title>{title}</title><noscript><meta http-equiv=refresh content=30></noscript>\
+         <style>{STYLE}</style></head><body><div id=stale></div><div id=live>"
+    );
+    render_header(&mut out, snapshot, view, window, &below_per_window);
+    render_health(&mut out, snapshot, view);
+    render_attention(&mut out, snapshot, &rows, window);
+    render_table(&mut out, snapshot, &rows, window);
+    if total_rows > rows.len() {
+        let _ = write!(
+            out,
+            "<p class=attn>Showing {} of {total_rows} brand/segment pairs (those below their \
+             threshold first); /api/v1/scores has them all.</p>",
+            rows.len()
+        );
+    }
+    let _ = write!(out, "</div><script>{SCRIPT}</script></body></html>");
+    out
+}
+
+fn render_header(
+    out: &mut String,
+    snapshot: &Snapshot,
+    view: &PageView,
+    window: usize,
+    below_per_window: &[usize],
+) {
+    out.push_str("<header><h1>cxpulse</h1><nav>");
+    for (i, w) in snapshot.windows.iter().enumerate() {
+        let class = if i == window { " class=on" } else { "" };
+        let badge = match below_per_window.get(i) {
+            Some(&n) if n > 0 => format!(" <span class=\"st bad\">{n}</span>"),
+            _ => String::new(),
+        };
+        let _ = write!(out, "<a href=\"?window={0}\"{class}>{0}{badge}</a>", esc(&w.name));
+    }
+    let clock = snapshot
+        .clock_ms
+        .map_or("no events yet".to_string(), |ms| format!("window ends {}", time_of_day(ms)));
+    let _ = write!(
+        out,
+        "</nav><span class=upd>{clock} · updated {} · v{}</span></header>",
+        time_of_day(view.now_ms),
+        esc(view.version)
+    );
+}
+
+fn render_health(out: &mut String, snapshot: &Snapshot, view: &PageView) {
+    let h = &view.health;
+    let p = &snapshot.pipeline;
+    let rejected: u64 = p.rejected.iter().sum();
+    let mut items = String::new();
+    let mut item = |label: &str, value: String, detail: String, warn: bool| {
+        let class = if warn { " class=warn" } else { "" };
+        let _ = write!(
+            items,
+            "<div{class}><span>{label}</span><b>{value}</b><span>{detail}</span></div>"
+        );
+    };
+    item(
+        "status",
+        if h.ready { "ready" } else { "not ready" }.into(),
+        format!("{} partitions, {} restoring", h.partitions_assigned, h.partitions_restoring),
+        !h.ready,
+    );
+    item(
+        "events/s",
+        h.events_per_s.map_or("–".into(), |r| format!("{r:.0}")),
+        format!("{} counted", p.counted),
+        false,
+    );
+    let share = match (h.rejects_per_s, h.events_per_s) {
+        (Some(r), Some(e)) if e > 0.0 => format!("{:.1} %", 100.0 * r / e),
+        _ => "–".into(),
+    };
+    item("rejected", share, format!("{rejected} total, {} duplicates", p.duplicates), false);
+    item(
+        "dead letters",
+        h.dead_letters.map_or("–".into(), |n| n.to_string()),
+        "acknowledged by the DLQ".into(),
+        false,
+    );
+    item(
+        "consumer lag",
+        h.consumer_lag.map_or("–".into(), |n| n.to_string()),
+        "messages behind".into(),
+        false,
+    );
+    let quantile = |q: f64| {
+        snapshot
+            .event_age_quantiles_ms
+            .iter()
+            .find(|(at, _)| (*at - q).abs() < 1e-9)
+            .map_or("–".into(), |(_, ms)| seconds(*ms as f64 / 1000.0))
+    };
+    item("event age p50", quantile(0.5), format!("p99 {}", quantile(0.99)), false);
+    let last = p
+        .last_event_ms
+        .map_or("–".into(), |ms| seconds(((view.now_ms - ms) as f64 / 1000.0).max(0.0)) + " ago");
+    item("last event", last, format!("{} series", snapshot.series.len()), false);
+    let _ = write!(out, "<section class=health aria-label=\"pipeline health\">{items}</section>");
+}
+
+fn render_attention(out: &mut String, snapshot: &Snapshot, rows: &[Row], window: usize) {
+    let name = snapshot.windows.get(window).map_or("", |w| w.name.as_str());
+    let below: Vec<&Row> = rows.iter().filter(|r| r.below).collect();
+    if below.is_empty() {
+        let _ = write!(
+            out,
+            "<p class=\"attn ok\" id=attn>No brand/segment is below its NPS threshold in the last {}.</p>",
+            esc(name)
+        );
+        return;
+    }
+    let _ = write!(out, "<p class=attn id=attn>Below NPS threshold in the last {}: ", esc(name));
+    for row in below {
+        let _ = write!(
+            out,
+            "<a href=\"#r{}\">{}/{} {}</a>",
+            row.index,
+            esc(row.brand),
+            esc(row.segment),
+            score(row.scores.nps_score)
+        );
+    }
+    out.push_str("</p>");
+}
+
+fn render_table(out: &mut String, snapshot: &Snapshot, rows: &[Row], window: usize) {
+    let step = snapshot
+        .windows
+        .get(window)
+        .map_or(String::new(), |w| cxpulse_core::duration::format_duration_ms(w.step_ms));
+    let _ = write!(
+        out,
+        "<div class=wrap><table><thead><tr><th>brand / segment</th><th>NPS ±95 %</th>\
+         <th>vs threshold</th><th>alert</th><th>promoters / passives / detractors</th>\
+         <th>answers</th><th>NPS per {} step</th><th>CSAT</th><th>CES</th><th>churn</th>\
+         <th>retention</th><th>other windows</th></tr></thead><tbody>",
+        esc(&step)
+    );
+    for row in rows {
+        render_row(out, snapshot, row, window);
+    }
+    out.push_str("</tbody></table></div>");
+}
+
+fn render_row(out: &mut String, snapshot: &Snapshot, row: &Row, window: usize) {
+    let s = &row.scores;
+    let class = if row.below { " class=below" } else { "" };
+    let _ = write!(
+        out,
+        "<tr id=r{}{class} data-brand=\"{}\" data-segment=\"{}\" data-below={}>\
+         <td><b>{}</b> / {}</td>",
+        row.index,
+        esc(row.brand),
+        esc(row.segment),
+        u8::from(row.below),
+        esc(row.brand),
+        esc(row.segment)
+    );
+    let moe = s.nps_margin_of_error.map_or(String::new(), |m| format!(" <small>±{m:.1}</small>"));
+    let _ = write!(out, "<td><span class=n>{}</span>{moe}</td><td>", score(s.nps_score));
+    margin_bar(out, s, row.threshold);
+    let status = if row.below {
+        "<span class=\"st bad\">BELOW</span>"
+    } else if s.nps_score.is_some_and(|v| v < row.threshold) {
+        "<span class=\"st few\" title=\"below, but on too few answers to alert\">few answers</span>"
+    } else if s.nps_responses == 0 {
+        "<span class=\"st few\">no answers</span>"
+    } else {
+        "<span class=\"st ok\">ok</span>"
+    };
+    let _ = write!(
+        out,
+        "</td><td>{status}<br><small>≥{} needs {}</small></td><td>",
+        fmt_threshold(row.threshold),
+        row.min_responses
+    );
+    let counts = snapshot.series[row.index].windows.get(window).copied().unwrap_or_default();
+    shares(out, counts.nps);
+    let _ = write!(out, "</td><td>{}</td><td>", s.nps_responses);
+    let steps = snapshot.series[row.index].nps_steps.get(window).map_or(&[][..], Vec::as_slice);
+    trend(out, steps, row.threshold);
+    let churns = counts.actions[Action::Churn.index()];
+    let _ = write!(
+        out,
+        "</td><td>{}<br><small>{} answers</small></td><td>{}<br><small>{} answers</small></td>\
+         <td>{}<br><small>{churns} churned</small></td><td>{}</td><td class=other>",
+        percent(s.csat_ratio, 1),
+        s.csat_responses,
+        s.ces_mean.map_or("–".into(), |m| format!("{m:.2}")),
+        s.ces_responses,
+        percent(s.churn_ratio, 2),
+        percent(s.retention_ratio, 1),
+    );
+    for (w, spec) in snapshot.windows.iter().enumerate().filter(|(w, _)| *w != window) {
+        let other = scores_of(snapshot, row.index, w);
+        let mark =
+            if other.nps_below_threshold(row.threshold, row.min_responses) { "▼" } else { "" };
+        let _ = write!(out, "{} {}{mark}<br>", esc(&spec.name), score(other.nps_score));
+    }
+    out.push_str("</td></tr>");
+}
+
+/// NPS on a −100..100 axis: the 95 % interval, the score and the threshold tick.
+fn margin_bar(out: &mut String, s: &Scores, threshold: f64) {
+    let x = |v: f64| ((v.clamp(-100.0, 100.0) + 100.0) * 0.6).round();
+    let _ = write!(
+        out,
+        "<svg class=mb width=120 height=14 viewBox=\"0 0 120 14\" role=img>\
+         <line class=ax x1=0 y1=7 x2=120 y2=7 /><line class=ax x1=60 y1=3 x2=60 y2=11 />\
+         <line class=th x1={0} y1=0 x2={0} y2=14 />",
+        x(threshold)
+    );
+    if let (Some(v), Some(m)) = (s.nps_score, s.nps_margin_of_error) {
+        let (lo, hi) = (x(v - m), x(v + m));
+        let _ = write!(
+            out,
+            "<title>NPS {v:.1} ± {m:.1} (95 %), threshold {}</title>\
+             <rect class=ci x={lo} y=4 width={} height=6 rx=2 /><rect class=v x={} y=2 width=3 height=10 />",
+            fmt_threshold(threshold),
+            (hi - lo).max(1.0),
+            x(v) - 1.0
+        );
+    }
+    out.push_str("</svg>");
+}
+
+fn shares(out: &mut String, nps: [u32; 3]) {
+    let total: u32 = nps.iter().sum();
+    if total == 0 {
+        out.push('–');
+        return;
+    }
+    let [p, pa, d] = nps.map(|n| (100.0 * f64::from(n) / f64::from(total)).round() as u32);
+    let _ = write!(
+        out,
+        "<div class=sh title=\"promoters {p} %, passives {pa} %, detractors {d} %\">\
+         <i style=width:{p}%></i><b style=width:{pa}%></b><u style=width:{d}%></u></div>\
+         <small>{p} / {pa} / {d} %</small>"
+    );
+}
+
+/// NPS per step, oldest to newest on a fixed −100..100 scale with the threshold dashed. Steps
+/// without answers are gaps. `data-nps` lists every step's rounded score (empty: no answers).
+fn trend(out: &mut String, steps: &[[u32; 3]], threshold: f64) {
+    const WIDTH: f64 = 120.0;
+    const HEIGHT: f64 = 36.0;
+    let y = |v: f64| ((HEIGHT / 2.0) - v.clamp(-100.0, 100.0) * (HEIGHT - 2.0) / 200.0).round();
+    let dx = WIDTH / steps.len().max(1) as f64;
+    let values: Vec<Option<f64>> = steps
+        .iter()
+        .map(|[p, pa, d]| {
+            let n = p + pa + d;
+            (n > 0).then(|| 100.0 * (f64::from(*p) - f64::from(*d)) / f64::from(n))
+        })
+        .collect();
+    let _ = write!(
+        out,
+        "<svg class=tr width=120 height=36 viewBox=\"0 0 120 36\" role=img data-steps={} data-nps=\"",
+        steps.len()
+    );
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if let Some(v) = v {
+            let _ = write!(out, "{}", v.round());
+        }
+    }
+    let _ = write!(
+        out,
+        "\"><line class=z x1=0 y1=18 x2=120 y2=18 /><line class=th x1=0 y1={0} x2=120 y2={0} /><path class=l d=\"",
+        y(threshold)
+    );
+    let mut previous = false;
+    for (i, v) in values.iter().enumerate() {
+        match v {
+            Some(v) => {
+                let x = ((i as f64 + 0.5) * dx * 10.0).round() / 10.0;
+                let _ = write!(out, "{}{x} {}", if previous { 'L' } else { 'M' }, y(*v));
+                if !values.get(i + 1).is_some_and(Option::is_some) {
+                    out.push_str("h0"); // a lone step still shows as a dot (round caps)
+                }
+                previous = true;
+            }
+            None => previous = false,
+        }
+    }
+    out.push_str("\" /></svg>");
+}
+
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn score(value: Option<f64>) -> String {
+    value.map_or("–".into(), |v| format!("{v:.1}").replace('-', "−"))
+}
+
+fn fmt_threshold(value: f64) -> String {
+    format!("{value}").replace('-', "−")
+}
+
+fn percent(ratio: Option<f64>, decimals: usize) -> String {
+    ratio.map_or("–".into(), |r| format!("{:.*} %", decimals, 100.0 * r).replace('-', "−"))
+}
+
+fn seconds(value: f64) -> String {
+    if value < 10.0 {
+        format!("{value:.1} s")
+    } else if value < 120.0 {
+        format!("{value:.0} s")
+    } else {
+        format!("{:.0} min", value / 60.0)
+    }
+}
+
+/// `HH:MM:SS UTC` of epoch milliseconds.
+fn time_of_day(ms: i64) -> String {
+    let secs = ms.div_euclid(1000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02} UTC", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+#[cfg(test)]
+#[path = "page_tests.rs"]
+mod tests;
