@@ -287,7 +287,7 @@ pub fn render_page(snapshot: &Snapshot, view: &PageView) -> String {
         "<!doctype html><html lang=en><head><meta charset=utf-8>\
          <meta name=viewport content=\"width=device-width,initial-scale=1\">\
          <title>{title}</title><noscript><meta http-equiv=refresh content=30></noscript>\
-         <style>{STYLE}</style></head><body><div id=stale></div><div id=live>"
+         <style>{STYLE}</style></head><body><div id=stale></div><div id=live data-title=\"{title}\">"
     );
     render_header(&mut out, snapshot, view, window, &below_per_window);
     render_health(&mut out, snapshot, view);
@@ -421,8 +421,8 @@ fn render_table(out: &mut String, snapshot: &Snapshot, rows: &[Row], window: usi
     let _ = write!(
         out,
         "<div class=wrap><table><thead><tr><th>brand / segment</th><th>NPS ±95 %</th>\
-         <th>vs threshold</th><th>alert</th><th>promoters / passives / detractors</th>\
-         <th>answers</th><th>NPS per {} step</th><th>CSAT</th><th>CES</th><th>churn</th>\
+         <th>vs threshold</th><th>alert</th><th>promoters / passives / detractors %</th>\
+         <th>NPS per {} step</th><th>CSAT top-2</th><th>CES 1–7</th><th>churn</th>\
          <th>retention</th><th>other windows</th></tr></thead><tbody>",
         esc(&step)
     );
@@ -447,7 +447,12 @@ fn render_row(out: &mut String, snapshot: &Snapshot, row: &Row, window: usize) {
         esc(row.segment)
     );
     let moe = s.nps_margin_of_error.map_or(String::new(), |m| format!(" <small>±{m:.1}</small>"));
-    let _ = write!(out, "<td><span class=n>{}</span>{moe}</td><td>", score(s.nps_score));
+    let _ = write!(
+        out,
+        "<td><span class=n>{}</span>{moe}<br><small>{} answers</small></td><td>",
+        score(s.nps_score),
+        s.nps_responses
+    );
     margin_bar(out, s, row.threshold);
     let status = if row.below {
         "<span class=\"st bad\">BELOW</span>"
@@ -460,13 +465,13 @@ fn render_row(out: &mut String, snapshot: &Snapshot, row: &Row, window: usize) {
     };
     let _ = write!(
         out,
-        "</td><td>{status}<br><small>≥{} needs {}</small></td><td>",
+        "<small>threshold {}</small></td><td>{status}<br><small>min {} answers</small></td><td>",
         fmt_threshold(row.threshold),
         row.min_responses
     );
     let counts = snapshot.series[row.index].windows.get(window).copied().unwrap_or_default();
     shares(out, counts.nps);
-    let _ = write!(out, "</td><td>{}</td><td>", s.nps_responses);
+    out.push_str("</td><td>");
     let steps = snapshot.series[row.index].nps_steps.get(window).map_or(&[][..], Vec::as_slice);
     trend(out, steps, row.threshold);
     let churns = counts.actions[Action::Churn.index()];
@@ -490,22 +495,29 @@ fn render_row(out: &mut String, snapshot: &Snapshot, row: &Row, window: usize) {
     out.push_str("</td></tr>");
 }
 
-/// NPS on a −100..100 axis: the 95 % interval, the score and the threshold tick.
+/// NPS against the threshold: the axis is centred on the threshold and spans 50 points either
+/// side (beyond that the marks stop at the edge), so the 95 % interval is wide enough to judge.
+/// The interval is red when wholly below the threshold, amber when it straddles it.
 fn margin_bar(out: &mut String, s: &Scores, threshold: f64) {
-    let x = |v: f64| ((v.clamp(-100.0, 100.0) + 100.0) * 0.6).round();
-    let _ = write!(
-        out,
+    let x = |v: f64| ((v - threshold).clamp(-50.0, 50.0) * 1.2 + 60.0).round();
+    out.push_str(
         "<svg class=mb width=120 height=14 viewBox=\"0 0 120 14\" role=img>\
-         <line class=ax x1=0 y1=7 x2=120 y2=7 /><line class=ax x1=60 y1=3 x2=60 y2=11 />\
-         <line class=th x1={0} y1=0 x2={0} y2=14 />",
-        x(threshold)
+         <line class=ax x1=0 y1=7 x2=120 y2=7 /><line class=th x1=60 y1=0 x2=60 y2=14 />",
     );
     if let (Some(v), Some(m)) = (s.nps_score, s.nps_margin_of_error) {
         let (lo, hi) = (x(v - m), x(v + m));
+        let relation = if v + m < threshold {
+            " lo"
+        } else if v - m < threshold {
+            " mid"
+        } else {
+            ""
+        };
         let _ = write!(
             out,
             "<title>NPS {v:.1} ± {m:.1} (95 %), threshold {}</title>\
-             <rect class=ci x={lo} y=4 width={} height=6 rx=2 /><rect class=v x={} y=2 width=3 height=10 />",
+             <rect class=\"ci{relation}\" x={lo} y=4 width={} height=6 rx=2 />\
+             <rect class=v x={} y=1 width=3 height=12 />",
             fmt_threshold(threshold),
             (hi - lo).max(1.0),
             x(v) - 1.0
@@ -529,13 +541,12 @@ fn shares(out: &mut String, nps: [u32; 3]) {
     );
 }
 
-/// NPS per step, oldest to newest on a fixed −100..100 scale with the threshold dashed. Steps
-/// without answers are gaps. `data-nps` lists every step's rounded score (empty: no answers).
+/// NPS per step, oldest to newest, with the threshold dashed. The scale fits the row's scores and
+/// threshold (at least 40 points tall; `data-range` says which), so a dip shows in every row.
+/// Steps without answers are gaps. `data-nps` lists every step's rounded score (empty: no answers).
 fn trend(out: &mut String, steps: &[[u32; 3]], threshold: f64) {
     const WIDTH: f64 = 120.0;
     const HEIGHT: f64 = 36.0;
-    let y = |v: f64| ((HEIGHT / 2.0) - v.clamp(-100.0, 100.0) * (HEIGHT - 2.0) / 200.0).round();
-    let dx = WIDTH / steps.len().max(1) as f64;
     let values: Vec<Option<f64>> = steps
         .iter()
         .map(|[p, pa, d]| {
@@ -543,9 +554,21 @@ fn trend(out: &mut String, steps: &[[u32; 3]], threshold: f64) {
             (n > 0).then(|| 100.0 * (f64::from(*p) - f64::from(*d)) / f64::from(n))
         })
         .collect();
+    let (mut low, mut high) = values
+        .iter()
+        .flatten()
+        .fold((threshold, threshold), |(low, high), v| (low.min(*v), high.max(*v)));
+    let centre = (low + high) / 2.0;
+    if high - low < 40.0 {
+        (low, high) = (centre - 20.0, centre + 20.0);
+    }
+    (low, high) = ((low - 5.0).floor().max(-100.0), (high + 5.0).ceil().min(100.0));
+    let y = |v: f64| (1.0 + (high - v) * (HEIGHT - 2.0) / (high - low)).round();
+    let dx = WIDTH / steps.len().max(1) as f64;
     let _ = write!(
         out,
-        "<svg class=tr width=120 height=36 viewBox=\"0 0 120 36\" role=img data-steps={} data-nps=\"",
+        "<svg class=tr width=120 height=36 viewBox=\"0 0 120 36\" role=img data-steps={} \
+         data-range=\"{low},{high}\" data-nps=\"",
         steps.len()
     );
     for (i, v) in values.iter().enumerate() {
@@ -558,7 +581,9 @@ fn trend(out: &mut String, steps: &[[u32; 3]], threshold: f64) {
     }
     let _ = write!(
         out,
-        "\"><line class=z x1=0 y1=18 x2=120 y2=18 /><line class=th x1=0 y1={0} x2=120 y2={0} /><path class=l d=\"",
+        "\"><title>NPS per step, {low} to {high}; dashed: threshold {}</title>\
+         <line class=th x1=0 y1={1} x2=120 y2={1} /><path class=l d=\"",
+        fmt_threshold(threshold),
         y(threshold)
     );
     let mut previous = false;

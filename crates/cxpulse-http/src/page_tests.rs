@@ -49,6 +49,7 @@ fn a_hundred_pairs_fit_in_200_kb() {
     let policy = policy();
     let html = render_page(&engine.snapshot_with_steps(T0), &view(&policy));
     assert_eq!(html.matches("<tr id=r").count(), 100);
+    eprintln!("page at 100 pairs, 60 answered steps each: {} bytes", html.len());
     assert!(html.len() < 200 * 1024, "{} bytes", html.len());
     assert!(!html.contains("http://") && !html.contains("https://"), "external reference");
 }
