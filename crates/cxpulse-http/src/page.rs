@@ -391,6 +391,10 @@ fn render_health(out: &mut String, snapshot: &Snapshot, view: &PageView) {
 fn render_attention(out: &mut String, snapshot: &Snapshot, rows: &[Row], window: usize) {
     let name = snapshot.windows.get(window).map_or("", |w| w.name.as_str());
     let below: Vec<&Row> = rows.iter().filter(|r| r.below).collect();
+    if rows.is_empty() {
+        out.push_str("<p class=\"attn ok\" id=attn>No events counted yet.</p>");
+        return;
+    }
     if below.is_empty() {
         let _ = write!(
             out,

@@ -55,6 +55,25 @@ fn a_hundred_pairs_fit_in_200_kb() {
 }
 
 #[test]
+fn past_the_row_cap_the_pairs_below_stay() {
+    let mut engine = engine_with(MAX_ROWS + 8);
+    let policy = policy();
+    let html = render_page(&engine.snapshot_with_steps(T0), &view(&policy));
+    assert_eq!(html.matches("<tr id=r").count(), MAX_ROWS);
+    assert_eq!(html.matches("data-below=1").count(), 4, "b0's four segments");
+    assert!(html.contains(&format!("Showing {MAX_ROWS} of {} brand/segment pairs", MAX_ROWS + 8)));
+}
+
+#[test]
+fn an_empty_engine_says_so() {
+    let config = EngineConfig { clock: ClockMode::Event, ..EngineConfig::default() };
+    let mut engine = Engine::new(config).unwrap();
+    let policy = AlertPolicy::default();
+    let html = render_page(&engine.snapshot_with_steps(T0), &view(&policy));
+    assert!(html.contains("No events counted yet.") && html.contains("no events yet"));
+}
+
+#[test]
 fn below_threshold_rows_are_marked_and_listed() {
     let mut engine = engine_with(8);
     let policy = policy();
