@@ -200,7 +200,7 @@ fn the_page_and_the_api_take_the_token() {
     assert_eq!(get(&worker.addr, "/", Some("Basic b3BzOndyb25n")).unwrap().0, 401);
     let (status, head, body) = get(&worker.addr, "/", Some("Basic b3BzOnBhZ2UtczNjcmV0")).unwrap();
     assert_eq!(status, 200, "{head}");
-    assert!(head.contains("text/html") && body.contains("<div id=live>"), "{head}\n{body}");
+    assert!(head.contains("text/html") && body.contains("<div id=live "), "{head}\n{body}");
     let (status, _, _) = get(&worker.addr, "/", Some("Bearer page-s3cret")).unwrap();
     assert_eq!(status, 200);
 
