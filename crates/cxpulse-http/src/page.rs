@@ -286,7 +286,7 @@ pub fn render_page(snapshot: &Snapshot, view: &PageView) -> String {
         out,
         "<!doctype html><html lang=en><head><meta charset=utf-8>\
          <meta name=viewport content=\"width=device-width,initial-scale=1\">\
-         <title>{title}</title><noscript><meta http-equiv=refresh content=30></noscript>\
+         <title>{title}</title><link rel=icon href=\"data:,\"><noscript><meta http-equiv=refresh content=30></noscript>\
          <style>{STYLE}</style></head><body><div id=stale></div><div id=live data-title=\"{title}\">"
     );
     render_header(&mut out, snapshot, view, window, &below_per_window);
@@ -494,7 +494,7 @@ fn render_row(out: &mut String, snapshot: &Snapshot, row: &Row, window: usize) {
         let other = scores_of(snapshot, row.index, w);
         let mark =
             if other.nps_below_threshold(row.threshold, row.min_responses) { "▼" } else { "" };
-        let _ = write!(out, "{} {}{mark}<br>", esc(&spec.name), score(other.nps_score));
+        let _ = write!(out, "<span>{} {}{mark}</span>", esc(&spec.name), score(other.nps_score));
     }
     out.push_str("</td></tr>");
 }
@@ -590,19 +590,29 @@ fn trend(out: &mut String, steps: &[[u32; 3]], threshold: f64) {
         fmt_threshold(threshold),
         y(threshold)
     );
-    let mut previous = false;
+    // An absolute move at each run of answered steps, then relative lines (the shortest text):
+    // `M x y l dx dy dx dy ...`; `h0` makes a lone step show as a dot (round caps).
+    let mut previous: Option<(f64, f64)> = None;
     for (i, v) in values.iter().enumerate() {
-        match v {
-            Some(v) => {
-                let x = ((i as f64 + 0.5) * dx * 10.0).round() / 10.0;
-                let _ = write!(out, "{}{x} {}", if previous { 'L' } else { 'M' }, y(*v));
-                if !values.get(i + 1).is_some_and(Option::is_some) {
-                    out.push_str("h0"); // a lone step still shows as a dot (round caps)
-                }
-                previous = true;
+        let Some(v) = v else {
+            previous = None;
+            continue;
+        };
+        let point = (((i as f64 + 0.5) * dx * 10.0).round() / 10.0, y(*v));
+        match previous {
+            None => {
+                let _ = write!(out, "M{} {}", point.0, point.1);
             }
-            None => previous = false,
+            Some(last) => {
+                let step = ((point.0 - last.0) * 10.0).round() / 10.0;
+                let first = values.get(i.wrapping_sub(2)).is_none_or(Option::is_none);
+                let _ = write!(out, "{}{step} {}", if first { 'l' } else { ' ' }, point.1 - last.1);
+            }
         }
+        if !values.get(i + 1).is_some_and(Option::is_some) {
+            out.push_str("h0");
+        }
+        previous = Some(point);
     }
     out.push_str("\" /></svg>");
 }

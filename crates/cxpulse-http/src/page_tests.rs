@@ -96,7 +96,9 @@ fn trends_hold_one_entry_per_step() {
     // b0 answers 2, 9, 4: a promoter and two detractors in every step.
     assert!(values.iter().all(|v| *v == "-33"), "{nps}");
     let path = html.split("class=l d=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
-    assert_eq!(path.matches(['M', 'L']).count(), 60, "{path}");
+    // One absolute start, then 59 relative steps of 2 px, all level.
+    assert_eq!(path.matches('M').count(), 1, "{path}");
+    assert_eq!(path.matches(" 2 0").count() + path.matches("l2 0").count(), 59, "{path}");
 }
 
 #[test]
