@@ -1,5 +1,5 @@
 use super::*;
-use cxpulse_core::alerts::AlertOverride;
+use cxpulse_core::alerts::{AlertOverride, AlertPolicy};
 use cxpulse_core::{ClockMode, Engine, EngineConfig, SourcePartition};
 
 const T0: i64 = 1_795_428_000_000;
