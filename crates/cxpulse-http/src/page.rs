@@ -78,7 +78,7 @@ async fn handler(State(page): State<Arc<PageState>>, headers: HeaderMap, uri: Ur
     let window = uri.query().and_then(|q| {
         q.split('&').find_map(|pair| pair.strip_prefix("window=")).map(str::to_string)
     });
-    let rendered = tokio::task::spawn_blocking(move || {
+    let rendered = crate::scores::build_for_people(move || {
         let now = crate::server::wall_ms();
         let snapshot = page.http.snapshot_for_people(true);
         let health = health_figures(&page, &snapshot, now);
@@ -105,9 +105,7 @@ async fn handler(State(page): State<Arc<PageState>>, headers: HeaderMap, uri: Ur
             html,
         )
             .into_response(),
-        Err(e) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("page failed: {e}\n")).into_response()
-        }
+        Err(response) => response,
     }
 }
 
