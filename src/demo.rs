@@ -73,6 +73,7 @@ pub fn run(listen: &str, rate: u64, duration: Option<u64>) -> anyhow::Result<()>
 
     let result = crate::pipeline::run_bound(&config, listener, Some(stop.clone()), move |addr| {
         println!("cxpulse demo is running (Ctrl-C to stop):");
+        println!("  page     http://{addr}/");
         println!("  metrics  http://{addr}/metrics");
         println!("  scores   http://{addr}/api/v1/scores");
         println!("  health   http://{addr}/healthz   http://{addr}/readyz");

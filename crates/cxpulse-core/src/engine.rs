@@ -695,6 +695,16 @@ impl Engine {
     /// The windowed values of every series at the clock, summed over partitions, plus the
     /// pipeline counters. Advances every ring to the clock on the way.
     pub fn snapshot(&mut self, wall_ms: i64) -> Snapshot {
+        self.snapshot_with(wall_ms, false)
+    }
+
+    /// [`Engine::snapshot`] plus each window's NPS counts per step (`SeriesSnapshot::nps_steps`),
+    /// for trends.
+    pub fn snapshot_with_steps(&mut self, wall_ms: i64) -> Snapshot {
+        self.snapshot_with(wall_ms, true)
+    }
+
+    fn snapshot_with(&mut self, wall_ms: i64, with_steps: bool) -> Snapshot {
         if self.config.clock == ClockMode::Wall {
             self.advance_clock(wall_ms);
         }
@@ -710,6 +720,11 @@ impl Engine {
                 active_at_start: vec![None; window_count],
                 active_now: None,
                 survey_totals: info.survey_totals,
+                nps_steps: if with_steps {
+                    vec![vec![[0; 3]; PANES_PER_WINDOW as usize]; window_count]
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         if self.clock_ms.is_some() {
@@ -724,6 +739,13 @@ impl Engine {
                     for (i, (ring, head)) in rings.iter_mut().zip(&self.heads).enumerate() {
                         ring.advance(*head);
                         out.windows[i].add(ring.sum());
+                        if let Some(steps) = out.nps_steps.get_mut(i) {
+                            for (step, counts) in steps.iter_mut().zip(ring.steps()) {
+                                for (total, n) in step.iter_mut().zip(counts.nps) {
+                                    *total = total.wrapping_add(n);
+                                }
+                            }
+                        }
                         out.active_at_start[i] =
                             merge_active(out.active_at_start[i], ring.active_at_start());
                         if i == self.longest {

@@ -41,6 +41,9 @@ pub struct SeriesSnapshot {
     pub active_at_start: Vec<Option<(i64, bool)>>,
     pub active_now: Option<(i64, bool)>,
     pub survey_totals: [u64; 7],
+    /// Per window, its steps oldest first, each step's NPS counts `[promoter, passive,
+    /// detractor]`; empty unless asked for (`Engine::snapshot_with_steps`).
+    pub nps_steps: Vec<Vec<[u32; 3]>>,
 }
 
 #[derive(Clone, Debug)]
@@ -105,6 +108,13 @@ impl Scores {
             retention_ratio: start.zip(active_now).map(|(s, e)| (e as f64 - signups) / s),
         }
     }
+
+    /// What the NPS alert judges: the score is below `threshold` and rests on at least
+    /// `min_responses` answers (fewer say too little to page anyone).
+    pub fn nps_below_threshold(&self, threshold: f64, min_responses: u64) -> bool {
+        u64::from(self.nps_responses) >= min_responses
+            && self.nps_score.is_some_and(|score| score < threshold)
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +130,44 @@ mod tests {
         let expected = 1.96 * 100.0 * (0.61f64 / 100.0).sqrt();
         assert!((scores.nps_margin_of_error.unwrap() - expected).abs() < 1e-9);
         assert_eq!(scores.csat_ratio, None);
+    }
+
+    #[test]
+    fn below_threshold_needs_enough_answers() {
+        let counts = Counts { nps: [10, 10, 20], ..Counts::default() };
+        let scores = Scores::compute(&counts, None, None);
+        assert!(scores.nps_below_threshold(0.0, 40));
+        assert!(!scores.nps_below_threshold(0.0, 41));
+        assert!(!scores.nps_below_threshold(-25.0, 30));
+        assert!(!Scores::default().nps_below_threshold(0.0, 0));
+    }
+
+    #[test]
+    fn steps_sum_to_the_window_over_partitions() {
+        use crate::{ClockMode, Engine, EngineConfig, SourcePartition};
+        let config = EngineConfig { clock: ClockMode::Event, ..EngineConfig::default() };
+        let mut engine = Engine::new(config).unwrap();
+        let t0 = 1_795_428_000_000i64;
+        for (i, (partition, minutes_ago, score)) in
+            [(0, 30, 10), (1, 30, 3), (0, 0, 8), (1, 2, 9)].into_iter().enumerate()
+        {
+            let at = t0 - minutes_ago * 60_000;
+            let event = format!(
+                r#"{{"event_id":"e{i}","type":"survey_response","occurred_at":{at},"brand":"a","survey":"nps","score":{score}}}"#
+            );
+            engine.process(SourcePartition { topic: 0, partition }, event.as_bytes(), t0);
+        }
+        let snapshot = engine.snapshot_with_steps(t0);
+        let series = &snapshot.series[0];
+        assert_eq!(series.nps_steps.len(), snapshot.windows.len());
+        let hour = &series.nps_steps[0]; // 1h: one-minute steps, the newest last
+        assert_eq!(hour.len(), 60);
+        assert_eq!((hour[59], hour[57], hour[29]), ([0, 1, 0], [1, 0, 0], [1, 0, 1]));
+        for (steps, counts) in series.nps_steps.iter().zip(&series.windows) {
+            let total: u32 = steps.iter().flatten().sum();
+            assert_eq!(total, counts.nps_total());
+        }
+        assert!(engine.snapshot(t0).series[0].nps_steps.is_empty());
     }
 
     #[test]

@@ -408,6 +408,11 @@ impl Ring {
         ring
     }
 
+    /// The in-window panes' counts, oldest first: one entry per step of the window.
+    pub fn steps(&self) -> impl Iterator<Item = &Counts> + '_ {
+        (self.start()..=self.head).map(|pane| &self.panes[self.slot(pane)].counts)
+    }
+
     /// The window's counts at the clock.
     pub fn sum(&self) -> &Counts {
         &self.sum
@@ -520,6 +525,22 @@ mod tests {
         ring.advance(102);
         assert_eq!(copy.sum(), ring.sum());
         assert_eq!(copy.export(), ring.export());
+    }
+
+    #[test]
+    fn steps_list_the_window_oldest_first() {
+        let mut ring = Ring::new(100, 1);
+        ring.apply(41, &one_promoter(), false);
+        ring.apply(100, &one_promoter(), false);
+        ring.apply(100, &one_promoter(), false);
+        ring.apply(101, &one_promoter(), false); // a future pane: not a step yet
+        let promoters: Vec<u32> = ring.steps().map(|c| c.nps[0]).collect();
+        assert_eq!(promoters.len(), PANES_PER_WINDOW as usize);
+        assert_eq!((promoters[0], promoters[59]), (1, 2));
+        assert_eq!(promoters.iter().sum::<u32>(), ring.sum().nps[0]);
+        ring.advance(101);
+        let promoters: Vec<u32> = ring.steps().map(|c| c.nps[0]).collect();
+        assert_eq!((promoters[0], promoters[58], promoters[59]), (0, 2, 1));
     }
 
     #[test]

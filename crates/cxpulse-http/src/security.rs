@@ -29,6 +29,13 @@ impl BearerToken {
         let Some(presented) = authorization.and_then(bearer_credentials) else { return false };
         openssl::memcmp::eq(&openssl::sha::sha256(presented), expected.as_slice())
     }
+
+    /// Whether `secret` (say, the password of HTTP Basic credentials) is this token, compared as
+    /// digests like [`BearerToken::admits`].
+    pub fn matches(&self, secret: &[u8]) -> bool {
+        let Some(expected) = &self.0 else { return true };
+        openssl::memcmp::eq(&openssl::sha::sha256(secret), expected.as_slice())
+    }
 }
 
 fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {

@@ -1,6 +1,5 @@
-//! The HTTP server: metrics, probes and the scores API, on one listener.
+//! The HTTP server: metrics, probes, the scores API and the page, on one listener.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -10,7 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use cxpulse_core::alerts::AlertPolicy;
 use cxpulse_core::health::Health;
-use cxpulse_core::{Engine, Scores, Snapshot};
+use cxpulse_core::{Engine, Snapshot};
 use prometheus::Registry;
 
 use crate::listener::HttpLimits;
@@ -105,7 +104,7 @@ pub struct HttpState {
     pub version: &'static str,
 }
 
-fn wall_ms() -> i64 {
+pub(crate) fn wall_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -116,6 +115,16 @@ impl HttpState {
         let mut engine = self.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         engine.snapshot(wall_ms())
     }
+
+    /// A snapshot for the scores API and the page, with each window's steps when asked.
+    pub(crate) fn snapshot_for_people(&self, with_steps: bool) -> Snapshot {
+        let mut engine = self.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if with_steps {
+            engine.snapshot_with_steps(wall_ms())
+        } else {
+            engine.snapshot(wall_ms())
+        }
+    }
 }
 
 /// Every route of the worker's listener.
@@ -123,14 +132,17 @@ pub fn router(state: Arc<HttpState>, token: BearerToken) -> Router {
     let scrape = Arc::new(SharedScrape::default());
     let protected = Router::new()
         .route("/metrics", get(metrics).layer(axum::Extension(scrape)))
-        .route("/api/v1/scores", get(scores))
-        .route_layer(axum::middleware::from_fn_with_state(token, crate::security::require_token));
+        .route("/api/v1/scores", get(crate::scores::handler))
+        .route_layer(axum::middleware::from_fn_with_state(
+            token.clone(),
+            crate::security::require_token,
+        ));
     Router::new()
         .merge(protected)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/", get(index))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::page::router(state, token))
 }
 
 /// Serves the worker's routes on `listener` (from [`crate::listener::bind`]) with `[http]`'s
@@ -145,10 +157,6 @@ pub async fn serve(
     let tls = config.tls()?;
     let limits = config.limits.resolve("http")?;
     crate::listener::serve(listener, router(state, token), limits, tls, shutdown).await
-}
-
-async fn index() -> &'static str {
-    "cxpulse: /metrics /healthz /readyz /api/v1/scores\n"
 }
 
 async fn metrics(
@@ -198,76 +206,4 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     };
     let status = if body.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
-}
-
-#[derive(Serialize)]
-struct WindowScores {
-    nps: [u32; 3],
-    csat: [u32; 2],
-    ces: [u32; 2],
-    ces_score_sum: u32,
-    customer_events: BTreeMap<&'static str, u32>,
-    customers_active_at_window_start: Option<i64>,
-    scores: Scores,
-}
-
-#[derive(Serialize)]
-struct SeriesScores {
-    brand: String,
-    segment: String,
-    customers_active: Option<i64>,
-    nps_alert_threshold: f64,
-    nps_alert_min_responses: u64,
-    windows: BTreeMap<String, WindowScores>,
-}
-
-#[derive(Serialize)]
-struct ScoresResponse {
-    clock_ms: Option<i64>,
-    series: Vec<SeriesScores>,
-}
-
-async fn scores(State(state): State<Arc<HttpState>>) -> Response {
-    let snapshot = state.snapshot();
-    let series = snapshot
-        .series
-        .iter()
-        .map(|s| {
-            let active_now = s.active_now.and_then(|(v, known)| known.then_some(v));
-            let windows = snapshot
-                .windows
-                .iter()
-                .zip(&s.windows)
-                .zip(&s.active_at_start)
-                .map(|((window, counts), start)| {
-                    let start = start.and_then(|(v, known)| known.then_some(v));
-                    let customer_events = cxpulse_core::event::Action::ALL
-                        .iter()
-                        .map(|a| (a.as_str(), counts.actions[a.index()]))
-                        .collect();
-                    let scores = Scores::compute(counts, start, active_now);
-                    let values = WindowScores {
-                        nps: counts.nps,
-                        csat: counts.csat,
-                        ces: counts.ces,
-                        ces_score_sum: counts.ces_score_sum,
-                        customer_events,
-                        customers_active_at_window_start: start,
-                        scores,
-                    };
-                    (window.name.clone(), values)
-                })
-                .collect();
-            let (threshold, min) = state.policy.for_series(&s.brand, &s.segment);
-            SeriesScores {
-                brand: s.brand.to_string(),
-                segment: s.segment.to_string(),
-                customers_active: active_now,
-                nps_alert_threshold: threshold,
-                nps_alert_min_responses: min,
-                windows,
-            }
-        })
-        .collect();
-    Json(ScoresResponse { clock_ms: snapshot.clock_ms, series }).into_response()
 }

@@ -1,0 +1,128 @@
+use super::*;
+use cxpulse_core::alerts::{AlertOverride, AlertPolicy};
+use cxpulse_core::{ClockMode, Engine, EngineConfig, SourcePartition};
+
+const T0: i64 = 1_795_428_000_000;
+
+/// An engine with `pairs` brand/segment pairs, each with NPS answers in every step of the hour;
+/// brand `b0`'s answers are mostly detractors.
+fn engine_with(pairs: usize) -> Engine {
+    let config = EngineConfig { clock: ClockMode::Event, ..EngineConfig::default() };
+    let mut engine = Engine::new(config).unwrap();
+    let mut id = 0;
+    for pair in 0..pairs {
+        let (brand, segment) = (format!("b{}", pair / 4), format!("s{}", pair % 4));
+        for minute in 0..60 {
+            for k in 0..3 {
+                id += 1;
+                let score = if brand == "b0" { [2, 9, 4][k] } else { [10, 9, 5][k] };
+                let at = T0 - minute * 60_000;
+                let event = format!(
+                    r#"{{"event_id":"e{id}","type":"survey_response","occurred_at":{at},"brand":"{brand}","segment":"{segment}","survey":"nps","score":{score}}}"#
+                );
+                engine.process(SourcePartition { topic: 0, partition: 0 }, event.as_bytes(), T0);
+            }
+        }
+    }
+    engine
+}
+
+fn view(policy: &AlertPolicy) -> PageView<'_> {
+    PageView { policy, window: 0, now_ms: T0, version: "9.9.9", health: HealthFigures::default() }
+}
+
+fn policy() -> AlertPolicy {
+    AlertPolicy {
+        overrides: vec![AlertOverride {
+            brand: "b0".into(),
+            segment: None,
+            nps_threshold: Some(10.0),
+            min_responses: None,
+        }],
+        ..AlertPolicy::default()
+    }
+}
+
+#[test]
+fn a_hundred_pairs_fit_in_200_kb() {
+    let mut engine = engine_with(100);
+    let policy = policy();
+    let html = render_page(&engine.snapshot_with_steps(T0), &view(&policy));
+    assert_eq!(html.matches("<tr id=r").count(), 100);
+    eprintln!("page at 100 pairs, 60 answered steps each: {} bytes", html.len());
+    assert!(html.len() < 200 * 1024, "{} bytes", html.len());
+    assert!(!html.contains("http://") && !html.contains("https://"), "external reference");
+}
+
+#[test]
+fn past_the_row_cap_the_pairs_below_stay() {
+    let mut engine = engine_with(MAX_ROWS + 8);
+    let policy = policy();
+    let html = render_page(&engine.snapshot_with_steps(T0), &view(&policy));
+    assert_eq!(html.matches("<tr id=r").count(), MAX_ROWS);
+    assert_eq!(html.matches("data-below=1").count(), 4, "b0's four segments");
+    assert!(html.contains(&format!("Showing {MAX_ROWS} of {} brand/segment pairs", MAX_ROWS + 8)));
+}
+
+#[test]
+fn an_empty_engine_says_so() {
+    let config = EngineConfig { clock: ClockMode::Event, ..EngineConfig::default() };
+    let mut engine = Engine::new(config).unwrap();
+    let policy = AlertPolicy::default();
+    let html = render_page(&engine.snapshot_with_steps(T0), &view(&policy));
+    assert!(html.contains("No events counted yet.") && html.contains("no events yet"));
+}
+
+#[test]
+fn below_threshold_rows_are_marked_and_listed() {
+    let mut engine = engine_with(8);
+    let policy = policy();
+    let html = render_page(&engine.snapshot_with_steps(T0), &view(&policy));
+    assert_eq!(html.matches("data-below=1").count(), 4, "b0's four segments");
+    assert!(html.contains(r#"data-brand="b0" data-segment="s2" data-below=1"#));
+    assert!(html.contains(r#"data-brand="b1" data-segment="s2" data-below=0"#));
+    assert!(html.contains("Below NPS threshold in the last 1h: <a href=\"#r"));
+    assert!(html.contains("<title>(4 below) cxpulse</title>"));
+}
+
+#[test]
+fn trends_hold_one_entry_per_step() {
+    let mut engine = engine_with(1);
+    let policy = AlertPolicy::default();
+    let html = render_page(&engine.snapshot_with_steps(T0), &view(&policy));
+    let nps = html.split("data-nps=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap();
+    let values: Vec<&str> = nps.split(',').collect();
+    assert_eq!(values.len(), 60);
+    // b0 answers 2, 9, 4: a promoter and two detractors in every step.
+    assert!(values.iter().all(|v| *v == "-33"), "{nps}");
+    let path = html.split("class=l d=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+    // One absolute start, then 59 relative steps of 2 px, all level.
+    assert_eq!(path.matches('M').count(), 1, "{path}");
+    assert_eq!(path.matches(" 2 0").count() + path.matches("l2 0").count(), 59, "{path}");
+}
+
+#[test]
+fn basic_and_bearer_credentials_carry_the_token() {
+    let mut headers = HeaderMap::new();
+    assert!(!authorized(&headers, &BearerToken::new(Some("s3cret".into()))));
+    headers.insert(header::AUTHORIZATION, "Basic b3BzOnMzY3JldA==".parse().unwrap()); // ops:s3cret
+    assert!(authorized(&headers, &BearerToken::new(Some("s3cret".into()))));
+    assert!(!authorized(&headers, &BearerToken::new(Some("s3cre".into()))));
+    headers.insert(header::AUTHORIZATION, "bAsIc b3BzOnMzY3JldA==".parse().unwrap());
+    assert!(authorized(&headers, &BearerToken::new(Some("s3cret".into()))));
+    headers.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+    assert!(authorized(&headers, &BearerToken::new(Some("s3cret".into()))));
+    headers.insert(header::AUTHORIZATION, "Basic !!!".parse().unwrap());
+    assert!(!authorized(&headers, &BearerToken::new(Some("s3cret".into()))));
+    assert_eq!(base64_decode("YTpiOmM=").as_deref(), Some(&b"a:b:c"[..]));
+}
+
+#[test]
+fn rates_cover_the_last_minute() {
+    let mut rates = RateTracker::default();
+    assert_eq!(rates.record(0, 0, 0), None);
+    assert_eq!(rates.record(10_000, 1_000, 10), Some((100.0, 1.0)));
+    rates.record(70_000, 7_000, 10);
+    // The sample at 0 is dropped: the one at 10 s is also over a minute old.
+    assert_eq!(rates.record(80_000, 9_000, 10), Some((8_000.0 / 70.0, 0.0)));
+}
