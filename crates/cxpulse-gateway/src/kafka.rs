@@ -43,6 +43,10 @@ impl Sink {
         if config.get("linger.ms").is_none() {
             config.set("linger.ms", "2");
         }
+        // Every request waits for its acknowledgement: Nagle's delay would be added to each.
+        if config.get("socket.nagle.disable").is_none() {
+            config.set("socket.nagle.disable", "true");
+        }
         // Librdkafka gives up on a record at this point; the request has answered 503 by then.
         let timeout_ms = ack_timeout.as_millis().max(1).to_string();
         config.set("message.timeout.ms", &timeout_ms);

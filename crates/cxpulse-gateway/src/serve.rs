@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tracing::warn;
@@ -21,6 +22,10 @@ pub async fn serve(
         shutdown.await;
         let _ = stopping_tx.send(());
     };
+    // Replies are small and latency-bound: Nagle's algorithm would hold them back.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown(graceful);
     let deadline = async move {
         if stopping_rx.await.is_ok() {
