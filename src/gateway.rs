@@ -68,3 +68,43 @@ pub fn run_until(
     info!("gateway stopped");
     served
 }
+
+/// The demo's gateway: on the port after the worker's, with one Delighted source (brand `demo`,
+/// token `demo`), so a `curl` shows an answer going from webhook to `/metrics`.
+pub fn spawn_demo(
+    config: &Config,
+    worker_listen: &str,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let mut addr: SocketAddr = worker_listen
+        .parse()
+        .map_err(|_| anyhow!("`{worker_listen}` is not an address like 127.0.0.1:9898"))?;
+    addr.set_port(addr.port().checked_add(1).ok_or_else(|| anyhow!("no port after {addr}"))?);
+    let mut config = config.clone();
+    config.gateway.listen = addr.to_string();
+    if !addr.ip().is_loopback() {
+        config.gateway.token = Some("demo".into());
+    }
+    config.gateway.sources = vec![cxpulse_gateway::SourceSpec {
+        name: "delighted".into(),
+        kind: cxpulse_gateway::Kind::Delighted,
+        brand: Some("demo".into()),
+        brand_from: None,
+        segment_from: Some("event_data.person_properties.plan".into()),
+        token: Some("demo".into()),
+        secret: None,
+        survey: None,
+        scale_max: None,
+        score_field: None,
+        customer_from: None,
+    }];
+    config.gateway.validate().map_err(|e| anyhow!("demo gateway: {e}"))?;
+    Ok(std::thread::spawn(move || {
+        let printed = run_until(&config, stop, |addr| {
+            println!("  gateway  http://{addr}/v1/events   http://{addr}/v1/webhooks/delighted?token=demo");
+        });
+        if let Err(e) = printed {
+            tracing::error!("demo gateway failed: {e:#}");
+        }
+    }))
+}
