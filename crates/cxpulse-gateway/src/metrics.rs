@@ -4,6 +4,15 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
+/// Every series name the gateway's `/metrics` can show, for checks of dashboards and rules.
+pub const METRIC_NAMES: &[&str] = &[
+    "cxpulse_gateway_requests_total",
+    "cxpulse_gateway_events_total",
+    "cxpulse_gateway_request_duration_seconds_bucket",
+    "cxpulse_gateway_request_duration_seconds_sum",
+    "cxpulse_gateway_request_duration_seconds_count",
+];
+
 #[derive(Clone)]
 pub struct GatewayMetrics {
     pub registry: Registry,
@@ -60,5 +69,29 @@ impl GatewayMetrics {
 impl Default for GatewayMetrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_listed_are_the_names_rendered() {
+        let metrics = GatewayMetrics::new();
+        metrics.requests.with_label_values(&["s", "200"]).inc();
+        metrics.events.with_label_values(&["s", "accepted"]).inc();
+        metrics.duration.with_label_values(&["s"]).observe(0.01);
+        let text = metrics.render();
+        let mut rendered: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        rendered.sort();
+        rendered.dedup();
+        let mut listed = METRIC_NAMES.to_vec();
+        listed.sort();
+        assert_eq!(rendered, listed);
     }
 }
