@@ -357,4 +357,20 @@ fn broker_outage_answers_503_and_the_retry_counts_once() {
     assert_nps(&worker, "delighted", [2.0, 0.0, 0.0]);
     std::thread::sleep(Duration::from_secs(2));
     assert_nps(&worker, "delighted", [2.0, 0.0, 0.0]);
+
+    // Shutdown drains: a request waiting for Kafka when SIGTERM comes still gets its answer.
+    cluster.broker_down(1).expect("broker down");
+    let addr = gateway.addr.clone();
+    let mut late = delighted.clone();
+    late["event_id"] = json!("during-shutdown");
+    let in_flight = std::thread::spawn(move || {
+        post_json(&addr, "/v1/webhooks/delighted-acme", "d-token", &late)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut gateway = gateway;
+    let _ = Command::new("kill").args(["-TERM", &gateway.child.id().to_string()]).status();
+    let (status, head, _) = in_flight.join().unwrap();
+    assert_eq!(status, 503, "the request in flight was answered: {head}");
+    let exited = wait_for(Duration::from_secs(15), || gateway.child.try_wait().ok().flatten());
+    assert!(exited.is_some_and(|s| s.success()), "gateway exit: {exited:?}");
 }

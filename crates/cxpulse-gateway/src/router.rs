@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 use crate::auth;
-use crate::config::{GatewayConfig, Kind};
+use crate::config::{GatewayConfig, Kind, SourceSpec};
 use crate::kafka::{Record, Sink};
 use crate::kinds;
 use crate::mapping::{event_json, Mapped};
@@ -129,36 +129,31 @@ async fn webhook(
         let response = (StatusCode::NOT_FOUND, "unknown source\n").into_response();
         return gateway.finish("unknown", started, response);
     };
-    let response = webhook_inner(&gateway, &name, &headers, query.as_deref(), body).await;
+    let response = webhook_inner(&gateway, source, &headers, query.as_deref(), body).await;
     gateway.finish(&source.name, started, response)
 }
 
 async fn webhook_inner(
     gateway: &Gateway,
-    name: &str,
+    source: &SourceSpec,
     headers: &HeaderMap,
     query: Option<&str>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Some(source) = gateway.config.source(name) else {
-        return (StatusCode::NOT_FOUND, "unknown source\n").into_response();
-    };
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return rejection.into_response(),
     };
-    let authorized = match (source.kind.signs_payloads(), &source.secret, &source.token) {
-        (true, Some(secret), _) if source.kind == Kind::Typeform => {
+    let authorization = header_str(headers, header::AUTHORIZATION);
+    let authorized = match source.kind {
+        Kind::Typeform => source.secret.as_deref().is_some_and(|secret| {
             auth::typeform_signature_matches(
                 header_str(headers, "typeform-signature"),
                 secret,
                 &body,
             )
-        }
-        (_, _, Some(token)) => {
-            auth::token_matches(header_str(headers, header::AUTHORIZATION), query, token)
-        }
-        _ => false,
+        }),
+        _ => source.token.as_deref().is_some_and(|t| auth::token_matches(authorization, query, t)),
     };
     if !authorized {
         return unauthorized();
