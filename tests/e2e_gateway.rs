@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 const TYPEFORM_SECRET: &str = "tf-secret";
 const EVENTS_TOKEN: &str = "events-token";
+const WOOTRIC_SECRET: &str = "w-secret";
 
 fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
@@ -83,6 +84,11 @@ kind = "wootric"
 brand = "wootric"
 segment_from = "response.end_user_properties.pricing_plan"
 token = "w-token"
+[[gateway.sources]]
+name = "wootric-signed"
+kind = "wootric"
+brand = "wootric-signed"
+secret = "{WOOTRIC_SECRET}"
 [[gateway.sources]]
 name = "asknicely-acme"
 kind = "asknicely"
@@ -155,12 +161,21 @@ fn post_json(addr: &str, path: &str, bearer: &str, body: &Value) -> (u16, String
     post(addr, path, &[("Authorization", &auth)], body.to_string().as_bytes())
 }
 
-fn typeform_signature(body: &[u8]) -> String {
-    let key = openssl::pkey::PKey::hmac(TYPEFORM_SECRET.as_bytes()).unwrap();
-    let mut signer =
-        openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+fn hmac(digest: openssl::hash::MessageDigest, secret: &str, body: &[u8]) -> Vec<u8> {
+    let key = openssl::pkey::PKey::hmac(secret.as_bytes()).unwrap();
+    let mut signer = openssl::sign::Signer::new(digest, &key).unwrap();
     signer.update(body).unwrap();
-    format!("sha256={}", openssl::base64::encode_block(&signer.sign_to_vec().unwrap()))
+    signer.sign_to_vec().unwrap()
+}
+
+fn typeform_signature(body: &[u8]) -> String {
+    let digest = hmac(openssl::hash::MessageDigest::sha256(), TYPEFORM_SECRET, body);
+    format!("sha256={}", openssl::base64::encode_block(&digest))
+}
+
+fn wootric_signature(body: &[u8]) -> String {
+    let digest = hmac(openssl::hash::MessageDigest::sha1(), WOOTRIC_SECRET, body);
+    format!("sha1={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// NPS answers of `brand` in the worker's 1h window, by category.
@@ -233,9 +248,11 @@ fn every_kind_counts_once_updates_correct_and_credentials_are_checked() {
     assert_eq!(status, 401);
     assert_nps(&worker, "typeform", [1.0, 0.0, 0.0]);
 
-    // Survicate: the NPS question counts, another question of the same response is ignored.
+    // Survicate: the NPS question counts (its token in Survicate's own `Token` header), another
+    // question of the same response is ignored.
+    let survicate = fresh("survicate-nps.json").to_string();
     let (status, _, body) =
-        post_json(addr, "/v1/webhooks/survicate-acme", "s-token", &fresh("survicate-nps.json"));
+        post(addr, "/v1/webhooks/survicate-acme", &[("Token", "s-token")], survicate.as_bytes());
     assert_eq!(status, 200, "{body}");
     let (status, _, body) = post_json(
         addr,
@@ -267,6 +284,16 @@ fn every_kind_counts_once_updates_correct_and_credentials_are_checked() {
         4.0,
         "segment read from the payload, in all four windows"
     );
+
+    // Wootric with a signing secret: the JSON body, signed; a body changed after signing is not.
+    let signed = fresh("wootric.json").to_string();
+    let signature = wootric_signature(signed.as_bytes());
+    let header = [("X-Wootric-Signature", signature.as_str())];
+    assert_eq!(post(addr, "/v1/webhooks/wootric-signed", &header, signed.as_bytes()).0, 200);
+    let tampered = signed.replace("\"score\":7", "\"score\":10");
+    assert_ne!(tampered, signed);
+    assert_eq!(post(addr, "/v1/webhooks/wootric-signed", &header, tampered.as_bytes()).0, 401);
+    assert_nps(&worker, "wootric-signed", [0.0, 1.0, 0.0]);
 
     // AskNicely: the brand read from the payload, the score sent as a string.
     let (status, _, body) =

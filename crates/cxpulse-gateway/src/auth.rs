@@ -29,11 +29,27 @@ pub fn typeform_signature_matches(header: Option<&str>, secret: &str, body: &[u8
     constant_time_eq(header.trim().as_bytes(), format!("sha256={expected}").as_bytes())
 }
 
-pub fn hmac_sha256_base64(key: &[u8], body: &[u8]) -> Result<String, openssl::error::ErrorStack> {
+/// Wootric's `X-Wootric-Signature: sha1=<hex of HMAC-SHA1(secret, raw body)>`.
+pub fn wootric_signature_matches(header: Option<&str>, secret: &str, body: &[u8]) -> bool {
+    let Some(header) = header else { return false };
+    let Ok(digest) = hmac(MessageDigest::sha1(), secret.as_bytes(), body) else { return false };
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    constant_time_eq(header.trim().as_bytes(), format!("sha1={hex}").as_bytes())
+}
+
+fn hmac(
+    digest: MessageDigest,
+    key: &[u8],
+    body: &[u8],
+) -> Result<Vec<u8>, openssl::error::ErrorStack> {
     let key = PKey::hmac(key)?;
-    let mut signer = Signer::new(MessageDigest::sha256(), &key)?;
+    let mut signer = Signer::new(digest, &key)?;
     signer.update(body)?;
-    Ok(openssl::base64::encode_block(&signer.sign_to_vec()?))
+    signer.sign_to_vec()
+}
+
+pub fn hmac_sha256_base64(key: &[u8], body: &[u8]) -> Result<String, openssl::error::ErrorStack> {
+    Ok(openssl::base64::encode_block(&hmac(MessageDigest::sha256(), key, body)?))
 }
 
 #[cfg(test)]
@@ -63,5 +79,14 @@ mod tests {
             b"what do ya want for nothing!"
         ));
         assert!(!typeform_signature_matches(None, "Jefe", b""));
+    }
+
+    #[test]
+    fn wootric_signature_is_hmac_sha1_in_hex() {
+        // RFC 2202 test case 2.
+        let header = "sha1=effcdf6ae5eb2fa2d27416d5f184df9c259a7c79";
+        assert!(wootric_signature_matches(Some(header), "Jefe", b"what do ya want for nothing?"));
+        assert!(!wootric_signature_matches(Some(header), "Jefx", b"what do ya want for nothing?"));
+        assert!(!wootric_signature_matches(None, "Jefe", b"what do ya want for nothing?"));
     }
 }

@@ -68,9 +68,15 @@ impl Kind {
         }
     }
 
-    /// Does the tool sign its payloads (so `secret` replaces `token`)?
-    pub fn signs_payloads(self) -> bool {
-        matches!(self, Kind::Typeform)
+    /// Which credentials a source of this kind may use: `(token, secret)`.
+    pub fn credentials(self) -> (bool, bool) {
+        match self {
+            // Typeform signs every payload; it has no way to send a token.
+            Kind::Typeform => (false, true),
+            // Wootric signs when given a secret; a token in the URL works too.
+            Kind::Wootric => (true, true),
+            Kind::Delighted | Kind::Survicate | Kind::Asknicely => (true, false),
+        }
     }
 }
 
@@ -93,7 +99,7 @@ pub struct SourceSpec {
     /// Per-source token, sent as `Authorization: Bearer …` or `?token=…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// Signing secret, for kinds whose payloads are signed (typeform).
+    /// Signing secret, for kinds whose payloads are signed (typeform, wootric).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// The survey, where the tool does not say which (`nps`, `csat`, `ces`).
@@ -198,16 +204,21 @@ impl SourceSpec {
             }
             _ => {}
         }
-        let credential = if self.kind.signs_payloads() { &self.secret } else { &self.token };
-        let wanted = if self.kind.signs_payloads() { "secret" } else { "token" };
-        match credential {
-            Some(value) if !value.trim().is_empty() => {}
-            _ => {
-                return Err(format!(
-                    "[[gateway.sources]] `{name}` ({}) needs a non-empty {wanted}",
-                    self.kind.as_str()
-                ))
-            }
+        let set = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
+        let (token_allowed, secret_allowed) = self.kind.credentials();
+        let (has_token, has_secret) = (set(&self.token), set(&self.secret));
+        let fits = (has_token && token_allowed && !has_secret)
+            || (has_secret && secret_allowed && !has_token);
+        if !fits {
+            let wanted = match (token_allowed, secret_allowed) {
+                (true, false) => "a token",
+                (false, true) => "a secret",
+                _ => "a token or a secret",
+            };
+            let kind = self.kind.as_str();
+            return Err(format!(
+                "[[gateway.sources]] `{name}` ({kind}) needs {wanted}: one, not empty"
+            ));
         }
         if let Some(survey) = &self.survey {
             if !["nps", "csat", "ces"].contains(&survey.as_str()) {
@@ -267,12 +278,21 @@ mod tests {
         config.sources.push(source(Kind::Delighted));
         assert_eq!(config.validate(), Ok(()));
         config.sources[0].token = None;
-        assert!(config.validate().unwrap_err().contains("needs a non-empty token"));
+        assert!(config.validate().unwrap_err().contains("needs a token"));
         let mut typeform = source(Kind::Typeform);
         typeform.score_field = Some("nps".into());
         config.sources = vec![typeform];
-        assert!(config.validate().unwrap_err().contains("needs a non-empty secret"));
+        assert!(config.validate().unwrap_err().contains("needs a secret"));
         config.sources[0].secret = Some("k".into());
+        assert!(config.validate().unwrap_err().contains("one, not empty"), "token and secret");
+        config.sources[0].token = None;
+        assert_eq!(config.validate(), Ok(()));
+        let mut wootric = source(Kind::Wootric);
+        wootric.secret = Some("k".into());
+        config.sources.push(wootric);
+        assert!(config.validate().unwrap_err().contains("a token or a secret"));
+        config.sources[1].token = None;
+        config.sources[1].name = "w".into();
         assert_eq!(config.validate(), Ok(()));
         config.sources[0].brand_from = Some("a.b".into());
         assert!(config.validate().unwrap_err().contains("brand or brand_from"));
@@ -282,6 +302,7 @@ mod tests {
     fn redaction_hides_every_credential() {
         let mut config = GatewayConfig { token: Some("hunter2".into()), ..Default::default() };
         let mut s = source(Kind::Typeform);
+        s.token = None;
         s.secret = Some("sekrit".into());
         config.sources.push(s);
         let shown = format!("{:?}", config.redacted());

@@ -153,6 +153,18 @@ async fn webhook_inner(
                 &body,
             )
         }),
+        Kind::Wootric if source.secret.is_some() => {
+            source.secret.as_deref().is_some_and(|secret| {
+                let signature = header_str(headers, "x-wootric-signature");
+                auth::wootric_signature_matches(signature, secret, &body)
+            })
+        }
+        // Survicate sends its verification token in a `Token` header.
+        Kind::Survicate => source.token.as_deref().is_some_and(|t| {
+            auth::token_matches(authorization, query, t)
+                || header_str(headers, "token")
+                    .is_some_and(|sent| auth::constant_time_eq(sent.as_bytes(), t.as_bytes()))
+        }),
         _ => source.token.as_deref().is_some_and(|t| auth::token_matches(authorization, query, t)),
     };
     if !authorized {
