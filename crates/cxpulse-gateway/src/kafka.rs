@@ -110,6 +110,12 @@ impl Sink {
         self.producer.client().fetch_metadata(None, Duration::from_secs(1)).is_ok()
     }
 
+    /// An idempotent producer can fail for good (librdkafka's fatal errors): then every request
+    /// would answer 503, and only a restart helps. For `/healthz`.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.producer.client().fatal_error().map(|(code, text)| format!("{code:?}: {text}"))
+    }
+
     /// Waits (bounded) for records still queued, on shutdown.
     pub fn flush(&self, limit: Duration) {
         let _ = self.producer.flush(limit);

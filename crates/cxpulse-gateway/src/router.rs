@@ -37,7 +37,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/events", post(events))
         .route("/v1/webhooks/{name}", post(webhook))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(gateway)
@@ -236,6 +236,17 @@ impl Gateway {
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], gateway.metrics.render())
         .into_response()
+}
+
+/// Alive unless the producer failed for good, which only a restart mends.
+async fn health(State(gateway): State<Arc<Gateway>>) -> Response {
+    match gateway.sink.fatal_error() {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(error) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("Kafka producer failed: {error}\n"))
+                .into_response()
+        }
+    }
 }
 
 async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
