@@ -306,6 +306,7 @@ fn every_kind_counts_once_updates_correct_and_credentials_are_checked() {
     assert_eq!(post_json(addr, "/v1/webhooks/delighted-acme", "s-token", &delighted).0, 401);
     assert_eq!(post_json(addr, "/v1/webhooks/nobody", "d-token", &delighted).0, 404);
     let huge = vec![b' '; 70_000];
+    assert_eq!(post(addr, "/v1/events", &[], &huge).0, 401, "the token comes before the body");
     assert_eq!(post(addr, "/v1/events", &[("Authorization", "Bearer events-token")], &huge).0, 413);
 
     // /v1/events: an NDJSON batch with one bad event; the bad one is listed and dead-lettered.

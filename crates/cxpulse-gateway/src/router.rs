@@ -33,8 +33,11 @@ pub struct Gateway {
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let limit = gateway.config.max_body_bytes;
+    // The token is checked before the body is read: a stranger cannot make us buffer it.
+    let events_route = post(events)
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), events_token));
     Router::new()
-        .route("/v1/events", post(events))
+        .route("/v1/events", events_route)
         .route("/v1/webhooks/{name}", post(webhook))
         .route("/metrics", get(metrics))
         .route("/healthz", get(health))
@@ -86,26 +89,30 @@ impl Outcome {
 
 async fn events(
     State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let response = events_inner(&gateway, &headers, query.as_deref(), body).await;
+    let response = events_inner(&gateway, body).await;
     gateway.finish(EVENTS_SOURCE, started, response)
 }
 
-async fn events_inner(
-    gateway: &Gateway,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    body: Result<Bytes, BytesRejection>,
+/// `/v1/events` needs the gateway's token, when one is set.
+async fn events_token(
+    State(gateway): State<Arc<Gateway>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
 ) -> Response {
+    let started = Instant::now();
     if let Some(token) = &gateway.config.token {
-        if !auth::token_matches(header_str(headers, header::AUTHORIZATION), query, token) {
-            return unauthorized();
+        let authorization = header_str(request.headers(), header::AUTHORIZATION);
+        if !auth::token_matches(authorization, request.uri().query(), token) {
+            return gateway.finish(EVENTS_SOURCE, started, unauthorized());
         }
     }
+    next.run(request).await
+}
+
+async fn events_inner(gateway: &Gateway, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return rejection.into_response(),
