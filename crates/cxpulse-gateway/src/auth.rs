@@ -1,9 +1,40 @@
 //! Who may post: a bearer token (header or `?token=`) or, for tools that sign their payloads,
 //! an HMAC of the raw body. Every comparison takes the same time whatever matches.
 
+use axum::http::{header, HeaderMap};
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
+
+use crate::config::{Kind, SourceSpec};
+
+/// Does this webhook request carry the source's credential? The signature, for a tool that
+/// signs its payloads; else the source's token.
+pub fn source_authorized(
+    source: &SourceSpec,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let bearer = header(header::AUTHORIZATION.as_str());
+    match (source.kind, source.secret.as_deref(), source.token.as_deref()) {
+        (Kind::Typeform, Some(secret), _) => {
+            typeform_signature_matches(header("typeform-signature"), secret, body)
+        }
+        (Kind::Wootric, Some(secret), _) => {
+            wootric_signature_matches(header("x-wootric-signature"), secret, body)
+        }
+        // Survicate sends its verification token in a `Token` header.
+        (Kind::Survicate, _, Some(token)) => {
+            token_matches(bearer, query, token)
+                || header("token").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+        }
+        (Kind::Typeform, None, _) => false,
+        (_, _, Some(token)) => token_matches(bearer, query, token),
+        (_, _, None) => false,
+    }
+}
 
 /// Compares in time that depends only on the lengths, never on where the bytes differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 use crate::auth;
-use crate::config::{GatewayConfig, Kind, SourceSpec};
+use crate::config::{GatewayConfig, SourceSpec};
 use crate::kafka::{Record, Sink};
 use crate::kinds;
 use crate::mapping::{event_json, Mapped};
@@ -151,29 +151,7 @@ async fn webhook_inner(
         Ok(body) => body,
         Err(rejection) => return rejection.into_response(),
     };
-    let authorization = header_str(headers, header::AUTHORIZATION);
-    let authorized = match source.kind {
-        Kind::Typeform => source.secret.as_deref().is_some_and(|secret| {
-            auth::typeform_signature_matches(
-                header_str(headers, "typeform-signature"),
-                secret,
-                &body,
-            )
-        }),
-        Kind::Wootric if source.secret.is_some() => {
-            source.secret.as_deref().is_some_and(|secret| {
-                let signature = header_str(headers, "x-wootric-signature");
-                auth::wootric_signature_matches(signature, secret, &body)
-            })
-        }
-        // Survicate sends its verification token in a `Token` header.
-        Kind::Survicate => source.token.as_deref().is_some_and(|t| {
-            auth::token_matches(authorization, query, t)
-                || header_str(headers, "token")
-                    .is_some_and(|sent| auth::constant_time_eq(sent.as_bytes(), t.as_bytes()))
-        }),
-        _ => source.token.as_deref().is_some_and(|t| auth::token_matches(authorization, query, t)),
-    };
+    let authorized = auth::source_authorized(source, headers, query, &body);
     if !authorized {
         return unauthorized();
     }
