@@ -307,6 +307,8 @@ fn every_kind_counts_once_updates_correct_and_credentials_are_checked() {
     assert_eq!(post_json(addr, "/v1/webhooks/nobody", "d-token", &delighted).0, 404);
     let huge = vec![b' '; 70_000];
     assert_eq!(post(addr, "/v1/events", &[], &huge).0, 401, "the token comes before the body");
+    assert_eq!(post(addr, "/v1/webhooks/delighted-acme", &[], &huge).0, 401);
+    assert_eq!(post(addr, "/v1/webhooks/nobody", &[], &huge).0, 404);
     assert_eq!(post(addr, "/v1/events", &[("Authorization", "Bearer events-token")], &huge).0, 413);
 
     // /v1/events: an NDJSON batch with one bad event; the bad one is listed and dead-lettered.
@@ -345,7 +347,7 @@ fn every_kind_counts_once_updates_correct_and_credentials_are_checked() {
         m.get("cxpulse_gateway_requests_total", &[("source", source), ("code", code)])
     };
     assert_eq!(requests("typeform-acme", "401"), Some(1.0));
-    assert_eq!(requests("unknown", "404"), Some(1.0));
+    assert_eq!(requests("unknown", "404"), Some(2.0));
     assert_eq!(requests("events", "413"), Some(1.0));
     // Nothing rejected by the worker: the gateway let through only what its parser accepts.
     let worker_metrics = worker.metrics().unwrap();
