@@ -25,6 +25,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub alerts: AlertsConfig,
     pub log: LogConfig,
+    pub gateway: cxpulse_gateway::GatewayConfig,
 }
 
 /// `[windows]`.
@@ -173,6 +174,7 @@ impl Config {
             }
         }
         crate::kafka_check::check(&self.kafka_settings())?;
+        self.gateway.validate().map_err(|e| anyhow!("invalid config: {e}"))?;
         for o in &self.alerts.overrides {
             if o.brand.is_empty() {
                 bail!("invalid config: [[alerts.override]] needs a brand");
@@ -252,6 +254,7 @@ impl Config {
                 *value = toml::Value::String("<redacted>".into());
             }
         }
+        shown.gateway = self.gateway.redacted();
         if shown.source.dead_letter_topic.is_none() {
             shown.source.dead_letter_topic =
                 Some(self.source.dead_letter_topic().unwrap_or_default());

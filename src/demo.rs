@@ -71,6 +71,7 @@ pub fn run(listen: &str, rate: u64, duration: Option<u64>) -> anyhow::Result<()>
         });
     }
 
+    let gateway = crate::gateway::spawn_demo(&config, listen, stop.clone())?;
     let result = crate::pipeline::run_bound(&config, listener, Some(stop.clone()), move |addr| {
         println!("cxpulse demo is running (Ctrl-C to stop):");
         println!("  page     http://{addr}/");
@@ -82,6 +83,7 @@ pub fn run(listen: &str, rate: u64, duration: Option<u64>) -> anyhow::Result<()>
     });
     stop.store(true, Ordering::Relaxed);
     let _ = producer.join();
+    let _ = gateway.join();
     drop(cluster);
     result
 }

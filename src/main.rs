@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod demo;
+mod gateway;
 mod kafka_check;
 mod pipeline;
 
@@ -94,6 +95,17 @@ enum Command {
     },
     /// Validate a config file and print the resolved settings (secrets redacted).
     CheckConfig { file: PathBuf },
+    /// The HTTP front door: schema-1 events and survey tools' webhooks to Kafka.
+    Gateway {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Overrides [kafka] bootstrap.servers.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Overrides [gateway] listen.
+        #[arg(long)]
+        listen: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -126,6 +138,21 @@ fn main() -> ExitCode {
             )?;
             pipeline::run(&config, None)
                 .map_err(|e| anyhow::anyhow!(config.redact(&format!("{e:#}"))))
+        })(),
+        Command::Gateway { config, brokers, listen } => (|| {
+            let mut config = Config::load(config.as_deref())?;
+            if let Some(brokers) = brokers {
+                config.kafka.insert("bootstrap.servers".into(), toml::Value::String(brokers));
+            }
+            if let Some(listen) = listen {
+                config.gateway.listen = listen;
+            }
+            config.validate()?;
+            pipeline::init_logging(
+                cli.log_level.as_deref().unwrap_or(&config.log.level),
+                &config.log.format,
+            )?;
+            gateway::run(&config).map_err(|e| anyhow::anyhow!(config.redact(&format!("{e:#}"))))
         })(),
         Command::Bench { events, partitions, scrape_memory } => (|| {
             pipeline::init_logging(cli.log_level.as_deref().unwrap_or("warn"), "text")?;

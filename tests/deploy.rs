@@ -299,11 +299,12 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     names
 }
 
-/// What the exporter renders (`cxpulse_http::render::METRIC_NAMES`), plus recording rules and `up`.
+/// What the exporter and the gateway render, plus recording rules and `up`.
 fn allowed_metrics() -> BTreeSet<String> {
     let mut s: BTreeSet<String> =
         cxpulse_http::render::METRIC_NAMES.iter().map(|m| m.to_string()).collect();
     s.extend(recording_rules());
+    s.extend(cxpulse_gateway::metrics::METRIC_NAMES.iter().map(|m| m.to_string()));
     s.insert("up".to_string());
     s
 }

@@ -1,0 +1,311 @@
+//! `[gateway]` and its `[[gateway.sources]]`: where the gateway listens, which topic it writes,
+//! and one entry per survey tool whose webhooks it accepts.
+
+use std::time::Duration;
+
+use cxpulse_core::duration::parse_duration_ms;
+use serde::{Deserialize, Serialize};
+
+/// `[gateway]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Listen address; `0.0.0.0:9899` in containers.
+    pub listen: String,
+    /// Topic events are produced to; absent: the first `[source] topics` entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Bearer token for `/v1/events`; required unless `listen` is a loopback address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Largest request body accepted, in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// How long a request waits for Kafka's acknowledgement before answering 503.
+    pub ack_timeout: String,
+    /// The `Retry-After` (seconds) sent with a 503.
+    pub retry_after_seconds: u64,
+    /// How long requests in flight may take to finish on shutdown.
+    pub drain_timeout: String,
+    /// Survey tools whose webhooks are accepted, each at `/v1/webhooks/{name}`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceSpec>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:9899".into(),
+            topic: None,
+            token: None,
+            max_body_bytes: 1024 * 1024,
+            ack_timeout: "5s".into(),
+            retry_after_seconds: 5,
+            drain_timeout: "10s".into(),
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// The survey tools the gateway has a mapper for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Delighted,
+    Typeform,
+    Survicate,
+    Wootric,
+    Asknicely,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Delighted => "delighted",
+            Kind::Typeform => "typeform",
+            Kind::Survicate => "survicate",
+            Kind::Wootric => "wootric",
+            Kind::Asknicely => "asknicely",
+        }
+    }
+
+    /// Which credentials a source of this kind may use: `(token, secret)`.
+    pub fn credentials(self) -> (bool, bool) {
+        match self {
+            // Typeform signs every payload; it has no way to send a token.
+            Kind::Typeform => (false, true),
+            // Wootric signs when given a secret; a token in the URL works too.
+            Kind::Wootric => (true, true),
+            Kind::Delighted | Kind::Survicate | Kind::Asknicely => (true, false),
+        }
+    }
+}
+
+/// `[[gateway.sources]]`: one survey tool's webhook.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// The URL's last segment: `POST /v1/webhooks/{name}`; also the `source` metric label.
+    pub name: String,
+    pub kind: Kind,
+    /// A fixed brand ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    /// ... or a dotted path in the payload (`person_properties.brand`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand_from: Option<String>,
+    /// A dotted path in the payload for the segment; default segment `all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_from: Option<String>,
+    /// Per-source token, sent as `Authorization: Bearer …` or `?token=…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Signing secret, for kinds whose payloads are signed (typeform, wootric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The survey, where the tool does not say which (`nps`, `csat`, `ces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survey: Option<String>,
+    /// CSAT scale (5, 7 or 10) where the survey is `csat`; default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_max: Option<u8>,
+    /// Which question holds the score: Typeform's field `ref`, Survicate's question id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_field: Option<String>,
+    /// A dotted path for the customer id, where the kind's default does not fit
+    /// (Typeform: `form_response.hidden.user_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_from: Option<String>,
+}
+
+impl GatewayConfig {
+    /// Checks what serde cannot; every message is one line and names no secret.
+    pub fn validate(&self) -> Result<(), String> {
+        let listen: std::net::SocketAddr = self.listen.parse().map_err(|_| {
+            format!("[gateway] listen `{}` is not an address like 127.0.0.1:9899", self.listen)
+        })?;
+        match &self.token {
+            Some(token) if token.trim().is_empty() => {
+                return Err("[gateway] token is empty: set a real token or remove it".into())
+            }
+            None if !listen.ip().is_loopback() => {
+                return Err(format!(
+                    "[gateway] token is required when listening on {listen} (not loopback)"
+                ))
+            }
+            _ => {}
+        }
+        if self.topic.as_deref() == Some("") {
+            return Err("[gateway] topic is empty".into());
+        }
+        if self.max_body_bytes == 0 {
+            return Err("[gateway] max_body_bytes must be at least 1".into());
+        }
+        for (key, text) in
+            [("ack_timeout", &self.ack_timeout), ("drain_timeout", &self.drain_timeout)]
+        {
+            if parse_duration_ms(text).map_err(|e| format!("[gateway] {key}: {e}"))? <= 0 {
+                return Err(format!("[gateway] {key} must be more than zero"));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for source in &self.sources {
+            source.validate()?;
+            if !names.insert(source.name.as_str()) {
+                return Err(format!("[[gateway.sources]] `{}` is listed twice", source.name));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(parse_duration_ms(&self.ack_timeout).unwrap_or(5_000).max(1) as u64)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(parse_duration_ms(&self.drain_timeout).unwrap_or(10_000).max(1) as u64)
+    }
+
+    /// A copy with every token and secret replaced, for `check-config`.
+    pub fn redacted(&self) -> GatewayConfig {
+        let hide = |value: &Option<String>| value.as_ref().map(|_| "<redacted>".to_string());
+        let mut shown = self.clone();
+        shown.token = hide(&self.token);
+        for source in &mut shown.sources {
+            source.token = hide(&source.token);
+            source.secret = hide(&source.secret);
+        }
+        shown
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceSpec> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+impl SourceSpec {
+    fn validate(&self) -> Result<(), String> {
+        let name = &self.name;
+        if name.is_empty()
+            || name.len() > 64
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(format!(
+                "[[gateway.sources]] name `{name}` must be 1..64 of [A-Za-z0-9_.-]"
+            ));
+        }
+        match (&self.brand, &self.brand_from) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(format!("[[gateway.sources]] `{name}`: set brand or brand_from"))
+            }
+            (Some(brand), None) if !cxpulse_core::event::is_label_value(brand) => {
+                return Err(format!(
+                    "[[gateway.sources]] `{name}`: brand `{brand}` is not a label value"
+                ))
+            }
+            _ => {}
+        }
+        let set = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
+        let (token_allowed, secret_allowed) = self.kind.credentials();
+        let (has_token, has_secret) = (set(&self.token), set(&self.secret));
+        let fits = (has_token && token_allowed && !has_secret)
+            || (has_secret && secret_allowed && !has_token);
+        if !fits {
+            let wanted = match (token_allowed, secret_allowed) {
+                (true, false) => "a token",
+                (false, true) => "a secret",
+                _ => "a token or a secret",
+            };
+            let kind = self.kind.as_str();
+            return Err(format!(
+                "[[gateway.sources]] `{name}` ({kind}) needs {wanted}: one, not empty"
+            ));
+        }
+        if let Some(survey) = &self.survey {
+            if !["nps", "csat", "ces"].contains(&survey.as_str()) {
+                return Err(format!(
+                    "[[gateway.sources]] `{name}`: survey must be nps, csat or ces"
+                ));
+            }
+        }
+        if let Some(scale) = self.scale_max {
+            if ![5, 7, 10].contains(&scale) {
+                return Err(format!("[[gateway.sources]] `{name}`: scale_max must be 5, 7 or 10"));
+            }
+        }
+        if self.kind == Kind::Typeform && self.score_field.is_none() {
+            return Err(format!(
+                "[[gateway.sources]] `{name}` (typeform) needs score_field: the ref of the \
+                 score question"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(kind: Kind) -> SourceSpec {
+        SourceSpec {
+            name: "s".into(),
+            kind,
+            brand: Some("acme".into()),
+            brand_from: None,
+            segment_from: None,
+            token: Some("t".into()),
+            secret: None,
+            survey: None,
+            scale_max: None,
+            score_field: None,
+            customer_from: None,
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_on_loopback_and_need_a_token_elsewhere() {
+        let mut config = GatewayConfig::default();
+        assert_eq!(config.validate(), Ok(()));
+        config.listen = "0.0.0.0:9899".into();
+        assert!(config.validate().unwrap_err().contains("token is required"));
+        config.token = Some("x".into());
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn sources_need_their_credential_and_one_brand() {
+        let mut config = GatewayConfig::default();
+        config.sources.push(source(Kind::Delighted));
+        assert_eq!(config.validate(), Ok(()));
+        config.sources[0].token = None;
+        assert!(config.validate().unwrap_err().contains("needs a token"));
+        let mut typeform = source(Kind::Typeform);
+        typeform.score_field = Some("nps".into());
+        config.sources = vec![typeform];
+        assert!(config.validate().unwrap_err().contains("needs a secret"));
+        config.sources[0].secret = Some("k".into());
+        assert!(config.validate().unwrap_err().contains("one, not empty"), "token and secret");
+        config.sources[0].token = None;
+        assert_eq!(config.validate(), Ok(()));
+        let mut wootric = source(Kind::Wootric);
+        wootric.secret = Some("k".into());
+        config.sources.push(wootric);
+        assert!(config.validate().unwrap_err().contains("a token or a secret"));
+        config.sources[1].token = None;
+        config.sources[1].name = "w".into();
+        assert_eq!(config.validate(), Ok(()));
+        config.sources[0].brand_from = Some("a.b".into());
+        assert!(config.validate().unwrap_err().contains("brand or brand_from"));
+    }
+
+    #[test]
+    fn redaction_hides_every_credential() {
+        let mut config = GatewayConfig { token: Some("hunter2".into()), ..Default::default() };
+        let mut s = source(Kind::Typeform);
+        s.token = None;
+        s.secret = Some("sekrit".into());
+        config.sources.push(s);
+        let shown = format!("{:?}", config.redacted());
+        assert!(!shown.contains("hunter2") && !shown.contains("sekrit"), "{shown}");
+    }
+}
