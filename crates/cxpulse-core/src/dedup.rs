@@ -13,7 +13,7 @@
 //! millions of ids at once would stop counting (and scrapes, which wait for the engine) for 100 to
 //! 500 ms per million.
 
-use crate::engine::SourcePartition;
+use crate::event::SourcePartition;
 
 /// Smallest table, in slots.
 const MIN_SLOTS: usize = 16;

@@ -16,7 +16,10 @@ use crate::checkpoint::{PartitionCheckpoint, ResponseCheckpoint, SeriesCheckpoin
 use crate::dedup::{DedupTable, Probe};
 use crate::event::{
     is_label_value, Event, Payload, RejectReason, Rejection, Survey, MAX_ACTIVE_CUSTOMERS,
+    MAX_OCCURRED_AT_MS,
 };
+// Re-exported where they used to live, for callers that name them by this path.
+pub use crate::event::{SourcePartition, OVERFLOW_LABEL};
 use crate::parse::parse_event;
 use crate::snapshot::{PipelineCounts, SeriesSnapshot, Snapshot};
 use crate::window::{Base, Contribution, Counter, Counts, Ring, WindowSpec, PANES_PER_WINDOW};
@@ -61,9 +64,6 @@ fn id_hash(event: &Event<'_>) -> u128 {
     xxhash_rust::xxh3::xxh3_128(event.event_id.as_bytes())
 }
 
-/// Label value of the series that takes brand/segment pairs beyond `max_series`.
-pub const OVERFLOW_LABEL: &str = "__overflow__";
-
 /// Where the clock T comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClockMode {
@@ -97,13 +97,6 @@ impl Default for EngineConfig {
             dedup_horizon_ms: 86_400_000,
         }
     }
-}
-
-/// A Kafka source partition, by topic index (the caller's numbering) and partition number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SourcePartition {
-    pub topic: u32,
-    pub partition: i32,
 }
 
 /// What became of one message.
@@ -814,7 +807,6 @@ fn validate_checkpoint(
     checkpoint: &PartitionCheckpoint,
     windows: &[WindowSpec],
 ) -> Result<(), String> {
-    const LATEST_EVENT_MS: i64 = 253_402_300_799_999;
     let label_pair_ok = |brand: &str, segment: &str| {
         (brand == OVERFLOW_LABEL && segment == OVERFLOW_LABEL)
             || (brand != OVERFLOW_LABEL
@@ -830,7 +822,7 @@ fn validate_checkpoint(
             return Err("checkpoint series has invalid labels".into());
         }
         for (ring, window) in series.rings.iter().zip(windows) {
-            let newest = window.pane_of(LATEST_EVENT_MS) + PANES_PER_WINDOW;
+            let newest = window.pane_of(MAX_OCCURRED_AT_MS) + PANES_PER_WINDOW;
             let head_ok = (0..=newest).contains(&ring.head);
             let panes_ok = ring.panes.iter().all(|(pane, _, _)| {
                 (ring.head - 2 * PANES_PER_WINDOW..=newest + PANES_PER_WINDOW).contains(pane)

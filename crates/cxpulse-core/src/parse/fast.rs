@@ -1,4 +1,4 @@
-//! A single-pass fast path for [`crate::parse::parse_event`], for the shape nearly every event has.
+//! A single-pass fast path for [`super::parse_event`], for the shape nearly every event has.
 //!
 //! It accepts only a flat JSON object whose keys are the known schema-1 field names (unescaped,
 //! each at most once) and whose values are strings without backslashes or plain non-negative
@@ -13,9 +13,8 @@
 
 use std::borrow::Cow;
 
-use crate::engine::OVERFLOW_LABEL;
+use super::{digits_value, occurred_at, Field, FIELDS, MAX_ID_BYTES};
 use crate::event::*;
-use crate::parse::{digits_value, occurred_at, MAX_ID_BYTES, MAX_OCCURRED_AT_MS};
 
 /// Longest integer the fast path reads; longer ones (still valid for some fields) go the slow way.
 const MAX_FAST_DIGITS: usize = 15;
@@ -23,53 +22,41 @@ const MAX_FAST_DIGITS: usize = 15;
 // Every count of at most MAX_FAST_DIGITS digits is an `active_customers` the slow path accepts.
 const _: () = assert!(10u64.pow(MAX_FAST_DIGITS as u32) - 1 <= MAX_ACTIVE_CUSTOMERS);
 
-/// The raw JSON text of each known field, indexed by [`key_slot`].
-const FIELDS: usize = 13;
-const SCHEMA: usize = 0;
-const TYPE: usize = 1;
-const EVENT_ID: usize = 2;
-const OCCURRED_AT: usize = 3;
-const BRAND: usize = 4;
-const SEGMENT: usize = 5;
-const CUSTOMER_ID: usize = 6;
-const SURVEY: usize = 7;
-const SCORE: usize = 8;
-const SCALE_MAX: usize = 9;
-const RESPONSE_ID: usize = 10;
-const ACTION: usize = 11;
-const ACTIVE_CUSTOMERS: usize = 12;
-
 /// The slot of the key whose text (after the opening quote) starts `body`, if it is a known one,
-/// and its length with the closing quote. A byte or two pick the one candidate, and one
-/// fixed-size comparison confirms it; a key with an escape or a control character matches no known
+/// and its length with the closing quote. A byte or two pick the one candidate, and comparing
+/// its name confirms it; a key with an escape or a control character matches no known
 /// name, so it needs no other check.
 #[inline]
 fn key_slot(body: &[u8]) -> Option<(usize, usize)> {
     match (body.first()?, body.get(1)?) {
-        (b't', _) => known(body, b"type\"", TYPE),
-        (b'e', _) => known(body, b"event_id\"", EVENT_ID),
-        (b'o', _) => known(body, b"occurred_at\"", OCCURRED_AT),
-        (b'b', _) => known(body, b"brand\"", BRAND),
-        (b'c', _) => known(body, b"customer_id\"", CUSTOMER_ID),
-        (b'r', _) => known(body, b"response_id\"", RESPONSE_ID),
-        (b's', b'e') => known(body, b"segment\"", SEGMENT),
-        (b's', b'u') => known(body, b"survey\"", SURVEY),
+        (b't', _) => known(body, Field::Type),
+        (b'e', _) => known(body, Field::EventId),
+        (b'o', _) => known(body, Field::OccurredAt),
+        (b'b', _) => known(body, Field::Brand),
+        (b'c', _) => known(body, Field::CustomerId),
+        (b'r', _) => known(body, Field::ResponseId),
+        (b's', b'e') => known(body, Field::Segment),
+        (b's', b'u') => known(body, Field::Survey),
         (b's', b'c') => match body.get(2)? {
-            b'h' => known(body, b"schema\"", SCHEMA),
-            b'o' => known(body, b"score\"", SCORE),
-            _ => known(body, b"scale_max\"", SCALE_MAX),
+            b'h' => known(body, Field::Schema),
+            b'o' => known(body, Field::Score),
+            _ => known(body, Field::ScaleMax),
         },
         (b'a', _) => match body.get(4)? {
-            b'o' => known(body, b"action\"", ACTION),
-            _ => known(body, b"active_customers\"", ACTIVE_CUSTOMERS),
+            b'o' => known(body, Field::Action),
+            _ => known(body, Field::ActiveCustomers),
         },
         _ => None,
     }
 }
 
+/// `Some((slot, length with the closing quote))` if `body` starts with `field`'s name and a quote.
+/// Inlined with a constant `field`, the name's length is a constant and the comparison a few loads.
 #[inline(always)]
-fn known<const N: usize>(body: &[u8], key: &[u8; N], slot: usize) -> Option<(usize, usize)> {
-    is(body.get(..N)?, key).then_some((slot, N))
+fn known(body: &[u8], field: Field) -> Option<(usize, usize)> {
+    let name = field.name().as_bytes();
+    let matches = body.get(..name.len())? == name && body.get(name.len()) == Some(&b'"');
+    matches.then_some((field as usize, name.len() + 1))
 }
 
 /// `raw == literal`, compared as fixed-size arrays so that it compiles to a few loads instead of a
@@ -214,53 +201,54 @@ fn present(raw: &[u8]) -> Option<&[u8]> {
 
 /// Validates the fields exactly as `parse_event` does; `None` where it would reject.
 fn build<'a>(f: &[&'a [u8]; FIELDS]) -> Option<Event<'a>> {
-    if present(f[SCHEMA]).is_some_and(|raw| raw != b"1") {
+    let slot = |field: Field| f[field as usize];
+    if present(slot(Field::Schema)).is_some_and(|raw| raw != b"1") {
         return None;
     }
-    let event_type = present(f[TYPE])?;
-    let event_id = id(f[EVENT_ID])?;
-    let occurred_at_ms = match present(f[OCCURRED_AT])? {
+    let event_type = present(slot(Field::Type))?;
+    let event_id = id(slot(Field::EventId))?;
+    let occurred_at_ms = match present(slot(Field::OccurredAt))? {
         // What `occurred_at` does with an integer, for the at most 15 digits the scanner passes.
         raw if raw[0] != b'"' => Some(plain_integer(raw)).filter(|ms| *ms <= MAX_OCCURRED_AT_MS)?,
         raw => occurred_at(std::str::from_utf8(raw).ok()?).ok()?,
     };
-    let brand = fast_label(f[BRAND])?;
-    let segment = match present(f[SEGMENT]) {
+    let brand = fast_label(slot(Field::Brand))?;
+    let segment = match present(slot(Field::Segment)) {
         Some(raw) => fast_label(raw)?,
         None => "all",
     };
     // Checked on every type, kept only by lifecycle events.
-    let customer_id = match present(f[CUSTOMER_ID]) {
+    let customer_id = match present(slot(Field::CustomerId)) {
         Some(raw) => Some(id(raw)?),
         None => None,
     };
     let payload = if is(event_type, b"\"survey_response\"") {
-        let survey = match present(f[SURVEY])? {
-            b"\"nps\"" => Survey::Nps { score: score(present(f[SCORE])?, 0, 10)? },
+        let survey = match present(slot(Field::Survey))? {
+            b"\"nps\"" => Survey::Nps { score: score(present(slot(Field::Score))?, 0, 10)? },
             b"\"csat\"" => {
-                let scale = match present(f[SCALE_MAX]) {
+                let scale = match present(slot(Field::ScaleMax)) {
                     None | Some(b"5") => CsatScale::Five,
                     Some(b"7") => CsatScale::Seven,
                     Some(b"10") => CsatScale::Ten,
                     Some(_) => return None,
                 };
-                Survey::Csat { score: score(present(f[SCORE])?, 1, scale.max())?, scale }
+                Survey::Csat { score: score(present(slot(Field::Score))?, 1, scale.max())?, scale }
             }
-            b"\"ces\"" => Survey::Ces { score: score(present(f[SCORE])?, 1, 7)? },
+            b"\"ces\"" => Survey::Ces { score: score(present(slot(Field::Score))?, 1, 7)? },
             _ => return None,
         };
-        let response_id = match present(f[RESPONSE_ID]) {
+        let response_id = match present(slot(Field::ResponseId)) {
             Some(raw) => Some(Cow::Borrowed(id(raw)?)),
             None => None,
         };
         Payload::Survey { survey, response_id }
     } else if is(event_type, b"\"customer_lifecycle\"") {
-        let action = present(f[ACTION])?;
+        let action = present(slot(Field::Action))?;
         let action = Action::ALL.into_iter().find(|a| action_literal(*a) == action)?;
         Payload::Lifecycle { action, customer_id: Cow::Borrowed(customer_id?) }
     } else if is(event_type, b"\"customer_base\"") {
         // The scanner passed at most 15 digits: always a valid count (see MAX_FAST_DIGITS).
-        let raw = present(f[ACTIVE_CUSTOMERS]).filter(|raw| raw[0] != b'"')?;
+        let raw = present(slot(Field::ActiveCustomers)).filter(|raw| raw[0] != b'"')?;
         Payload::CustomerBase { active_customers: plain_integer(raw) as u64 }
     } else {
         return None;
@@ -386,5 +374,4 @@ fn score(raw: &[u8], lo: u8, hi: u8) -> Option<u8> {
 }
 
 #[cfg(test)]
-#[path = "parse_fast_tests.rs"]
 mod tests;
