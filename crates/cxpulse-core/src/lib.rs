@@ -19,7 +19,9 @@ pub mod snapshot;
 pub mod synth;
 pub mod window;
 
-pub use engine::{ClockMode, Engine, EngineConfig, Outcome};
+pub use checkpoint::CheckpointError;
+pub use duration::DurationError;
+pub use engine::{ClockMode, Engine, EngineConfig, EngineError, Outcome, RestoreError};
 pub use event::{RejectReason, Rejection, SourcePartition};
 pub use snapshot::{Scores, Snapshot};
-pub use window::{Counts, WindowSpec};
+pub use window::{Counts, WindowError, WindowSpec};
