@@ -1,13 +1,12 @@
 //! A single-pass fast path for [`super::parse_event`], for the shape nearly every event has.
 //!
-//! It accepts only a flat JSON object whose keys are the known schema-1 field names (unescaped,
-//! each at most once) and whose values are strings without backslashes or plain non-negative
-//! integers of at most [`MAX_FAST_DIGITS`] digits. It works on bytes: keys and literal values
+//! It accepts only a flat JSON object whose keys are unescaped (the known schema-1 field names
+//! each at most once, others ignored as the schema says) and whose values are strings without
+//! backslashes or plain non-negative integers of at most [`MAX_FAST_DIGITS`] digits. It works on bytes: keys and literal values
 //! (`type`, `survey`, `action`) are compared as fixed-size arrays, labels are checked against a
 //! byte table, and UTF-8 is checked only where a string has a non-ASCII byte. The checks mirror
 //! the slow path's field by field (a differential proptest holds them together), so an event it
-//! returns is the event `parse_event` would return. Anything else (unknown keys, `null`, booleans,
-//! nested values, negative or non-integral numbers, escapes, duplicates, invalid fields, trailing
+//! returns is the event `parse_event` would return. Anything else (`null`, booleans, nested values, negative or non-integral numbers, escapes, duplicates, invalid fields, trailing
 //! garbage, ...) gives `None` and the slow path decides, with its rejection details. The fast path
 //! never rejects.
 
@@ -151,7 +150,12 @@ fn scan(b: &[u8]) -> Option<[&[u8]; FIELDS]> {
         if b.get(i) != Some(&b'"') {
             return None; // includes `{}` and a trailing comma
         }
-        let (slot, after_key) = key(b, i)?;
+        let (slot, after_key) = match key(b, i) {
+            Some((slot, after_key)) => (Some(slot), after_key),
+            // A key the schema ignores (producers add their own): skipped with its value, when
+            // both are as simple as a known field's.
+            None => (None, string_end(b, i)? + 1),
+        };
         i = skip_ws(b, after_key);
         if b.get(i) != Some(&b':') {
             return None;
@@ -179,8 +183,10 @@ fn scan(b: &[u8]) -> Option<[&[u8]; FIELDS]> {
             _ => return None,
         }
         // A fraction, exponent or other stray byte after a number fails the separator check.
-        if !std::mem::replace(&mut fields[slot], b.get(start..i)?).is_empty() {
-            return None; // duplicate: the slow path rejects it
+        if let Some(slot) = slot {
+            if !std::mem::replace(&mut fields[slot], b.get(start..i)?).is_empty() {
+                return None; // duplicate: the slow path rejects it
+            }
         }
         i = skip_ws(b, i);
         match b.get(i) {
