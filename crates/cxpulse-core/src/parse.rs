@@ -1,8 +1,8 @@
 //! Schema-1 event parsing and validation (docs/events.md).
 //!
-//! [`parse_event`] turns one Kafka payload into a validated [`Event`], or into a [`Rejection`] whose
-//! reason is the `cxpulse_events_rejected_total` label and whose detail goes to the dead letter.
-//! Checks that need the clock (`too_old`, `too_far_in_future`) are the engine's, not ours.
+//! [`parse_event`] turns one Kafka payload into a validated [`Event`], or into a [`Rejection`]
+//! whose reason is the `cxpulse_events_rejected_total` label and whose detail goes to the dead
+//! letter. Checks that need the clock (`too_old`, `too_far_in_future`) are the engine's, not ours.
 //!
 //! This runs for every consumed message. The common shape (a flat object of known keys, plain
 //! strings and integers) goes through [`fast`]'s single hand-written pass; anything else falls

@@ -1,14 +1,15 @@
 //! A single-pass fast path for [`super::parse_event`], for the shape nearly every event has.
 //!
-//! It accepts only a flat JSON object whose keys are unescaped (the known schema-1 field names
-//! each at most once, others ignored as the schema says) and whose values are strings without
-//! backslashes or plain non-negative integers of at most [`MAX_FAST_DIGITS`] digits. It works on bytes: keys and literal values
-//! (`type`, `survey`, `action`) are compared as fixed-size arrays, labels are checked against a
-//! byte table, and UTF-8 is checked only where a string has a non-ASCII byte. The checks mirror
-//! the slow path's field by field (a differential proptest holds them together), so an event it
-//! returns is the event `parse_event` would return. Anything else (`null`, booleans, nested values, negative or non-integral numbers, escapes, duplicates, invalid fields, trailing
-//! garbage, ...) gives `None` and the slow path decides, with its rejection details. The fast path
-//! never rejects.
+//! It accepts only a flat JSON object whose keys are unescaped (the known schema-1 field names each
+//! at most once, others ignored as the schema says) and whose values are strings without
+//! backslashes or plain non-negative integers of at most [`MAX_FAST_DIGITS`] digits. It works on
+//! bytes: keys and literal values (`type`, `survey`, `action`) are compared as fixed-size arrays,
+//! labels are checked against a byte table, and UTF-8 is checked only where a string has a
+//! non-ASCII byte. The checks mirror the slow path's field by field (a differential proptest holds
+//! them together), so an event it returns is the event `parse_event` would return. Anything else
+//! (`null`, booleans, nested values, negative or non-integral numbers, escapes, duplicates, invalid
+//! fields, trailing garbage, ...) gives `None` and the slow path decides, with its rejection
+//! details. The fast path never rejects.
 
 use std::borrow::Cow;
 
@@ -279,7 +280,8 @@ fn action_literal(action: Action) -> &'static [u8] {
     }
 }
 
-/// The body of a string value the scanner passed (no escapes, UTF-8 checked), `None` for other values.
+/// The body of a string value the scanner passed (no escapes, UTF-8 checked), `None` for other
+/// values.
 #[inline]
 fn string_body(raw: &[u8]) -> Option<&str> {
     let body = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
