@@ -502,6 +502,14 @@ mod prop {
             prop_assert_eq!(string_end(&b, 0), naive);
         }
 
+        /// The hand-read timestamp is the reference path's, whenever the hand reader takes it.
+        #[test]
+        fn rfc3339_by_hand_agrees_with_the_reference(ts in timestamp()) {
+            if let Some(ms) = rfc3339_ms(ts.as_bytes()) {
+                prop_assert_eq!(occurred_at(&ts), Ok(ms), "{}", ts);
+            }
+        }
+
         /// Whatever the fast path returns, the slow path returns too.
         #[test]
         fn fast_path_agrees_with_slow_path(
@@ -541,5 +549,47 @@ fn the_fast_path_knows_every_schema_field_and_no_other_key() {
     }
     for other in ["typ\"", "types\"", "scor\"", "actions\"", "brand_\"", "x\"", "segment"] {
         assert_eq!(key_slot(other.as_bytes()), None, "{other}");
+    }
+}
+
+#[test]
+fn common_timestamps_are_read_by_hand_as_the_reference_reads_them() {
+    for ts in [
+        "1970-01-01T00:00:00Z",
+        "1970-01-01T01:00:00+01:00",
+        "2026-11-23T10:00:00Z",
+        "2026-11-23T12:00:00+02:00",
+        "2026-11-23T05:30:00-04:30",
+        "2026-11-23T10:00:00.25Z",
+        "2026-11-23T10:00:00.999999999-00:00",
+        "2024-02-29T23:59:59.123+05:30",
+        "2000-02-29T00:00:00Z",
+        "9999-12-31T23:59:59.999Z",
+    ] {
+        let quoted = format!("\"{ts}\"");
+        let by_hand = rfc3339_ms(quoted.as_bytes());
+        assert!(by_hand.is_some(), "{ts}");
+        assert_eq!(occurred_at(&quoted).ok(), by_hand, "{ts}");
+    }
+    // Left to the reference path, which accepts or rejects them.
+    for ts in [
+        "2026-11-23t10:00:00Z",
+        "2026-11-23 10:00:00Z",
+        "2026-11-23T10:00:00z",
+        "2026-11-23T23:59:60Z",
+        "2026-11-23T10:00:00.1234567890Z",
+        "2026-11-23T10:00:00",
+        "2026-11-23T10:00:00+0200",
+        "2026-11-23T10:00:00+24:00",
+        "2026-02-29T10:00:00Z",
+        "1900-02-29T10:00:00Z",
+        "2026-11-31T10:00:00Z",
+        "2026-13-01T10:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "9999-12-31T23:59:59-01:00",
+        "2026-11-23T10:00:00.Z",
+        "+2026-11-23T10:00:00Z",
+    ] {
+        assert_eq!(rfc3339_ms(format!("\"{ts}\"").as_bytes()), None, "{ts}");
     }
 }
