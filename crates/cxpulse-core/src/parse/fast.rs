@@ -3,13 +3,14 @@
 //! It accepts only a flat JSON object whose keys are unescaped (the known schema-1 field names each
 //! at most once, others ignored as the schema says) and whose values are strings without
 //! backslashes or plain non-negative integers of at most [`MAX_FAST_DIGITS`] digits. It works on
-//! bytes: keys and literal values (`type`, `survey`, `action`) are compared as fixed-size arrays,
-//! labels are checked against a byte table, and UTF-8 is checked only where a string has a
-//! non-ASCII byte. The checks mirror the slow path's field by field (a differential proptest holds
-//! them together), so an event it returns is the event `parse_event` would return. Anything else
-//! (`null`, booleans, nested values, negative or non-integral numbers, escapes, duplicates, invalid
-//! fields, trailing garbage, ...) gives `None` and the slow path decides, with its rejection
-//! details. The fast path never rejects.
+//! bytes: a key is picked by its first bytes and confirmed against its name in [`Field`], literal
+//! values (`type`, `survey`, `action`) are compared as fixed-size arrays, labels are checked
+//! against a byte table, timestamps in the common RFC 3339 form are read by hand, and UTF-8 is
+//! checked only where a string has a non-ASCII byte. The checks mirror the slow path's field by
+//! field (differential proptests hold them together), so an event it returns is the event
+//! `parse_event` would return. Anything else (`null`, booleans, nested values, negative or
+//! non-integral numbers, escapes, duplicates, invalid fields, trailing garbage, ...) gives `None`
+//! and the slow path decides, with its rejection details. The fast path never rejects.
 
 use std::borrow::Cow;
 
