@@ -1,6 +1,7 @@
-//! `cxpulse bench`: one embedded broker, N preloaded synthetic events, and on the same data
-//! (a) the bare librdkafka consume rate (the ceiling) and (b) cxpulse's full pipeline rate.
-//! It reports figures; it asserts nothing.
+//! `cxpulse bench`: one embedded broker, N preloaded synthetic events written as producers write
+//! them (`synth::realistic_message`), and on the same data (a) the bare librdkafka consume rate
+//! (the ceiling), (b) cxpulse's full pipeline rate in this process and (b') in the `cxpulse run`
+//! binary as a separate process. It reports figures; it asserts nothing.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use cxpulse_core::health::Health;
-use cxpulse_core::synth::{fetch_runs, Synth, SynthConfig};
+use cxpulse_core::synth::{fetch_runs, realistic_message, Synth, SynthConfig};
 use cxpulse_core::Engine;
 use cxpulse_kafka::{PipelineMetrics, Worker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -24,10 +25,10 @@ const TOPIC: &str = "bench";
 pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
     // The embedded broker keeps about 5 MiB or 100k messages per partition and deletes older ones.
     let per_partition = events / partitions.max(1) as u64;
-    if per_partition * 150 > 4 * 1024 * 1024 || per_partition > 90_000 {
+    if per_partition * 250 > 4 * 1024 * 1024 || per_partition > 90_000 {
         anyhow::bail!(
             "{events} events over {partitions} partitions exceed what the embedded broker keeps per partition (~5 MiB, 100k messages): use at least {} partitions",
-            (events * 150 / (4 * 1024 * 1024)).max(events / 90_000) + 1
+            (events * 250 / (4 * 1024 * 1024)).max(events / 90_000) + 1
         );
     }
     // First, while the process is small, so the memory figure is the engine's alone.
@@ -55,7 +56,7 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
     // ROUNDS runs, each round on a fresh broker with the same data (the embedded broker lets
     // only one consumer group join).
     const ROUNDS: usize = 3;
-    let (mut ceilings, mut pipelines) = (Vec::new(), Vec::new());
+    let (mut ceilings, mut pipelines, mut binaries) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         let cluster =
             MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
@@ -75,13 +76,25 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
             pipeline / ceiling,
             render.as_secs_f64() * 1000.0
         );
+        let binary = events as f64 / binary_pipeline(&brokers, events)?.as_secs_f64();
+        println!(
+            "round {round}: (b') the cxpulse binary as its own process {binary:.0} events/s, (b')/(a) {:.2}",
+            binary / ceiling
+        );
         ceilings.push(ceiling);
         pipelines.push(pipeline);
+        binaries.push(binary);
     }
     let (ceiling, pipeline) = (median(&mut ceilings), median(&mut pipelines));
+    let binary = median(&mut binaries);
     println!("(a) bare librdkafka consume: {ceiling:.0} events/s (median of {ROUNDS})");
     println!("(b) cxpulse full pipeline:   {pipeline:.0} events/s (median of {ROUNDS}, first to last event)");
-    println!("    ratio of the medians (b)/(a): {:.2}", pipeline / ceiling);
+    println!("(b') `cxpulse run` process:  {binary:.0} events/s (median of {ROUNDS}, first to last event seen in its /metrics)");
+    println!(
+        "    ratios of the medians (b)/(a): {:.2}, (b')/(a): {:.2}",
+        pipeline / ceiling,
+        binary / ceiling
+    );
 
     let (p50, p99, rate) = freshness(partitions, 100_000, Duration::from_secs(10))?;
     println!("freshness at a steady {rate:.0} events/s: event age when counted p50 {p50} ms, p99 {p99} ms");
@@ -219,17 +232,51 @@ fn current_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Writes `events` realistic events (about 200 bytes, RFC 3339 times with offsets, a few fields
+/// the schema ignores) round-robin over the topic's partitions, stamped over the last 10 minutes.
 fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, Duration)> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let started = Instant::now();
-    let synth = SynthConfig { run_id: "bench".into(), dip_brand: None, ..SynthConfig::default() };
-    let bytes = cxpulse_kafka::produce::preload_synthetic(
-        brokers,
-        TOPIC,
-        events,
-        partitions,
-        synth,
-        cxpulse_kafka::worker::wall_ms(),
-    )?;
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()?;
+    let mut synth = Synth::new(SynthConfig {
+        run_id: "bench".into(),
+        dip_brand: None,
+        ..SynthConfig::default()
+    });
+    let end_ms = cxpulse_kafka::worker::wall_ms();
+    let mut bytes = 0u64;
+    for i in 0..events {
+        let at = end_ms - 600_000 + (i as i64 * 600_000 / events.max(1) as i64);
+        let message = realistic_message(&mut synth, at);
+        bytes += message.payload.len() as u64;
+        let partition = (i % partitions.max(1) as u64) as i32;
+        let mut record =
+            BaseRecord::to(TOPIC).partition(partition).key(&message.key).payload(&message.payload);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
+                    if Instant::now() < deadline =>
+                {
+                    record = returned;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => anyhow::bail!("preload failed: {e}"),
+            }
+        }
+        if i % 1000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
     Ok((bytes, started.elapsed()))
 }
 
@@ -579,6 +626,55 @@ pub fn scrape_memory(pairs: usize, scrapers: usize, rounds: usize) -> anyhow::Re
         counted_during,
         took,
     })
+}
+
+/// The `cxpulse run` binary (this executable) as a separate process on the preloaded topic, as
+/// an operator runs it: from the first to the last event its `/metrics` shows consumed, polled
+/// every 20 ms. The child is killed when done or after 10 minutes.
+fn binary_pipeline(brokers: &str, events: u64) -> anyhow::Result<Duration> {
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["--log-level", "error", "run", "--brokers", brokers, "--group", "bench-binary"])
+        .args(["--topic", TOPIC, "--listen", &listen.to_string()])
+        .env("CXPULSE_SOURCE__DEAD_LETTER_TOPIC", "")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut started = None;
+    let mut took = None;
+    while took.is_none() && Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            anyhow::bail!("the cxpulse binary exited early: {status}");
+        }
+        let consumed = consumed_in_metrics(listen).unwrap_or(0);
+        if consumed > 0 {
+            let since = *started.get_or_insert_with(Instant::now);
+            if consumed >= events {
+                took = Some(since.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    took.ok_or_else(|| anyhow!("the cxpulse binary did not consume {events} events in time"))
+}
+
+/// `cxpulse_events_consumed_total` summed over topics, from one plain HTTP/1.0 scrape.
+fn consumed_in_metrics(addr: std::net::SocketAddr) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let total = text
+        .lines()
+        .filter(|line| line.starts_with("cxpulse_events_consumed_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    Some(total as u64)
 }
 
 /// Peak resident set size of this process, from /proc (Linux).

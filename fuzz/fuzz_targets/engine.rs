@@ -1,6 +1,6 @@
-//! The engine under a sequence of operations: events on partitions 0..=3 at an advancing wall
-//! time, one by one and in batches, replays, partition drops, checkpoint round trips, restores onto another partition,
-//! maintenance and snapshots. Nothing may panic.
+//! The engine under a sequence of operations: events on partitions 0..=3 at an advancing wall time,
+//! one by one and in batches, replays, partition drops, checkpoint round trips, restores onto
+//! another partition, maintenance and snapshots. Nothing may panic.
 //!
 //! Input layout: the first byte picks the configuration (bit 0: event clock instead of the wall
 //! clock; bit 1: small windows, a short dedup horizon and `max_series` 2, so that expiry, overflow

@@ -4,13 +4,12 @@
 //! hand-written fast path takes most events and must never differ from it).
 #![no_main]
 
-use cxpulse_core::event::{is_label_value, Event, Payload, Survey, MAX_EVENT_BYTES};
+use cxpulse_core::event::{
+    is_label_value, Event, Payload, Survey, MAX_EVENT_BYTES, MAX_OCCURRED_AT_MS,
+};
 use cxpulse_core::parse::{parse_event, parse_event_reference};
 use cxpulse_core::RejectReason;
 use libfuzzer_sys::fuzz_target;
-
-/// 9999-12-31T23:59:59.999Z.
-const MAX_OCCURRED_AT_MS: i64 = 253_402_300_799_999;
 
 fn check_id(field: &str, id: &str) {
     assert!((1..=128).contains(&id.len()), "{field} is {} bytes: {id:?}", id.len());

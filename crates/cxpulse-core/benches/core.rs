@@ -5,8 +5,8 @@
 //! `cargo bench -p cxpulse-core`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use cxpulse_core::parse::parse_event;
-use cxpulse_core::synth::{fetch_runs, FetchRun, Synth, SynthConfig};
+use cxpulse_core::parse::{parse_event, parse_event_reference};
+use cxpulse_core::synth::{fetch_runs, realistic_message, FetchRun, Synth, SynthConfig};
 use cxpulse_core::{Engine, EngineConfig, SourcePartition};
 
 const NOW: i64 = 1_795_428_000_000;
@@ -16,17 +16,33 @@ fn payloads(count: usize) -> Vec<String> {
     (0..count).map(|i| synth.next_message(NOW - 600_000 + i as i64).payload).collect()
 }
 
+/// The same events as [`payloads`], written as producers write them (RFC 3339 times with
+/// offsets, fields the schema ignores).
+fn realistic_payloads(count: usize) -> Vec<String> {
+    let mut synth = Synth::new(SynthConfig { dip_brand: None, ..SynthConfig::default() });
+    (0..count).map(|i| realistic_message(&mut synth, NOW - 600_000 + i as i64).payload).collect()
+}
+
 fn parse(c: &mut Criterion) {
-    let events = payloads(10_000);
     let mut group = c.benchmark_group("parse");
-    group.throughput(Throughput::Elements(events.len() as u64));
-    group.bench_function("parse_event x10k", |b| {
-        b.iter(|| {
-            for payload in &events {
-                std::hint::black_box(parse_event(payload.as_bytes()).is_ok());
-            }
-        })
-    });
+    for (name, events) in [("compact", payloads(10_000)), ("realistic", realistic_payloads(10_000))]
+    {
+        group.throughput(Throughput::Elements(events.len() as u64));
+        group.bench_function(format!("parse_event x10k, {name}"), |b| {
+            b.iter(|| {
+                for payload in &events {
+                    std::hint::black_box(parse_event(payload.as_bytes()).is_ok());
+                }
+            })
+        });
+        group.bench_function(format!("reference path x10k, {name}"), |b| {
+            b.iter(|| {
+                for payload in &events {
+                    std::hint::black_box(parse_event_reference(payload.as_bytes()).is_ok());
+                }
+            })
+        });
+    }
     group.finish();
 }
 

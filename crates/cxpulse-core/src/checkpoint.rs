@@ -3,6 +3,8 @@
 //! version and a CRC guard the decoding: anything unexpected is `Err`, and the caller rebuilds the
 //! partition by replay instead.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::window::{Counts, RingState};
@@ -40,10 +42,44 @@ pub struct ResponseCheckpoint {
     pub counts: Counts,
 }
 
+/// Why a checkpoint could not be encoded or decoded.
+#[derive(Debug)]
+pub enum CheckpointError {
+    Encode(postcard::Error),
+    TooShort,
+    NotACheckpoint,
+    Corrupted,
+    Undecodable(postcard::Error),
+    Format { found: u32 },
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointError::Encode(e) => write!(f, "encode checkpoint: {e}"),
+            CheckpointError::TooShort => f.write_str("checkpoint too short"),
+            CheckpointError::NotACheckpoint => f.write_str("not a cxpulse checkpoint"),
+            CheckpointError::Corrupted => f.write_str("checkpoint corrupted (CRC mismatch)"),
+            CheckpointError::Undecodable(e) => write!(f, "checkpoint undecodable: {e}"),
+            CheckpointError::Format { found } => {
+                write!(f, "checkpoint format {found}, expected {FORMAT_VERSION}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CheckpointError::Encode(e) | CheckpointError::Undecodable(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl PartitionCheckpoint {
-    pub fn encode(&self) -> Result<Vec<u8>, String> {
-        let body = postcard::to_stdvec(&(FORMAT_VERSION, self))
-            .map_err(|e| format!("encode checkpoint: {e}"))?;
+    pub fn encode(&self) -> Result<Vec<u8>, CheckpointError> {
+        let body = postcard::to_stdvec(&(FORMAT_VERSION, self)).map_err(CheckpointError::Encode)?;
         let mut out = Vec::with_capacity(body.len() + 8);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -51,20 +87,20 @@ impl PartitionCheckpoint {
         Ok(out)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<PartitionCheckpoint, String> {
-        let (magic, rest) = bytes.split_at_checked(4).ok_or("checkpoint too short")?;
+    pub fn decode(bytes: &[u8]) -> Result<PartitionCheckpoint, CheckpointError> {
+        let (magic, rest) = bytes.split_at_checked(4).ok_or(CheckpointError::TooShort)?;
         if magic != MAGIC {
-            return Err("not a cxpulse checkpoint".into());
+            return Err(CheckpointError::NotACheckpoint);
         }
-        let (crc, body) = rest.split_at_checked(4).ok_or("checkpoint too short")?;
-        let crc = u32::from_le_bytes(crc.try_into().map_err(|_| "checkpoint too short")?);
+        let (crc, body) = rest.split_at_checked(4).ok_or(CheckpointError::TooShort)?;
+        let crc = u32::from_le_bytes(crc.try_into().map_err(|_| CheckpointError::TooShort)?);
         if crc32fast::hash(body) != crc {
-            return Err("checkpoint corrupted (CRC mismatch)".into());
+            return Err(CheckpointError::Corrupted);
         }
         let (version, checkpoint): (u32, PartitionCheckpoint) =
-            postcard::from_bytes(body).map_err(|e| format!("checkpoint undecodable: {e}"))?;
+            postcard::from_bytes(body).map_err(CheckpointError::Undecodable)?;
         if version != FORMAT_VERSION {
-            return Err(format!("checkpoint format {version}, expected {FORMAT_VERSION}"));
+            return Err(CheckpointError::Format { found: version });
         }
         Ok(checkpoint)
     }
@@ -96,8 +132,11 @@ mod tests {
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert!(PartitionCheckpoint::decode(&flipped).unwrap_err().contains("CRC"));
-        assert!(PartitionCheckpoint::decode(&bytes[..6]).is_err());
-        assert!(PartitionCheckpoint::decode(b"garbage!garbage!").is_err());
+        let error = PartitionCheckpoint::decode(&flipped).unwrap_err();
+        assert!(matches!(error, CheckpointError::Corrupted), "{error}");
+        assert_eq!(error.to_string(), "checkpoint corrupted (CRC mismatch)");
+        assert!(matches!(PartitionCheckpoint::decode(&bytes[..6]), Err(CheckpointError::TooShort)));
+        let garbage = PartitionCheckpoint::decode(b"garbage!garbage!");
+        assert!(matches!(garbage, Err(CheckpointError::NotACheckpoint)));
     }
 }

@@ -5,15 +5,15 @@
 //! this is the per-event path's one unavoidable cache miss. The table is built for that: open
 //! addressing with linear probing over 32-byte slots (a probe is one cache line, where a
 //! general-purpose map reads a control array and then a bucket array), at most half full, deletion
-//! by backward shift (no tombstones to skip), and [`DedupTable::prefetch`] so that a batch can start
-//! the misses of all its lookups before it needs the first answer.
+//! by backward shift (no tombstones to skip), and [`DedupTable::prefetch`] so that a batch can
+//! start the misses of all its lookups before it needs the first answer.
 //!
 //! Growing a large table is incremental: the full table becomes the "old" one, and every later
 //! change moves a few of its slots into the new table, twice the size, until it is empty. Moving
 //! millions of ids at once would stop counting (and scrapes, which wait for the engine) for 100 to
 //! 500 ms per million.
 
-use crate::engine::SourcePartition;
+use crate::event::SourcePartition;
 
 /// Smallest table, in slots.
 const MIN_SLOTS: usize = 16;
@@ -276,10 +276,11 @@ impl DedupTable {
     }
 
     /// Forgets every id held by one of `owners` (sorted) in one pass over the table, refilling a
-    /// table of the same size with the rest. For a revoke that takes most of the table, this
-    /// reads memory in order where a removal per id pays a cache miss each (`bench`, 2.6M of 3M
-    /// ids: 336 ms id by id, 50-63 ms by sweep, under the engine lock). Equivalent to `remove_if_held` for every id the owners'
-    /// partitions remember, since a slot always holds its owner's latest sighting.
+    /// table of the same size with the rest. For a revoke that takes most of the table, this reads
+    /// memory in order where a removal per id pays a cache miss each (`bench`, 2.6M of 3M ids: 336
+    /// ms id by id, 50-63 ms by sweep, under the engine lock). Equivalent to `remove_if_held` for
+    /// every id the owners' partitions remember, since a slot always holds its owner's latest
+    /// sighting.
     pub(crate) fn forget_owners(&mut self, owners: &[SourcePartition]) {
         self.move_old(usize::MAX);
         let size = self.slots.len();

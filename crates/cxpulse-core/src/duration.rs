@@ -1,17 +1,51 @@
 //! Human durations as the configuration writes them: `500ms`, `30s`, `5m`, `1h`, `7d`, `2w`.
 
+use std::fmt;
+
+/// Why a duration could not be read; each variant carries the text as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DurationError {
+    Empty,
+    MissingNumber(String),
+    MissingUnit(String),
+    UnknownUnit { text: String, unit: String },
+    NumberTooLarge(String),
+    TooLarge(String),
+}
+
+impl fmt::Display for DurationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DurationError::Empty => f.write_str("empty duration"),
+            DurationError::MissingNumber(text) => {
+                write!(f, "`{text}`: expected a number before a unit")
+            }
+            DurationError::MissingUnit(text) => {
+                write!(f, "`{text}`: missing unit (ms, s, m, h, d, w)")
+            }
+            DurationError::UnknownUnit { text, unit } => {
+                write!(f, "`{text}`: unknown unit `{unit}`")
+            }
+            DurationError::NumberTooLarge(text) => write!(f, "`{text}`: number too large"),
+            DurationError::TooLarge(text) => write!(f, "`{text}`: duration too large"),
+        }
+    }
+}
+
+impl std::error::Error for DurationError {}
+
 /// Parses a duration into milliseconds. Compound forms (`1h30m`) are accepted.
-pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
+pub fn parse_duration_ms(text: &str) -> Result<i64, DurationError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     let mut total: i64 = 0;
     let mut rest = text;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!("`{text}`: expected a number before a unit"));
+            return Err(DurationError::MissingNumber(text.into()));
         }
         let (number, after) = rest.split_at(digits);
         let unit_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
@@ -23,14 +57,16 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
             "h" => 3_600_000,
             "d" => 86_400_000,
             "w" => 7 * 86_400_000,
-            "" => return Err(format!("`{text}`: missing unit (ms, s, m, h, d, w)")),
-            other => return Err(format!("`{text}`: unknown unit `{other}`")),
+            "" => return Err(DurationError::MissingUnit(text.into())),
+            other => {
+                return Err(DurationError::UnknownUnit { text: text.into(), unit: other.into() })
+            }
         };
-        let value: i64 = number.parse().map_err(|_| format!("`{text}`: number too large"))?;
+        let value: i64 = number.parse().map_err(|_| DurationError::NumberTooLarge(text.into()))?;
         total = value
             .checked_mul(scale)
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("`{text}`: duration too large"))?;
+            .ok_or_else(|| DurationError::TooLarge(text.into()))?;
         rest = after;
     }
     Ok(total)
@@ -69,6 +105,23 @@ mod tests {
         assert!(parse_duration_ms("h").is_err());
         assert!(parse_duration_ms("5y").is_err());
         assert!(parse_duration_ms("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let message = |text: &str| parse_duration_ms(text).map_err(|e| e.to_string());
+        assert_eq!(message(" "), Err("empty duration".into()));
+        assert_eq!(message("h"), Err("`h`: expected a number before a unit".into()));
+        assert_eq!(message("5"), Err("`5`: missing unit (ms, s, m, h, d, w)".into()));
+        assert_eq!(message("5y"), Err("`5y`: unknown unit `y`".into()));
+        assert_eq!(
+            message("99999999999999999999d"),
+            Err("`99999999999999999999d`: number too large".into())
+        );
+        assert_eq!(
+            message("9999999999999999d"),
+            Err("`9999999999999999d`: duration too large".into())
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ use crate::checkpoint::{PartitionCheckpoint, ResponseCheckpoint, SeriesCheckpoin
 use crate::dedup::{DedupTable, Probe};
 use crate::event::{
     is_label_value, Event, Payload, RejectReason, Rejection, Survey, MAX_ACTIVE_CUSTOMERS,
+    MAX_OCCURRED_AT_MS,
 };
+// Re-exported where they used to live, for callers that name them by this path.
+pub use crate::event::{SourcePartition, OVERFLOW_LABEL};
 use crate::parse::parse_event;
 use crate::snapshot::{PipelineCounts, SeriesSnapshot, Snapshot};
 use crate::window::{Base, Contribution, Counter, Counts, Ring, WindowSpec, PANES_PER_WINDOW};
@@ -61,9 +64,6 @@ fn id_hash(event: &Event<'_>) -> u128 {
     xxhash_rust::xxh3::xxh3_128(event.event_id.as_bytes())
 }
 
-/// Label value of the series that takes brand/segment pairs beyond `max_series`.
-pub const OVERFLOW_LABEL: &str = "__overflow__";
-
 /// Where the clock T comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClockMode {
@@ -97,13 +97,6 @@ impl Default for EngineConfig {
             dedup_horizon_ms: 86_400_000,
         }
     }
-}
-
-/// A Kafka source partition, by topic index (the caller's numbering) and partition number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SourcePartition {
-    pub topic: u32,
-    pub partition: i32,
 }
 
 /// What became of one message.
@@ -244,10 +237,66 @@ pub struct Engine {
     age: AgeHistogram,
 }
 
+/// Why an engine cannot be built from a configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineError {
+    NoWindows,
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::NoWindows => f.write_str("at least one window size is needed"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// Why a checkpoint cannot be restored: it was made with other windows, or it holds state no
+/// engine could have written (a CRC proves only that the bytes are the ones written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreError {
+    OtherWindows { checkpoint_ms: Vec<i64>, configured_ms: Vec<i64> },
+    WrongWindowCount,
+    InvalidSeriesLabels,
+    RingOutOfRange,
+    ImpossibleActiveCounts,
+    InvalidAnswerLabels,
+}
+
+impl std::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreError::OtherWindows { checkpoint_ms, configured_ms } => write!(
+                f,
+                "checkpoint windows {checkpoint_ms:?} differ from the configured {configured_ms:?}"
+            ),
+            RestoreError::WrongWindowCount => {
+                f.write_str("checkpoint series has the wrong number of windows")
+            }
+            RestoreError::InvalidSeriesLabels => {
+                f.write_str("checkpoint series has invalid labels")
+            }
+            RestoreError::RingOutOfRange => {
+                f.write_str("checkpoint ring is outside the representable time range")
+            }
+            RestoreError::ImpossibleActiveCounts => {
+                f.write_str("checkpoint ring holds active-customer counts no events can make")
+            }
+            RestoreError::InvalidAnswerLabels => {
+                f.write_str("checkpoint answer has invalid labels")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
 impl Engine {
-    pub fn new(config: EngineConfig) -> Result<Self, String> {
+    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
         if config.windows.is_empty() {
-            return Err("at least one window size is needed".into());
+            return Err(EngineError::NoWindows);
         }
         let window_count = config.windows.len();
         let longest =
@@ -561,13 +610,13 @@ impl Engine {
         &mut self,
         partition: SourcePartition,
         checkpoint: &PartitionCheckpoint,
-    ) -> Result<(), String> {
+    ) -> Result<(), RestoreError> {
         let sizes: Vec<i64> = self.config.windows.iter().map(|w| w.size_ms).collect();
         if checkpoint.window_sizes_ms != sizes {
-            return Err(format!(
-                "checkpoint windows {:?} differ from the configured {sizes:?}",
-                checkpoint.window_sizes_ms
-            ));
+            return Err(RestoreError::OtherWindows {
+                checkpoint_ms: checkpoint.window_sizes_ms.clone(),
+                configured_ms: sizes,
+            });
         }
         validate_checkpoint(checkpoint, &self.config.windows)?;
         self.drop_partition(partition);
@@ -835,8 +884,7 @@ impl PaneFinder<'_> {
 fn validate_checkpoint(
     checkpoint: &PartitionCheckpoint,
     windows: &[WindowSpec],
-) -> Result<(), String> {
-    const LATEST_EVENT_MS: i64 = 253_402_300_799_999;
+) -> Result<(), RestoreError> {
     let label_pair_ok = |brand: &str, segment: &str| {
         (brand == OVERFLOW_LABEL && segment == OVERFLOW_LABEL)
             || (brand != OVERFLOW_LABEL
@@ -846,20 +894,20 @@ fn validate_checkpoint(
     };
     for series in &checkpoint.series {
         if series.rings.len() != windows.len() {
-            return Err("checkpoint series has the wrong number of windows".into());
+            return Err(RestoreError::WrongWindowCount);
         }
         if !label_pair_ok(&series.brand, &series.segment) {
-            return Err("checkpoint series has invalid labels".into());
+            return Err(RestoreError::InvalidSeriesLabels);
         }
         for (ring, window) in series.rings.iter().zip(windows) {
-            let newest = window.pane_of(LATEST_EVENT_MS) + PANES_PER_WINDOW;
+            let newest = window.pane_of(MAX_OCCURRED_AT_MS) + PANES_PER_WINDOW;
             let head_ok = (0..=newest).contains(&ring.head);
             let panes_ok = ring.panes.iter().all(|(pane, _, _)| {
                 (ring.head - 2 * PANES_PER_WINDOW..=newest + PANES_PER_WINDOW).contains(pane)
             });
             let anchor_ok = ring.anchor.base.is_none_or(|(pane, _)| (-1..=newest).contains(&pane));
             if !(head_ok && panes_ok && anchor_ok) {
-                return Err("checkpoint ring is outside the representable time range".into());
+                return Err(RestoreError::RingOutOfRange);
             }
             // Counts as events can make them (`MAX_ACTIVE_CUSTOMERS` and one move per event), far
             // from where saturating arithmetic would make restoring inexact.
@@ -871,14 +919,12 @@ fn validate_checkpoint(
                 && base_ok(ring.anchor.base.map(|(_, b)| b))
                 && ring.panes.iter().all(|(_, _, active)| sane(active.net) && base_ok(active.base));
             if !counts_ok {
-                return Err(
-                    "checkpoint ring holds active-customer counts no events can make".into()
-                );
+                return Err(RestoreError::ImpossibleActiveCounts);
             }
         }
     }
     if checkpoint.responses.iter().any(|r| !label_pair_ok(&r.brand, &r.segment)) {
-        return Err("checkpoint answer has invalid labels".into());
+        return Err(RestoreError::InvalidAnswerLabels);
     }
     Ok(())
 }
@@ -926,5 +972,59 @@ fn survey_category_index(survey: Survey) -> usize {
         Survey::Nps { score } => Survey::nps_category(score) as usize,
         Survey::Csat { score, scale } => 3 + usize::from(!Survey::csat_satisfied(score, scale)),
         Survey::Ces { score } => 5 + usize::from(!Survey::ces_easy(score)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCE: SourcePartition = SourcePartition { topic: 0, partition: 0 };
+
+    fn engine_with(windows: &[&str]) -> Result<Engine, EngineError> {
+        let windows = windows.iter().filter_map(|w| WindowSpec::named(w).ok()).collect();
+        Engine::new(EngineConfig { windows, clock: ClockMode::Event, ..EngineConfig::default() })
+    }
+
+    #[test]
+    fn an_engine_needs_a_window() {
+        let error = engine_with(&[]).err();
+        assert_eq!(error, Some(EngineError::NoWindows));
+        assert_eq!(
+            error.map(|e| e.to_string()).as_deref(),
+            Some("at least one window size is needed")
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_of_other_windows_or_impossible_state_is_refused_untouched() {
+        let mut source = engine_with(&["1h", "24h"]).unwrap();
+        let event = br#"{"event_id":"e","type":"survey_response","occurred_at":3600000,"brand":"b","survey":"nps","score":9}"#;
+        assert_eq!(source.process(SOURCE, event, 3_600_000), Outcome::Counted);
+        let checkpoint = source.checkpoint(SOURCE, 1);
+
+        let mut other = engine_with(&["1h"]).unwrap();
+        let error = other.restore(SOURCE, &checkpoint).unwrap_err();
+        assert_eq!(
+            error,
+            RestoreError::OtherWindows {
+                checkpoint_ms: vec![3_600_000, 86_400_000],
+                configured_ms: vec![3_600_000]
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "checkpoint windows [3600000, 86400000] differ from the configured [3600000]"
+        );
+        assert_eq!(other.snapshot(0).partitions, 0);
+
+        let mut same = engine_with(&["1h", "24h"]).unwrap();
+        let mut bad = checkpoint.clone();
+        bad.series[0].brand = OVERFLOW_LABEL.into();
+        assert_eq!(same.restore(SOURCE, &bad), Err(RestoreError::InvalidSeriesLabels));
+        bad.series[0].rings.pop();
+        assert_eq!(same.restore(SOURCE, &bad), Err(RestoreError::WrongWindowCount));
+        assert_eq!(same.restore(SOURCE, &checkpoint), Ok(()));
+        assert_eq!(same.snapshot(0).partitions, 1);
     }
 }

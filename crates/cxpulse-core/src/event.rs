@@ -9,6 +9,22 @@ use std::fmt;
 /// Maximum payload size in bytes (docs/events.md: "at most 64 KiB").
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 
+/// 9999-12-31T23:59:59.999Z, the last instant an RFC 3339 timestamp can name: the latest
+/// `occurred_at` accepted, and so the latest time any state can hold.
+pub const MAX_OCCURRED_AT_MS: i64 = 253_402_300_799_999;
+
+/// Label value of the series that takes brand/segment pairs beyond `max_series`; reserved, so a
+/// sender cannot use it.
+pub const OVERFLOW_LABEL: &str = "__overflow__";
+
+/// A Kafka source partition, by topic index (the caller's numbering) and partition number. State
+/// is kept per source partition, so a revoked partition takes exactly its own contribution along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourcePartition {
+    pub topic: u32,
+    pub partition: i32,
+}
+
 /// Why a message was rejected. The `as_str` names are the `reason` label values of
 /// `cxpulse_events_rejected_total` and the `cxpulse-error` dead-letter header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

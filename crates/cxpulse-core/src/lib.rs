@@ -15,12 +15,13 @@ pub mod engine;
 pub mod event;
 pub mod health;
 pub mod parse;
-mod parse_fast;
 pub mod snapshot;
 pub mod synth;
 pub mod window;
 
-pub use engine::{ClockMode, Engine, EngineConfig, Outcome, SourcePartition};
-pub use event::{RejectReason, Rejection};
+pub use checkpoint::CheckpointError;
+pub use duration::DurationError;
+pub use engine::{ClockMode, Engine, EngineConfig, EngineError, Outcome, RestoreError};
+pub use event::{RejectReason, Rejection, SourcePartition};
 pub use snapshot::{Scores, Snapshot};
-pub use window::{Counts, WindowSpec};
+pub use window::{Counts, WindowError, WindowSpec};

@@ -1,14 +1,15 @@
 //! Schema-1 event parsing and validation (docs/events.md).
 //!
-//! [`parse_event`] turns one Kafka payload into a validated [`Event`], or into a [`Rejection`] whose
-//! reason is the `cxpulse_events_rejected_total` label and whose detail goes to the dead letter.
-//! Checks that need the clock (`too_old`, `too_far_in_future`) are the engine's, not ours.
+//! [`parse_event`] turns one Kafka payload into a validated [`Event`], or into a [`Rejection`]
+//! whose reason is the `cxpulse_events_rejected_total` label and whose detail goes to the dead
+//! letter. Checks that need the clock (`too_old`, `too_far_in_future`) are the engine's, not ours.
 //!
 //! This runs for every consumed message. The common shape (a flat object of known keys, plain
-//! strings and integers) goes through `parse_fast`'s single hand-written pass; anything else falls
+//! strings and integers) goes through [`fast`]'s single hand-written pass; anything else falls
 //! back to the general path here, which is the reference: one serde pass splits the object into
 //! raw JSON slices per field, then each known field is interpreted from its slice, borrowing
-//! strings from the payload. Both allocate nothing for well-formed events without escapes.
+//! strings from the payload. Both allocate nothing for well-formed events without escapes, and
+//! both know the schema's fields from the one list in [`Field`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -18,11 +19,60 @@ use serde_json::value::RawValue;
 
 use crate::event::*;
 
-/// `event_id`, `customer_id` and `response_id` are 1..=128 bytes.
-pub(super) const MAX_ID_BYTES: usize = 128;
+mod fast;
 
-/// 9999-12-31T23:59:59.999Z, the last instant an RFC 3339 timestamp can name.
-pub(super) const MAX_OCCURRED_AT_MS: i64 = 253_402_300_799_999;
+/// `event_id`, `customer_id` and `response_id` are 1..=128 bytes.
+const MAX_ID_BYTES: usize = 128;
+
+/// Declares [`Field`] from one list of the schema's field names, so that the names, the slot
+/// order and the lookup by name cannot drift apart.
+macro_rules! schema_fields {
+    ($($field:ident => $name:literal,)+) => {
+        /// A schema-1 field, by the slot its raw value takes while an object is split.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        enum Field {
+            $($field,)+
+        }
+
+        impl Field {
+            const ALL: [Field; [$(Field::$field),+].len()] = [$(Field::$field),+];
+
+            /// The field's name as events spell it.
+            const fn name(self) -> &'static str {
+                match self {
+                    $(Field::$field => $name,)+
+                }
+            }
+
+            /// The known field named `name`, if any.
+            fn named(name: &str) -> Option<Field> {
+                match name {
+                    $($name => Some(Field::$field),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+schema_fields! {
+    Schema => "schema",
+    Type => "type",
+    EventId => "event_id",
+    OccurredAt => "occurred_at",
+    Brand => "brand",
+    Segment => "segment",
+    CustomerId => "customer_id",
+    Survey => "survey",
+    Score => "score",
+    ScaleMax => "scale_max",
+    ResponseId => "response_id",
+    Action => "action",
+    ActiveCustomers => "active_customers",
+}
+
+/// How many fields schema 1 knows.
+const FIELDS: usize = Field::ALL.len();
 
 /// Deepest array/object nesting allowed inside a field's value. serde_json refuses documents
 /// nested 128 levels deep and the event object is one level; but its fast path for values it only
@@ -36,7 +86,7 @@ const MAX_EXCERPT_BYTES: usize = 40;
 pub fn parse_event(payload: &[u8]) -> Result<Event<'_>, Rejection> {
     // The common shape, scanned by hand; it returns only what the full path below would.
     if payload.len() <= MAX_EVENT_BYTES {
-        if let Some(event) = crate::parse_fast::parse_fast(payload) {
+        if let Some(event) = fast::parse_fast(payload) {
             return Ok(event);
         }
     }
@@ -67,19 +117,19 @@ pub(crate) fn parse_event_slow(payload: &[u8]) -> Result<Event<'_>, Rejection> {
     let f: RawFields<'_> = serde_json::from_str(text)
         .map_err(|e| Rejection::new(RejectReason::InvalidJson, e.to_string()))?;
 
-    check_schema(f.schema)?;
-    let event_type = event_type(f.event_type)?;
+    check_schema(f.get(Field::Schema))?;
+    let event_type = event_type(f.get(Field::Type))?;
 
-    let event_id = id_string("event_id", required("event_id", f.event_id)?)?;
-    let occurred_at_ms = occurred_at(required("occurred_at", f.occurred_at)?)?;
-    let brand = label("brand", required("brand", f.brand)?)?;
-    let segment = match optional(f.segment) {
-        Some(raw) => label("segment", raw)?,
+    let event_id = id_string(Field::EventId, f.required(Field::EventId)?)?;
+    let occurred_at_ms = occurred_at(f.required(Field::OccurredAt)?)?;
+    let brand = label(Field::Brand, f.required(Field::Brand)?)?;
+    let segment = match f.optional(Field::Segment) {
+        Some(raw) => label(Field::Segment, raw)?,
         None => Cow::Borrowed("all"),
     };
     // Only lifecycle events keep it, but a malformed one is rejected on any type.
-    let customer_id = match optional(f.customer_id) {
-        Some(raw) => Some(id_string("customer_id", raw)?),
+    let customer_id = match f.optional(Field::CustomerId) {
+        Some(raw) => Some(id_string(Field::CustomerId, raw)?),
         None => None,
     };
 
@@ -87,12 +137,12 @@ pub(crate) fn parse_event_slow(payload: &[u8]) -> Result<Event<'_>, Rejection> {
         EventType::SurveyResponse => survey_response(&f)?,
         EventType::CustomerLifecycle => {
             let Some(customer_id) = customer_id else {
-                return Err(missing("customer_id", f.customer_id));
+                return Err(missing(Field::CustomerId, f.get(Field::CustomerId)));
             };
-            Payload::Lifecycle { action: action(required("action", f.action)?)?, customer_id }
+            Payload::Lifecycle { action: action(f.required(Field::Action)?)?, customer_id }
         }
         EventType::CustomerBase => Payload::CustomerBase {
-            active_customers: active_customers(required("active_customers", f.active_customers)?)?,
+            active_customers: active_customers(f.required(Field::ActiveCustomers)?)?,
         },
     };
 
@@ -115,14 +165,16 @@ fn check_schema(raw: Option<&RawValue>) -> Result<(), Rejection> {
             RejectReason::UnknownSchema,
             format!("field `schema`: version {} is not supported (only 1)", excerpt(raw)),
         )),
-        None => Err(invalid("schema", format_args!("expected an integer, got {}", kind_of(raw)))),
+        None => {
+            Err(invalid(Field::Schema, format_args!("expected an integer, got {}", kind_of(raw))))
+        }
     }
 }
 
 fn event_type(raw: Option<&RawValue>) -> Result<EventType, Rejection> {
-    let raw = required("type", raw)?;
-    let Some(name) = json_string("type", raw)? else {
-        return Err(invalid("type", format_args!("expected a string, got {}", kind_of(raw))));
+    let raw = required(Field::Type, raw)?;
+    let Some(name) = json_string(Field::Type, raw)? else {
+        return Err(invalid(Field::Type, format_args!("expected a string, got {}", kind_of(raw))));
     };
     match &*name {
         "survey_response" => Ok(EventType::SurveyResponse),
@@ -136,24 +188,24 @@ fn event_type(raw: Option<&RawValue>) -> Result<EventType, Rejection> {
 }
 
 fn survey_response<'a>(f: &RawFields<'a>) -> Result<Payload<'a>, Rejection> {
-    let raw = required("survey", f.survey)?;
-    let name = json_string("survey", raw)?;
+    let raw = f.required(Field::Survey)?;
+    let name = json_string(Field::Survey, raw)?;
     let survey = match name.as_deref() {
-        Some("nps") => Survey::Nps { score: score(f.score, 0, 10, "nps")? },
+        Some("nps") => Survey::Nps { score: score(f.get(Field::Score), 0, 10, "nps")? },
         Some("csat") => {
-            let scale = csat_scale(f.scale_max)?;
-            Survey::Csat { score: score(f.score, 1, scale.max(), "csat")?, scale }
+            let scale = csat_scale(f.get(Field::ScaleMax))?;
+            Survey::Csat { score: score(f.get(Field::Score), 1, scale.max(), "csat")?, scale }
         }
-        Some("ces") => Survey::Ces { score: score(f.score, 1, 7, "ces")? },
+        Some("ces") => Survey::Ces { score: score(f.get(Field::Score), 1, 7, "ces")? },
         _ => {
             return Err(invalid(
-                "survey",
+                Field::Survey,
                 format_args!("{} is not one of \"nps\", \"csat\", \"ces\"", excerpt(raw)),
             ))
         }
     };
-    let response_id = match optional(f.response_id) {
-        Some(raw) => Some(id_string("response_id", raw)?),
+    let response_id = match f.optional(Field::ResponseId) {
+        Some(raw) => Some(id_string(Field::ResponseId, raw)?),
         None => None,
     };
     Ok(Payload::Survey { survey, response_id })
@@ -162,15 +214,19 @@ fn survey_response<'a>(f: &RawFields<'a>) -> Result<Payload<'a>, Rejection> {
 /// A score is a JSON integer or a string of ASCII digits. Anything integral outside the range,
 /// however large or negative, is out of range rather than invalid.
 fn score(raw: Option<&RawValue>, lo: u8, hi: u8, survey: &str) -> Result<u8, Rejection> {
-    let raw = required("score", raw)?;
+    let raw = required(Field::Score, raw)?;
     let value = match integer(raw) {
+        // `-0` is zero to JSON, but a score has no sign (`"-0"` fails the digits check below).
+        Some(Integer::NonNegative(_)) if raw.starts_with('-') => {
+            return Err(invalid(Field::Score, format_args!("{} is signed", excerpt(raw))))
+        }
         Some(Integer::NonNegative(v)) => Some(v),
         Some(Integer::Negative | Integer::TooLarge) => None,
-        None => match json_string("score", raw)? {
+        None => match json_string(Field::Score, raw)? {
             Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => digits_value(&s),
             _ => {
                 return Err(invalid(
-                    "score",
+                    Field::Score,
                     format_args!("{} is not an integer or a string of digits", excerpt(raw)),
                 ))
             }
@@ -190,17 +246,17 @@ fn csat_scale(raw: Option<&RawValue>) -> Result<CsatScale, Rejection> {
         Some(Integer::NonNegative(5)) => Ok(CsatScale::Five),
         Some(Integer::NonNegative(7)) => Ok(CsatScale::Seven),
         Some(Integer::NonNegative(10)) => Ok(CsatScale::Ten),
-        _ => Err(invalid("scale_max", format_args!("{} is not 5, 7 or 10", excerpt(raw)))),
+        _ => Err(invalid(Field::ScaleMax, format_args!("{} is not 5, 7 or 10", excerpt(raw)))),
     }
 }
 
-pub(super) fn action(raw: &str) -> Result<Action, Rejection> {
-    let name = json_string("action", raw)?;
+fn action(raw: &str) -> Result<Action, Rejection> {
+    let name = json_string(Field::Action, raw)?;
     name.as_deref()
         .and_then(|name| Action::ALL.into_iter().find(|a| a.as_str() == name))
         .ok_or_else(|| {
             invalid(
-                "action",
+                Field::Action,
                 format_args!(
                     "{} is not one of signup, renewal, purchase, churn, reactivation",
                     excerpt(raw)
@@ -209,11 +265,11 @@ pub(super) fn action(raw: &str) -> Result<Action, Rejection> {
         })
 }
 
-pub(super) fn active_customers(raw: &str) -> Result<u64, Rejection> {
+fn active_customers(raw: &str) -> Result<u64, Rejection> {
     match integer(raw) {
         Some(Integer::NonNegative(n)) if n <= MAX_ACTIVE_CUSTOMERS => Ok(n),
         _ => Err(invalid(
-            "active_customers",
+            Field::ActiveCustomers,
             format_args!("{} is not an integer in 0..={MAX_ACTIVE_CUSTOMERS}", excerpt(raw)),
         )),
     }
@@ -221,13 +277,13 @@ pub(super) fn active_customers(raw: &str) -> Result<u64, Rejection> {
 
 /// RFC 3339 with an offset, or integer epoch milliseconds; either way within years 1970..=9999,
 /// so the engine can rely on a non-negative time that any timestamp format can print.
-pub(super) fn occurred_at(raw: &str) -> Result<i64, Rejection> {
-    let ms = if let Some(text) = json_string("occurred_at", raw)? {
+fn occurred_at(raw: &str) -> Result<i64, Rejection> {
+    let ms = if let Some(text) = json_string(Field::OccurredAt, raw)? {
         match chrono::DateTime::parse_from_rfc3339(&text) {
             Ok(t) => t.timestamp_millis(),
             Err(e) => {
                 return Err(invalid(
-                    "occurred_at",
+                    Field::OccurredAt,
                     format_args!("{} is not an RFC 3339 timestamp with offset ({e})", excerpt(raw)),
                 ))
             }
@@ -239,7 +295,7 @@ pub(super) fn occurred_at(raw: &str) -> Result<i64, Rejection> {
             Some(Integer::TooLarge) => i64::MAX,
             None => {
                 return Err(invalid(
-                    "occurred_at",
+                    Field::OccurredAt,
                     format_args!(
                         "expected an RFC 3339 string or integer epoch milliseconds, got {}",
                         excerpt(raw)
@@ -252,7 +308,7 @@ pub(super) fn occurred_at(raw: &str) -> Result<i64, Rejection> {
         Ok(ms)
     } else {
         Err(invalid(
-            "occurred_at",
+            Field::OccurredAt,
             format_args!(
                 "{} is outside 1970-01-01T00:00:00Z..=9999-12-31T23:59:59.999Z",
                 excerpt(raw)
@@ -261,7 +317,7 @@ pub(super) fn occurred_at(raw: &str) -> Result<i64, Rejection> {
     }
 }
 
-pub(super) fn id_string<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
+fn id_string<'a>(field: Field, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
     let Some(s) = json_string(field, raw)? else {
         return Err(invalid(field, format_args!("expected a string, got {}", kind_of(raw))));
     };
@@ -274,12 +330,12 @@ pub(super) fn id_string<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, R
     Ok(s)
 }
 
-pub(super) fn label<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
+fn label<'a>(field: Field, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
     match json_string(field, raw)? {
         // The overflow series' label is cxpulse's own: a sender using it would be merged into it.
-        Some(s) if s == crate::engine::OVERFLOW_LABEL => Err(invalid(
+        Some(s) if s == OVERFLOW_LABEL => Err(invalid(
             field,
-            format_args!("{} is reserved for the overflow series", crate::engine::OVERFLOW_LABEL),
+            format_args!("{} is reserved for the overflow series", OVERFLOW_LABEL),
         )),
         Some(s) if is_label_value(&s) => Ok(s),
         _ => Err(invalid(
@@ -290,8 +346,20 @@ pub(super) fn label<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejec
 }
 
 /// The raw text of a required field; absent and `null` are both missing.
-fn required<'a>(field: &str, raw: Option<&'a RawValue>) -> Result<&'a str, Rejection> {
+fn required(field: Field, raw: Option<&RawValue>) -> Result<&str, Rejection> {
     optional(raw).ok_or_else(|| missing(field, raw))
+}
+
+impl<'a> RawFields<'a> {
+    /// The raw text of a required field; absent and `null` are both missing.
+    fn required(&self, field: Field) -> Result<&'a str, Rejection> {
+        required(field, self.get(field))
+    }
+
+    /// The raw text of an optional field; `null` counts as absent.
+    fn optional(&self, field: Field) -> Option<&'a str> {
+        optional(self.get(field))
+    }
 }
 
 /// The raw text of an optional field; `null` counts as absent.
@@ -301,7 +369,7 @@ fn optional(raw: Option<&RawValue>) -> Option<&str> {
 
 /// The text of a JSON string literal, borrowed from the payload unless it has escapes;
 /// `None` if the value is not a string.
-fn json_string<'a>(field: &str, raw: &'a str) -> Result<Option<Cow<'a, str>>, Rejection> {
+fn json_string<'a>(field: Field, raw: &'a str) -> Result<Option<Cow<'a, str>>, Rejection> {
     let Some(body) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
         return Ok(None);
     };
@@ -312,13 +380,15 @@ fn json_string<'a>(field: &str, raw: &'a str) -> Result<Option<Cow<'a, str>>, Re
     // character); a string that cannot become text is malformed JSON, not a bad field value.
     match serde_json::from_str::<String>(raw) {
         Ok(s) => Ok(Some(Cow::Owned(s))),
-        Err(e) => Err(Rejection::new(RejectReason::InvalidJson, format!("field `{field}`: {e}"))),
+        Err(e) => {
+            Err(Rejection::new(RejectReason::InvalidJson, format!("field `{}`: {e}", field.name())))
+        }
     }
 }
 
 /// A JSON number without fraction or exponent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Integer {
+enum Integer {
     /// Fits u64 (`-0` included).
     NonNegative(u64),
     Negative,
@@ -328,7 +398,7 @@ pub(super) enum Integer {
 
 /// `None` unless `raw` is an integral JSON number. The text is already valid JSON, so a value
 /// made of an optional `-` and digits is exactly an integer.
-pub(super) fn integer(raw: &str) -> Option<Integer> {
+fn integer(raw: &str) -> Option<Integer> {
     let (negative, digits) = match raw.strip_prefix('-') {
         Some(digits) => (true, digits),
         None => (false, raw),
@@ -345,7 +415,7 @@ pub(super) fn integer(raw: &str) -> Option<Integer> {
 }
 
 /// The value of a string of ASCII digits, `None` if it overflows u64.
-pub(super) fn digits_value(digits: &str) -> Option<u64> {
+fn digits_value(digits: &str) -> Option<u64> {
     digits
         .bytes()
         .try_fold(0u64, |n, b| n.checked_mul(10)?.checked_add(u64::from(b.wrapping_sub(b'0'))))
@@ -383,13 +453,13 @@ impl fmt::Display for Excerpt<'_> {
     }
 }
 
-fn missing(field: &str, raw: Option<&RawValue>) -> Rejection {
+fn missing(field: Field, raw: Option<&RawValue>) -> Rejection {
     let what = if raw.is_some() { "is null" } else { "is missing" };
-    Rejection::new(RejectReason::MissingField, format!("field `{field}` {what}"))
+    Rejection::new(RejectReason::MissingField, format!("field `{}` {what}", field.name()))
 }
 
-fn invalid(field: &str, detail: impl fmt::Display) -> Rejection {
-    Rejection::new(RejectReason::InvalidField, format!("field `{field}`: {detail}"))
+fn invalid(field: Field, detail: impl fmt::Display) -> Rejection {
+    Rejection::new(RejectReason::InvalidField, format!("field `{}`: {detail}", field.name()))
 }
 
 /// Does a (valid JSON) value nest arrays/objects more than `limit` levels deep?
@@ -424,44 +494,16 @@ fn nests_deeper_than(raw: &str, limit: usize) -> bool {
     false
 }
 
-/// The event object split into the raw JSON text of each known field. Filled by a hand-written
-/// visitor rather than `#[derive(Deserialize)]` because it must see `"schema": null` (derive maps
-/// it to `None`) and must bound the nesting of skipped values (see [`MAX_VALUE_NESTING`]).
+/// The event object split into the raw JSON text of each known field, by [`Field`] slot. Filled by
+/// a hand-written visitor rather than `#[derive(Deserialize)]` because it must see
+/// `"schema": null` (derive maps it to `None`) and must bound the nesting of skipped values (see
+/// [`MAX_VALUE_NESTING`]).
 #[derive(Default)]
-struct RawFields<'a> {
-    schema: Option<&'a RawValue>,
-    event_type: Option<&'a RawValue>,
-    event_id: Option<&'a RawValue>,
-    occurred_at: Option<&'a RawValue>,
-    brand: Option<&'a RawValue>,
-    segment: Option<&'a RawValue>,
-    customer_id: Option<&'a RawValue>,
-    survey: Option<&'a RawValue>,
-    score: Option<&'a RawValue>,
-    scale_max: Option<&'a RawValue>,
-    response_id: Option<&'a RawValue>,
-    action: Option<&'a RawValue>,
-    active_customers: Option<&'a RawValue>,
-}
+struct RawFields<'a>([Option<&'a RawValue>; FIELDS]);
 
 impl<'a> RawFields<'a> {
-    fn slot(&mut self, key: Key) -> Option<&mut Option<&'a RawValue>> {
-        Some(match key {
-            Key::Schema => &mut self.schema,
-            Key::Type => &mut self.event_type,
-            Key::EventId => &mut self.event_id,
-            Key::OccurredAt => &mut self.occurred_at,
-            Key::Brand => &mut self.brand,
-            Key::Segment => &mut self.segment,
-            Key::CustomerId => &mut self.customer_id,
-            Key::Survey => &mut self.survey,
-            Key::Score => &mut self.score,
-            Key::ScaleMax => &mut self.scale_max,
-            Key::ResponseId => &mut self.response_id,
-            Key::Action => &mut self.action,
-            Key::ActiveCustomers => &mut self.active_customers,
-            Key::Unknown => return None,
-        })
+    fn get(&self, field: Field) -> Option<&'a RawValue> {
+        self.0[field as usize]
     }
 }
 
@@ -482,7 +524,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields = RawFields::default();
-        while let Some(key) = map.next_key::<Key>()? {
+        while let Some(Key(key)) = map.next_key::<Key>()? {
             let value: &'de RawValue = map.next_value()?;
             if nests_deeper_than(value.get(), MAX_VALUE_NESTING) {
                 return Err(de::Error::custom(format_args!(
@@ -490,12 +532,12 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                     MAX_VALUE_NESTING + 1
                 )));
             }
-            if let Some(slot) = fields.slot(key) {
+            if let Some(field) = key {
                 // Which of two values would win is exactly what a sender cannot rely on.
-                if slot.replace(value).is_some() {
+                if fields.0[field as usize].replace(value).is_some() {
                     return Err(de::Error::custom(format_args!(
                         "duplicate field `{}`",
-                        key.name()
+                        field.name()
                     )));
                 }
             }
@@ -504,44 +546,8 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Key {
-    Schema,
-    Type,
-    EventId,
-    OccurredAt,
-    Brand,
-    Segment,
-    CustomerId,
-    Survey,
-    Score,
-    ScaleMax,
-    ResponseId,
-    Action,
-    ActiveCustomers,
-    Unknown,
-}
-
-impl Key {
-    fn name(self) -> &'static str {
-        match self {
-            Key::Schema => "schema",
-            Key::Type => "type",
-            Key::EventId => "event_id",
-            Key::OccurredAt => "occurred_at",
-            Key::Brand => "brand",
-            Key::Segment => "segment",
-            Key::CustomerId => "customer_id",
-            Key::Survey => "survey",
-            Key::Score => "score",
-            Key::ScaleMax => "scale_max",
-            Key::ResponseId => "response_id",
-            Key::Action => "action",
-            Key::ActiveCustomers => "active_customers",
-            Key::Unknown => "(unknown)",
-        }
-    }
-}
+/// An object key: a known field, or `None` for one the schema ignores.
+struct Key(Option<Field>);
 
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -560,25 +566,9 @@ impl Visitor<'_> for KeyVisitor {
 
     // Borrowed and escaped keys both arrive here, so `"\u0074ype"` is `type`.
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-        Ok(match key {
-            "schema" => Key::Schema,
-            "type" => Key::Type,
-            "event_id" => Key::EventId,
-            "occurred_at" => Key::OccurredAt,
-            "brand" => Key::Brand,
-            "segment" => Key::Segment,
-            "customer_id" => Key::CustomerId,
-            "survey" => Key::Survey,
-            "score" => Key::Score,
-            "scale_max" => Key::ScaleMax,
-            "response_id" => Key::ResponseId,
-            "action" => Key::Action,
-            "active_customers" => Key::ActiveCustomers,
-            _ => Key::Unknown,
-        })
+        Ok(Key(Field::named(key)))
     }
 }
 
 #[cfg(test)]
-#[path = "parse_tests.rs"]
 mod tests;

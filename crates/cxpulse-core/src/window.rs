@@ -14,6 +14,38 @@
 /// Panes per window: the step is W / 60 (the step is at most W/60, docs/metrics.md).
 pub const PANES_PER_WINDOW: i64 = 60;
 
+/// Why a window size is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WindowError {
+    /// The name is no duration.
+    Duration(crate::duration::DurationError),
+    /// Shorter than a minute, or not a whole number of milliseconds per step.
+    Size { size_ms: i64 },
+}
+
+impl std::fmt::Display for WindowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WindowError::Duration(e) => e.fmt(f),
+            WindowError::Size { size_ms } => write!(
+                f,
+                "window {} is too short or not divisible into {PANES_PER_WINDOW} steps: use at \
+                 least 1m",
+                crate::duration::format_duration_ms(*size_ms)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WindowError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WindowError::Duration(e) => Some(e),
+            WindowError::Size { .. } => None,
+        }
+    }
+}
+
 /// One configured window: its size, step and label value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WindowSpec {
@@ -25,12 +57,9 @@ pub struct WindowSpec {
 impl WindowSpec {
     /// A window of `size_ms`, which must be a whole number of seconds of at least one minute so
     /// that the step is a whole number of milliseconds.
-    pub fn new(size_ms: i64) -> Result<Self, String> {
+    pub fn new(size_ms: i64) -> Result<Self, WindowError> {
         if size_ms < 60_000 || size_ms % PANES_PER_WINDOW != 0 {
-            return Err(format!(
-                "window {} is too short or not divisible into {PANES_PER_WINDOW} steps: use at least 1m",
-                crate::duration::format_duration_ms(size_ms)
-            ));
+            return Err(WindowError::Size { size_ms });
         }
         Ok(WindowSpec {
             name: crate::duration::format_duration_ms(size_ms),
@@ -40,8 +69,8 @@ impl WindowSpec {
     }
 
     /// A window named as the configuration writes it (`"24h"` stays `24h`, not `1d`).
-    pub fn named(name: &str) -> Result<Self, String> {
-        let size_ms = crate::duration::parse_duration_ms(name)?;
+    pub fn named(name: &str) -> Result<Self, WindowError> {
+        let size_ms = crate::duration::parse_duration_ms(name).map_err(WindowError::Duration)?;
         Ok(WindowSpec { name: name.trim().to_string(), ..Self::new(size_ms)? })
     }
 

@@ -393,7 +393,6 @@ fn score_forms() {
     assert_eq!(survey_of(&nps(r#""9""#)), Survey::Nps { score: 9 });
     assert_eq!(survey_of(&nps(r#""09""#)), Survey::Nps { score: 9 });
     assert_eq!(survey_of(&nps(r#""\u0039""#)), Survey::Nps { score: 9 });
-    assert_eq!(survey_of(&nps("-0")), Survey::Nps { score: 0 });
     assert_eq!(reason(&survey(r#""survey":"nps""#)), MissingField);
     assert_eq!(reason(&nps("null")), MissingField);
     for bad in [
@@ -408,6 +407,9 @@ fn score_forms() {
         r#""9 ""#,
         r#""+9""#,
         r#""-1""#,
+        // Zero to JSON, but signed: a sign is never part of a score.
+        "-0",
+        r#""-0""#,
         r#""0x9""#,
         r#""nine""#,
         r#""NaN""#,
@@ -456,6 +458,19 @@ fn nps_categories() {
         let Survey::Nps { score } = survey_of(&nps(&score.to_string())) else { panic!() };
         assert_eq!(Survey::nps_category(score), want, "{score}");
     }
+}
+
+#[test]
+fn signed_zero_is_no_score_on_any_survey() {
+    for survey_and_scale in [r#""survey":"csat","scale_max":10"#, r#""survey":"ces""#] {
+        for zero in ["-0", r#""-0""#] {
+            let input = survey(&format!(r#"{survey_and_scale},"score":{zero}"#));
+            assert_eq!(reason(&input), InvalidField, "{input}");
+            assert_eq!(parse_event(input.as_bytes()), parse_event_slow(input.as_bytes()));
+        }
+    }
+    let detail = parse(&nps("-0")).unwrap_err().detail;
+    assert!(detail.contains("signed"), "{detail}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Tests of `parse_fast`.
+//! Tests of the fast path.
 use super::*;
 use crate::parse::parse_event_slow;
 use crate::synth::{Synth, SynthConfig};
@@ -78,9 +78,31 @@ fn synthetic_events_take_the_fast_path() {
 }
 
 #[test]
+fn unknown_fields_with_simple_values_take_the_fast_path() {
+    // Fields producers add, as the schema allows: strings and integers, repeated or not.
+    fast(&nps("9,\"source\":\"qualtrics\",\"locale\":\"de-DE\",\"attempt\":2"));
+    fast(&nps("9,\"note\":\"ü\",\"note\":\"\",\"\":0"));
+    fast(&EXAMPLE.replace("{", "{\"x\" : \"y\" ,"));
+    // ... still with every check on the known ones.
+    slow_and_invalid(&nps("11,\"source\":\"qualtrics\""));
+    slow_and_invalid(&nps("9,\"source\":\"qualtrics\",\"score\":9"));
+    slow_and_invalid(&nps("9,\"source\":\"a\tb\""));
+    slow_and_invalid(&nps("9,\"so\turce\":1"));
+    slow_and_invalid(&nps("9,\"source\":01"));
+    slow_and_invalid(&nps("9,\"source\""));
+}
+
+#[test]
 fn shape_the_fast_path_leaves_alone() {
-    // Unknown keys, even harmless ones.
-    slow_but_valid(&nps("9,\"note\":\"x\""));
+    // Unknown keys with values other than plain strings and integers.
+    slow_but_valid(&nps("9,\"note\":null"));
+    slow_but_valid(&nps("9,\"note\":true"));
+    slow_but_valid(&nps("9,\"note\":{\"a\":1}"));
+    slow_but_valid(&nps("9,\"note\":[1]"));
+    slow_but_valid(&nps("9,\"note\":-1"));
+    slow_but_valid(&nps("9,\"note\":1.5"));
+    slow_but_valid(&nps("9,\"note\":\"a\\nb\""));
+    slow_but_valid(&nps("9,\"n\\u006fte\":1"));
     // Escapes in keys or values.
     slow_but_valid(&EXAMPLE.replace("\"brand\"", "\"\\u0062rand\""));
     slow_but_valid(&EXAMPLE.replace("\"r-1\"", "\"r\\u002d1\""));
@@ -90,8 +112,7 @@ fn shape_the_fast_path_leaves_alone() {
     slow_but_valid(&EXAMPLE.replace("\"score\":9", "\"score\":9,\"action\":true"));
     slow_but_valid(&EXAMPLE.replace("\"score\":9", "\"score\":9,\"action\":[1]"));
     slow_but_valid(&EXAMPLE.replace("\"score\":9", "\"score\":9,\"action\":{}"));
-    // Negative numbers (`-0` is a valid score), and integers longer than the fast path reads.
-    slow_but_valid(&nps("-0"));
+    // Integers longer than the fast path reads.
     slow_and_invalid(
         r#"{"type":"customer_base","event_id":"e","occurred_at":1,"brand":"b","active_customers":18446744073709551615}"#,
     );
@@ -114,7 +135,7 @@ fn invalid_input_the_fast_path_leaves_alone() {
     slow_and_invalid(&EXAMPLE[..EXAMPLE.len() - 10]);
     slow_and_invalid(&nps("9}"));
     // Numbers that are not plain integers.
-    for bad in ["09", "9.0", "9e0", "9E0", "9.", "-1", "9x", "+9", ".9"] {
+    for bad in ["09", "9.0", "9e0", "9E0", "9.", "-1", "-0", "\"-0\"", "9x", "+9", ".9"] {
         slow_and_invalid(&nps(bad));
     }
     // A control character in a string.
@@ -335,10 +356,14 @@ mod prop {
             ),
         ];
         if clean {
-            // Only the shape the fast path takes.
-            return fields
-                .prop_map(|fields| {
-                    fields.into_iter().flatten().filter(|(_, v)| is_plain(v)).collect()
+            // Only the shape the fast path takes, with fields of the producer's own.
+            let unknown =
+                "[a-z_]{0,12}".prop_filter("an unknown key", |k| Field::named(k).is_none());
+            let extra = proptest::collection::vec((unknown, odd_value()), 0..3);
+            return (fields, extra)
+                .prop_map(|(fields, extra)| {
+                    let fields = fields.into_iter().flatten().chain(extra);
+                    fields.filter(|(_, v)| is_plain(v)).collect()
                 })
                 .prop_shuffle()
                 .boxed();
@@ -477,6 +502,14 @@ mod prop {
             prop_assert_eq!(string_end(&b, 0), naive);
         }
 
+        /// The hand-read timestamp is the reference path's, whenever the hand reader takes it.
+        #[test]
+        fn rfc3339_by_hand_agrees_with_the_reference(ts in timestamp()) {
+            if let Some(ms) = rfc3339_ms(ts.as_bytes()) {
+                prop_assert_eq!(occurred_at(&ts), Ok(ms), "{}", ts);
+            }
+        }
+
         /// Whatever the fast path returns, the slow path returns too.
         #[test]
         fn fast_path_agrees_with_slow_path(
@@ -503,5 +536,60 @@ mod prop {
                 Err(_) => prop_assert_eq!(parse_fast(bytes), None, "{}", text),
             }
         }
+    }
+}
+
+#[test]
+fn the_fast_path_knows_every_schema_field_and_no_other_key() {
+    for (slot, field) in Field::ALL.into_iter().enumerate() {
+        assert_eq!(field as usize, slot, "{field:?}");
+        assert_eq!(Field::named(field.name()), Some(field));
+        let key = format!("{}\":1", field.name());
+        assert_eq!(key_slot(key.as_bytes()), Some((slot, field.name().len() + 1)), "{key}");
+    }
+    for other in ["typ\"", "types\"", "scor\"", "actions\"", "brand_\"", "x\"", "segment"] {
+        assert_eq!(key_slot(other.as_bytes()), None, "{other}");
+    }
+}
+
+#[test]
+fn common_timestamps_are_read_by_hand_as_the_reference_reads_them() {
+    for ts in [
+        "1970-01-01T00:00:00Z",
+        "1970-01-01T01:00:00+01:00",
+        "2026-11-23T10:00:00Z",
+        "2026-11-23T12:00:00+02:00",
+        "2026-11-23T05:30:00-04:30",
+        "2026-11-23T10:00:00.25Z",
+        "2026-11-23T10:00:00.999999999-00:00",
+        "2024-02-29T23:59:59.123+05:30",
+        "2000-02-29T00:00:00Z",
+        "9999-12-31T23:59:59.999Z",
+    ] {
+        let quoted = format!("\"{ts}\"");
+        let by_hand = rfc3339_ms(quoted.as_bytes());
+        assert!(by_hand.is_some(), "{ts}");
+        assert_eq!(occurred_at(&quoted).ok(), by_hand, "{ts}");
+    }
+    // Left to the reference path, which accepts or rejects them.
+    for ts in [
+        "2026-11-23t10:00:00Z",
+        "2026-11-23 10:00:00Z",
+        "2026-11-23T10:00:00z",
+        "2026-11-23T23:59:60Z",
+        "2026-11-23T10:00:00.1234567890Z",
+        "2026-11-23T10:00:00",
+        "2026-11-23T10:00:00+0200",
+        "2026-11-23T10:00:00+24:00",
+        "2026-02-29T10:00:00Z",
+        "1900-02-29T10:00:00Z",
+        "2026-11-31T10:00:00Z",
+        "2026-13-01T10:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "9999-12-31T23:59:59-01:00",
+        "2026-11-23T10:00:00.Z",
+        "+2026-11-23T10:00:00Z",
+    ] {
+        assert_eq!(rfc3339_ms(format!("\"{ts}\"").as_bytes()), None, "{ts}");
     }
 }

@@ -1,21 +1,21 @@
-//! A single-pass fast path for [`crate::parse::parse_event`], for the shape nearly every event has.
+//! A single-pass fast path for [`super::parse_event`], for the shape nearly every event has.
 //!
-//! It accepts only a flat JSON object whose keys are the known schema-1 field names (unescaped,
-//! each at most once) and whose values are strings without backslashes or plain non-negative
-//! integers of at most [`MAX_FAST_DIGITS`] digits. It works on bytes: keys and literal values
-//! (`type`, `survey`, `action`) are compared as fixed-size arrays, labels are checked against a
-//! byte table, and UTF-8 is checked only where a string has a non-ASCII byte. The checks mirror
-//! the slow path's field by field (a differential proptest holds them together), so an event it
-//! returns is the event `parse_event` would return. Anything else (unknown keys, `null`, booleans,
-//! nested values, negative or non-integral numbers, escapes, duplicates, invalid fields, trailing
-//! garbage, ...) gives `None` and the slow path decides, with its rejection details. The fast path
-//! never rejects.
+//! It accepts only a flat JSON object whose keys are unescaped (the known schema-1 field names each
+//! at most once, others ignored as the schema says) and whose values are strings without
+//! backslashes or plain non-negative integers of at most [`MAX_FAST_DIGITS`] digits. It works on
+//! bytes: a key is picked by its first bytes and confirmed against its name in [`Field`], literal
+//! values (`type`, `survey`, `action`) are compared as fixed-size arrays, labels are checked
+//! against a byte table, timestamps in the common RFC 3339 form are read by hand, and UTF-8 is
+//! checked only where a string has a non-ASCII byte. The checks mirror the slow path's field by
+//! field (differential proptests hold them together), so an event it returns is the event
+//! `parse_event` would return. Anything else (`null`, booleans, nested values, negative or
+//! non-integral numbers, escapes, duplicates, invalid fields, trailing garbage, ...) gives `None`
+//! and the slow path decides, with its rejection details. The fast path never rejects.
 
 use std::borrow::Cow;
 
-use crate::engine::OVERFLOW_LABEL;
+use super::{digits_value, occurred_at, Field, FIELDS, MAX_ID_BYTES};
 use crate::event::*;
-use crate::parse::{digits_value, occurred_at, MAX_ID_BYTES, MAX_OCCURRED_AT_MS};
 
 /// Longest integer the fast path reads; longer ones (still valid for some fields) go the slow way.
 const MAX_FAST_DIGITS: usize = 15;
@@ -23,53 +23,41 @@ const MAX_FAST_DIGITS: usize = 15;
 // Every count of at most MAX_FAST_DIGITS digits is an `active_customers` the slow path accepts.
 const _: () = assert!(10u64.pow(MAX_FAST_DIGITS as u32) - 1 <= MAX_ACTIVE_CUSTOMERS);
 
-/// The raw JSON text of each known field, indexed by [`key_slot`].
-const FIELDS: usize = 13;
-const SCHEMA: usize = 0;
-const TYPE: usize = 1;
-const EVENT_ID: usize = 2;
-const OCCURRED_AT: usize = 3;
-const BRAND: usize = 4;
-const SEGMENT: usize = 5;
-const CUSTOMER_ID: usize = 6;
-const SURVEY: usize = 7;
-const SCORE: usize = 8;
-const SCALE_MAX: usize = 9;
-const RESPONSE_ID: usize = 10;
-const ACTION: usize = 11;
-const ACTIVE_CUSTOMERS: usize = 12;
-
 /// The slot of the key whose text (after the opening quote) starts `body`, if it is a known one,
-/// and its length with the closing quote. A byte or two pick the one candidate, and one
-/// fixed-size comparison confirms it; a key with an escape or a control character matches no known
+/// and its length with the closing quote. A byte or two pick the one candidate, and comparing
+/// its name confirms it; a key with an escape or a control character matches no known
 /// name, so it needs no other check.
 #[inline]
 fn key_slot(body: &[u8]) -> Option<(usize, usize)> {
     match (body.first()?, body.get(1)?) {
-        (b't', _) => known(body, b"type\"", TYPE),
-        (b'e', _) => known(body, b"event_id\"", EVENT_ID),
-        (b'o', _) => known(body, b"occurred_at\"", OCCURRED_AT),
-        (b'b', _) => known(body, b"brand\"", BRAND),
-        (b'c', _) => known(body, b"customer_id\"", CUSTOMER_ID),
-        (b'r', _) => known(body, b"response_id\"", RESPONSE_ID),
-        (b's', b'e') => known(body, b"segment\"", SEGMENT),
-        (b's', b'u') => known(body, b"survey\"", SURVEY),
+        (b't', _) => known(body, Field::Type),
+        (b'e', _) => known(body, Field::EventId),
+        (b'o', _) => known(body, Field::OccurredAt),
+        (b'b', _) => known(body, Field::Brand),
+        (b'c', _) => known(body, Field::CustomerId),
+        (b'r', _) => known(body, Field::ResponseId),
+        (b's', b'e') => known(body, Field::Segment),
+        (b's', b'u') => known(body, Field::Survey),
         (b's', b'c') => match body.get(2)? {
-            b'h' => known(body, b"schema\"", SCHEMA),
-            b'o' => known(body, b"score\"", SCORE),
-            _ => known(body, b"scale_max\"", SCALE_MAX),
+            b'h' => known(body, Field::Schema),
+            b'o' => known(body, Field::Score),
+            _ => known(body, Field::ScaleMax),
         },
         (b'a', _) => match body.get(4)? {
-            b'o' => known(body, b"action\"", ACTION),
-            _ => known(body, b"active_customers\"", ACTIVE_CUSTOMERS),
+            b'o' => known(body, Field::Action),
+            _ => known(body, Field::ActiveCustomers),
         },
         _ => None,
     }
 }
 
+/// `Some((slot, length with the closing quote))` if `body` starts with `field`'s name and a quote.
+/// Inlined with a constant `field`, the name's length is a constant and the comparison a few loads.
 #[inline(always)]
-fn known<const N: usize>(body: &[u8], key: &[u8; N], slot: usize) -> Option<(usize, usize)> {
-    is(body.get(..N)?, key).then_some((slot, N))
+fn known(body: &[u8], field: Field) -> Option<(usize, usize)> {
+    let name = field.name().as_bytes();
+    let matches = body.get(..name.len())? == name && body.get(name.len()) == Some(&b'"');
+    matches.then_some((field as usize, name.len() + 1))
 }
 
 /// `raw == literal`, compared as fixed-size arrays so that it compiles to a few loads instead of a
@@ -164,7 +152,12 @@ fn scan(b: &[u8]) -> Option<[&[u8]; FIELDS]> {
         if b.get(i) != Some(&b'"') {
             return None; // includes `{}` and a trailing comma
         }
-        let (slot, after_key) = key(b, i)?;
+        let (slot, after_key) = match key(b, i) {
+            Some((slot, after_key)) => (Some(slot), after_key),
+            // A key the schema ignores (producers add their own): skipped with its value, when
+            // both are as simple as a known field's.
+            None => (None, string_end(b, i)? + 1),
+        };
         i = skip_ws(b, after_key);
         if b.get(i) != Some(&b':') {
             return None;
@@ -192,8 +185,10 @@ fn scan(b: &[u8]) -> Option<[&[u8]; FIELDS]> {
             _ => return None,
         }
         // A fraction, exponent or other stray byte after a number fails the separator check.
-        if !std::mem::replace(&mut fields[slot], b.get(start..i)?).is_empty() {
-            return None; // duplicate: the slow path rejects it
+        if let Some(slot) = slot {
+            if !std::mem::replace(&mut fields[slot], b.get(start..i)?).is_empty() {
+                return None; // duplicate: the slow path rejects it
+            }
         }
         i = skip_ws(b, i);
         match b.get(i) {
@@ -214,53 +209,58 @@ fn present(raw: &[u8]) -> Option<&[u8]> {
 
 /// Validates the fields exactly as `parse_event` does; `None` where it would reject.
 fn build<'a>(f: &[&'a [u8]; FIELDS]) -> Option<Event<'a>> {
-    if present(f[SCHEMA]).is_some_and(|raw| raw != b"1") {
+    let slot = |field: Field| f[field as usize];
+    if present(slot(Field::Schema)).is_some_and(|raw| raw != b"1") {
         return None;
     }
-    let event_type = present(f[TYPE])?;
-    let event_id = id(f[EVENT_ID])?;
-    let occurred_at_ms = match present(f[OCCURRED_AT])? {
+    let event_type = present(slot(Field::Type))?;
+    let event_id = id(slot(Field::EventId))?;
+    let occurred_at_ms = match present(slot(Field::OccurredAt))? {
         // What `occurred_at` does with an integer, for the at most 15 digits the scanner passes.
         raw if raw[0] != b'"' => Some(plain_integer(raw)).filter(|ms| *ms <= MAX_OCCURRED_AT_MS)?,
-        raw => occurred_at(std::str::from_utf8(raw).ok()?).ok()?,
+        // The common RFC 3339 form by hand, anything else as the reference path reads it.
+        raw => match rfc3339_ms(raw) {
+            Some(ms) => ms,
+            None => occurred_at(std::str::from_utf8(raw).ok()?).ok()?,
+        },
     };
-    let brand = fast_label(f[BRAND])?;
-    let segment = match present(f[SEGMENT]) {
+    let brand = fast_label(slot(Field::Brand))?;
+    let segment = match present(slot(Field::Segment)) {
         Some(raw) => fast_label(raw)?,
         None => "all",
     };
     // Checked on every type, kept only by lifecycle events.
-    let customer_id = match present(f[CUSTOMER_ID]) {
+    let customer_id = match present(slot(Field::CustomerId)) {
         Some(raw) => Some(id(raw)?),
         None => None,
     };
     let payload = if is(event_type, b"\"survey_response\"") {
-        let survey = match present(f[SURVEY])? {
-            b"\"nps\"" => Survey::Nps { score: score(present(f[SCORE])?, 0, 10)? },
+        let survey = match present(slot(Field::Survey))? {
+            b"\"nps\"" => Survey::Nps { score: score(present(slot(Field::Score))?, 0, 10)? },
             b"\"csat\"" => {
-                let scale = match present(f[SCALE_MAX]) {
+                let scale = match present(slot(Field::ScaleMax)) {
                     None | Some(b"5") => CsatScale::Five,
                     Some(b"7") => CsatScale::Seven,
                     Some(b"10") => CsatScale::Ten,
                     Some(_) => return None,
                 };
-                Survey::Csat { score: score(present(f[SCORE])?, 1, scale.max())?, scale }
+                Survey::Csat { score: score(present(slot(Field::Score))?, 1, scale.max())?, scale }
             }
-            b"\"ces\"" => Survey::Ces { score: score(present(f[SCORE])?, 1, 7)? },
+            b"\"ces\"" => Survey::Ces { score: score(present(slot(Field::Score))?, 1, 7)? },
             _ => return None,
         };
-        let response_id = match present(f[RESPONSE_ID]) {
+        let response_id = match present(slot(Field::ResponseId)) {
             Some(raw) => Some(Cow::Borrowed(id(raw)?)),
             None => None,
         };
         Payload::Survey { survey, response_id }
     } else if is(event_type, b"\"customer_lifecycle\"") {
-        let action = present(f[ACTION])?;
+        let action = present(slot(Field::Action))?;
         let action = Action::ALL.into_iter().find(|a| action_literal(*a) == action)?;
         Payload::Lifecycle { action, customer_id: Cow::Borrowed(customer_id?) }
     } else if is(event_type, b"\"customer_base\"") {
         // The scanner passed at most 15 digits: always a valid count (see MAX_FAST_DIGITS).
-        let raw = present(f[ACTIVE_CUSTOMERS]).filter(|raw| raw[0] != b'"')?;
+        let raw = present(slot(Field::ActiveCustomers)).filter(|raw| raw[0] != b'"')?;
         Payload::CustomerBase { active_customers: plain_integer(raw) as u64 }
     } else {
         return None;
@@ -274,6 +274,85 @@ fn build<'a>(f: &[&'a [u8]; FIELDS]) -> Option<Event<'a>> {
     })
 }
 
+/// Epoch milliseconds of a JSON string holding an RFC 3339 timestamp in its common form,
+/// `"YYYY-MM-DDTHH:MM:SS[.fraction]"` then `Z` or `±HH:MM`, with every field in range and the
+/// instant in 1970..=9999; `None` for anything else (lowercase separators, leap seconds, longer
+/// fractions, ...), which the reference path reads as it always does. Producers write nearly
+/// all timestamps this way, and reading them by hand costs a fraction of the general parser.
+fn rfc3339_ms(raw: &[u8]) -> Option<i64> {
+    let text = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    let digits = |at: usize, len: usize| -> Option<i64> {
+        let bytes = text.get(at..at + len)?;
+        bytes
+            .iter()
+            .try_fold(0i64, |n, &b| b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0')))
+    };
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if separators.iter().any(|&(at, c)| text.get(at) != Some(&c)) {
+        return None;
+    }
+    let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
+    let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut at = 19;
+    let mut millis = 0;
+    if text.get(at) == Some(&b'.') {
+        let count = text.get(at + 1..)?.iter().take_while(|b| b.is_ascii_digit()).count();
+        if !(1..=9).contains(&count) {
+            return None;
+        }
+        // Truncated to the millisecond, as the reference path keeps it.
+        let kept = count.min(3);
+        millis = digits(at + 1, kept)? * 10i64.pow(3 - kept as u32);
+        at += 1 + count;
+    }
+    let offset_s = match text.get(at..)? {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (hours, minutes) = (digits(at + 1, 2)?, digits(at + 4, 2)?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let offset = hours * 3_600 + minutes * 60;
+            if *sign == b'-' {
+                -offset
+            } else {
+                offset
+            }
+        }
+        _ => return None,
+    };
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+    let ms = (seconds - offset_s) * 1_000 + millis;
+    (0..=MAX_OCCURRED_AT_MS).contains(&ms).then_some(ms)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (the well-known "days from civil"
+/// arithmetic: years start in March, so the leap day is the last day of a year).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 /// The action's name as a JSON string.
 fn action_literal(action: Action) -> &'static [u8] {
     match action {
@@ -285,7 +364,8 @@ fn action_literal(action: Action) -> &'static [u8] {
     }
 }
 
-/// The body of a string value the scanner passed (no escapes, UTF-8 checked), `None` for other values.
+/// The body of a string value the scanner passed (no escapes, UTF-8 checked), `None` for other
+/// values.
 #[inline]
 fn string_body(raw: &[u8]) -> Option<&str> {
     let body = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
@@ -386,5 +466,4 @@ fn score(raw: &[u8], lo: u8, hi: u8) -> Option<u8> {
 }
 
 #[cfg(test)]
-#[path = "parse_fast_tests.rs"]
 mod tests;
