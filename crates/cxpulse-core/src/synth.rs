@@ -5,8 +5,14 @@
 //! Customers come and go at realistic daily rates of the active base (churn 0.2 % a day), paced
 //! by event time rather than by the event rate: however fast events are produced, churn stays
 //! well under 1 % a day, as in a real subscription business.
+//!
+//! NPS categories are dealt per brand/segment like cards from a shuffled deck of 20 in the brand's
+//! mix, so any run of answers holds close to that mix: a healthy brand's score never wanders
+//! across a significance line by chance and pages nobody in the demo, while every single answer
+//! still looks random.
 
 use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 pub const BRANDS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
@@ -57,7 +63,20 @@ pub struct Synth {
     first_ms: Option<i64>,
     base_sent: [[bool; 3]; 4],
     customers: [[Customers; 3]; 4],
+    nps_decks: [[NpsDeck; 3]; 4],
 }
+
+/// NPS categories still to deal for one brand/segment (0 promoter, 1 passive, 2 detractor), and
+/// whether they are the dipping mix.
+#[derive(Clone, Default)]
+struct NpsDeck {
+    cards: Vec<u8>,
+    dipping: bool,
+}
+
+/// Promoters, passives and detractors in a deck of 20: healthy NPS 40, dipping NPS -80.
+const HEALTHY_DECK: [usize; 3] = [11, 6, 3];
+const DIPPING_DECK: [usize; 3] = [1, 2, 17];
 
 /// One generated message: its Kafka key (`brand/segment`) and JSON payload.
 pub struct SynthMessage {
@@ -75,6 +94,7 @@ impl Synth {
             first_ms: None,
             base_sent: [[false; 3]; 4],
             customers: [[Customers::default(); 3]; 4],
+            nps_decks: Default::default(),
         }
     }
 
@@ -116,7 +136,7 @@ impl Synth {
                 r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#
             )
         } else if roll < 0.5 {
-            let score = self.nps_score(dipping);
+            let score = self.nps_score(b, s, dipping);
             format!(r#"{{{common},"type":"survey_response","survey":"nps","score":{score}}}"#)
         } else if roll < 0.65 {
             let score = self.rng.gen_range(1..=5);
@@ -136,17 +156,24 @@ impl Synth {
         SynthMessage { key, payload }
     }
 
-    /// Healthy brands are mostly promoters (NPS about 40); a dipping brand turns mostly
-    /// detractor (NPS about -80), a drop deep enough for the demo's one story.
-    fn nps_score(&mut self, dipping: bool) -> u8 {
-        let (promoter, passive) = if dipping { (0.05, 0.1) } else { (0.55, 0.3) };
-        let roll: f64 = self.rng.gen();
-        if roll < promoter {
-            self.rng.gen_range(9..=10)
-        } else if roll < promoter + passive {
-            self.rng.gen_range(7..=8)
-        } else {
-            self.rng.gen_range(0..=6)
+    /// Healthy brands are mostly promoters (NPS 40); a dipping brand turns mostly detractor
+    /// (NPS -80), a drop deep enough for the demo's one story.
+    fn nps_score(&mut self, brand: usize, segment: usize, dipping: bool) -> u8 {
+        let deck = &mut self.nps_decks[brand][segment];
+        if deck.dipping != dipping {
+            *deck = NpsDeck { cards: Vec::new(), dipping };
+        }
+        if deck.cards.is_empty() {
+            let mix = if dipping { DIPPING_DECK } else { HEALTHY_DECK };
+            for (category, count) in mix.into_iter().enumerate() {
+                deck.cards.resize(deck.cards.len() + count, category as u8);
+            }
+            deck.cards.shuffle(&mut self.rng);
+        }
+        match deck.cards.pop() {
+            Some(0) => self.rng.gen_range(9..=10),
+            Some(1) => self.rng.gen_range(7..=8),
+            _ => self.rng.gen_range(0..=6),
         }
     }
 
@@ -253,6 +280,42 @@ mod tests {
         }
         assert!(invalid > 100 && invalid < 300, "{invalid}");
         assert_eq!(valid + invalid, 2_000);
+    }
+
+    /// Any run of 100 NPS answers of one brand/segment is within a few points of its mix: NPS 40
+    /// healthy, -80 once the dip has started.
+    #[test]
+    fn nps_answers_keep_close_to_their_mix() {
+        let mut synth =
+            Synth::new(SynthConfig { dip_after_ms: 1_000_000, ..SynthConfig::default() });
+        let (mut healthy, mut dipping) = (Vec::new(), Vec::new());
+        for i in 0..40_000i64 {
+            let message = synth.next_message(1_795_000_000_000 + i * 50);
+            if message.key != "globex/smb" || !message.payload.contains(r#""survey":"nps""#) {
+                continue;
+            }
+            let Some(at) = message.payload.find(r#""score":"#) else { continue };
+            let digits: String =
+                message.payload[at + 8..].chars().take_while(|c| c.is_ascii_digit()).collect();
+            let score: u8 = digits.parse().unwrap_or(99);
+            let weight = match score {
+                9..=10 => 1,
+                7..=8 => 0,
+                _ => -1,
+            };
+            if i * 50 < 1_000_000 {
+                healthy.push(weight)
+            } else {
+                dipping.push(weight)
+            }
+        }
+        for (answers, nps) in [(&healthy, 40), (&dipping, -80)] {
+            assert!(answers.len() > 500, "{}", answers.len());
+            for run in answers.windows(100) {
+                let score: i32 = run.iter().sum();
+                assert!((score - nps).abs() <= 12, "a run of 100 scored {score}, mix {nps}");
+            }
+        }
     }
 
     /// A day of events at a high rate: churns stay near 0.2 % of the base, whatever the rate.
