@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -140,6 +141,45 @@ impl LocalAlerting {
         self.children.push((name, child));
         Ok(())
     }
+}
+
+/// Waits (at most `limit`, or until `stop`) until the worker at `worker` has counted or rejected
+/// `events` messages, reading its own `/metrics`; says how it went, for the demo to print.
+pub fn wait_until_consumed(
+    worker: SocketAddr,
+    events: u64,
+    limit: Duration,
+    stop: &AtomicBool,
+) -> String {
+    let started = Instant::now();
+    while started.elapsed() < limit && !stop.load(Ordering::Relaxed) {
+        if consumed(worker).is_some_and(|n| n >= events as f64) {
+            return format!("after {:.1} s", started.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    format!(
+        "only in part after {:.0} s; starting Prometheus anyway",
+        started.elapsed().as_secs_f64()
+    )
+}
+
+/// Messages counted plus messages rejected, from one bounded GET of `/metrics`.
+fn consumed(worker: SocketAddr) -> Option<f64> {
+    let mut stream = TcpStream::connect_timeout(&worker, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: demo\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.take(64 << 20).read_to_string(&mut text).ok()?;
+    let total = text
+        .lines()
+        .filter(|line| {
+            line.starts_with("cxpulse_events_counted_total")
+                || line.starts_with("cxpulse_events_rejected_total")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    Some(total)
 }
 
 /// The rule file with each `for: <duration>` line divided by [`FOR_DIVISOR`], every other line as is.

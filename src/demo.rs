@@ -31,6 +31,9 @@ const HISTORY_TO_MS: i64 = 65 * 60_000;
 /// baseline for the hour (see CxpulseNpsDroppedSignificantly).
 const HISTORY_SECONDS_OF_TRAFFIC: u64 = 110;
 
+/// Longest wait for the worker to read the history before Prometheus starts anyway.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
+
 pub struct DemoOptions {
     pub listen: String,
     /// Live events per second.
@@ -119,21 +122,28 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
         println!("  history  {history} events of normal traffic from 6h to 65m ago");
         println!("  globex's NPS starts dipping {dip_after} s in.");
         let Some(programs) = programs else { return };
-        match LocalAlerting::start(&programs, addr, started) {
-            Ok(stack) => {
-                let handle = std::thread::spawn(move || {
+        // Not in this callback: the worker serves HTTP only once it returns.
+        let handle = std::thread::spawn(move || {
+            // Prometheus starts once the history is read: a worker busy with it may answer
+            // scrapes late, and with `for:` in seconds a few late scrapes would page "no worker
+            // is up".
+            let caught_up =
+                crate::alerting::wait_until_consumed(addr, history, CATCH_UP_LIMIT, &alerting_stop);
+            println!("  history  read by the worker {caught_up}");
+            match LocalAlerting::start(&programs, addr, started) {
+                Ok(stack) => {
                     while !alerting_stop.load(Ordering::Relaxed) {
                         std::thread::sleep(Duration::from_millis(100));
                     }
                     drop(stack);
-                });
-                *watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+                }
+                Err(e) => {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    alerting_stop.store(true, Ordering::Relaxed);
+                }
             }
-            Err(e) => {
-                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                alerting_stop.store(true, Ordering::Relaxed);
-            }
-        }
+        });
+        *watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
     });
     stop.store(true, Ordering::Relaxed);
     if let Some(handle) = alerting_watcher.lock().unwrap_or_else(|p| p.into_inner()).take() {
