@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
-use cxpulse_core::alerts::{AlertOverride, AlertPolicy};
+use cxpulse_core::alerts::{AlertOverride, AlertPolicy, DEFAULT_CHURN_THRESHOLD};
 use cxpulse_core::duration::parse_duration_ms;
 use cxpulse_core::{ClockMode, EngineConfig, WindowSpec};
 use cxpulse_http::HttpConfig;
@@ -72,13 +72,20 @@ impl Default for LimitsConfig {
 pub struct AlertsConfig {
     pub nps_threshold: f64,
     pub min_responses: u64,
+    /// Churn share (0..1) over 30 days above which CxpulseChurnRateHigh fires.
+    pub churn_threshold: f64,
     #[serde(rename = "override", skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<AlertOverride>,
 }
 
 impl Default for AlertsConfig {
     fn default() -> Self {
-        AlertsConfig { nps_threshold: 0.0, min_responses: 30, overrides: Vec::new() }
+        AlertsConfig {
+            nps_threshold: 0.0,
+            min_responses: 30,
+            churn_threshold: DEFAULT_CHURN_THRESHOLD,
+            overrides: Vec::new(),
+        }
     }
 }
 
@@ -175,9 +182,19 @@ impl Config {
         }
         crate::kafka_check::check(&self.kafka_settings())?;
         self.gateway.validate().map_err(|e| anyhow!("invalid config: {e}"))?;
+        let churn_share = |value: f64| (0.0..=1.0).contains(&value);
+        if !churn_share(self.alerts.churn_threshold) {
+            bail!("invalid config: [alerts] churn_threshold is a share of customers, 0 to 1");
+        }
         for o in &self.alerts.overrides {
             if o.brand.is_empty() {
                 bail!("invalid config: [[alerts.override]] needs a brand");
+            }
+            if o.churn_threshold.is_some_and(|value| !churn_share(value)) {
+                bail!(
+                    "invalid config: [[alerts.override]] churn_threshold of brand {} is a share of customers, 0 to 1",
+                    o.brand
+                );
             }
         }
         Ok(())
@@ -237,6 +254,7 @@ impl Config {
         AlertPolicy {
             nps_threshold: self.alerts.nps_threshold,
             min_responses: self.alerts.min_responses,
+            churn_threshold: self.alerts.churn_threshold,
             overrides: self.alerts.overrides.clone(),
         }
     }
@@ -489,5 +507,21 @@ mod tests {
         .unwrap();
         let shown = config.redact("x abcdef y abc z tok-1 localhost:9092");
         assert_eq!(shown, "x <redacted> y <redacted> z <redacted> localhost:9092");
+    }
+
+    #[test]
+    fn churn_threshold_has_a_default_and_per_brand_overrides() {
+        let text = "[alerts]\nchurn_threshold = 0.03\n[[alerts.override]]\nbrand = \"acme\"\nchurn_threshold = 0.1\n";
+        let policy = Config::from_toml_and_env(text, env(&[])).unwrap().alert_policy();
+        assert_eq!(policy.churn_threshold_for("acme", "smb"), 0.1);
+        assert_eq!(policy.churn_threshold_for("globex", "smb"), 0.03);
+        assert_eq!(Config::default().alert_policy().churn_threshold_for("globex", "smb"), 0.05);
+        for bad in [
+            "[alerts]\nchurn_threshold = 5",
+            "[[alerts.override]]\nbrand = \"acme\"\nchurn_threshold = -0.1",
+        ] {
+            let error = Config::from_toml_and_env(bad, env(&[])).unwrap_err().to_string();
+            assert!(error.contains("churn_threshold"), "{bad}: {error}");
+        }
     }
 }

@@ -1,25 +1,56 @@
 //! `cxpulse demo`: everything in one process. librdkafka's mock cluster is a real Kafka-protocol
-//! broker on loopback; a synthetic producer feeds it (globex's NPS dips after a minute) and a
-//! worker with the default windows consumes it and serves the HTTP endpoints.
+//! broker on loopback; it starts with hours of normal history, a synthetic producer then feeds it
+//! live (globex's NPS dips after `--dip-after` seconds), and a worker with the default windows
+//! consumes it and serves the HTTP endpoints. `--alerting` adds Prometheus and Alertmanager.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use cxpulse_core::synth::SynthConfig;
+use cxpulse_core::synth::{Synth, SynthConfig};
 use cxpulse_kafka::produce::{produce_synthetic, ProduceOptions};
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use tracing::{error, info};
 
+use crate::alerting::{LocalAlerting, Programs};
 use crate::config::Config;
 
 const TOPIC: &str = "cx-events";
 const PARTITIONS: i32 = 12;
+/// The demo's NPS threshold for every brand: healthy brands sit near 40, globex's dip near -80.
+const NPS_THRESHOLD: f64 = 10.0;
+/// History spans from 6 hours ago to 65 minutes ago: in the 24h window, never in the 1h one.
+const HISTORY_FROM_MS: i64 = 6 * 3_600_000;
+const HISTORY_TO_MS: i64 = 65 * 60_000;
+/// The history holds as many events as this many seconds of live traffic. Sized for one story:
+/// globex's 24h NPS (history plus dip) falls under the threshold about 40 s into the dip, while
+/// its 1h NPS has already dropped significantly below the 24h one; that comparison holds until
+/// the dip outweighs the history (about 100 s into the dip), when the 24h window stops being a
+/// baseline for the hour (see CxpulseNpsDroppedSignificantly).
+const HISTORY_SECONDS_OF_TRAFFIC: u64 = 110;
 
-pub fn run(listen: &str, rate: u64, duration: Option<u64>) -> anyhow::Result<()> {
+/// Longest wait for the worker to read the history before Prometheus starts anyway.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
+
+pub struct DemoOptions {
+    pub listen: String,
+    /// Live events per second.
+    pub rate: u64,
+    /// Stop after this many seconds.
+    pub duration: Option<u64>,
+    /// Seconds of live traffic before globex's NPS dips.
+    pub dip_after: u64,
+    /// Run Prometheus and Alertmanager too, and print the alerts.
+    pub alerting: bool,
+}
+
+pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     // Bound first, so that a taken address stops the demo before anything starts.
-    let listener = cxpulse_http::listener::bind(listen)?;
+    let listener = cxpulse_http::listener::bind(&options.listen)?;
+    let started = Instant::now();
+    let programs = options.alerting.then(Programs::find).transpose()?;
     let cluster =
         MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
     cluster
@@ -40,30 +71,36 @@ pub fn run(listen: &str, rate: u64, duration: Option<u64>) -> anyhow::Result<()>
     ] {
         config.kafka.insert(key.into(), toml::Value::String(value.into()));
     }
-    config.http.listen = listen.to_string();
-    config.alerts.nps_threshold = 10.0;
+    config.http.listen = options.listen.clone();
+    config.alerts.nps_threshold = NPS_THRESHOLD;
     config.validate()?;
+
+    let run_id = format!("demo{}", cxpulse_kafka::worker::wall_ms());
+    let history = options.rate.max(1) * HISTORY_SECONDS_OF_TRAFFIC;
+    backfill(&brokers, &run_id, history)?;
+    info!(events = history, "backfilled hours of normal history");
 
     let stop = Arc::new(AtomicBool::new(false));
     let producer_stop = stop.clone();
     let producer_config = cxpulse_kafka::config::producer_config(&config.kafka_settings());
+    let live = ProduceOptions {
+        topic: TOPIC.into(),
+        rate: options.rate,
+        count: None,
+        synth: SynthConfig {
+            run_id,
+            dip_after_ms: options.dip_after as i64 * 1000,
+            invalid_ratio: 0.01,
+            ..SynthConfig::default()
+        },
+    };
     let producer = std::thread::spawn(move || {
-        let options = ProduceOptions {
-            topic: TOPIC.into(),
-            rate,
-            count: None,
-            synth: SynthConfig {
-                run_id: format!("demo{}", cxpulse_kafka::worker::wall_ms()),
-                invalid_ratio: 0.01,
-                ..SynthConfig::default()
-            },
-        };
-        match produce_synthetic(&producer_config, &options, &producer_stop) {
+        match produce_synthetic(&producer_config, &live, &producer_stop) {
             Ok(sent) => info!(sent, "synthetic producer stopped"),
             Err(e) => error!("synthetic producer failed: {e}"),
         }
     });
-    if let Some(seconds) = duration {
+    if let Some(seconds) = options.duration {
         let timer_stop = stop.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(seconds));
@@ -71,7 +108,14 @@ pub fn run(listen: &str, rate: u64, duration: Option<u64>) -> anyhow::Result<()>
         });
     }
 
-    let gateway = crate::gateway::spawn_demo(&config, listen, stop.clone())?;
+    let gateway = crate::gateway::spawn_demo(&config, &options.listen, stop.clone())?;
+    // The alerting stack starts once the worker listens, and is stopped as soon as the demo is
+    // told to stop, before the worker goes away (or its disappearance would alert).
+    let alerting_failed: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
+    let alerting_watcher: Arc<Mutex<Option<std::thread::JoinHandle<()>>>> = Arc::default();
+    let (failed, watcher) = (alerting_failed.clone(), alerting_watcher.clone());
+    let alerting_stop = stop.clone();
+    let dip_after = options.dip_after;
     let result = crate::pipeline::run_bound(&config, listener, Some(stop.clone()), move |addr| {
         println!("cxpulse demo is running (Ctrl-C to stop):");
         println!("  page     http://{addr}/");
@@ -79,11 +123,82 @@ pub fn run(listen: &str, rate: u64, duration: Option<u64>) -> anyhow::Result<()>
         println!("  scores   http://{addr}/api/v1/scores");
         println!("  health   http://{addr}/healthz   http://{addr}/readyz");
         println!("  broker   {brokers} (topic {TOPIC}, {PARTITIONS} partitions; DLQ {TOPIC}.dlq)");
-        println!("  globex's NPS starts dipping about a minute in.");
+        println!("  history  {history} events of normal traffic from 6h to 65m ago");
+        println!("  globex's NPS starts dipping {dip_after} s in.");
+        let Some(programs) = programs else { return };
+        // Not in this callback: the worker serves HTTP only once it returns.
+        let handle = std::thread::spawn(move || {
+            // Prometheus starts once the history is read: a worker busy with it may answer
+            // scrapes late, and with `for:` in seconds a few late scrapes would page "no worker
+            // is up".
+            let caught_up =
+                crate::alerting::wait_until_consumed(addr, history, CATCH_UP_LIMIT, &alerting_stop);
+            println!("  history  read by the worker {caught_up}");
+            match LocalAlerting::start(&programs, addr, started) {
+                Ok(stack) => {
+                    while !alerting_stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    drop(stack);
+                }
+                Err(e) => {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    alerting_stop.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+        *watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
     });
     stop.store(true, Ordering::Relaxed);
+    if let Some(handle) = alerting_watcher.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let _ = handle.join();
+    }
     let _ = producer.join();
     let _ = gateway.join();
     drop(cluster);
+    if let Some(e) = alerting_failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e.context("--alerting"));
+    }
     result
+}
+
+/// Hours of normal traffic for every brand (no dip), written before the worker starts.
+fn backfill(brokers: &str, run_id: &str, events: u64) -> anyhow::Result<()> {
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .map_err(|e| anyhow!("cannot create the history producer: {e}"))?;
+    let mut synth = Synth::new(SynthConfig {
+        seed: 11,
+        run_id: format!("{run_id}-history"),
+        dip_brand: None,
+        invalid_ratio: 0.01,
+        ..SynthConfig::default()
+    });
+    let now = cxpulse_kafka::worker::wall_ms();
+    let (from, span) = (now - HISTORY_FROM_MS, HISTORY_FROM_MS - HISTORY_TO_MS);
+    for i in 0..events {
+        let message = synth.next_message(from + (i as i64 * span / events.max(1) as i64));
+        let mut record = BaseRecord::to(TOPIC).key(&message.key).payload(&message.payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, returned)) if is_queue_full(&e) => {
+                    record = returned;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(anyhow!("history: {e}")),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).map_err(|e| anyhow!("history flush: {e}"))
+}
+
+fn is_queue_full(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e,
+        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
+    )
 }

@@ -1,6 +1,7 @@
 //! cxpulse: Kafka customer-experience events in, live NPS/CSAT/CES/churn metrics out.
 //! This is the binary: command line, wiring and signal handling; the logic lives in `crates/`.
 
+mod alerting;
 mod bench;
 mod config;
 mod demo;
@@ -61,6 +62,13 @@ enum Command {
         /// Stop by itself after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         duration: Option<u64>,
+        /// Seconds of live traffic before globex's NPS dips.
+        #[arg(long, default_value_t = 10)]
+        dip_after: u64,
+        /// Also run Debian's prometheus and prometheus-alertmanager on loopback with the
+        /// repository's rules (every `for:` in seconds, not minutes), printing each alert.
+        #[arg(long)]
+        alerting: bool,
     },
     /// Publish synthetic schema-1 events to any Kafka.
     Produce {
@@ -161,9 +169,9 @@ fn main() -> ExitCode {
             }
             bench::run(events, partitions)
         })(),
-        Command::Demo { listen, rate, duration } => (|| {
+        Command::Demo { listen, rate, duration, dip_after, alerting } => (|| {
             pipeline::init_logging(cli.log_level.as_deref().unwrap_or("info"), "text")?;
-            demo::run(&listen, rate, duration)
+            demo::run(&demo::DemoOptions { listen, rate, duration, dip_after, alerting })
         })(),
         Command::Produce { brokers, topic, rate, count, invalid_ratio, run_id, seed } => (|| {
             pipeline::init_logging(cli.log_level.as_deref().unwrap_or("info"), "text")?;

@@ -31,6 +31,7 @@ const CONTRACT_METRICS: &[&str] = &[
     "cxpulse_customers_active",
     "cxpulse_nps_alert_threshold",
     "cxpulse_nps_alert_min_responses",
+    "cxpulse_churn_alert_threshold",
     "cxpulse_events_consumed_total",
     "cxpulse_events_rejected_total",
     "cxpulse_events_duplicate_total",
@@ -496,6 +497,11 @@ fn alertmanager_config_is_valid_and_routes_by_severity() {
         "cxpulse-pager"
     );
     assert_eq!(route(&["alertname=CxpulseWorkerDown", "severity=warning"]), "cxpulse-team");
+    // A brand's warning alerts (NPS drop, churn) go to the team together, apart from its page.
+    for alert in ["CxpulseNpsDroppedSignificantly", "CxpulseChurnRateHigh"] {
+        let name = format!("alertname={alert}");
+        assert_eq!(route(&[&name, "severity=warning", "brand=acme"]), "cxpulse-team");
+    }
 
     // Names in the routing/inhibition must be real alerts, or the inhibition silently breaks.
     let src = read(cfg);
@@ -530,7 +536,11 @@ fn every_alert_has_severity_summary_description_and_runbook() {
         for key in ["summary:", "description:", "for:"] {
             assert!(body.contains(key), "{name}: no {key}");
         }
-        let url = format!("runbook_url: \"deploy/RUNBOOK.md#{}\"", name.to_lowercase());
+        // The base comes from the external label (docs/alerting.md), the repository path without it.
+        let url = format!(
+            "runbook_url: '{{{{ or $externalLabels.runbook_base_url \"deploy/RUNBOOK.md\" }}}}#{}'",
+            name.to_lowercase()
+        );
         assert!(body.contains(&url), "{name}: expected {url}");
         assert!(headings.contains(name), "RUNBOOK.md has no `## {name}` heading");
     }

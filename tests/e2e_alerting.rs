@@ -736,3 +736,112 @@ scrape_configs:
     drop(cluster);
     drop(dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The one-command local alerting path: `cxpulse demo --alerting`.
+
+/// The demo's NPS alerts; globex is the brand whose NPS dips.
+const DEMO_NPS_ALERTS: [&str; 2] = ["CxpulseNpsBelowThreshold", "CxpulseNpsDroppedSignificantly"];
+/// How long the receiver may take to print both of globex's alerts (docs/alerting.md says about
+/// 40 s for the drop and 80-90 s for the threshold; this leaves room for a loaded machine).
+const DEMO_ALERTS_WITHIN: Duration = Duration::from_secs(150);
+/// How long the receiver is watched after both arrived, for anything else.
+const DEMO_AFTERWARDS: Duration = Duration::from_secs(15);
+
+/// One `alert +<s>s <STATUS> <alertname> [<brand>/<segment>] ...` line of the demo's receiver.
+struct PrintedAlert {
+    status: String,
+    name: String,
+    subject: String,
+    line: String,
+}
+
+/// The demo, stopped with SIGTERM even when the test fails, so that it stops its Prometheus and
+/// Alertmanager too (a SIGKILL would leave them running).
+struct Demo(Worker);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if matches!(self.0.child.try_wait(), Ok(None)) {
+            let _ = self.0.terminate(Duration::from_secs(20));
+        }
+    }
+}
+
+fn printed_alert(line: &str) -> Option<PrintedAlert> {
+    let mut words = line.strip_prefix("alert +")?.split_whitespace().skip(1);
+    let status = words.next()?.to_string();
+    let name = words.next()?.to_string();
+    let subject = words.next().filter(|w| w.contains('/')).unwrap_or("").to_string();
+    Some(PrintedAlert { status, name, subject, line: line.to_string() })
+}
+
+#[test]
+fn demo_alerting_prints_globex_nps_alerts_and_nothing_else() {
+    required_program("prometheus");
+    required_program("prometheus-alertmanager");
+    let dir = TempDir::new("demo-alerting");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let stderr = std::fs::File::create(dir.0.join("demo.log")).expect("demo log");
+    let child = Command::new(binary())
+        .args(["demo", "--alerting", "--listen", &listen, "--duration", "240"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn cxpulse demo --alerting");
+    let mut demo =
+        Demo(Worker { child, addr: listen, stderr_path: dir.0.join("demo.log"), _dir: dir });
+    let stdout = demo.0.child.stdout.take().expect("demo stdout");
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let reader_lines = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            reader_lines.lock().unwrap().push(line);
+        }
+    });
+    let alerts = || -> Vec<PrintedAlert> {
+        lines.lock().unwrap().iter().filter_map(|l| printed_alert(l)).collect()
+    };
+    let output = || lines.lock().unwrap().join("\n");
+    let globex_fired = |name: &str| {
+        alerts()
+            .iter()
+            .any(|a| a.status == "FIRING" && a.name == name && a.subject.starts_with("globex/"))
+    };
+
+    let started = Instant::now();
+    let both = wait_for(DEMO_ALERTS_WITHIN, || {
+        if let Ok(Some(status)) = demo.0.child.try_wait() {
+            panic!("demo exited ({status}):\n{}\n{}", output(), demo.0.log());
+        }
+        DEMO_NPS_ALERTS.iter().all(|name| globex_fired(name)).then_some(())
+    });
+    let arrived = started.elapsed();
+    assert!(
+        both.is_some(),
+        "globex's NPS alerts did not both arrive within {DEMO_ALERTS_WITHIN:?}:\n{}\n--- log:\n{}",
+        output(),
+        demo.0.log()
+    );
+    std::thread::sleep(DEMO_AFTERWARDS);
+    let exit = demo.0.terminate(Duration::from_secs(20));
+    let printed = alerts();
+    for alert in &printed {
+        assert!(
+            DEMO_NPS_ALERTS.contains(&alert.name.as_str()) && alert.subject.starts_with("globex/"),
+            "the receiver printed an alert other than globex's NPS alerts: {}\n--- all output:\n{}",
+            alert.line,
+            output()
+        );
+    }
+    assert!(exit.is_some_and(|s| s.success()), "demo exit {exit:?}\n{}", demo.0.log());
+    eprintln!(
+        "[e2e_alerting] demo --alerting: both globex NPS alerts printed {:.0}s after start; {} alert lines:\n{}",
+        arrived.as_secs_f64(),
+        printed.len(),
+        printed.iter().map(|a| a.line.as_str()).collect::<Vec<_>>().join("\n")
+    );
+}

@@ -1,8 +1,18 @@
 //! Synthetic schema-1 events for the demo, `cxpulse produce`, tests and benchmarks: several brands
 //! and segments, a realistic mix of surveys and lifecycle events, and one brand whose NPS dips.
 //! Deterministic for a given seed; the caller supplies the time.
+//!
+//! Customers come and go at realistic daily rates of the active base (churn 0.2 % a day), paced
+//! by event time rather than by the event rate: however fast events are produced, churn stays
+//! well under 1 % a day, as in a real subscription business.
+//!
+//! NPS categories are dealt per brand/segment like cards from a shuffled deck of 20 in the brand's
+//! mix, so any run of answers holds close to that mix: a healthy brand's score never wanders
+//! across a significance line by chance and pages nobody in the demo, while every single answer
+//! still looks random.
 
 use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 pub const BRANDS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
@@ -32,13 +42,41 @@ impl Default for SynthConfig {
     }
 }
 
+/// Lifecycle actions that move the active customer count, each with its share of the active base
+/// per day and its effect on that count.
+const BASE_MOVES: [(&str, f64, f64); 3] =
+    [("churn", 0.002, -1.0), ("signup", 0.0025, 1.0), ("reactivation", 0.0002, 1.0)];
+const DAY_MS: f64 = 86_400_000.0;
+
+/// One brand/segment's customers: how many are active, and the moves owed since the last event.
+#[derive(Clone, Copy, Default)]
+struct Customers {
+    active: f64,
+    last_ms: Option<i64>,
+    owed: [f64; BASE_MOVES.len()],
+}
+
 pub struct Synth {
     config: SynthConfig,
     rng: SmallRng,
     seq: u64,
     first_ms: Option<i64>,
     base_sent: [[bool; 3]; 4],
+    customers: [[Customers; 3]; 4],
+    nps_decks: [[NpsDeck; 3]; 4],
 }
+
+/// NPS categories still to deal for one brand/segment (0 promoter, 1 passive, 2 detractor), and
+/// whether they are the dipping mix.
+#[derive(Clone, Default)]
+struct NpsDeck {
+    cards: Vec<u8>,
+    dipping: bool,
+}
+
+/// Promoters, passives and detractors in a deck of 20: healthy NPS 40, dipping NPS -80.
+const HEALTHY_DECK: [usize; 3] = [11, 6, 3];
+const DIPPING_DECK: [usize; 3] = [1, 2, 17];
 
 /// One generated message: its Kafka key (`brand/segment`) and JSON payload.
 pub struct SynthMessage {
@@ -49,7 +87,15 @@ pub struct SynthMessage {
 impl Synth {
     pub fn new(config: SynthConfig) -> Self {
         let rng = SmallRng::seed_from_u64(config.seed);
-        Synth { config, rng, seq: 0, first_ms: None, base_sent: [[false; 3]; 4] }
+        Synth {
+            config,
+            rng,
+            seq: 0,
+            first_ms: None,
+            base_sent: [[false; 3]; 4],
+            customers: [[Customers::default(); 3]; 4],
+            nps_decks: Default::default(),
+        }
     }
 
     /// The next message, with `occurred_at = now_ms`.
@@ -71,6 +117,8 @@ impl Synth {
         if !self.base_sent[b][s] {
             self.base_sent[b][s] = true;
             let active = 1_000 * (b as u64 + 1) + 250 * s as u64;
+            self.customers[b][s] =
+                Customers { active: active as f64, last_ms: Some(now_ms), ..Customers::default() };
             return SynthMessage {
                 key,
                 payload: format!(
@@ -80,9 +128,15 @@ impl Synth {
         }
         let dipping = self.config.dip_brand.as_deref() == Some(brand)
             && now_ms - first >= self.config.dip_after_ms;
+        let base_move = self.customers[b][s].move_due(now_ms);
         let roll: f64 = self.rng.gen();
-        let payload = if roll < 0.5 {
-            let score = self.nps_score(dipping);
+        let payload = if let Some(action) = base_move {
+            let customer = self.rng.gen_range(0..1_000_000);
+            format!(
+                r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#
+            )
+        } else if roll < 0.5 {
+            let score = self.nps_score(b, s, dipping);
             format!(r#"{{{common},"type":"survey_response","survey":"nps","score":{score}}}"#)
         } else if roll < 0.65 {
             let score = self.rng.gen_range(1..=5);
@@ -92,13 +146,8 @@ impl Synth {
             let score = self.rng.gen_range(1..=7);
             format!(r#"{{{common},"type":"survey_response","survey":"ces","score":{score}}}"#)
         } else {
-            let action = match self.rng.gen_range(0..100) {
-                0..=29 => "signup",
-                30..=59 => "purchase",
-                60..=79 => "renewal",
-                80..=91 => "churn",
-                _ => "reactivation",
-            };
+            // Moves of the customer base come from `move_due`, at their daily rates.
+            let action = if self.rng.gen_bool(0.6) { "purchase" } else { "renewal" };
             let customer = self.rng.gen_range(0..1_000_000);
             format!(
                 r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#
@@ -107,16 +156,24 @@ impl Synth {
         SynthMessage { key, payload }
     }
 
-    /// Healthy brands are mostly promoters; a dipping brand turns mostly detractor.
-    fn nps_score(&mut self, dipping: bool) -> u8 {
-        let (promoter, passive) = if dipping { (0.15, 0.25) } else { (0.55, 0.3) };
-        let roll: f64 = self.rng.gen();
-        if roll < promoter {
-            self.rng.gen_range(9..=10)
-        } else if roll < promoter + passive {
-            self.rng.gen_range(7..=8)
-        } else {
-            self.rng.gen_range(0..=6)
+    /// Healthy brands are mostly promoters (NPS 40); a dipping brand turns mostly detractor
+    /// (NPS -80), a drop deep enough for the demo's one story.
+    fn nps_score(&mut self, brand: usize, segment: usize, dipping: bool) -> u8 {
+        let deck = &mut self.nps_decks[brand][segment];
+        if deck.dipping != dipping {
+            *deck = NpsDeck { cards: Vec::new(), dipping };
+        }
+        if deck.cards.is_empty() {
+            let mix = if dipping { DIPPING_DECK } else { HEALTHY_DECK };
+            for (category, count) in mix.into_iter().enumerate() {
+                deck.cards.resize(deck.cards.len() + count, category as u8);
+            }
+            deck.cards.shuffle(&mut self.rng);
+        }
+        match deck.cards.pop() {
+            Some(0) => self.rng.gen_range(9..=10),
+            Some(1) => self.rng.gen_range(7..=8),
+            _ => self.rng.gen_range(0..=6),
         }
     }
 
@@ -133,6 +190,26 @@ impl Synth {
                 r#"{{"event_id":"{id}","type":"customer_lifecycle","occurred_at":{now_ms},"brand":"{brand}","action":"churn"}}"#
             ),
         }
+    }
+}
+
+impl Customers {
+    /// The base move owed by now, if any: each kind accrues its daily share of the active base
+    /// over the event time since the last call, and one whole owed move is paid per event.
+    fn move_due(&mut self, now_ms: i64) -> Option<&'static str> {
+        let elapsed = self.last_ms.map_or(0, |last| (now_ms - last).max(0)) as f64;
+        self.last_ms = Some(now_ms);
+        for (owed, (_, per_day, _)) in self.owed.iter_mut().zip(BASE_MOVES) {
+            *owed += self.active * per_day * elapsed / DAY_MS;
+        }
+        let (i, (action, _, step)) = BASE_MOVES
+            .iter()
+            .enumerate()
+            .find(|(i, _)| self.owed[*i] >= 1.0)
+            .map(|(i, m)| (i, *m))?;
+        self.owed[i] -= 1.0;
+        self.active = (self.active + step).max(0.0);
+        Some(action)
     }
 }
 
@@ -203,6 +280,65 @@ mod tests {
         }
         assert!(invalid > 100 && invalid < 300, "{invalid}");
         assert_eq!(valid + invalid, 2_000);
+    }
+
+    /// Any run of 100 NPS answers of one brand/segment is within a few points of its mix: NPS 40
+    /// healthy, -80 once the dip has started.
+    #[test]
+    fn nps_answers_keep_close_to_their_mix() {
+        let mut synth =
+            Synth::new(SynthConfig { dip_after_ms: 1_000_000, ..SynthConfig::default() });
+        let (mut healthy, mut dipping) = (Vec::new(), Vec::new());
+        for i in 0..40_000i64 {
+            let message = synth.next_message(1_795_000_000_000 + i * 50);
+            if message.key != "globex/smb" || !message.payload.contains(r#""survey":"nps""#) {
+                continue;
+            }
+            let Some(at) = message.payload.find(r#""score":"#) else { continue };
+            let digits: String =
+                message.payload[at + 8..].chars().take_while(|c| c.is_ascii_digit()).collect();
+            let score: u8 = digits.parse().unwrap_or(99);
+            let weight = match score {
+                9..=10 => 1,
+                7..=8 => 0,
+                _ => -1,
+            };
+            if i * 50 < 1_000_000 {
+                healthy.push(weight)
+            } else {
+                dipping.push(weight)
+            }
+        }
+        for (answers, nps) in [(&healthy, 40), (&dipping, -80)] {
+            assert!(answers.len() > 500, "{}", answers.len());
+            for run in answers.windows(100) {
+                let score: i32 = run.iter().sum();
+                assert!((score - nps).abs() <= 12, "a run of 100 scored {score}, mix {nps}");
+            }
+        }
+    }
+
+    /// A day of events at a high rate: churns stay near 0.2 % of the base, whatever the rate.
+    #[test]
+    fn churn_follows_event_time_not_the_event_rate() {
+        let mut synth = Synth::new(SynthConfig::default());
+        let start = 1_795_000_000_000i64;
+        let (mut churns, mut base) = (0u64, 0u64);
+        let events = 200_000i64;
+        for i in 0..events {
+            let message = synth.next_message(start + i * 86_400_000 / events);
+            if message.payload.contains(r#""action":"churn""#) {
+                churns += 1;
+            }
+            if let Some(at) = message.payload.find(r#""active_customers":"#) {
+                let digits: String =
+                    message.payload[at + 19..].chars().take_while(|c| c.is_ascii_digit()).collect();
+                base += digits.parse::<u64>().unwrap_or(0);
+            }
+        }
+        let share = churns as f64 / base as f64;
+        assert!(base > 20_000, "{base}");
+        assert!(share > 0.001 && share < 0.003, "{churns} churns of {base}: {share}");
     }
 }
 

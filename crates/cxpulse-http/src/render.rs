@@ -26,6 +26,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "cxpulse_customers_active",
     "cxpulse_nps_alert_threshold",
     "cxpulse_nps_alert_min_responses",
+    "cxpulse_churn_alert_threshold",
     "cxpulse_events_consumed_total",
     "cxpulse_events_rejected_total",
     "cxpulse_events_duplicate_total",
@@ -234,6 +235,21 @@ fn render_series_gauges(out: &mut String, snapshot: &Snapshot, policy: &AlertPol
             series.brand, series.segment
         );
     }
+    header(
+        out,
+        "cxpulse_churn_alert_threshold",
+        "gauge",
+        "Churn share over 30 days above which the brand/segment alerts (config).",
+    );
+    for (series, _) in &thresholds {
+        let _ = writeln!(
+            out,
+            r#"cxpulse_churn_alert_threshold{{brand="{}",segment="{}"}} {}"#,
+            series.brand,
+            series.segment,
+            policy.churn_threshold_for(&series.brand, &series.segment)
+        );
+    }
 }
 
 fn render_pipeline(out: &mut String, snapshot: &Snapshot, version: &str) {
@@ -329,6 +345,7 @@ mod tests {
                 segment: None,
                 nps_threshold: Some(25.0),
                 min_responses: None,
+                churn_threshold: Some(0.02),
             }],
             ..AlertPolicy::default()
         };
@@ -340,6 +357,7 @@ mod tests {
             r#"cxpulse_customers_active_at_window_start{brand="acme",segment="smb",window="24h"} 5"#,
             r#"cxpulse_nps_alert_threshold{brand="acme",segment="smb"} 25"#,
             r#"cxpulse_nps_alert_min_responses{brand="acme",segment="smb"} 30"#,
+            r#"cxpulse_churn_alert_threshold{brand="acme",segment="smb"} 0.02"#,
             r#"cxpulse_survey_responses_total{brand="acme",segment="smb",survey="nps",category="promoter"} 1"#,
             r#"cxpulse_events_rejected_total{reason="invalid_json"} 1"#,
             "cxpulse_events_counted_total 2",

@@ -38,6 +38,7 @@ fn policy() -> AlertPolicy {
             segment: None,
             nps_threshold: Some(10.0),
             min_responses: None,
+            churn_threshold: None,
         }],
         ..AlertPolicy::default()
     }
