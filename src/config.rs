@@ -175,6 +175,7 @@ impl Config {
         }
         crate::kafka_check::check(&self.kafka_settings())?;
         self.gateway.validate().map_err(|e| anyhow!("invalid config: {e}"))?;
+        self.gateway.tls().map_err(|e| anyhow!("invalid config: {e}"))?;
         for o in &self.alerts.overrides {
             if o.brand.is_empty() {
                 bail!("invalid config: [[alerts.override]] needs a brand");
@@ -272,6 +273,7 @@ impl Config {
             .collect();
         secrets.extend(self.http.bearer_token.clone());
         secrets.extend(self.http.tls_key_password.clone());
+        secrets.extend(self.gateway.tls_key_password.clone());
         secrets.retain(|s| !s.is_empty());
         secrets
     }

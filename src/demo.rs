@@ -20,6 +20,7 @@ const PARTITIONS: i32 = 12;
 pub fn run(listen: &str, rate: u64, duration: Option<u64>) -> anyhow::Result<()> {
     // Bound first, so that a taken address stops the demo before anything starts.
     let listener = cxpulse_http::listener::bind(listen)?;
+    let gateway_listener = crate::gateway::bind_demo(listen)?;
     let cluster =
         MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
     cluster
@@ -71,7 +72,7 @@ pub fn run(listen: &str, rate: u64, duration: Option<u64>) -> anyhow::Result<()>
         });
     }
 
-    let gateway = crate::gateway::spawn_demo(&config, listen, stop.clone())?;
+    let gateway = crate::gateway::spawn_demo(&config, gateway_listener, stop.clone())?;
     let result = crate::pipeline::run_bound(&config, listener, Some(stop.clone()), move |addr| {
         println!("cxpulse demo is running (Ctrl-C to stop):");
         println!("  page     http://{addr}/");

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use cxpulse_core::duration::parse_duration_ms;
+use cxpulse_http::listener::{HttpLimits, Limits};
 use serde::{Deserialize, Serialize};
 
 /// `[gateway]`.
@@ -18,14 +19,25 @@ pub struct GatewayConfig {
     /// Bearer token for `/v1/events`; required unless `listen` is a loopback address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// Largest request body accepted, in bytes (413 above it).
-    pub max_body_bytes: usize,
+    /// Serve HTTPS with this PEM certificate chain ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// ... and this PEM private key ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
+    /// ... decrypted with this passphrase when it is encrypted (never asked on a terminal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_password: Option<String>,
     /// How long a request waits for Kafka's acknowledgement before answering 503.
     pub ack_timeout: String,
     /// The `Retry-After` (seconds) sent with a 503.
     pub retry_after_seconds: u64,
     /// How long requests in flight may take to finish on shutdown.
     pub drain_timeout: String,
+    /// The listener's limits, the same keys and defaults as `[http]`: header, TLS handshake and
+    /// keep-alive time limits, the connection cap and `max_body_bytes` (413 above it).
+    #[serde(flatten)]
+    pub limits: HttpLimits,
     /// Survey tools whose webhooks are accepted, each at `/v1/webhooks/{name}`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceSpec>,
@@ -37,11 +49,14 @@ impl Default for GatewayConfig {
             listen: "127.0.0.1:9899".into(),
             topic: None,
             token: None,
-            max_body_bytes: 1024 * 1024,
+            tls_cert: None,
+            tls_key: None,
+            tls_key_password: None,
             ack_timeout: "5s".into(),
             retry_after_seconds: 5,
             drain_timeout: "10s".into(),
             sources: Vec::new(),
+            limits: HttpLimits::default(),
         }
     }
 }
@@ -137,8 +152,12 @@ impl GatewayConfig {
         if self.topic.as_deref() == Some("") {
             return Err("[gateway] topic is empty".into());
         }
-        if self.max_body_bytes == 0 {
+        if self.limits.max_body_bytes == 0 {
             return Err("[gateway] max_body_bytes must be at least 1".into());
+        }
+        self.limits.resolve("gateway").map_err(|e| e.to_string())?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("[gateway] tls_cert and tls_key go together".into());
         }
         for (key, text) in
             [("ack_timeout", &self.ack_timeout), ("drain_timeout", &self.drain_timeout)]
@@ -165,11 +184,35 @@ impl GatewayConfig {
         Duration::from_millis(parse_duration_ms(&self.drain_timeout).unwrap_or(10_000).max(1) as u64)
     }
 
+    /// The listener's limits, with requests in flight given `drain_timeout` on shutdown. The body
+    /// limit is left to the router, which applies it after authentication: a stranger hears 401,
+    /// never 413, and every 413 is counted under its source.
+    pub fn listener_limits(&self) -> anyhow::Result<Limits> {
+        let limits = self.limits.resolve("gateway")?;
+        Ok(Limits { shutdown_grace: self.drain_timeout(), max_body_bytes: usize::MAX, ..limits })
+    }
+
+    /// The TLS acceptor when `tls_cert` and `tls_key` are set; the key is never asked for on a
+    /// terminal.
+    pub fn tls(&self) -> anyhow::Result<Option<openssl::ssl::SslAcceptor>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(cxpulse_http::security::tls_acceptor(
+                cert.as_ref(),
+                key.as_ref(),
+                self.tls_key_password.as_deref(),
+                "[gateway] tls_key_password (or CXPULSE_GATEWAY__TLS_KEY_PASSWORD)",
+            )?)),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("[gateway] tls_cert and tls_key go together"),
+        }
+    }
+
     /// A copy with every token and secret replaced, for `check-config`.
     pub fn redacted(&self) -> GatewayConfig {
         let hide = |value: &Option<String>| value.as_ref().map(|_| "<redacted>".to_string());
         let mut shown = self.clone();
         shown.token = hide(&self.token);
+        shown.tls_key_password = hide(&self.tls_key_password);
         for source in &mut shown.sources {
             source.token = hide(&source.token);
             source.secret = hide(&source.secret);
