@@ -155,7 +155,7 @@ impl GatewayConfig {
         if self.limits.max_body_bytes == 0 {
             return Err("[gateway] max_body_bytes must be at least 1".into());
         }
-        self.limits.resolve("gateway").map_err(|e| e.to_string())?;
+        let limits = self.limits.resolve("gateway").map_err(|e| e.to_string())?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("[gateway] tls_cert and tls_key go together".into());
         }
@@ -165,6 +165,10 @@ impl GatewayConfig {
             if parse_duration_ms(text).map_err(|e| format!("[gateway] {key}: {e}"))? <= 0 {
                 return Err(format!("[gateway] {key} must be more than zero"));
             }
+        }
+        if limits.keep_alive <= self.ack_timeout() {
+            // Nothing moves on a connection while its request waits for Kafka.
+            return Err("[gateway] keep_alive_timeout must be longer than ack_timeout".into());
         }
         let mut names = std::collections::BTreeSet::new();
         for source in &self.sources {
@@ -303,6 +307,44 @@ mod tests {
             score_field: None,
             customer_from: None,
         }
+    }
+
+    #[test]
+    fn listener_limits_and_tls_are_read_from_the_gateway_section() {
+        let config: GatewayConfig = serde_json::from_value(serde_json::json!({
+            "header_read_timeout": "2s",
+            "max_connections": 64,
+            "max_body_bytes": 1000,
+            "drain_timeout": "3s",
+            "tls_key_password": "pem-secret",
+            "sources": [],
+        }))
+        .unwrap();
+        assert_eq!(config.validate(), Ok(()));
+        let limits = config.listener_limits().unwrap();
+        assert_eq!(limits.header_read, Duration::from_secs(2));
+        assert_eq!(limits.keep_alive, Duration::from_secs(30), "[http]'s default");
+        assert_eq!(limits.max_connections, 64);
+        assert_eq!(limits.shutdown_grace, Duration::from_secs(3), "the drain, not the worker's");
+        assert_eq!(config.limits.max_body_bytes, 1000, "applied by the router, after the token");
+        assert!(!format!("{:?}", config.redacted()).contains("pem-secret"));
+        let unknown = serde_json::from_value::<GatewayConfig>(
+            serde_json::json!({ "header_read_timout": "2s" }),
+        );
+        assert!(unknown.unwrap_err().to_string().contains("header_read_timout"));
+    }
+
+    #[test]
+    fn a_bad_listener_limit_or_half_a_tls_pair_is_refused() {
+        let mut config = GatewayConfig::default();
+        config.limits.header_read_timeout = "0s".into();
+        assert!(config.validate().unwrap_err().contains("[gateway] header_read_timeout"));
+        let mut config = GatewayConfig { ack_timeout: "30s".into(), ..GatewayConfig::default() };
+        assert!(config.validate().unwrap_err().contains("longer than ack_timeout"));
+        config.limits.keep_alive_timeout = "31s".into();
+        assert_eq!(config.validate(), Ok(()));
+        config.tls_cert = Some("cert.pem".into());
+        assert!(config.validate().unwrap_err().contains("tls_cert and tls_key go together"));
     }
 
     #[test]
