@@ -182,6 +182,7 @@ impl Config {
         }
         crate::kafka_check::check(&self.kafka_settings())?;
         self.gateway.validate().map_err(|e| anyhow!("invalid config: {e}"))?;
+        self.gateway.tls().map_err(|e| anyhow!("invalid config: {e}"))?;
         let churn_share = |value: f64| (0.0..=1.0).contains(&value);
         if !churn_share(self.alerts.churn_threshold) {
             bail!("invalid config: [alerts] churn_threshold is a share of customers, 0 to 1");
@@ -290,6 +291,7 @@ impl Config {
             .collect();
         secrets.extend(self.http.bearer_token.clone());
         secrets.extend(self.http.tls_key_password.clone());
+        secrets.extend(self.gateway.tls_key_password.clone());
         secrets.retain(|s| !s.is_empty());
         secrets
     }

@@ -49,6 +49,7 @@ pub struct DemoOptions {
 pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     // Bound first, so that a taken address stops the demo before anything starts.
     let listener = cxpulse_http::listener::bind(&options.listen)?;
+    let gateway_listener = crate::gateway::bind_demo(&options.listen)?;
     let started = Instant::now();
     let programs = options.alerting.then(Programs::find).transpose()?;
     let cluster =
@@ -108,7 +109,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
         });
     }
 
-    let gateway = crate::gateway::spawn_demo(&config, &options.listen, stop.clone())?;
+    let gateway = crate::gateway::spawn_demo(&config, gateway_listener, stop.clone())?;
     // The alerting stack starts once the worker listens, and is stopped as soon as the demo is
     // told to stop, before the worker goes away (or its disappearance would alert).
     let alerting_failed: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();

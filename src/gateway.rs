@@ -29,6 +29,21 @@ pub fn run_until(
 ) -> anyhow::Result<()> {
     let settings = &config.gateway;
     settings.validate().map_err(|e| anyhow!("invalid config: {e}"))?;
+    // Bound first, so that a taken address fails at once, before Kafka is touched.
+    let listener = cxpulse_http::listener::bind(&settings.listen)?;
+    run_bound(config, listener, stop, on_bound)
+}
+
+/// [`run_until`] on a listener the caller bound already (from `cxpulse_http::listener::bind`).
+pub fn run_bound(
+    config: &Config,
+    listener: std::net::TcpListener,
+    stop: Arc<AtomicBool>,
+    on_bound: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let settings = &config.gateway;
+    settings.validate().map_err(|e| anyhow!("invalid config: {e}"))?;
+    let tls = settings.tls().map_err(|e| anyhow!("invalid config: {e}"))?;
     let topic = settings
         .topic
         .clone()
@@ -40,18 +55,14 @@ pub fn run_until(
         config.source.dead_letter_topic(),
         settings.ack_timeout(),
     )?;
-    let drain = settings.drain_timeout();
+    let addr = cxpulse_http::listener::local_addr(&listener)?;
     let gateway =
         Arc::new(Gateway { config: settings.clone(), sink, metrics: GatewayMetrics::new() });
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let listen = settings.listen.clone();
     let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&listen)
-            .await
-            .map_err(|e| anyhow!("cannot listen on {listen}: {e}"))?;
-        let addr = listener.local_addr()?;
-        info!(%addr, %topic, sources = gateway.config.sources.len(), "gateway listening");
+        let tls_on = tls.is_some();
+        info!(%addr, %topic, tls = tls_on, sources = gateway.config.sources.len(), "gateway listening");
         on_bound(addr);
         let shutdown = async move {
             while !stop.load(Ordering::Relaxed) {
@@ -59,7 +70,8 @@ pub fn run_until(
             }
             info!("gateway stopping: draining requests in flight");
         };
-        cxpulse_gateway::serve(cxpulse_gateway::router(gateway.clone()), listener, shutdown, drain)
+        let router = cxpulse_gateway::router(gateway.clone());
+        cxpulse_gateway::serve(router, listener, &gateway.config, tls, shutdown)
             .await
             .map_err(|e| anyhow!("gateway server failed: {e}"))
     });
@@ -69,17 +81,25 @@ pub fn run_until(
     served
 }
 
-/// The demo's gateway: on the port after the worker's, with one Delighted source (brand `demo`,
-/// token `demo`), so a `curl` shows an answer going from webhook to `/metrics`.
-pub fn spawn_demo(
-    config: &Config,
-    worker_listen: &str,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+/// Binds the demo gateway's address, the port after the worker's, so that the demo can fail on
+/// a taken port with one line before anything starts.
+pub fn bind_demo(worker_listen: &str) -> anyhow::Result<std::net::TcpListener> {
     let mut addr: SocketAddr = worker_listen
         .parse()
         .map_err(|_| anyhow!("`{worker_listen}` is not an address like 127.0.0.1:9898"))?;
     addr.set_port(addr.port().checked_add(1).ok_or_else(|| anyhow!("no port after {addr}"))?);
+    cxpulse_http::listener::bind(&addr.to_string())
+        .map_err(|e| anyhow!("demo gateway (the worker's port + 1): {e}"))
+}
+
+/// The demo's gateway on `listener` (from [`bind_demo`]), with one Delighted source (brand
+/// `demo`, token `demo`), so a `curl` shows an answer going from webhook to `/metrics`.
+pub fn spawn_demo(
+    config: &Config,
+    listener: std::net::TcpListener,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let addr = cxpulse_http::listener::local_addr(&listener)?;
     let mut config = config.clone();
     config.gateway.listen = addr.to_string();
     if !addr.ip().is_loopback() {
@@ -100,7 +120,7 @@ pub fn spawn_demo(
     }];
     config.gateway.validate().map_err(|e| anyhow!("demo gateway: {e}"))?;
     Ok(std::thread::spawn(move || {
-        let printed = run_until(&config, stop, |addr| {
+        let printed = run_bound(&config, listener, stop, |addr| {
             println!("  gateway  http://{addr}/v1/events   http://{addr}/v1/webhooks/delighted?token=demo");
         });
         if let Err(e) = printed {

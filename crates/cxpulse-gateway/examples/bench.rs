@@ -27,15 +27,18 @@ fn main() -> anyhow::Result<()> {
     cluster.create_topic("cx-events", 12, 1)?;
     let mut settings = cxpulse_kafka::KafkaSettings::new();
     settings.insert("bootstrap.servers".into(), cluster.bootstrap_servers());
-    let config = GatewayConfig { max_body_bytes: 4 << 20, ..GatewayConfig::default() };
+    let config = GatewayConfig {
+        limits: cxpulse_http::HttpLimits { max_body_bytes: 4 << 20, ..Default::default() },
+        ..GatewayConfig::default()
+    };
     let sink = Sink::new(&settings, "cx-events".into(), None, config.ack_timeout())?;
     let gateway = Arc::new(Gateway { config, sink, metrics: GatewayMetrics::new() });
 
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
+        let listener = cxpulse_http::listener::bind("127.0.0.1:0")?;
+        let addr = cxpulse_http::listener::local_addr(&listener)?;
         let stop = Arc::new(AtomicBool::new(false));
         let server_stop = stop.clone();
         let shutdown = async move {
@@ -43,12 +46,11 @@ fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        let server = tokio::spawn(cxpulse_gateway::serve(
-            cxpulse_gateway::router(gateway.clone()),
-            listener,
-            shutdown,
-            Duration::from_secs(5),
-        ));
+        let router = cxpulse_gateway::router(gateway.clone());
+        let config = gateway.config.clone();
+        let server = tokio::spawn(async move {
+            cxpulse_gateway::serve(router, listener, &config, None, shutdown).await
+        });
         let requests = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(AtomicU64::new(0));
         let started = Instant::now();

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use cxpulse_core::duration::parse_duration_ms;
+use cxpulse_http::listener::{HttpLimits, Limits};
 use serde::{Deserialize, Serialize};
 
 /// `[gateway]`.
@@ -18,14 +19,25 @@ pub struct GatewayConfig {
     /// Bearer token for `/v1/events`; required unless `listen` is a loopback address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// Largest request body accepted, in bytes (413 above it).
-    pub max_body_bytes: usize,
+    /// Serve HTTPS with this PEM certificate chain ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// ... and this PEM private key ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
+    /// ... decrypted with this passphrase when it is encrypted (never asked on a terminal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_password: Option<String>,
     /// How long a request waits for Kafka's acknowledgement before answering 503.
     pub ack_timeout: String,
     /// The `Retry-After` (seconds) sent with a 503.
     pub retry_after_seconds: u64,
     /// How long requests in flight may take to finish on shutdown.
     pub drain_timeout: String,
+    /// The listener's limits, the same keys and defaults as `[http]`: header, TLS handshake and
+    /// keep-alive time limits, the connection cap and `max_body_bytes` (413 above it).
+    #[serde(flatten)]
+    pub limits: HttpLimits,
     /// Survey tools whose webhooks are accepted, each at `/v1/webhooks/{name}`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceSpec>,
@@ -37,11 +49,14 @@ impl Default for GatewayConfig {
             listen: "127.0.0.1:9899".into(),
             topic: None,
             token: None,
-            max_body_bytes: 1024 * 1024,
+            tls_cert: None,
+            tls_key: None,
+            tls_key_password: None,
             ack_timeout: "5s".into(),
             retry_after_seconds: 5,
             drain_timeout: "10s".into(),
             sources: Vec::new(),
+            limits: HttpLimits::default(),
         }
     }
 }
@@ -137,8 +152,12 @@ impl GatewayConfig {
         if self.topic.as_deref() == Some("") {
             return Err("[gateway] topic is empty".into());
         }
-        if self.max_body_bytes == 0 {
+        if self.limits.max_body_bytes == 0 {
             return Err("[gateway] max_body_bytes must be at least 1".into());
+        }
+        let limits = self.limits.resolve("gateway").map_err(|e| e.to_string())?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("[gateway] tls_cert and tls_key go together".into());
         }
         for (key, text) in
             [("ack_timeout", &self.ack_timeout), ("drain_timeout", &self.drain_timeout)]
@@ -146,6 +165,10 @@ impl GatewayConfig {
             if parse_duration_ms(text).map_err(|e| format!("[gateway] {key}: {e}"))? <= 0 {
                 return Err(format!("[gateway] {key} must be more than zero"));
             }
+        }
+        if limits.keep_alive <= self.ack_timeout() {
+            // Nothing moves on a connection while its request waits for Kafka.
+            return Err("[gateway] keep_alive_timeout must be longer than ack_timeout".into());
         }
         let mut names = std::collections::BTreeSet::new();
         for source in &self.sources {
@@ -165,11 +188,35 @@ impl GatewayConfig {
         Duration::from_millis(parse_duration_ms(&self.drain_timeout).unwrap_or(10_000).max(1) as u64)
     }
 
+    /// The listener's limits, with requests in flight given `drain_timeout` on shutdown. The body
+    /// limit is left to the router, which applies it after authentication: a stranger hears 401,
+    /// never 413, and every 413 is counted under its source.
+    pub fn listener_limits(&self) -> anyhow::Result<Limits> {
+        let limits = self.limits.resolve("gateway")?;
+        Ok(Limits { shutdown_grace: self.drain_timeout(), max_body_bytes: usize::MAX, ..limits })
+    }
+
+    /// The TLS acceptor when `tls_cert` and `tls_key` are set; the key is never asked for on a
+    /// terminal.
+    pub fn tls(&self) -> anyhow::Result<Option<openssl::ssl::SslAcceptor>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(cxpulse_http::security::tls_acceptor(
+                cert.as_ref(),
+                key.as_ref(),
+                self.tls_key_password.as_deref(),
+                "[gateway] tls_key_password (or CXPULSE_GATEWAY__TLS_KEY_PASSWORD)",
+            )?)),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("[gateway] tls_cert and tls_key go together"),
+        }
+    }
+
     /// A copy with every token and secret replaced, for `check-config`.
     pub fn redacted(&self) -> GatewayConfig {
         let hide = |value: &Option<String>| value.as_ref().map(|_| "<redacted>".to_string());
         let mut shown = self.clone();
         shown.token = hide(&self.token);
+        shown.tls_key_password = hide(&self.tls_key_password);
         for source in &mut shown.sources {
             source.token = hide(&source.token);
             source.secret = hide(&source.secret);
@@ -260,6 +307,44 @@ mod tests {
             score_field: None,
             customer_from: None,
         }
+    }
+
+    #[test]
+    fn listener_limits_and_tls_are_read_from_the_gateway_section() {
+        let config: GatewayConfig = serde_json::from_value(serde_json::json!({
+            "header_read_timeout": "2s",
+            "max_connections": 64,
+            "max_body_bytes": 1000,
+            "drain_timeout": "3s",
+            "tls_key_password": "pem-secret",
+            "sources": [],
+        }))
+        .unwrap();
+        assert_eq!(config.validate(), Ok(()));
+        let limits = config.listener_limits().unwrap();
+        assert_eq!(limits.header_read, Duration::from_secs(2));
+        assert_eq!(limits.keep_alive, Duration::from_secs(30), "[http]'s default");
+        assert_eq!(limits.max_connections, 64);
+        assert_eq!(limits.shutdown_grace, Duration::from_secs(3), "the drain, not the worker's");
+        assert_eq!(config.limits.max_body_bytes, 1000, "applied by the router, after the token");
+        assert!(!format!("{:?}", config.redacted()).contains("pem-secret"));
+        let unknown = serde_json::from_value::<GatewayConfig>(
+            serde_json::json!({ "header_read_timout": "2s" }),
+        );
+        assert!(unknown.unwrap_err().to_string().contains("header_read_timout"));
+    }
+
+    #[test]
+    fn a_bad_listener_limit_or_half_a_tls_pair_is_refused() {
+        let mut config = GatewayConfig::default();
+        config.limits.header_read_timeout = "0s".into();
+        assert!(config.validate().unwrap_err().contains("[gateway] header_read_timeout"));
+        let mut config = GatewayConfig { ack_timeout: "30s".into(), ..GatewayConfig::default() };
+        assert!(config.validate().unwrap_err().contains("longer than ack_timeout"));
+        config.limits.keep_alive_timeout = "31s".into();
+        assert_eq!(config.validate(), Ok(()));
+        config.tls_cert = Some("cert.pem".into());
+        assert!(config.validate().unwrap_err().contains("tls_cert and tls_key go together"));
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub struct Gateway {
 }
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let limit = gateway.config.max_body_bytes;
+    let limit = gateway.config.limits.max_body_bytes;
     // The token is checked before the body is read: a stranger cannot make us buffer it.
     let events_route = post(events)
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), events_token));

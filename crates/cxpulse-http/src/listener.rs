@@ -48,8 +48,8 @@ const PROBE_LANE: usize = 32;
 const PROBE_LANE_TIMEOUT: Duration = Duration::from_secs(2);
 /// File descriptors kept for everything that is not an HTTP connection (Kafka sockets, files).
 const FD_RESERVE: usize = 128;
-/// How long open connections get to finish their request once shutdown begins.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long open connections get to finish their request once shutdown begins, by default.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// hyper's read buffer per connection: request headers larger than this are refused.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -90,6 +90,9 @@ pub struct Limits {
     pub keep_alive: Duration,
     pub max_connections: usize,
     pub max_body_bytes: usize,
+    /// Once shutdown begins, how long requests in flight get to finish (not a config key of
+    /// `[http]`: the gateway sets it from its `drain_timeout`).
+    pub shutdown_grace: Duration,
 }
 
 impl HttpLimits {
@@ -112,6 +115,7 @@ impl HttpLimits {
             keep_alive: duration("keep_alive_timeout", &self.keep_alive_timeout)?,
             max_connections: self.max_connections,
             max_body_bytes: self.max_body_bytes,
+            shutdown_grace: SHUTDOWN_GRACE,
         })
     }
 }
@@ -126,7 +130,7 @@ pub fn bind(addr: &str) -> anyhow::Result<std::net::TcpListener> {
 }
 
 /// Serves `app` on `listener` (from [`bind`]) with `limits`, over TLS when `tls` is given, until
-/// `shutdown` completes; open connections then get a few seconds to finish. Must run inside a
+/// `shutdown` completes; open connections then get `limits.shutdown_grace` to finish. Must run inside a
 /// tokio runtime. Errors only when the listener cannot be used at all.
 pub async fn serve(
     listener: std::net::TcpListener,
@@ -202,7 +206,8 @@ pub async fn serve(
     drop(listener);
     let _ = stop_tx.send(true);
     let drained = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), drained).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_grace + Duration::from_secs(1), drained).await.is_err()
+    {
         connections.abort_all();
     }
     Ok(())
@@ -300,7 +305,7 @@ impl Lane {
                 _ = watchdog(&activity, limits) => {}
             }
         };
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, finish).await;
+        let _ = tokio::time::timeout(limits.shutdown_grace, finish).await;
     }
 }
 
