@@ -6,20 +6,22 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cxpulse_core::checkpoint::PartitionCheckpoint;
 use cxpulse_core::health::Health;
 use cxpulse_core::{ClockMode, Engine, SourcePartition};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
+use crate::client_log;
 use crate::metrics::PipelineMetrics;
 use crate::state_store::StateStore;
 
@@ -31,9 +33,13 @@ pub(crate) struct WorkerContext {
     pub metrics: PipelineMetrics,
     pub topics: Vec<String>,
     pub group: String,
-    /// Per partition: the next offset to read, once processing passed it. Committed on revoke
-    /// and shutdown; the auto-commit reads the same offsets from librdkafka's store.
+    /// Per partition: the offset safe to commit (processing passed it and no dead letter below
+    /// it is pending), as stored. Committed on revoke and shutdown; the auto-commit reads the same
+    /// offsets from librdkafka's store.
     pub processed: Mutex<BTreeMap<TopicPartition, i64>>,
+    /// Per partition: the next offset after the last message counted. Ahead of `processed` while
+    /// a dead letter is pending; a partition is checkpointed only when the two agree.
+    pub consumed: Mutex<BTreeMap<TopicPartition, i64>>,
     pub assigned: Mutex<BTreeSet<TopicPartition>>,
     /// Bumped on every revoke, so the loop re-checks a batch's partitions only when one happened.
     pub revocations: AtomicU64,
@@ -43,14 +49,16 @@ pub(crate) struct WorkerContext {
     /// Partitions being rebuilt: messages below the offset were already handled by an earlier
     /// owner (counted, dead-lettered); they go back into the windows only.
     pub replay_until: Mutex<HashMap<SourcePartition, i64>>,
-    /// Partitions whose windows hold messages past their stored offset (dead letters still
-    /// unacknowledged at shutdown): never checkpointed, so their last good checkpoint stands.
-    pub tainted: Mutex<BTreeSet<TopicPartition>>,
     /// Set once the worker stops: an assignment that still arrives is acknowledged at once,
     /// without restoring state. Restoring asks the group coordinator for committed offsets, which
     /// a closing consumer cannot answer (a 10 s timeout), and librdkafka aborts the process when
     /// an assign call lands after its group handle decided to terminate.
     pub closing: AtomicBool,
+    /// The worker's stop request: an assignment that arrives (or is restoring) when it is set is
+    /// acknowledged without restoring the rest.
+    pub stop: Arc<AtomicBool>,
+    /// Asynchronous commits answered, to wait for one with a deadline.
+    pub commits_answered: AtomicU64,
 }
 
 /// Locks even when another thread panicked while holding the lock: the state is plain data.
@@ -70,12 +78,36 @@ impl WorkerContext {
         format!("{}/{topic}/{partition}", self.group)
     }
 
-    /// Synchronously commits the processed offsets of `partitions` (all when `None`).
-    pub fn commit_processed(
+    fn stopping(&self) -> bool {
+        self.closing.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Commits every processed offset and waits for the answer until `deadline` (polling the
+    /// consumer; messages polled meanwhile are left for the next owner). Used on shutdown, where
+    /// a synchronous commit to an unreachable coordinator would wait out the session timeout.
+    pub fn commit_before(&self, consumer: &BaseConsumer<WorkerContext>, deadline: Instant) {
+        let tpl = self.offsets_to_commit(None);
+        if tpl.count() == 0 {
+            return;
+        }
+        let answered = self.commits_answered.load(Ordering::Relaxed);
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            warn!(error = %e, "commit of processed offsets failed; the next owner re-reads from the last commit");
+            return;
+        }
+        while self.commits_answered.load(Ordering::Relaxed) == answered {
+            if Instant::now() >= deadline {
+                warn!("commit not answered by the stop deadline; the next owner re-reads from the last commit");
+                return;
+            }
+            let _ = consumer.poll(Duration::from_millis(50));
+        }
+    }
+
+    fn offsets_to_commit(
         &self,
-        consumer: &BaseConsumer<WorkerContext>,
         partitions: Option<&BTreeSet<TopicPartition>>,
-    ) {
+    ) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), next) in lock(&self.processed).iter() {
             if partitions.is_none_or(|set| set.contains(&(topic.clone(), *partition))) {
@@ -84,6 +116,16 @@ impl WorkerContext {
                 }
             }
         }
+        tpl
+    }
+
+    /// Synchronously commits the processed offsets of `partitions` (used on revoke).
+    pub fn commit_processed(
+        &self,
+        consumer: &BaseConsumer<WorkerContext>,
+        partitions: Option<&BTreeSet<TopicPartition>>,
+    ) {
+        let tpl = self.offsets_to_commit(partitions);
         if tpl.count() == 0 {
             return;
         }
@@ -96,12 +138,14 @@ impl WorkerContext {
     }
 
     /// Writes a checkpoint for every processed partition of `partitions` (all when `None`) that
-    /// moved since its last one. Failures are logged: the next owner then replays instead.
-    pub fn checkpoint(&self, partitions: Option<&BTreeSet<TopicPartition>>) {
+    /// moved since its last one, waiting for acknowledgements until `deadline`. Partitions read
+    /// past their safe offset (a dead letter pending) are left out: their windows hold messages
+    /// the next owner reads again. Failures are logged: the next owner then replays instead.
+    pub fn checkpoint(&self, partitions: Option<&BTreeSet<TopicPartition>>, deadline: Instant) {
         let store = lock(&self.store);
         let Some(store) = store.as_ref() else { return };
         let processed = lock(&self.processed).clone();
-        let tainted = lock(&self.tainted).clone();
+        let consumed = lock(&self.consumed).clone();
         let mut checkpointed = lock(&self.checkpointed);
         let engine = lock(&self.engine);
         let mut entries = Vec::new();
@@ -110,7 +154,7 @@ impl WorkerContext {
             let key = (topic.clone(), partition);
             if partitions.is_some_and(|set| !set.contains(&key))
                 || checkpointed.get(&key) == Some(&next)
-                || tainted.contains(&key)
+                || consumed.get(&key) != Some(&next)
             {
                 continue;
             }
@@ -126,7 +170,7 @@ impl WorkerContext {
         if entries.is_empty() {
             return;
         }
-        match store.save(entries) {
+        match store.save(entries, deadline) {
             Ok(()) => {
                 self.metrics.checkpoints.inc_by(written.len() as u64);
                 checkpointed.extend(written);
@@ -158,11 +202,17 @@ impl WorkerContext {
             let config = engine.config();
             (config.windows.iter().map(|w| w.size_ms).max().unwrap_or(0), config.clock)
         };
+        let keys: Vec<String> =
+            partitions.iter().map(|(topic, partition)| self.state_key(topic, *partition)).collect();
+        // The state topic is read once for the whole assignment.
+        let mut checkpoints = match lock(&self.store).as_mut() {
+            Some(store) => store.load_all(&keys, &self.stop),
+            None => HashMap::new(),
+        };
         let mut replay_from_time = Vec::new();
-        for (topic, partition) in &partitions {
+        for ((topic, partition), key) in partitions.iter().zip(&keys) {
             let source = self.source(topic, *partition);
-            let key = self.state_key(topic, *partition);
-            let loaded = lock(&self.store).as_mut().and_then(|store| store.load(&key));
+            let loaded = checkpoints.remove(key);
             let restored = loaded.and_then(|bytes| match PartitionCheckpoint::decode(&bytes) {
                 Ok(checkpoint) => match lock(&self.engine).restore(source, &checkpoint) {
                     Ok(()) => Some(checkpoint.offset),
@@ -281,6 +331,9 @@ impl ClientContext for WorkerContext {
     fn stats(&self, statistics: Statistics) {
         let up = statistics.brokers.values().any(|b| b.state == "UP");
         self.health.set_broker_up(up);
+        if up {
+            client_log::connectivity_restored();
+        }
         let assigned = lock(&self.assigned);
         self.metrics.consumer_lag.reset();
         for (topic, stats) in &statistics.topics {
@@ -307,15 +360,26 @@ impl ClientContext for WorkerContext {
         }
     }
 
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log::log_line(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)) {
             self.health.set_broker_up(false);
         }
-        warn!(error = %error, reason, "kafka client error");
+        client_log::client_error(&error, reason);
     }
 }
 
 impl ConsumerContext for WorkerContext {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            warn!(error = %e, "commit failed; the next owner re-reads from the last commit");
+        }
+        self.commits_answered.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The default rebalance, with start offsets chosen (and state restored) before assigning.
     fn rebalance(
         &self,
@@ -326,7 +390,7 @@ impl ConsumerContext for WorkerContext {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                if self.closing.load(Ordering::Relaxed) {
+                if self.stopping() {
                     info!(
                         partitions = tpl.count(),
                         "assignment while stopping: acknowledged, not restored"
@@ -369,13 +433,15 @@ impl ConsumerContext for WorkerContext {
                 let revoked = partitions_of(tpl);
                 self.revocations.fetch_add(1, Ordering::Relaxed);
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
-                if consumer.assignment_lost() {
+                if self.closing.load(Ordering::Relaxed) {
+                    // Stopping: the shutdown already checkpointed and committed, with deadlines.
+                } else if consumer.assignment_lost() {
                     warn!(
                         partitions = revoked.len(),
                         "assignment lost: not committing, the next owner re-reads"
                     );
                 } else {
-                    self.checkpoint(Some(&revoked));
+                    self.checkpoint(Some(&revoked), Instant::now() + IO_TIMEOUT);
                     self.commit_processed(consumer, Some(&revoked));
                 }
                 let sources: Vec<SourcePartition> = revoked
@@ -390,6 +456,7 @@ impl ConsumerContext for WorkerContext {
                 drop(replay);
                 self.publish_restoring();
                 lock(&self.processed).retain(|key, _| !revoked.contains(key));
+                lock(&self.consumed).retain(|key, _| !revoked.contains(key));
                 lock(&self.checkpointed).retain(|key, _| !revoked.contains(key));
                 let mut assigned = lock(&self.assigned);
                 assigned.retain(|key| !revoked.contains(key));

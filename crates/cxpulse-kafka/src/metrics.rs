@@ -9,6 +9,8 @@ pub struct PipelineMetrics {
     pub consumed: IntCounterVec,
     pub dead_letters: IntCounter,
     pub dead_letter_retries: IntCounter,
+    pub dead_letter_failures: IntCounterVec,
+    pub partitions_blocked: IntGauge,
     pub consumer_lag: IntGaugeVec,
     pub partitions_assigned: IntGauge,
     pub partitions_restoring: IntGauge,
@@ -38,6 +40,19 @@ impl PipelineMetrics {
             dead_letter_retries: IntCounter::new(
                 "cxpulse_dead_letter_retries_total",
                 "Dead-letter deliveries that failed and were retried.",
+            )
+            .unwrap_or_else(invalid_metric),
+            dead_letter_failures: IntCounterVec::new(
+                Opts::new(
+                    "cxpulse_dead_letter_failures_total",
+                    "Dead letters the dead-letter topic refused for good (the source message stays in its topic), by reason.",
+                ),
+                &["reason"],
+            )
+            .unwrap_or_else(invalid_metric),
+            partitions_blocked: IntGauge::new(
+                "cxpulse_partitions_blocked",
+                "Assigned partitions whose offsets cannot advance: a dead letter pending for more than 5 s.",
             )
             .unwrap_or_else(invalid_metric),
             consumer_lag: IntGaugeVec::new(
@@ -89,7 +104,9 @@ impl PipelineMetrics {
             .unwrap_or_else(invalid_metric),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+            Box::new(metrics.dead_letter_failures.clone()),
+            Box::new(metrics.partitions_blocked.clone()),
             Box::new(metrics.topic_partitions.clone()),
             Box::new(metrics.checkpoints.clone()),
             Box::new(metrics.restores.clone()),

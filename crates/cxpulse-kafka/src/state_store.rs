@@ -1,8 +1,10 @@
 //! The compacted state topic: partition checkpoints keyed `group/topic/partition`. Writes are
 //! acknowledged before they count; reads tail the topic up to its high watermarks so that a
-//! checkpoint written by the previous owner of a partition, just before it let go, is seen.
+//! checkpoint written by the previous owner of a partition, just before it let go, is seen. The
+//! topic is read once per assignment (`load_all`), from where the last read ended.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,13 +14,22 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tracing::warn;
 
+use crate::client_log::{self, QuietContext};
 use crate::context::lock;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Acks(Mutex<Vec<bool>>);
 
-impl ClientContext for Acks {}
+impl ClientContext for Acks {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log::log_line(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        client_log::client_error(&error, reason);
+    }
+}
 
 impl ProducerContext for Acks {
     type DeliveryOpaque = ();
@@ -31,7 +42,7 @@ impl ProducerContext for Acks {
 pub struct StateStore {
     topic: String,
     producer: BaseProducer<Acks>,
-    reader: BaseConsumer,
+    reader: BaseConsumer<QuietContext>,
     latest: HashMap<String, Vec<u8>>,
     /// Next offset to read, per state-topic partition.
     positions: HashMap<i32, i64>,
@@ -52,7 +63,7 @@ impl StateStore {
             .set("fetch.message.max.bytes", "67108864")
             .set("partition.assignment.strategy", "range")
             .set("statistics.interval.ms", "0");
-        let reader = consumer.create()?;
+        let reader = consumer.create_with_context(QuietContext)?;
         Ok(StateStore {
             topic,
             producer,
@@ -62,8 +73,8 @@ impl StateStore {
         })
     }
 
-    /// Writes every `(key, value)` and waits for all acknowledgements.
-    pub fn save(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+    /// Writes every `(key, value)` and waits for all acknowledgements until `deadline`.
+    pub fn save(&self, entries: Vec<(String, Vec<u8>)>, deadline: Instant) -> Result<(), String> {
         lock(&self.producer.context().0).clear();
         let count = entries.len();
         for (key, value) in &entries {
@@ -77,6 +88,9 @@ impl StateStore {
                         ),
                         r,
                     )) => {
+                        if Instant::now() >= deadline {
+                            return Err("checkpoint queue full at the deadline".into());
+                        }
                         record = r;
                         self.producer.poll(Duration::from_millis(10));
                     }
@@ -84,7 +98,12 @@ impl StateStore {
                 }
             }
         }
-        self.producer.flush(IO_TIMEOUT).map_err(|e| format!("checkpoint flush: {e}"))?;
+        let flushed = self.producer.flush(deadline.saturating_duration_since(Instant::now()));
+        if let Err(e) = flushed {
+            // Nothing may deliver them later under an older checkpoint's name.
+            self.producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+            return Err(format!("checkpoint flush: {e}"));
+        }
         let acks = lock(&self.producer.context().0);
         let ok = acks.iter().filter(|ok| **ok).count();
         if ok == count {
@@ -94,15 +113,18 @@ impl StateStore {
         }
     }
 
-    /// The latest value of `key`, after reading the topic up to its current end.
-    pub fn load(&mut self, key: &str) -> Option<Vec<u8>> {
-        if let Err(e) = self.catch_up() {
+    /// The latest value of each of `keys` that has one, after reading the topic up to its
+    /// current end once. Stops reading early when `stop` is set.
+    pub fn load_all(&mut self, keys: &[String], stop: &AtomicBool) -> HashMap<String, Vec<u8>> {
+        if let Err(e) = self.catch_up(stop) {
             warn!(topic = %self.topic, error = %e, "cannot read the state topic; partitions are rebuilt by replay");
         }
-        self.latest.get(key).cloned()
+        keys.iter()
+            .filter_map(|key| self.latest.get(key).map(|value| (key.clone(), value.clone())))
+            .collect()
     }
 
-    fn catch_up(&mut self) -> Result<(), String> {
+    fn catch_up(&mut self, stop: &AtomicBool) -> Result<(), String> {
         let metadata = self
             .reader
             .fetch_metadata(Some(&self.topic), IO_TIMEOUT)
@@ -143,6 +165,9 @@ impl StateStore {
         while behind(&self.positions) {
             if Instant::now() >= deadline {
                 return Err("timed out reading the state topic".into());
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Err("stopping".into());
             }
             match self.reader.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
