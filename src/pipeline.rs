@@ -74,11 +74,17 @@ pub fn check_brokers(config: &ClientConfig, brokers: &str) -> anyhow::Result<()>
     let producer: BaseProducer<cxpulse_kafka::client_log::QuietContext> = config
         .create_with_context(cxpulse_kafka::client_log::QuietContext)
         .map_err(|e| anyhow!("invalid Kafka settings: {e}"))?;
-    producer
-        .client()
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map(|_| ())
-        .map_err(|e| anyhow!("cannot reach Kafka at {brokers}: {e}"))
+    // Short tries with a poll between them, so the first connection failure is reported at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match producer.client().fetch_metadata(None, Duration::from_millis(500)) {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(anyhow!("cannot reach Kafka at {brokers}: {e}"))
+            }
+            Err(_) => producer.poll(Duration::ZERO),
+        }
+    }
 }
 
 /// Runs the worker and the HTTP server until a signal (or `stop`, when given) asks to stop.

@@ -296,3 +296,30 @@ fn a_dead_letter_topic_that_fails_for_a_while_holds_offsets_back_and_loses_nothi
         letters.iter().filter_map(|l| l.headers.get("cxpulse-source-offset").cloned()).collect();
     assert_eq!(offsets.len(), 5, "every rejected message reached the dead-letter topic");
 }
+
+#[test]
+fn an_unreachable_broker_is_one_line_then_quiet_and_a_stop_is_prompt() {
+    // A port nobody listens on.
+    let brokers = format!("127.0.0.1:{}", free_port());
+    let config = worker_config("g-down", "down");
+    let mut worker = start_worker_logging("down", &brokers, &config, "info");
+    let started = Instant::now();
+    let said = wait_for(Duration::from_secs(5), || {
+        worker.log().contains("cannot reach Kafka").then_some(started.elapsed())
+    });
+    assert!(said.is_some(), "no line about the broker within 5 s:\n{}", worker.log());
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(started.elapsed()));
+    assert_eq!(http_get(&worker.addr, "/healthz").map(|(s, _)| s), Some(200), "still live");
+    assert_eq!(http_get(&worker.addr, "/readyz").map(|(s, _)| s), Some(503));
+    let stopping = Instant::now();
+    let exit = worker.terminate(Duration::from_secs(10)).expect("exits within 10 s");
+    let stop_took = stopping.elapsed();
+    let log = worker.log();
+    assert!(exit.success(), "log:\n{log}");
+    let about_kafka =
+        log.lines().filter(|l| l.contains("Kafka") || l.contains("librdkafka")).count();
+    let warnings = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).count();
+    eprintln!("broker down: {} lines in 12 s, stop took {stop_took:?}", log.lines().count());
+    assert_eq!(about_kafka, 1, "one line about the broker in 12 s:\n{log}");
+    assert!(warnings <= 1, "nothing else alarming:\n{log}");
+}

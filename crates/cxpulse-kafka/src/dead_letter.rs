@@ -10,7 +10,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -19,7 +18,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 use tracing::{info, warn};
 
-use crate::client_log::{self, Throttle};
+use crate::client_log::{self, QuietContext, Throttle};
 use crate::context::{lock, TopicPartition};
 use crate::metrics::PipelineMetrics;
 
@@ -361,7 +360,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The topic's `max.message.bytes`, when the broker answers DescribeConfigs within 3 s.
 fn topic_max_bytes(config: &ClientConfig, topic: &str) -> Option<usize> {
-    let admin: AdminClient<DefaultClientContext> = config.create().ok()?;
+    let admin: AdminClient<QuietContext> = config.create_with_context(QuietContext).ok()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().ok()?;
     let timeout = Duration::from_secs(3);
     let options = AdminOptions::new().request_timeout(Some(timeout));
