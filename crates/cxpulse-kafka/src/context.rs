@@ -1,7 +1,8 @@
-//! The consumer's callbacks. On assignment: restore each partition from its checkpoint, or
-//! rebuild it by replay, and start fetching where that state ends. On revocation: checkpoint and
-//! commit what was processed, then drop the partition's contribution. Statistics feed the lag
-//! gauges and broker reachability.
+//! The consumer's callbacks. On assignment: acknowledge at once with the new partitions paused;
+//! the consume loop then restores them together (`restore_awaiting`: each from its checkpoint, or
+//! rebuilt by replay), seeks each to where its state ends and resumes it. On revocation:
+//! checkpoint and commit what was processed, then drop the partition's contribution. Statistics
+//! feed the lag gauges and broker reachability.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,6 +50,9 @@ pub(crate) struct WorkerContext {
     /// Partitions being rebuilt: messages below the offset were already handled by an earlier
     /// owner (counted, dead-lettered); they go back into the windows only.
     pub replay_until: Mutex<HashMap<SourcePartition, i64>>,
+    /// Assigned and paused, not restored yet: the loop restores them outside the callback, so
+    /// that the group's other members get their partitions without waiting for ours.
+    pub awaiting_restore: Mutex<BTreeSet<TopicPartition>>,
     /// Set once the worker stops: an assignment that still arrives is acknowledged at once,
     /// without restoring state. Restoring asks the group coordinator for committed offsets, which
     /// a closing consumer cannot answer (a 10 s timeout), and librdkafka aborts the process when
@@ -187,9 +191,45 @@ impl WorkerContext {
     }
 
     pub fn publish_restoring(&self) {
-        let restoring = lock(&self.replay_until).len();
+        let restoring = lock(&self.replay_until).len() + lock(&self.awaiting_restore).len();
         self.health.set_restoring(restoring);
         self.metrics.partitions_restoring.set(restoring as i64);
+    }
+
+    /// Restores every partition awaiting it, with one read of the state topic, then seeks each to
+    /// where its state ends and resumes it. Runs on the consume loop, between polls.
+    pub fn restore_awaiting(&self, consumer: &BaseConsumer<Self>) {
+        let awaiting = std::mem::take(&mut *lock(&self.awaiting_restore));
+        if awaiting.is_empty() || self.stopping() {
+            lock(&self.awaiting_restore).extend(awaiting);
+            return;
+        }
+        let started = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in &awaiting {
+            tpl.add_partition(topic, *partition);
+        }
+        self.prepare_assignment(consumer, &mut tpl);
+        if self.stop.load(Ordering::Relaxed) {
+            // Left paused and unprocessed: nothing of theirs is committed or checkpointed.
+            return;
+        }
+        if let Err(e) = consumer.seek_partitions(tpl.clone(), IO_TIMEOUT) {
+            warn!(error = %e, "cannot seek restored partitions; restoring them again");
+            lock(&self.awaiting_restore).extend(awaiting);
+            self.publish_restoring();
+            return;
+        }
+        if let Err(e) = consumer.resume(&tpl) {
+            warn!(error = %e, "cannot resume restored partitions");
+        }
+        self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+        info!(
+            partitions = awaiting.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "restored and resumed"
+        );
+        self.publish_restoring();
     }
 
     /// Sets where each newly assigned partition starts and restores or clears its state.
@@ -396,7 +436,6 @@ impl ConsumerContext for WorkerContext {
                         "assignment while stopping: acknowledged, not restored"
                     );
                 } else {
-                    self.prepare_assignment(consumer, tpl);
                     self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
                 }
                 let result = if cooperative {
@@ -406,6 +445,13 @@ impl ConsumerContext for WorkerContext {
                 };
                 if let Err(e) = result {
                     warn!(error = %e, "assign failed");
+                } else if !self.stopping() {
+                    // Nothing is fetched for them until the loop restored them.
+                    if let Err(e) = consumer.pause(tpl) {
+                        warn!(error = %e, "cannot pause the partitions to restore");
+                    }
+                    lock(&self.awaiting_restore).extend(partitions_of(tpl));
+                    self.publish_restoring();
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -454,6 +500,7 @@ impl ConsumerContext for WorkerContext {
                     replay.remove(source);
                 }
                 drop(replay);
+                lock(&self.awaiting_restore).retain(|key| !revoked.contains(key));
                 self.publish_restoring();
                 lock(&self.processed).retain(|key, _| !revoked.contains(key));
                 lock(&self.consumed).retain(|key, _| !revoked.contains(key));

@@ -1,7 +1,9 @@
 //! The worker's own pipeline metrics, in a prometheus registry the HTTP edge renders next to the
 //! engine's windowed state. Updated per batch, not per event.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct PipelineMetrics {
@@ -11,6 +13,7 @@ pub struct PipelineMetrics {
     pub dead_letter_retries: IntCounter,
     pub dead_letter_failures: IntCounterVec,
     pub partitions_blocked: IntGauge,
+    pub restore_seconds: Histogram,
     pub consumer_lag: IntGaugeVec,
     pub partitions_assigned: IntGauge,
     pub partitions_restoring: IntGauge,
@@ -53,6 +56,14 @@ impl PipelineMetrics {
             partitions_blocked: IntGauge::new(
                 "cxpulse_partitions_blocked",
                 "Assigned partitions whose offsets cannot advance: a dead letter pending for more than 5 s.",
+            )
+            .unwrap_or_else(invalid_metric),
+            restore_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "cxpulse_restore_duration_seconds",
+                    "Time to restore the partitions of one assignment (state topic read once).",
+                )
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
             )
             .unwrap_or_else(invalid_metric),
             consumer_lag: IntGaugeVec::new(
@@ -104,7 +115,8 @@ impl PipelineMetrics {
             .unwrap_or_else(invalid_metric),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+            Box::new(metrics.restore_seconds.clone()),
             Box::new(metrics.dead_letter_failures.clone()),
             Box::new(metrics.partitions_blocked.clone()),
             Box::new(metrics.topic_partitions.clone()),

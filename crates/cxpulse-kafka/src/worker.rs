@@ -87,6 +87,7 @@ pub fn run_worker(
         store: Mutex::new(store),
         checkpointed: Mutex::new(BTreeMap::new()),
         replay_until: Mutex::new(HashMap::new()),
+        awaiting_restore: Mutex::new(BTreeSet::new()),
         closing: AtomicBool::new(false),
         stop: stop.clone(),
         commits_answered: AtomicU64::new(0),
@@ -135,13 +136,21 @@ pub fn run_worker(
             client_log::connectivity_restored();
             // A revoke inside a poll may leave messages of partitions no longer ours in the
             // batch: their new owner counts them from the committed offset.
-            let batch: Vec<_> = if context.revocations.load(Ordering::Relaxed) == revocations {
+            // Partitions awaiting their restore were paused; what was fetched before is read
+            // again from where the restored state ends.
+            let awaiting = lock(&context.awaiting_restore).clone();
+            let batch: Vec<_> = if context.revocations.load(Ordering::Relaxed) == revocations
+                && awaiting.is_empty()
+            {
                 batch
             } else {
                 let assigned = lock(&context.assigned).clone();
                 batch
                     .into_iter()
-                    .filter(|m| assigned.contains(&(m.topic().to_string(), m.partition())))
+                    .filter(|m| {
+                        let key = (m.topic().to_string(), m.partition());
+                        assigned.contains(&key) && !awaiting.contains(&key)
+                    })
                     .collect()
             };
             let letters = process_batch(worker, context, &batch, dead_letters.is_some(), &consumed);
@@ -160,6 +169,7 @@ pub fn run_worker(
             producer.service();
         }
         revocations_seen = revocations;
+        context.restore_awaiting(&consumer);
         store_safe_offsets(worker, context, &consumer, dead_letters.as_ref());
         if last_checkpoint.elapsed() >= checkpoint_every {
             context.checkpoint(None, Instant::now() + IO_SHARE);
