@@ -149,6 +149,8 @@ impl Config {
         }
         parse_duration_ms(&self.source.checkpoint_interval)
             .map_err(|e| anyhow!("invalid config: [source] checkpoint_interval: {e}"))?;
+        parse_duration_ms(&self.source.stall_timeout)
+            .map_err(|e| anyhow!("invalid config: [source] stall_timeout: {e}"))?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!(
                 "invalid config: [http] listen `{}` is not an address like 127.0.0.1:9898",

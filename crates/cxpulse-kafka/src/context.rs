@@ -2,9 +2,11 @@
 //! the consume loop then restores them together (`restore_awaiting`: each from its checkpoint, or
 //! rebuilt by replay), seeks each to where its state ends and resumes it. On revocation:
 //! checkpoint and commit what was processed, then drop the partition's contribution. Statistics
-//! feed the lag gauges and broker reachability.
+//! feed the lag gauges and broker reachability. The context stays thin: the partition
+//! bookkeeping and its decisions live in `partitions`; three locks, always taken in the order
+//! state store, partitions, engine.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,9 +26,10 @@ use tracing::{info, warn};
 
 use crate::client_log;
 use crate::metrics::PipelineMetrics;
+use crate::partitions::{replay_end, start_offset, Partitions};
 use crate::state_store::StateStore;
 
-pub type TopicPartition = (String, i32);
+pub use crate::partitions::TopicPartition;
 
 pub(crate) struct WorkerContext {
     pub engine: Arc<Mutex<Engine>>,
@@ -34,25 +37,12 @@ pub(crate) struct WorkerContext {
     pub metrics: PipelineMetrics,
     pub topics: Vec<String>,
     pub group: String,
-    /// Per partition: the offset safe to commit (processing passed it and no dead letter below
-    /// it is pending), as stored. Committed on revoke and shutdown; the auto-commit reads the same
-    /// offsets from librdkafka's store.
-    pub processed: Mutex<BTreeMap<TopicPartition, i64>>,
-    /// Per partition: the next offset after the last message counted. Ahead of `processed` while
-    /// a dead letter is pending; a partition is checkpointed only when the two agree.
-    pub consumed: Mutex<BTreeMap<TopicPartition, i64>>,
-    pub assigned: Mutex<BTreeSet<TopicPartition>>,
+    /// The partition bookkeeping, one owner for all of it. Lock order: `store`, then
+    /// `partitions`, then `engine`.
+    pub partitions: Mutex<Partitions>,
     /// Bumped on every revoke, so the loop re-checks a batch's partitions only when one happened.
     pub revocations: AtomicU64,
     pub store: Mutex<Option<StateStore>>,
-    /// The offset each checkpoint last written reflects, to skip unchanged partitions.
-    pub checkpointed: Mutex<BTreeMap<TopicPartition, i64>>,
-    /// Partitions being rebuilt: messages below the offset were already handled by an earlier
-    /// owner (counted, dead-lettered); they go back into the windows only.
-    pub replay_until: Mutex<HashMap<SourcePartition, i64>>,
-    /// Assigned and paused, not restored yet: the loop restores them outside the callback, so
-    /// that the group's other members get their partitions without waiting for ours.
-    pub awaiting_restore: Mutex<BTreeSet<TopicPartition>>,
     /// Set once the worker stops: an assignment that still arrives is acknowledged at once,
     /// without restoring state. Restoring asks the group coordinator for committed offsets, which
     /// a closing consumer cannot answer (a 10 s timeout), and librdkafka aborts the process when
@@ -108,16 +98,11 @@ impl WorkerContext {
         }
     }
 
-    fn offsets_to_commit(
-        &self,
-        partitions: Option<&BTreeSet<TopicPartition>>,
-    ) -> TopicPartitionList {
+    fn offsets_to_commit(&self, only: Option<&BTreeSet<TopicPartition>>) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in lock(&self.processed).iter() {
-            if partitions.is_none_or(|set| set.contains(&(topic.clone(), *partition))) {
-                if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-                    warn!(%topic, partition, error = %e, "cannot add offset to commit");
-                }
+        for ((topic, partition), offset) in lock(&self.partitions).to_commit(only) {
+            if let Err(e) = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset)) {
+                warn!(%topic, partition, error = %e, "cannot add offset to commit");
             }
         }
         tpl
@@ -145,39 +130,31 @@ impl WorkerContext {
     /// moved since its last one, waiting for acknowledgements until `deadline`. Partitions read
     /// past their safe offset (a dead letter pending) are left out: their windows hold messages
     /// the next owner reads again. Failures are logged: the next owner then replays instead.
-    pub fn checkpoint(&self, partitions: Option<&BTreeSet<TopicPartition>>, deadline: Instant) {
+    pub fn checkpoint(&self, only: Option<&BTreeSet<TopicPartition>>, deadline: Instant) {
         let store = lock(&self.store);
         let Some(store) = store.as_ref() else { return };
-        let processed = lock(&self.processed).clone();
-        let consumed = lock(&self.consumed).clone();
-        let mut checkpointed = lock(&self.checkpointed);
-        let engine = lock(&self.engine);
+        let due = lock(&self.partitions).to_checkpoint(only);
+        if due.is_empty() {
+            return;
+        }
         let mut entries = Vec::new();
         let mut written = Vec::new();
-        for ((topic, partition), next) in processed {
-            let key = (topic.clone(), partition);
-            if partitions.is_some_and(|set| !set.contains(&key))
-                || checkpointed.get(&key) == Some(&next)
-                || consumed.get(&key) != Some(&next)
-            {
-                continue;
-            }
-            match engine.checkpoint(self.source(&topic, partition), next).encode() {
-                Ok(bytes) => {
-                    entries.push((self.state_key(&topic, partition), bytes));
-                    written.push((key, next));
+        {
+            let engine = lock(&self.engine);
+            for ((topic, partition), offset) in due {
+                match engine.checkpoint(self.source(&topic, partition), offset).encode() {
+                    Ok(bytes) => {
+                        entries.push((self.state_key(&topic, partition), bytes));
+                        written.push(((topic, partition), offset));
+                    }
+                    Err(e) => warn!(%topic, partition, error = %e, "checkpoint not encoded"),
                 }
-                Err(e) => warn!(%topic, partition, error = %e, "checkpoint not encoded"),
             }
-        }
-        drop(engine);
-        if entries.is_empty() {
-            return;
         }
         match store.save(entries, deadline) {
             Ok(()) => {
                 self.metrics.checkpoints.inc_by(written.len() as u64);
-                checkpointed.extend(written);
+                lock(&self.partitions).checkpointed(&written);
             }
             Err(e) => {
                 warn!(error = %e, "checkpoints not written; a new owner would replay instead")
@@ -185,13 +162,13 @@ impl WorkerContext {
         }
     }
 
-    fn publish_assignment(&self, assigned: &BTreeSet<TopicPartition>) {
-        self.health.set_assigned(assigned.len());
-        self.metrics.partitions_assigned.set(assigned.len() as i64);
+    fn publish_assignment(&self, assigned: usize) {
+        self.health.set_assigned(assigned);
+        self.metrics.partitions_assigned.set(assigned as i64);
     }
 
     pub fn publish_restoring(&self) {
-        let restoring = lock(&self.replay_until).len() + lock(&self.awaiting_restore).len();
+        let restoring = lock(&self.partitions).restoring();
         self.health.set_restoring(restoring);
         self.metrics.partitions_restoring.set(restoring as i64);
     }
@@ -199,9 +176,11 @@ impl WorkerContext {
     /// Restores every partition awaiting it, with one read of the state topic, then seeks each to
     /// where its state ends and resumes it. Runs on the consume loop, between polls.
     pub fn restore_awaiting(&self, consumer: &BaseConsumer<Self>) {
-        let awaiting = std::mem::take(&mut *lock(&self.awaiting_restore));
-        if awaiting.is_empty() || self.stopping() {
-            lock(&self.awaiting_restore).extend(awaiting);
+        if self.stopping() {
+            return;
+        }
+        let awaiting = lock(&self.partitions).awaiting_restore();
+        if awaiting.is_empty() {
             return;
         }
         let started = Instant::now();
@@ -209,16 +188,21 @@ impl WorkerContext {
         for (topic, partition) in &awaiting {
             tpl.add_partition(topic, *partition);
         }
-        self.prepare_assignment(consumer, &mut tpl);
+        let replays = self.prepare_assignment(consumer, &mut tpl);
         if self.stop.load(Ordering::Relaxed) {
             // Left paused and unprocessed: nothing of theirs is committed or checkpointed.
             return;
         }
         if let Err(e) = consumer.seek_partitions(tpl.clone(), IO_TIMEOUT) {
+            // Still awaiting: restored again at the next round.
             warn!(error = %e, "cannot seek restored partitions; restoring them again");
-            lock(&self.awaiting_restore).extend(awaiting);
-            self.publish_restoring();
             return;
+        }
+        {
+            let mut partitions = lock(&self.partitions);
+            for (key, replay_until) in replays {
+                partitions.restored(&key, replay_until);
+            }
         }
         if let Err(e) = consumer.resume(&tpl) {
             warn!(error = %e, "cannot resume restored partitions");
@@ -233,7 +217,12 @@ impl WorkerContext {
     }
 
     /// Sets where each newly assigned partition starts and restores or clears its state.
-    fn prepare_assignment(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+    /// Returns each partition with the end of its replay.
+    fn prepare_assignment(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+    ) -> Vec<(TopicPartition, Option<i64>)> {
         let partitions: Vec<TopicPartition> =
             tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
         let committed = committed_offsets(consumer, tpl);
@@ -250,6 +239,7 @@ impl WorkerContext {
             None => HashMap::new(),
         };
         let mut replay_from_time = Vec::new();
+        let mut replays = Vec::new();
         for ((topic, partition), key) in partitions.iter().zip(&keys) {
             let source = self.source(topic, *partition);
             let loaded = checkpoints.remove(key);
@@ -272,7 +262,7 @@ impl WorkerContext {
                     info!(%topic, partition, offset, "restored from checkpoint");
                     self.metrics.restores.with_label_values(&["checkpoint"]).inc();
                     set_start(tpl, topic, *partition, Offset::Offset(offset));
-                    self.mark_replay(source, offset, committed);
+                    replays.push(((topic.clone(), *partition), replay_end(offset, committed)));
                 }
                 None => {
                     lock(&self.engine).drop_partition(source);
@@ -280,7 +270,6 @@ impl WorkerContext {
                     replay_from_time.push((topic.clone(), *partition, source, committed));
                 }
             }
-            lock(&self.checkpointed).remove(&(topic.clone(), *partition));
         }
         if !replay_from_time.is_empty() {
             // Replay what the longest window can still hold. A broker that cannot look offsets up
@@ -291,26 +280,14 @@ impl WorkerContext {
                 ClockMode::Wall => offsets_for_time(consumer, &replay_from_time, since),
                 ClockMode::Event => HashMap::new(),
             };
-            for (topic, partition, source, committed) in replay_from_time {
-                let start = starts.get(&(topic.clone(), partition)).copied();
+            for (topic, partition, _, committed) in replay_from_time {
+                let start = start_offset(None, starts.get(&(topic.clone(), partition)).copied());
                 info!(%topic, partition, start = ?start, "rebuilding by replay");
                 set_start(tpl, &topic, partition, start.map_or(Offset::Beginning, Offset::Offset));
-                self.mark_replay(source, start.unwrap_or(0), committed);
+                replays.push(((topic, partition), replay_end(start.unwrap_or(0), committed)));
             }
         }
-        self.publish_restoring();
-    }
-
-    fn mark_replay(&self, source: SourcePartition, start: i64, committed: Option<i64>) {
-        let mut replay = lock(&self.replay_until);
-        match committed {
-            Some(until) if until > start => {
-                replay.insert(source, until);
-            }
-            _ => {
-                replay.remove(&source);
-            }
-        }
+        replays
     }
 }
 
@@ -374,7 +351,7 @@ impl ClientContext for WorkerContext {
         if up {
             client_log::connectivity_restored();
         }
-        let assigned = lock(&self.assigned);
+        let partitions = lock(&self.partitions);
         self.metrics.consumer_lag.reset();
         for (topic, stats) in &statistics.topics {
             if self.topics.contains(topic) {
@@ -385,7 +362,7 @@ impl ClientContext for WorkerContext {
                     .set(partitions as i64);
             }
             for (partition, p) in &stats.partitions {
-                if !assigned.contains(&(topic.clone(), *partition)) {
+                if !partitions.is_assigned(&(topic.clone(), *partition)) {
                     continue;
                 }
                 let lag =
@@ -450,7 +427,6 @@ impl ConsumerContext for WorkerContext {
                     if let Err(e) = consumer.pause(tpl) {
                         warn!(error = %e, "cannot pause the partitions to restore");
                     }
-                    lock(&self.awaiting_restore).extend(partitions_of(tpl));
                     self.publish_restoring();
                 }
             }
@@ -494,30 +470,27 @@ impl ConsumerContext for WorkerContext {
                     .iter()
                     .map(|(topic, partition)| self.source(topic, *partition))
                     .collect();
+                let now = {
+                    let mut partitions = lock(&self.partitions);
+                    partitions.revoke(&revoked);
+                    partitions.assigned()
+                };
                 lock(&self.engine).drop_partitions(&sources);
-                let mut replay = lock(&self.replay_until);
-                for source in &sources {
-                    replay.remove(source);
-                }
-                drop(replay);
-                lock(&self.awaiting_restore).retain(|key| !revoked.contains(key));
                 self.publish_restoring();
-                lock(&self.processed).retain(|key, _| !revoked.contains(key));
-                lock(&self.consumed).retain(|key, _| !revoked.contains(key));
-                lock(&self.checkpointed).retain(|key, _| !revoked.contains(key));
-                let mut assigned = lock(&self.assigned);
-                assigned.retain(|key| !revoked.contains(key));
-                self.publish_assignment(&assigned);
-                info!(revoked = revoked.len(), now = assigned.len(), "partitions revoked");
+                self.publish_assignment(now);
+                info!(revoked = revoked.len(), now, "partitions revoked");
             }
             Rebalance::Assign(tpl) => {
                 let added = partitions_of(tpl);
                 self.metrics.rebalances.with_label_values(&["assign"]).inc();
-                let mut assigned = lock(&self.assigned);
-                assigned.extend(added.iter().cloned());
-                self.publish_assignment(&assigned);
+                let now = {
+                    let mut partitions = lock(&self.partitions);
+                    partitions.assign(added.iter().cloned());
+                    partitions.assigned()
+                };
+                self.publish_assignment(now);
                 self.health.set_joined(true);
-                info!(added = added.len(), now = assigned.len(), "partitions assigned");
+                info!(added = added.len(), now, "partitions assigned");
             }
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }

@@ -6,6 +6,7 @@ pub mod client_log;
 pub mod config;
 pub mod dead_letter;
 pub mod metrics;
+pub mod partitions;
 pub mod produce;
 pub mod state_store;
 pub mod worker;

@@ -5,7 +5,7 @@
 //! commit, leaving the group and closing each get a share of it; what misses its deadline is read
 //! again by the next owner.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use crate::config::{consumer_config, producer_config, KafkaSettings, SourceConfi
 use crate::context::{lock, WorkerContext};
 use crate::dead_letter::{DeadLetter, DeadLetterProducer};
 use crate::metrics::PipelineMetrics;
+use crate::partitions::Partitions;
 use crate::state_store::StateStore;
 
 /// Everything the worker shares with the rest of the process.
@@ -80,14 +81,9 @@ pub fn run_worker(
         metrics: worker.metrics.clone(),
         topics: source.topics.clone(),
         group: consumer_config(settings).get("group.id").unwrap_or("cxpulse").to_string(),
-        processed: Mutex::new(BTreeMap::new()),
-        consumed: Mutex::new(BTreeMap::new()),
-        assigned: Mutex::new(BTreeSet::new()),
+        partitions: Mutex::new(Partitions::default()),
         revocations: AtomicU64::new(0),
         store: Mutex::new(store),
-        checkpointed: Mutex::new(BTreeMap::new()),
-        replay_until: Mutex::new(HashMap::new()),
-        awaiting_restore: Mutex::new(BTreeSet::new()),
         closing: AtomicBool::new(false),
         stop: stop.clone(),
         commits_answered: AtomicU64::new(0),
@@ -138,20 +134,18 @@ pub fn run_worker(
             // batch: their new owner counts them from the committed offset.
             // Partitions awaiting their restore were paused; what was fetched before is read
             // again from where the restored state ends.
-            let awaiting = lock(&context.awaiting_restore).clone();
-            let batch: Vec<_> = if context.revocations.load(Ordering::Relaxed) == revocations
-                && awaiting.is_empty()
-            {
-                batch
-            } else {
-                let assigned = lock(&context.assigned).clone();
-                batch
-                    .into_iter()
-                    .filter(|m| {
-                        let key = (m.topic().to_string(), m.partition());
-                        assigned.contains(&key) && !awaiting.contains(&key)
-                    })
-                    .collect()
+            let batch: Vec<_> = {
+                let partitions = lock(&context.partitions);
+                if context.revocations.load(Ordering::Relaxed) == revocations
+                    && partitions.restoring() == 0
+                {
+                    batch
+                } else {
+                    batch
+                        .into_iter()
+                        .filter(|m| partitions.accepts(&(m.topic().to_string(), m.partition())))
+                        .collect()
+                }
             };
             let letters = process_batch(worker, context, &batch, dead_letters.is_some(), &consumed);
             if let Some(producer) = dead_letters.as_mut() {
@@ -161,9 +155,10 @@ pub fn run_worker(
         let revocations = context.revocations.load(Ordering::Relaxed);
         if let Some(producer) = dead_letters.as_mut() {
             if revocations != revocations_seen {
-                let assigned = lock(&context.assigned).clone();
+                let partitions = lock(&context.partitions);
                 let gone: BTreeSet<_> =
-                    producer.floors().into_keys().filter(|k| !assigned.contains(k)).collect();
+                    producer.floors().into_keys().filter(|k| !partitions.is_assigned(k)).collect();
+                drop(partitions);
                 producer.forget(&gone);
             }
             producer.service();
@@ -218,7 +213,10 @@ fn process_batch(
     let mut letters = Vec::new();
     let mut consumed_by_topic = vec![0u64; consumed.len()];
     let runs = {
-        let replay_until = lock(&context.replay_until);
+        let replay_until: HashMap<SourcePartition, i64> = lock(&context.partitions)
+            .replaying()
+            .map(|((topic, partition), until)| (context.source(topic, *partition), until))
+            .collect();
         let mut engine = lock(&worker.engine);
         count_batch(
             &mut engine,
@@ -235,25 +233,16 @@ fn process_batch(
         counter.inc_by(count);
     }
     {
-        let mut read = lock(&context.consumed);
-        let mut replay_until = lock(&context.replay_until);
+        let mut partitions = lock(&context.partitions);
         for run in runs {
-            let next = run.last_offset + 1;
-            read.insert((run.topic.to_string(), run.source.partition), next);
-            if replay_until.get(&run.source).is_some_and(|until| next >= *until) {
-                replay_until.remove(&run.source);
+            if partitions.read(&(run.topic.to_string(), run.source.partition), run.last_offset + 1)
+            {
                 info!(topic = %run.topic, partition = run.source.partition, "partition rebuilt: caught up with the previous owner");
             }
         }
     }
     context.publish_restoring();
     letters
-}
-
-/// The offset that is safe to commit for a partition read up to `read_next`: never past its first
-/// dead letter still pending.
-pub fn safe_offset(read_next: i64, first_pending_letter: Option<i64>) -> i64 {
-    first_pending_letter.map_or(read_next, |floor| floor.min(read_next))
 }
 
 /// Stores, for every partition read, the offset that is safe to commit, where it moved; publishes
@@ -266,25 +255,19 @@ fn store_safe_offsets(
 ) {
     let floors = dead_letters.map(DeadLetterProducer::floors).unwrap_or_default();
     let blocked = dead_letters.map(DeadLetterProducer::blocked).unwrap_or_default();
-    let read = lock(&context.consumed).clone();
-    let mut store = TopicPartitionList::new();
-    {
-        let mut processed = lock(&context.processed);
-        for (key, read_next) in &read {
-            let safe = safe_offset(*read_next, floors.get(key).copied());
-            if processed.get(key) == Some(&safe) {
-                continue;
-            }
-            if let Err(e) = store.add_partition_offset(&key.0, key.1, Offset::Offset(safe)) {
-                warn!(topic = %key.0, partition = key.1, error = %e, "cannot record offset");
-                continue;
-            }
-            processed.insert(key.clone(), safe);
-        }
-    }
-    let blocked = blocked.iter().filter(|k| read.contains_key(*k)).count();
+    let (moved, blocked) = {
+        let mut partitions = lock(&context.partitions);
+        let blocked = blocked.iter().filter(|k| partitions.is_assigned(k)).count();
+        (partitions.offsets_to_store(&floors), blocked)
+    };
     worker.health.set_blocked(blocked);
     worker.metrics.partitions_blocked.set(blocked as i64);
+    let mut store = TopicPartitionList::new();
+    for ((topic, partition), offset) in moved {
+        if let Err(e) = store.add_partition_offset(&topic, partition, Offset::Offset(offset)) {
+            warn!(%topic, partition, error = %e, "cannot record offset");
+        }
+    }
     if store.count() > 0 {
         if let Err(e) = consumer.store_offsets(&store) {
             warn!(error = %e, "cannot store offsets; they are committed on revoke and shutdown");
