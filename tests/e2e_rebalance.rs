@@ -148,3 +148,39 @@ fn sixty_four_partitions_converge_soon_after_a_sigkill_and_a_stop() {
     assert_eq!(nps_total(&[&c]), Some(EVENTS as f64), "stays exact");
     assert_eq!(assigned(&c), Some(PARTITIONS as f64));
 }
+
+#[test]
+fn a_stop_mid_restore_exits_promptly_and_the_next_owner_stays_exact() {
+    const TOPIC: &str = "replaying";
+    const EVENTS: usize = 60_000;
+    let cluster = cluster(&[(TOPIC, 8), ("replaying.dlq", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    let messages: Vec<(i32, &str, Vec<u8>)> =
+        (0..EVENTS).map(|n| ((n % 8) as i32, "k", nps_json(&format!("m-{n}"), n))).collect();
+    produce(&producer(&brokers), TOPIC, &messages);
+    // No checkpoints: every assigned partition is rebuilt by replaying up to the commit, which
+    // keeps the next worker restoring for a while.
+    let config = group_config("g-replaying", TOPIC, "state_topic = \"\"");
+    let mut first = start_worker("replaying-a", &brokers, &config);
+    let counted = wait_for(Duration::from_secs(120), || {
+        (nps_total(&[&first]) == Some(EVENTS as f64)).then_some(())
+    });
+    assert!(counted.is_some(), "first worker never counted all; log:\n{}", first.log());
+    assert!(first.terminate(Duration::from_secs(10)).expect("exits").success());
+
+    let mut second = start_worker("replaying-b", &brokers, &config);
+    let restoring = wait_for(Duration::from_secs(60), || {
+        second.metrics()?.get("cxpulse_partitions_restoring", &[]).filter(|r| *r > 0.0)
+    });
+    assert!(restoring.is_some(), "never seen restoring; log:\n{}", second.log());
+    let started = Instant::now();
+    let exit = second.terminate(Duration::from_secs(10)).expect("stops within 10 s mid-restore");
+    eprintln!("SIGTERM mid-restore: exited in {:?}", started.elapsed());
+    assert!(exit.success(), "log:\n{}", second.log());
+
+    let third = start_worker("replaying-c", &brokers, &config);
+    let exact = wait_for(Duration::from_secs(120), || {
+        (nps_total(&[&third]) == Some(EVENTS as f64)).then_some(())
+    });
+    assert!(exact.is_some(), "{:?} of {EVENTS}; log:\n{}", nps_total(&[&third]), third.log());
+}
