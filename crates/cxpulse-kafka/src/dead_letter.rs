@@ -242,6 +242,11 @@ impl DeadLetterProducer {
         self.pending.len()
     }
 
+    /// Payload bytes of the letters not settled yet.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.values().map(|p| p.letter.payload.len()).sum()
+    }
+
     /// Lets go of the letters of partitions no longer ours: their new owner reads them again.
     pub fn forget(&mut self, partitions: &BTreeSet<TopicPartition>) {
         self.pending.retain(|_, p| {

@@ -118,6 +118,7 @@ pub fn run_worker(
     let mut last_checkpoint = Instant::now();
     let batch_size = source.batch_size.max(1);
     let mut revocations_seen = 0;
+    let mut paused_for_letters = TopicPartitionList::new();
     while !stop.load(Ordering::Relaxed) {
         worker.health.heartbeat(wall_ms());
         let context = consumer.context();
@@ -162,6 +163,7 @@ pub fn run_worker(
                 producer.forget(&gone);
             }
             producer.service();
+            bound_pending_letters(&consumer, producer, &mut paused_for_letters);
         }
         revocations_seen = revocations;
         context.restore_awaiting(&consumer);
@@ -243,6 +245,36 @@ fn process_batch(
     }
     context.publish_restoring();
     letters
+}
+
+/// Dead letters a failing topic holds back are kept in memory up to this; past it, the partitions
+/// they come from are paused until the backlog halves (the others go on).
+const MAX_PENDING_LETTER_BYTES: usize = 256 * 1024 * 1024;
+
+fn bound_pending_letters(
+    consumer: &BaseConsumer<WorkerContext>,
+    producer: &DeadLetterProducer,
+    paused: &mut TopicPartitionList,
+) {
+    let bytes = producer.pending_bytes();
+    if paused.count() == 0 && bytes > MAX_PENDING_LETTER_BYTES {
+        for (topic, partition) in producer.floors().into_keys() {
+            paused.add_partition(&topic, partition);
+        }
+        warn!(
+            partitions = paused.count(),
+            pending_bytes = bytes,
+            "dead letters pile up; pausing the partitions they come from until the backlog halves"
+        );
+        if let Err(e) = consumer.pause(paused) {
+            warn!(error = %e, "cannot pause");
+        }
+    } else if paused.count() > 0 && bytes <= MAX_PENDING_LETTER_BYTES / 2 {
+        // Partitions revoked meanwhile are not ours to resume; librdkafka ignores them.
+        let _ = consumer.resume(paused);
+        info!(partitions = paused.count(), "dead-letter backlog halved; partitions resumed");
+        *paused = TopicPartitionList::new();
+    }
 }
 
 /// Stores, for every partition read, the offset that is safe to commit, where it moved; publishes
