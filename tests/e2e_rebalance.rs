@@ -113,27 +113,39 @@ fn sixty_four_partitions_converge_soon_after_a_sigkill_and_a_stop() {
 
     let producer = producer(&brokers);
     let chunks = 30;
+    let mut killed_at = None;
     let mut stop_took = None;
+    // b is stopped once the coordinator has noticed a's death (the session timeout, 6 s):
+    // during the rebalance that follows, while the survivors restore a's partitions.
+    let stop_b = |killed_at: Option<Instant>, b: &mut Worker| {
+        let started = Instant::now();
+        let exit = b.terminate(Duration::from_secs(10)).expect("b stops within 10 s");
+        assert!(exit.success(), "log:\n{}", b.log());
+        eprintln!("b stopped {:?} after the SIGKILL", killed_at.map(|k: Instant| k.elapsed()));
+        Some(started.elapsed())
+    };
     for chunk in 0..chunks {
         let messages: Vec<(i32, &str, Vec<u8>)> = (chunk * EVENTS / chunks
             ..(chunk + 1) * EVENTS / chunks)
             .map(|n| ((n % PARTITIONS as usize) as i32, "k", nps_json(&format!("w-{n}"), n)))
             .collect();
         produce(&producer, TOPIC, &messages);
-        if chunk == chunks / 3 {
+        if chunk == chunks * 2 / 3 {
             a.child.kill().expect("SIGKILL");
             a.child.wait().expect("reaped");
+            killed_at = Some(Instant::now());
         }
-        if chunk == chunks / 2 {
-            // Within the session timeout of the kill: a rebalance is coming or under way.
-            let started = Instant::now();
-            let exit = b.terminate(Duration::from_secs(10)).expect("b stops within 10 s");
-            assert!(exit.success(), "log:\n{}", b.log());
-            stop_took = Some(started.elapsed());
+        if stop_took.is_none() && killed_at.is_some_and(|k| k.elapsed() >= Duration::from_secs(7)) {
+            stop_took = stop_b(killed_at, &mut b);
         }
         std::thread::sleep(Duration::from_millis(300));
     }
     let last_publish = Instant::now();
+    if stop_took.is_none() {
+        let since_kill = killed_at.map_or(Duration::ZERO, |k| k.elapsed());
+        std::thread::sleep(Duration::from_secs(7).saturating_sub(since_kill));
+        stop_took = stop_b(killed_at, &mut b);
+    }
     let exact = wait_for(Duration::from_secs(120), || {
         (nps_total(&[&c]) == Some(EVENTS as f64)).then(|| last_publish.elapsed())
     });
@@ -141,9 +153,13 @@ fn sixty_four_partitions_converge_soon_after_a_sigkill_and_a_stop() {
         panic!("never exact: {:?} of {EVENTS}; log:\n{}", nps_total(&[&c]), c.log());
     };
     eprintln!(
-        "64x64: exact {converged:?} after the last publish (session timeout 6 s); \
-         SIGTERM mid-rebalance stopped in {stop_took:?}"
+        "64x64: exact {converged:?} after the last publish, {:?} after the SIGKILL (session \
+         timeout 6 s); SIGTERM mid-rebalance stopped in {stop_took:?}",
+        killed_at.map(|k| k.elapsed())
     );
+    if std::env::var_os("CXPULSE_TEST_SHOW_LOG").is_some() {
+        eprintln!("{}", c.log());
+    }
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(nps_total(&[&c]), Some(EVENTS as f64), "stays exact");
     assert_eq!(assigned(&c), Some(PARTITIONS as f64));

@@ -22,7 +22,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::client_log;
 use crate::metrics::PipelineMetrics;
@@ -225,7 +225,9 @@ impl WorkerContext {
     ) -> Vec<(TopicPartition, Option<i64>)> {
         let partitions: Vec<TopicPartition> =
             tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        let asked = Instant::now();
         let committed = committed_offsets(consumer, tpl);
+        let committed_ms = asked.elapsed().as_millis() as u64;
         let (longest_ms, clock) = {
             let engine = lock(&self.engine);
             let config = engine.config();
@@ -234,10 +236,16 @@ impl WorkerContext {
         let keys: Vec<String> =
             partitions.iter().map(|(topic, partition)| self.state_key(topic, *partition)).collect();
         // The state topic is read once for the whole assignment.
+        let read = Instant::now();
         let mut checkpoints = match lock(&self.store).as_mut() {
             Some(store) => store.load_all(&keys, &self.stop),
             None => HashMap::new(),
         };
+        debug!(
+            committed_ms,
+            state_topic_ms = read.elapsed().as_millis() as u64,
+            "restore inputs read"
+        );
         let mut replay_from_time = Vec::new();
         let mut replays = Vec::new();
         for ((topic, partition), key) in partitions.iter().zip(&keys) {
