@@ -51,8 +51,6 @@ pub(crate) struct WorkerContext {
     /// The worker's stop request: an assignment that arrives (or is restoring) when it is set is
     /// acknowledged without restoring the rest.
     pub stop: Arc<AtomicBool>,
-    /// Asynchronous commits answered, to wait for one with a deadline.
-    pub commits_answered: AtomicU64,
 }
 
 /// Locks even when another thread panicked while holding the lock: the state is plain data.
@@ -76,25 +74,34 @@ impl WorkerContext {
         self.closing.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed)
     }
 
-    /// Commits every processed offset and waits for the answer until `deadline` (polling the
-    /// consumer; messages polled meanwhile are left for the next owner). Used on shutdown, where
-    /// a synchronous commit to an unreachable coordinator would wait out the session timeout.
+    /// Commits every processed offset and waits until the group's committed offsets show it, or
+    /// `deadline`. Used on shutdown, where a synchronous commit to an unreachable coordinator would
+    /// wait out the session timeout.
     pub fn commit_before(&self, consumer: &BaseConsumer<WorkerContext>, deadline: Instant) {
         let tpl = self.offsets_to_commit(None);
         if tpl.count() == 0 {
             return;
         }
-        let answered = self.commits_answered.load(Ordering::Relaxed);
+        let wanted = known_offsets(&tpl);
         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             warn!(error = %e, "commit of processed offsets failed; the next owner re-reads from the last commit");
             return;
         }
-        while self.commits_answered.load(Ordering::Relaxed) == answered {
-            if Instant::now() >= deadline {
-                warn!("commit not answered by the stop deadline; the next owner re-reads from the last commit");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                warn!("commit not confirmed by the stop deadline; the next owner re-reads from the last commit");
                 return;
             }
-            let _ = consumer.poll(Duration::from_millis(50));
+            let ask = left.min(Duration::from_millis(500));
+            if let Ok(committed) = consumer.committed_offsets(tpl.clone(), ask) {
+                let committed = known_offsets(&committed);
+                if wanted.iter().all(|(key, offset)| committed.get(key) >= Some(offset)) {
+                    info!(partitions = wanted.len(), "committed processed offsets");
+                    return;
+                }
+            }
+            let _ = consumer.poll(Duration::from_millis(20));
         }
     }
 
@@ -402,7 +409,6 @@ impl ConsumerContext for WorkerContext {
         if let Err(e) = result {
             warn!(error = %e, "commit failed; the next owner re-reads from the last commit");
         }
-        self.commits_answered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The default rebalance, with start offsets chosen (and state restored) before assigning.

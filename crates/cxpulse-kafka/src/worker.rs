@@ -86,7 +86,6 @@ pub fn run_worker(
         store: Mutex::new(store),
         closing: AtomicBool::new(false),
         stop: stop.clone(),
-        commits_answered: AtomicU64::new(0),
     };
     let consumer: BaseConsumer<WorkerContext> = consumer_config(settings)
         .create_with_context(context)
@@ -179,6 +178,12 @@ pub fn run_worker(
     info!("stopping: settling dead letters, checkpointing and committing processed offsets, leaving the group");
     let context = consumer.context();
     context.closing.store(true, Ordering::Relaxed);
+    // Fetched messages would queue ahead of the commit's answer; paused partitions drop them.
+    if let Ok(assignment) = consumer.assignment() {
+        if let Err(e) = consumer.pause(&assignment) {
+            warn!(error = %e, "cannot pause before stopping");
+        }
+    }
     if let Some(producer) = dead_letters.as_mut() {
         producer.settle(Instant::now() + SETTLE_SHARE);
     }
