@@ -1,14 +1,16 @@
 //! The compacted state topic: partition checkpoints keyed `group/topic/partition`. Writes are
 //! acknowledged before they count; reads tail the topic up to its high watermarks so that a
 //! checkpoint written by the previous owner of a partition, just before it let go, is seen. The
-//! topic is read once per assignment (`load_all`), from where the last read ended.
+//! topic is read once per assignment (`load_all`), from where the last read ended, until every
+//! partition reports its end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -61,6 +63,7 @@ impl StateStore {
             .set("group.id", "cxpulse-state-reader")
             .set("enable.auto.commit", "false")
             .set("fetch.message.max.bytes", "67108864")
+            .set("enable.partition.eof", "true")
             .set("partition.assignment.strategy", "range")
             .set("statistics.interval.ms", "0");
         let reader = consumer.create_with_context(QuietContext)?;
@@ -138,31 +141,17 @@ impl StateStore {
         if partitions.is_empty() {
             return Ok(());
         }
-        let mut ends = HashMap::new();
-        for &p in &partitions {
-            let (low, high) = self
-                .reader
-                .fetch_watermarks(&self.topic, p, IO_TIMEOUT)
-                .map_err(|e| format!("watermarks: {e}"))?;
-            ends.insert(p, high);
-            // Compaction and retention may have removed everything before `low`.
-            let position = self.positions.entry(p).or_insert(low);
-            *position = (*position).max(low);
-        }
-        let behind = |positions: &HashMap<i32, i64>| {
-            ends.iter().any(|(p, high)| positions.get(p).copied().unwrap_or(0) < *high)
-        };
-        if !behind(&self.positions) {
-            return Ok(());
-        }
+        // Read every partition from where the last read stopped until librdkafka reports its end
+        // (partition EOF): one pass, no request per partition.
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
             let offset = self.positions.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
             tpl.add_partition_offset(&self.topic, p, offset).map_err(|e| e.to_string())?;
         }
         self.reader.assign(&tpl).map_err(|e| format!("assign: {e}"))?;
+        let mut at_end = HashSet::new();
         let deadline = Instant::now() + IO_TIMEOUT;
-        while behind(&self.positions) {
+        while at_end.len() < partitions.len() {
             if Instant::now() >= deadline {
                 return Err("timed out reading the state topic".into());
             }
@@ -179,6 +168,9 @@ impl StateStore {
                         Some(value) => self.latest.insert(key.to_string(), value.to_vec()),
                         None => self.latest.remove(key),
                     };
+                }
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    at_end.insert(partition);
                 }
                 Some(Err(e)) => warn!(error = %e, "state topic read error"),
                 None => {}
