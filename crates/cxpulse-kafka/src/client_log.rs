@@ -123,7 +123,10 @@ pub fn log_line(level: RDKafkaLogLevel, fac: &str, message: &str) {
 
 /// librdkafka's error callback, shared by every client context.
 pub fn client_error(error: &KafkaError, reason: &str) {
-    if is_connectivity_error(error) {
+    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+        // The state-topic reader asks for these to know it read everything; not a problem.
+        debug!(reason, "end of partition");
+    } else if is_connectivity_error(error) {
         connectivity(reason);
     } else {
         warn!(error = %error, reason, "kafka client error");

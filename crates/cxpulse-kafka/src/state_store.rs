@@ -176,6 +176,10 @@ impl StateStore {
                 None => {}
             }
         }
+        // Nothing is fetched in the background until the next assignment.
+        if let Err(e) = self.reader.unassign() {
+            warn!(error = %e, "cannot unassign the state-topic reader");
+        }
         Ok(())
     }
 }
