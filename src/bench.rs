@@ -98,6 +98,12 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
 
     let (p50, p99, rate) = freshness(partitions, 100_000, Duration::from_secs(10))?;
     println!("freshness at a steady {rate:.0} events/s: event age when counted p50 {p50} ms, p99 {p99} ms");
+    let (restore, ready) = restore_from_checkpoints(partitions, events.min(200_000))?;
+    println!(
+        "restore of {partitions} partitions from checkpoints (state topic at {partitions} partitions, read once): {:.0} ms; assignment to ready {:.0} ms",
+        restore.as_secs_f64() * 1000.0,
+        ready.as_secs_f64() * 1000.0
+    );
     println!(
         "peak RSS of this process (embedded broker with every preloaded event included): {} MiB",
         peak_rss_kib().unwrap_or(0) / 1024
@@ -675,6 +681,50 @@ fn consumed_in_metrics(addr: std::net::SocketAddr) -> Option<u64> {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>();
     Some(total as u64)
+}
+
+/// A worker counts `events` over `partitions` and stops (checkpointing every partition); a second
+/// worker of the group then takes them all. Returns the second worker's restore (the loop's own
+/// measure: state topic read, checkpoints decoded, seeks) and its time from start to ready.
+fn restore_from_checkpoints(partitions: i32, events: u64) -> anyhow::Result<(Duration, Duration)> {
+    let cluster =
+        MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
+    cluster.create_topic(TOPIC, partitions, 1).map_err(|e| anyhow!("create topic: {e}"))?;
+    let state_topic = Config::default().source.state_topic;
+    cluster
+        .create_topic(&state_topic, partitions, 1)
+        .map_err(|e| anyhow!("create state topic: {e}"))?;
+    let brokers = cluster.bootstrap_servers();
+    preload(&brokers, events, partitions)?;
+    let first = start_worker(&brokers, "bench-restore", TOPIC)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while first.engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0) < events {
+        if Instant::now() >= deadline {
+            anyhow::bail!("the first worker did not count the preloaded events in time");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.stop.store(true, Ordering::Relaxed);
+    first.thread.join().map_err(|_| anyhow!("worker thread panicked"))??;
+
+    let started = Instant::now();
+    let second = start_worker(&brokers, "bench-restore", TOPIC)?;
+    let health = second.worker.health.clone();
+    let restored = &second.worker.metrics.restore_seconds;
+    while !(health.assigned() == partitions as usize
+        && health.restoring() == 0
+        && restored.get_sample_count() > 0)
+    {
+        if Instant::now() >= deadline {
+            anyhow::bail!("the second worker did not restore in time");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ready = started.elapsed();
+    let restore = Duration::from_secs_f64(restored.get_sample_sum());
+    second.stop.store(true, Ordering::Relaxed);
+    second.thread.join().map_err(|_| anyhow!("worker thread panicked"))??;
+    Ok((restore, ready))
 }
 
 /// Peak resident set size of this process, from /proc (Linux).

@@ -157,6 +157,7 @@ impl Config {
             bail!("invalid config: [source] topics must name at least one topic");
         }
         duration_ms("[source] checkpoint_interval", &self.source.checkpoint_interval)?;
+        duration_ms("[source] stall_timeout", &self.source.stall_timeout)?;
         self.http.limits.resolve("http").map_err(|e| anyhow!("invalid config: {e}"))?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!(

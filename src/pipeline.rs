@@ -37,6 +37,11 @@ pub fn stop_on_signal(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             wait_for_signal().await;
             info!("signal received, stopping");
             stop.store(true, Ordering::Relaxed);
+            // Every stop step has its own deadline; this one bounds them all, so a stop never
+            // outlasts Kubernetes' grace period. What is not committed is read again.
+            tokio::time::sleep(cxpulse_kafka::worker::STOP_LIMIT + Duration::from_secs(1)).await;
+            error!("stop deadline passed; exiting now");
+            std::process::exit(0);
         })
     });
     Ok(())
@@ -66,13 +71,20 @@ async fn wait_for_signal() {
 
 /// Fails with one clear line when no broker answers a metadata request within 10 s.
 pub fn check_brokers(config: &ClientConfig, brokers: &str) -> anyhow::Result<()> {
-    let producer: BaseProducer =
-        config.create().map_err(|e| anyhow!("invalid Kafka settings: {e}"))?;
-    producer
-        .client()
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map(|_| ())
-        .map_err(|e| anyhow!("cannot reach Kafka at {brokers}: {e}"))
+    let producer: BaseProducer<cxpulse_kafka::client_log::QuietContext> = config
+        .create_with_context(cxpulse_kafka::client_log::QuietContext)
+        .map_err(|e| anyhow!("invalid Kafka settings: {e}"))?;
+    // Short tries with a poll between them, so the first connection failure is reported at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match producer.client().fetch_metadata(None, Duration::from_millis(500)) {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(anyhow!("cannot reach Kafka at {brokers}: {e}"))
+            }
+            Err(_) => producer.poll(Duration::ZERO),
+        }
+    }
 }
 
 /// Runs the worker and the HTTP server until a signal (or `stop`, when given) asks to stop.
@@ -115,7 +127,9 @@ pub fn run_bound(
     let probe = cxpulse_kafka::config::producer_config(&settings);
     std::thread::spawn(move || {
         if let Err(e) = check_brokers(&probe, &brokers) {
-            error!("{e}; retrying in the background (/readyz stays false until it answers)");
+            cxpulse_kafka::client_log::connectivity(&format!(
+                "{e}; /readyz stays false until it answers"
+            ));
         }
     });
 

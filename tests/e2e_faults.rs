@@ -259,28 +259,28 @@ fn a_corrupted_checkpoint_falls_back_to_replay_and_stays_exact() {
 }
 
 #[test]
-fn a_dead_letter_topic_that_refuses_writes_holds_offsets_back_and_loses_nothing() {
+fn a_dead_letter_topic_that_fails_for_a_while_holds_offsets_back_and_loses_nothing() {
     const TOPIC: &str = "dlqf";
     let cluster = cluster(&[(TOPIC, 1), ("dlqf.dlq", 1)]);
     let brokers = cluster.bootstrap_servers();
-    cluster
-        .topic_error("dlqf.dlq", RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
-        .expect("inject topic error");
     let mut messages: Vec<(i32, &str, Vec<u8>)> =
         (0..100).map(|n| (0, "k", nps_json(&format!("q-{n}"), n))).collect();
     for n in 0..5 {
         messages.insert(40 + n * 10, (0, "k", format!(r#"{{"event_id":"bad-{n}"}}"#).into_bytes()));
     }
     produce(&producer(&brokers), TOPIC, &messages);
+    // Retriable errors on every produce: the dead letters stay pending.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5_000],
+    );
     let config = worker_config("g-dlqf", TOPIC);
     let mut first = start_worker("dlqf-a", &brokers, &config);
     wait_for(Duration::from_secs(60), || {
-        first
-            .metrics()
-            .filter(|m| m.get("cxpulse_dead_letter_retries_total", &[]).unwrap_or(0.0) >= 2.0)
+        first.metrics().filter(|m| m.get("cxpulse_partitions_blocked", &[]) == Some(1.0))
     })
-    .unwrap_or_else(|| panic!("no dead-letter retries; log:\n{}", first.log()));
-    let exit = first.terminate(Duration::from_secs(20)).expect("exits while retrying");
+    .unwrap_or_else(|| panic!("partition never shown blocked; log:\n{}", first.log()));
+    let exit = first.terminate(Duration::from_secs(10)).expect("exits while retrying");
     assert!(exit.success(), "log:\n{}", first.log());
     let committed = committed_total(&brokers, "g-dlqf", TOPIC, 1);
     assert!(
@@ -288,13 +288,38 @@ fn a_dead_letter_topic_that_refuses_writes_holds_offsets_back_and_loses_nothing(
         "offset held at the first unacknowledged dead letter, committed {committed}"
     );
 
-    cluster
-        .topic_error("dlqf.dlq", RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
-        .expect("clear topic error");
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
     let second = start_worker("dlqf-b", &brokers, &config);
     assert_exact(&[&second], 100.0, "valid events after the dead-letter outage");
     let letters = read_topic(&brokers, "dlqf.dlq", 1, 5, Duration::from_secs(30));
     let offsets: BTreeSet<_> =
         letters.iter().filter_map(|l| l.headers.get("cxpulse-source-offset").cloned()).collect();
     assert_eq!(offsets.len(), 5, "every rejected message reached the dead-letter topic");
+}
+
+#[test]
+fn an_unreachable_broker_is_one_line_then_quiet_and_a_stop_is_prompt() {
+    // A port nobody listens on.
+    let brokers = format!("127.0.0.1:{}", free_port());
+    let config = worker_config("g-down", "down");
+    let mut worker = start_worker_logging("down", &brokers, &config, "info");
+    let started = Instant::now();
+    let said = wait_for(Duration::from_secs(5), || {
+        worker.log().contains("cannot reach Kafka").then_some(started.elapsed())
+    });
+    assert!(said.is_some(), "no line about the broker within 5 s:\n{}", worker.log());
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(started.elapsed()));
+    assert_eq!(http_get(&worker.addr, "/healthz").map(|(s, _)| s), Some(200), "still live");
+    assert_eq!(http_get(&worker.addr, "/readyz").map(|(s, _)| s), Some(503));
+    let stopping = Instant::now();
+    let exit = worker.terminate(Duration::from_secs(10)).expect("exits within 10 s");
+    let stop_took = stopping.elapsed();
+    let log = worker.log();
+    assert!(exit.success(), "log:\n{log}");
+    let about_kafka =
+        log.lines().filter(|l| l.contains("Kafka") || l.contains("librdkafka")).count();
+    let warnings = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).count();
+    eprintln!("broker down: {} lines in 12 s, stop took {stop_took:?}", log.lines().count());
+    assert_eq!(about_kafka, 1, "one line about the broker in 12 s:\n{log}");
+    assert!(warnings <= 1, "nothing else alarming:\n{log}");
 }

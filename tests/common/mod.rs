@@ -106,6 +106,11 @@ impl Drop for TempDir {
 
 /// Starts `cxpulse run` with `config` (TOML) plus bootstrap/listen, logging to a file.
 pub fn start_worker(tag: &str, brokers: &str, config: &str) -> Worker {
+    start_worker_logging(tag, brokers, config, "info,librdkafka=warn,rdkafka=warn")
+}
+
+/// `start_worker` with a log filter of the test's choosing (`RUST_LOG`).
+pub fn start_worker_logging(tag: &str, brokers: &str, config: &str, rust_log: &str) -> Worker {
     let dir = TempDir::new(tag);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -117,7 +122,7 @@ pub fn start_worker(tag: &str, brokers: &str, config: &str) -> Worker {
         .args(["run", "--config"])
         .arg(&config_path)
         .args(["--brokers", brokers, "--listen", &addr])
-        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()

@@ -24,6 +24,11 @@ pub struct SourceConfig {
     pub state_topic: String,
     /// How often each partition that moved is checkpointed (also on revoke and shutdown).
     pub checkpoint_interval: String,
+    /// Largest dead letter (bytes, payload with key and headers) when the broker does not tell
+    /// the dead-letter topic's `max.message.bytes`; larger payloads are written truncated.
+    pub dead_letter_max_bytes: usize,
+    /// `/healthz` fails when the consume loop made no progress for this long.
+    pub stall_timeout: String,
 }
 
 impl Default for SourceConfig {
@@ -34,6 +39,8 @@ impl Default for SourceConfig {
             batch_size: 4096,
             state_topic: "cxpulse.state".into(),
             checkpoint_interval: "10s".into(),
+            dead_letter_max_bytes: 1_000_000,
+            stall_timeout: "30s".into(),
         }
     }
 }
@@ -50,7 +57,10 @@ impl SourceConfig {
 }
 
 /// Settings cxpulse's correctness rests on; a user's `[kafka]` value wins only where it is safe.
-const CONSUMER_DEFAULTS: [(&str, &str); 9] = [
+const CONSUMER_DEFAULTS: [(&str, &str); 11] = [
+    // A crashed worker's partitions move after at most this (plus the rebalance itself).
+    ("session.timeout.ms", "10000"),
+    ("heartbeat.interval.ms", "1000"),
     // Freshness: a broker that parks an empty fetch (the embedded one does) answers within this.
     ("fetch.wait.max.ms", "100"),
     // librdkafka's default (1 s) idles a consumer that falls behind a full prefetch queue.

@@ -1,29 +1,35 @@
-//! The consumer's callbacks. On assignment: restore each partition from its checkpoint, or
-//! rebuild it by replay, and start fetching where that state ends. On revocation: checkpoint and
-//! commit what was processed, then drop the partition's contribution. Statistics feed the lag
-//! gauges and broker reachability.
+//! The consumer's callbacks. On assignment: acknowledge at once with the new partitions paused;
+//! the consume loop then restores them together (`restore_awaiting`: each from its checkpoint, or
+//! rebuilt by replay), seeks each to where its state ends and resumes it. On revocation:
+//! checkpoint and commit what was processed, then drop the partition's contribution. Statistics
+//! feed the lag gauges and broker reachability. The context stays thin: the partition
+//! bookkeeping and its decisions live in `partitions`; three locks, always taken in the order
+//! state store, partitions, engine.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cxpulse_core::checkpoint::PartitionCheckpoint;
 use cxpulse_core::health::Health;
 use cxpulse_core::{ClockMode, Engine, SourcePartition};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::client_log;
 use crate::metrics::PipelineMetrics;
+use crate::partitions::{replay_end, start_offset, Partitions};
 use crate::state_store::StateStore;
 
-pub type TopicPartition = (String, i32);
+pub use crate::partitions::TopicPartition;
 
 pub(crate) struct WorkerContext {
     pub engine: Arc<Mutex<Engine>>,
@@ -31,26 +37,20 @@ pub(crate) struct WorkerContext {
     pub metrics: PipelineMetrics,
     pub topics: Vec<String>,
     pub group: String,
-    /// Per partition: the next offset to read, once processing passed it. Committed on revoke
-    /// and shutdown; the auto-commit reads the same offsets from librdkafka's store.
-    pub processed: Mutex<BTreeMap<TopicPartition, i64>>,
-    pub assigned: Mutex<BTreeSet<TopicPartition>>,
+    /// The partition bookkeeping, one owner for all of it. Lock order: `store`, then
+    /// `partitions`, then `engine`.
+    pub partitions: Mutex<Partitions>,
     /// Bumped on every revoke, so the loop re-checks a batch's partitions only when one happened.
     pub revocations: AtomicU64,
     pub store: Mutex<Option<StateStore>>,
-    /// The offset each checkpoint last written reflects, to skip unchanged partitions.
-    pub checkpointed: Mutex<BTreeMap<TopicPartition, i64>>,
-    /// Partitions being rebuilt: messages below the offset were already handled by an earlier
-    /// owner (counted, dead-lettered); they go back into the windows only.
-    pub replay_until: Mutex<HashMap<SourcePartition, i64>>,
-    /// Partitions whose windows hold messages past their stored offset (dead letters still
-    /// unacknowledged at shutdown): never checkpointed, so their last good checkpoint stands.
-    pub tainted: Mutex<BTreeSet<TopicPartition>>,
     /// Set once the worker stops: an assignment that still arrives is acknowledged at once,
     /// without restoring state. Restoring asks the group coordinator for committed offsets, which
     /// a closing consumer cannot answer (a 10 s timeout), and librdkafka aborts the process when
     /// an assign call lands after its group handle decided to terminate.
     pub closing: AtomicBool,
+    /// The worker's stop request: an assignment that arrives (or is restoring) when it is set is
+    /// acknowledged without restoring the rest.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// Locks even when another thread panicked while holding the lock: the state is plain data.
@@ -70,20 +70,58 @@ impl WorkerContext {
         format!("{}/{topic}/{partition}", self.group)
     }
 
-    /// Synchronously commits the processed offsets of `partitions` (all when `None`).
+    fn stopping(&self) -> bool {
+        self.closing.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Commits every processed offset and waits until the group's committed offsets show it, or
+    /// `deadline`. Used on shutdown, where a synchronous commit to an unreachable coordinator would
+    /// wait out the session timeout.
+    pub fn commit_before(&self, consumer: &BaseConsumer<WorkerContext>, deadline: Instant) {
+        let tpl = self.offsets_to_commit(None);
+        if tpl.count() == 0 {
+            return;
+        }
+        let wanted = known_offsets(&tpl);
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            warn!(error = %e, "commit of processed offsets failed; the next owner re-reads from the last commit");
+            return;
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                warn!("commit not confirmed by the stop deadline; the next owner re-reads from the last commit");
+                return;
+            }
+            let ask = left.min(Duration::from_millis(500));
+            if let Ok(committed) = consumer.committed_offsets(tpl.clone(), ask) {
+                let committed = known_offsets(&committed);
+                if wanted.iter().all(|(key, offset)| committed.get(key) >= Some(offset)) {
+                    info!(partitions = wanted.len(), "committed processed offsets");
+                    return;
+                }
+            }
+            let _ = consumer.poll(Duration::from_millis(20));
+        }
+    }
+
+    fn offsets_to_commit(&self, only: Option<&BTreeSet<TopicPartition>>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in lock(&self.partitions).to_commit(only) {
+            if let Err(e) = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset)) {
+                warn!(%topic, partition, error = %e, "cannot add offset to commit");
+            }
+        }
+        tpl
+    }
+
+    /// Synchronously commits the processed offsets of `partitions` (used on revoke).
     pub fn commit_processed(
         &self,
         consumer: &BaseConsumer<WorkerContext>,
         partitions: Option<&BTreeSet<TopicPartition>>,
     ) {
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in lock(&self.processed).iter() {
-            if partitions.is_none_or(|set| set.contains(&(topic.clone(), *partition))) {
-                if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-                    warn!(%topic, partition, error = %e, "cannot add offset to commit");
-                }
-            }
-        }
+        let tpl = self.offsets_to_commit(partitions);
         if tpl.count() == 0 {
             return;
         }
@@ -96,40 +134,34 @@ impl WorkerContext {
     }
 
     /// Writes a checkpoint for every processed partition of `partitions` (all when `None`) that
-    /// moved since its last one. Failures are logged: the next owner then replays instead.
-    pub fn checkpoint(&self, partitions: Option<&BTreeSet<TopicPartition>>) {
+    /// moved since its last one, waiting for acknowledgements until `deadline`. Partitions read
+    /// past their safe offset (a dead letter pending) are left out: their windows hold messages
+    /// the next owner reads again. Failures are logged: the next owner then replays instead.
+    pub fn checkpoint(&self, only: Option<&BTreeSet<TopicPartition>>, deadline: Instant) {
         let store = lock(&self.store);
         let Some(store) = store.as_ref() else { return };
-        let processed = lock(&self.processed).clone();
-        let tainted = lock(&self.tainted).clone();
-        let mut checkpointed = lock(&self.checkpointed);
-        let engine = lock(&self.engine);
-        let mut entries = Vec::new();
-        let mut written = Vec::new();
-        for ((topic, partition), next) in processed {
-            let key = (topic.clone(), partition);
-            if partitions.is_some_and(|set| !set.contains(&key))
-                || checkpointed.get(&key) == Some(&next)
-                || tainted.contains(&key)
-            {
-                continue;
-            }
-            match engine.checkpoint(self.source(&topic, partition), next).encode() {
-                Ok(bytes) => {
-                    entries.push((self.state_key(&topic, partition), bytes));
-                    written.push((key, next));
-                }
-                Err(e) => warn!(%topic, partition, error = %e, "checkpoint not encoded"),
-            }
-        }
-        drop(engine);
-        if entries.is_empty() {
+        let due = lock(&self.partitions).to_checkpoint(only);
+        if due.is_empty() {
             return;
         }
-        match store.save(entries) {
+        let mut entries = Vec::new();
+        let mut written = Vec::new();
+        {
+            let engine = lock(&self.engine);
+            for ((topic, partition), offset) in due {
+                match engine.checkpoint(self.source(&topic, partition), offset).encode() {
+                    Ok(bytes) => {
+                        entries.push((self.state_key(&topic, partition), bytes));
+                        written.push(((topic, partition), offset));
+                    }
+                    Err(e) => warn!(%topic, partition, error = %e, "checkpoint not encoded"),
+                }
+            }
+        }
+        match store.save(entries, deadline) {
             Ok(()) => {
                 self.metrics.checkpoints.inc_by(written.len() as u64);
-                checkpointed.extend(written);
+                lock(&self.partitions).checkpointed(&written);
             }
             Err(e) => {
                 warn!(error = %e, "checkpoints not written; a new owner would replay instead")
@@ -137,32 +169,95 @@ impl WorkerContext {
         }
     }
 
-    fn publish_assignment(&self, assigned: &BTreeSet<TopicPartition>) {
-        self.health.set_assigned(assigned.len());
-        self.metrics.partitions_assigned.set(assigned.len() as i64);
+    fn publish_assignment(&self, assigned: usize) {
+        self.health.set_assigned(assigned);
+        self.metrics.partitions_assigned.set(assigned as i64);
     }
 
     pub fn publish_restoring(&self) {
-        let restoring = lock(&self.replay_until).len();
+        let restoring = lock(&self.partitions).restoring();
         self.health.set_restoring(restoring);
         self.metrics.partitions_restoring.set(restoring as i64);
     }
 
+    /// Restores every partition awaiting it, with one read of the state topic, then seeks each to
+    /// where its state ends and resumes it. Runs on the consume loop, between polls.
+    pub fn restore_awaiting(&self, consumer: &BaseConsumer<Self>) {
+        if self.stopping() {
+            return;
+        }
+        let awaiting = lock(&self.partitions).awaiting_restore();
+        if awaiting.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in &awaiting {
+            tpl.add_partition(topic, *partition);
+        }
+        let replays = self.prepare_assignment(consumer, &mut tpl);
+        if self.stop.load(Ordering::Relaxed) {
+            // Left paused and unprocessed: nothing of theirs is committed or checkpointed.
+            return;
+        }
+        if let Err(e) = consumer.seek_partitions(tpl.clone(), IO_TIMEOUT) {
+            // Still awaiting: restored again at the next round.
+            warn!(error = %e, "cannot seek restored partitions; restoring them again");
+            return;
+        }
+        {
+            let mut partitions = lock(&self.partitions);
+            for (key, replay_until) in replays {
+                partitions.restored(&key, replay_until);
+            }
+        }
+        if let Err(e) = consumer.resume(&tpl) {
+            warn!(error = %e, "cannot resume restored partitions");
+        }
+        self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+        info!(
+            partitions = awaiting.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "restored and resumed"
+        );
+        self.publish_restoring();
+    }
+
     /// Sets where each newly assigned partition starts and restores or clears its state.
-    fn prepare_assignment(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+    /// Returns each partition with the end of its replay.
+    fn prepare_assignment(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+    ) -> Vec<(TopicPartition, Option<i64>)> {
         let partitions: Vec<TopicPartition> =
             tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        let asked = Instant::now();
         let committed = committed_offsets(consumer, tpl);
+        let committed_ms = asked.elapsed().as_millis() as u64;
         let (longest_ms, clock) = {
             let engine = lock(&self.engine);
             let config = engine.config();
             (config.windows.iter().map(|w| w.size_ms).max().unwrap_or(0), config.clock)
         };
+        let keys: Vec<String> =
+            partitions.iter().map(|(topic, partition)| self.state_key(topic, *partition)).collect();
+        // The state topic is read once for the whole assignment.
+        let read = Instant::now();
+        let mut checkpoints = match lock(&self.store).as_mut() {
+            Some(store) => store.load_all(&keys, &self.stop),
+            None => HashMap::new(),
+        };
+        debug!(
+            committed_ms,
+            state_topic_ms = read.elapsed().as_millis() as u64,
+            "restore inputs read"
+        );
         let mut replay_from_time = Vec::new();
-        for (topic, partition) in &partitions {
+        let mut replays = Vec::new();
+        for ((topic, partition), key) in partitions.iter().zip(&keys) {
             let source = self.source(topic, *partition);
-            let key = self.state_key(topic, *partition);
-            let loaded = lock(&self.store).as_mut().and_then(|store| store.load(&key));
+            let loaded = checkpoints.remove(key);
             let restored = loaded.and_then(|bytes| match PartitionCheckpoint::decode(&bytes) {
                 Ok(checkpoint) => match lock(&self.engine).restore(source, &checkpoint) {
                     Ok(()) => Some(checkpoint.offset),
@@ -182,7 +277,7 @@ impl WorkerContext {
                     info!(%topic, partition, offset, "restored from checkpoint");
                     self.metrics.restores.with_label_values(&["checkpoint"]).inc();
                     set_start(tpl, topic, *partition, Offset::Offset(offset));
-                    self.mark_replay(source, offset, committed);
+                    replays.push(((topic.clone(), *partition), replay_end(offset, committed)));
                 }
                 None => {
                     lock(&self.engine).drop_partition(source);
@@ -190,7 +285,6 @@ impl WorkerContext {
                     replay_from_time.push((topic.clone(), *partition, source, committed));
                 }
             }
-            lock(&self.checkpointed).remove(&(topic.clone(), *partition));
         }
         if !replay_from_time.is_empty() {
             // Replay what the longest window can still hold. A broker that cannot look offsets up
@@ -201,26 +295,14 @@ impl WorkerContext {
                 ClockMode::Wall => offsets_for_time(consumer, &replay_from_time, since),
                 ClockMode::Event => HashMap::new(),
             };
-            for (topic, partition, source, committed) in replay_from_time {
-                let start = starts.get(&(topic.clone(), partition)).copied();
+            for (topic, partition, _, committed) in replay_from_time {
+                let start = start_offset(None, starts.get(&(topic.clone(), partition)).copied());
                 info!(%topic, partition, start = ?start, "rebuilding by replay");
                 set_start(tpl, &topic, partition, start.map_or(Offset::Beginning, Offset::Offset));
-                self.mark_replay(source, start.unwrap_or(0), committed);
+                replays.push(((topic, partition), replay_end(start.unwrap_or(0), committed)));
             }
         }
-        self.publish_restoring();
-    }
-
-    fn mark_replay(&self, source: SourcePartition, start: i64, committed: Option<i64>) {
-        let mut replay = lock(&self.replay_until);
-        match committed {
-            Some(until) if until > start => {
-                replay.insert(source, until);
-            }
-            _ => {
-                replay.remove(&source);
-            }
-        }
+        replays
     }
 }
 
@@ -281,7 +363,10 @@ impl ClientContext for WorkerContext {
     fn stats(&self, statistics: Statistics) {
         let up = statistics.brokers.values().any(|b| b.state == "UP");
         self.health.set_broker_up(up);
-        let assigned = lock(&self.assigned);
+        if up {
+            client_log::connectivity_restored();
+        }
+        let partitions = lock(&self.partitions);
         self.metrics.consumer_lag.reset();
         for (topic, stats) in &statistics.topics {
             if self.topics.contains(topic) {
@@ -292,7 +377,7 @@ impl ClientContext for WorkerContext {
                     .set(partitions as i64);
             }
             for (partition, p) in &stats.partitions {
-                if !assigned.contains(&(topic.clone(), *partition)) {
+                if !partitions.is_assigned(&(topic.clone(), *partition)) {
                     continue;
                 }
                 let lag =
@@ -307,15 +392,25 @@ impl ClientContext for WorkerContext {
         }
     }
 
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log::log_line(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)) {
             self.health.set_broker_up(false);
         }
-        warn!(error = %error, reason, "kafka client error");
+        client_log::client_error(&error, reason);
     }
 }
 
 impl ConsumerContext for WorkerContext {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            warn!(error = %e, "commit failed; the next owner re-reads from the last commit");
+        }
+    }
+
     /// The default rebalance, with start offsets chosen (and state restored) before assigning.
     fn rebalance(
         &self,
@@ -326,13 +421,12 @@ impl ConsumerContext for WorkerContext {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                if self.closing.load(Ordering::Relaxed) {
+                if self.stopping() {
                     info!(
                         partitions = tpl.count(),
                         "assignment while stopping: acknowledged, not restored"
                     );
                 } else {
-                    self.prepare_assignment(consumer, tpl);
                     self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
                 }
                 let result = if cooperative {
@@ -342,6 +436,12 @@ impl ConsumerContext for WorkerContext {
                 };
                 if let Err(e) = result {
                     warn!(error = %e, "assign failed");
+                } else if !self.stopping() {
+                    // Nothing is fetched for them until the loop restored them.
+                    if let Err(e) = consumer.pause(tpl) {
+                        warn!(error = %e, "cannot pause the partitions to restore");
+                    }
+                    self.publish_restoring();
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -369,41 +469,42 @@ impl ConsumerContext for WorkerContext {
                 let revoked = partitions_of(tpl);
                 self.revocations.fetch_add(1, Ordering::Relaxed);
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
-                if consumer.assignment_lost() {
+                if self.closing.load(Ordering::Relaxed) {
+                    // Stopping: the shutdown already checkpointed and committed, with deadlines.
+                } else if consumer.assignment_lost() {
                     warn!(
                         partitions = revoked.len(),
                         "assignment lost: not committing, the next owner re-reads"
                     );
                 } else {
-                    self.checkpoint(Some(&revoked));
+                    self.checkpoint(Some(&revoked), Instant::now() + IO_TIMEOUT);
                     self.commit_processed(consumer, Some(&revoked));
                 }
                 let sources: Vec<SourcePartition> = revoked
                     .iter()
                     .map(|(topic, partition)| self.source(topic, *partition))
                     .collect();
+                let now = {
+                    let mut partitions = lock(&self.partitions);
+                    partitions.revoke(&revoked);
+                    partitions.assigned()
+                };
                 lock(&self.engine).drop_partitions(&sources);
-                let mut replay = lock(&self.replay_until);
-                for source in &sources {
-                    replay.remove(source);
-                }
-                drop(replay);
                 self.publish_restoring();
-                lock(&self.processed).retain(|key, _| !revoked.contains(key));
-                lock(&self.checkpointed).retain(|key, _| !revoked.contains(key));
-                let mut assigned = lock(&self.assigned);
-                assigned.retain(|key| !revoked.contains(key));
-                self.publish_assignment(&assigned);
-                info!(revoked = revoked.len(), now = assigned.len(), "partitions revoked");
+                self.publish_assignment(now);
+                info!(revoked = revoked.len(), now, "partitions revoked");
             }
             Rebalance::Assign(tpl) => {
                 let added = partitions_of(tpl);
                 self.metrics.rebalances.with_label_values(&["assign"]).inc();
-                let mut assigned = lock(&self.assigned);
-                assigned.extend(added.iter().cloned());
-                self.publish_assignment(&assigned);
+                let now = {
+                    let mut partitions = lock(&self.partitions);
+                    partitions.assign(added.iter().cloned());
+                    partitions.assigned()
+                };
+                self.publish_assignment(now);
                 self.health.set_joined(true);
-                info!(added = added.len(), now = assigned.len(), "partitions assigned");
+                info!(added = added.len(), now, "partitions assigned");
             }
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }

@@ -2,9 +2,11 @@
 //! stored only after its message is counted or dead-lettered), the dead-letter producer, and the
 //! synthetic producer behind `cxpulse produce` and the demo.
 
+pub mod client_log;
 pub mod config;
 pub mod dead_letter;
 pub mod metrics;
+pub mod partitions;
 pub mod produce;
 pub mod state_store;
 pub mod worker;

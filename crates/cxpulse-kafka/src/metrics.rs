@@ -1,7 +1,9 @@
 //! The worker's own pipeline metrics, in a prometheus registry the HTTP edge renders next to the
 //! engine's windowed state. Updated per batch, not per event.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct PipelineMetrics {
@@ -9,6 +11,9 @@ pub struct PipelineMetrics {
     pub consumed: IntCounterVec,
     pub dead_letters: IntCounter,
     pub dead_letter_retries: IntCounter,
+    pub dead_letter_failures: IntCounterVec,
+    pub partitions_blocked: IntGauge,
+    pub restore_seconds: Histogram,
     pub consumer_lag: IntGaugeVec,
     pub partitions_assigned: IntGauge,
     pub partitions_restoring: IntGauge,
@@ -38,6 +43,27 @@ impl PipelineMetrics {
             dead_letter_retries: IntCounter::new(
                 "cxpulse_dead_letter_retries_total",
                 "Dead-letter deliveries that failed and were retried.",
+            )
+            .unwrap_or_else(invalid_metric),
+            dead_letter_failures: IntCounterVec::new(
+                Opts::new(
+                    "cxpulse_dead_letter_failures_total",
+                    "Dead letters the dead-letter topic refused for good (the source message stays in its topic), by reason.",
+                ),
+                &["reason"],
+            )
+            .unwrap_or_else(invalid_metric),
+            partitions_blocked: IntGauge::new(
+                "cxpulse_partitions_blocked",
+                "Assigned partitions whose offsets cannot advance: a dead letter pending for more than 5 s.",
+            )
+            .unwrap_or_else(invalid_metric),
+            restore_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "cxpulse_restore_duration_seconds",
+                    "Time to restore the partitions of one assignment (state topic read once).",
+                )
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
             )
             .unwrap_or_else(invalid_metric),
             consumer_lag: IntGaugeVec::new(
@@ -89,7 +115,10 @@ impl PipelineMetrics {
             .unwrap_or_else(invalid_metric),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+            Box::new(metrics.restore_seconds.clone()),
+            Box::new(metrics.dead_letter_failures.clone()),
+            Box::new(metrics.partitions_blocked.clone()),
             Box::new(metrics.topic_partitions.clone()),
             Box::new(metrics.checkpoints.clone()),
             Box::new(metrics.restores.clone()),

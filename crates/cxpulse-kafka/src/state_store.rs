@@ -1,24 +1,37 @@
 //! The compacted state topic: partition checkpoints keyed `group/topic/partition`. Writes are
 //! acknowledged before they count; reads tail the topic up to its high watermarks so that a
-//! checkpoint written by the previous owner of a partition, just before it let go, is seen.
+//! checkpoint written by the previous owner of a partition, just before it let go, is seen. The
+//! topic is read once per assignment (`load_all`), from where the last read ended, until every
+//! partition reports its end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tracing::warn;
 
+use crate::client_log::{self, QuietContext};
 use crate::context::lock;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Acks(Mutex<Vec<bool>>);
 
-impl ClientContext for Acks {}
+impl ClientContext for Acks {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log::log_line(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        client_log::client_error(&error, reason);
+    }
+}
 
 impl ProducerContext for Acks {
     type DeliveryOpaque = ();
@@ -31,7 +44,7 @@ impl ProducerContext for Acks {
 pub struct StateStore {
     topic: String,
     producer: BaseProducer<Acks>,
-    reader: BaseConsumer,
+    reader: BaseConsumer<QuietContext>,
     latest: HashMap<String, Vec<u8>>,
     /// Next offset to read, per state-topic partition.
     positions: HashMap<i32, i64>,
@@ -50,9 +63,10 @@ impl StateStore {
             .set("group.id", "cxpulse-state-reader")
             .set("enable.auto.commit", "false")
             .set("fetch.message.max.bytes", "67108864")
+            .set("enable.partition.eof", "true")
             .set("partition.assignment.strategy", "range")
             .set("statistics.interval.ms", "0");
-        let reader = consumer.create()?;
+        let reader = consumer.create_with_context(QuietContext)?;
         Ok(StateStore {
             topic,
             producer,
@@ -62,8 +76,8 @@ impl StateStore {
         })
     }
 
-    /// Writes every `(key, value)` and waits for all acknowledgements.
-    pub fn save(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+    /// Writes every `(key, value)` and waits for all acknowledgements until `deadline`.
+    pub fn save(&self, entries: Vec<(String, Vec<u8>)>, deadline: Instant) -> Result<(), String> {
         lock(&self.producer.context().0).clear();
         let count = entries.len();
         for (key, value) in &entries {
@@ -77,6 +91,9 @@ impl StateStore {
                         ),
                         r,
                     )) => {
+                        if Instant::now() >= deadline {
+                            return Err("checkpoint queue full at the deadline".into());
+                        }
                         record = r;
                         self.producer.poll(Duration::from_millis(10));
                     }
@@ -84,7 +101,12 @@ impl StateStore {
                 }
             }
         }
-        self.producer.flush(IO_TIMEOUT).map_err(|e| format!("checkpoint flush: {e}"))?;
+        let flushed = self.producer.flush(deadline.saturating_duration_since(Instant::now()));
+        if let Err(e) = flushed {
+            // Nothing may deliver them later under an older checkpoint's name.
+            self.producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+            return Err(format!("checkpoint flush: {e}"));
+        }
         let acks = lock(&self.producer.context().0);
         let ok = acks.iter().filter(|ok| **ok).count();
         if ok == count {
@@ -94,15 +116,18 @@ impl StateStore {
         }
     }
 
-    /// The latest value of `key`, after reading the topic up to its current end.
-    pub fn load(&mut self, key: &str) -> Option<Vec<u8>> {
-        if let Err(e) = self.catch_up() {
+    /// The latest value of each of `keys` that has one, after reading the topic up to its
+    /// current end once. Stops reading early when `stop` is set.
+    pub fn load_all(&mut self, keys: &[String], stop: &AtomicBool) -> HashMap<String, Vec<u8>> {
+        if let Err(e) = self.catch_up(stop) {
             warn!(topic = %self.topic, error = %e, "cannot read the state topic; partitions are rebuilt by replay");
         }
-        self.latest.get(key).cloned()
+        keys.iter()
+            .filter_map(|key| self.latest.get(key).map(|value| (key.clone(), value.clone())))
+            .collect()
     }
 
-    fn catch_up(&mut self) -> Result<(), String> {
+    fn catch_up(&mut self, stop: &AtomicBool) -> Result<(), String> {
         let metadata = self
             .reader
             .fetch_metadata(Some(&self.topic), IO_TIMEOUT)
@@ -116,33 +141,22 @@ impl StateStore {
         if partitions.is_empty() {
             return Ok(());
         }
-        let mut ends = HashMap::new();
-        for &p in &partitions {
-            let (low, high) = self
-                .reader
-                .fetch_watermarks(&self.topic, p, IO_TIMEOUT)
-                .map_err(|e| format!("watermarks: {e}"))?;
-            ends.insert(p, high);
-            // Compaction and retention may have removed everything before `low`.
-            let position = self.positions.entry(p).or_insert(low);
-            *position = (*position).max(low);
-        }
-        let behind = |positions: &HashMap<i32, i64>| {
-            ends.iter().any(|(p, high)| positions.get(p).copied().unwrap_or(0) < *high)
-        };
-        if !behind(&self.positions) {
-            return Ok(());
-        }
+        // Read every partition from where the last read stopped until librdkafka reports its end
+        // (partition EOF): one pass, no request per partition.
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
             let offset = self.positions.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
             tpl.add_partition_offset(&self.topic, p, offset).map_err(|e| e.to_string())?;
         }
         self.reader.assign(&tpl).map_err(|e| format!("assign: {e}"))?;
+        let mut at_end = HashSet::new();
         let deadline = Instant::now() + IO_TIMEOUT;
-        while behind(&self.positions) {
+        while at_end.len() < partitions.len() {
             if Instant::now() >= deadline {
                 return Err("timed out reading the state topic".into());
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Err("stopping".into());
             }
             match self.reader.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
@@ -155,9 +169,16 @@ impl StateStore {
                         None => self.latest.remove(key),
                     };
                 }
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    at_end.insert(partition);
+                }
                 Some(Err(e)) => warn!(error = %e, "state topic read error"),
                 None => {}
             }
+        }
+        // Nothing is fetched in the background until the next assignment.
+        if let Err(e) = self.reader.unassign() {
+            warn!(error = %e, "cannot unassign the state-topic reader");
         }
         Ok(())
     }

@@ -1,8 +1,11 @@
-//! The consume loop: poll a batch, count it under one engine lock, dead-letter the rejects, then
-//! store the offsets that are safe to commit. Runs on its own thread until `stop` is set, then
-//! commits what it processed and leaves the group.
+//! The consume loop: poll a batch, count it under one engine lock, hand the rejects to the
+//! dead-letter producer, then store the offsets that are safe to commit (each partition's stops at
+//! its first dead letter still pending). Nothing in the loop waits on one message. Runs on its own
+//! thread until `stop` is set, then stops within `STOP_LIMIT`: dead letters, checkpoints, the
+//! commit, leaving the group and closing each get a share of it; what misses its deadline is read
+//! again by the next owner.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,10 +17,12 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
+use crate::client_log;
 use crate::config::{consumer_config, producer_config, KafkaSettings, SourceConfig};
 use crate::context::{lock, WorkerContext};
 use crate::dead_letter::{DeadLetter, DeadLetterProducer};
 use crate::metrics::PipelineMetrics;
+use crate::partitions::Partitions;
 use crate::state_store::StateStore;
 
 /// Everything the worker shares with the rest of the process.
@@ -29,8 +34,14 @@ pub struct Worker {
 }
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// Longest a periodic checkpoint may hold up the loop.
+const IO_SHARE: Duration = Duration::from_secs(5);
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// The whole stop, well inside Kubernetes' default 30 s grace period and the 10 s we promise.
+pub const STOP_LIMIT: Duration = Duration::from_secs(8);
+const SETTLE_SHARE: Duration = Duration::from_secs(2);
+const CHECKPOINT_SHARE: Duration = Duration::from_secs(2);
+const COMMIT_SHARE: Duration = Duration::from_secs(2);
 
 pub fn wall_ms() -> i64 {
     std::time::SystemTime::now()
@@ -43,8 +54,11 @@ pub fn run_worker(
     worker: &Worker,
     settings: &KafkaSettings,
     source: &SourceConfig,
-    stop: &AtomicBool,
+    stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
+    let stall_limit = cxpulse_core::duration::parse_duration_ms(&source.stall_timeout)
+        .map_err(|e| anyhow::anyhow!("invalid [source] stall_timeout: {e}"))?;
+    worker.health.set_stall_limit_ms(stall_limit.max(1000));
     let checkpoint_every = Duration::from_millis(
         cxpulse_core::duration::parse_duration_ms(&source.checkpoint_interval)
             .map_err(|e| anyhow::anyhow!("invalid [source] checkpoint_interval: {e}"))?
@@ -67,14 +81,11 @@ pub fn run_worker(
         metrics: worker.metrics.clone(),
         topics: source.topics.clone(),
         group: consumer_config(settings).get("group.id").unwrap_or("cxpulse").to_string(),
-        processed: Mutex::new(BTreeMap::new()),
-        assigned: Mutex::new(BTreeSet::new()),
+        partitions: Mutex::new(Partitions::default()),
         revocations: AtomicU64::new(0),
         store: Mutex::new(store),
-        checkpointed: Mutex::new(BTreeMap::new()),
-        replay_until: Mutex::new(HashMap::new()),
-        tainted: Mutex::new(BTreeSet::new()),
         closing: AtomicBool::new(false),
+        stop: stop.clone(),
     };
     let consumer: BaseConsumer<WorkerContext> = consumer_config(settings)
         .create_with_context(context)
@@ -83,13 +94,13 @@ pub fn run_worker(
     consumer
         .subscribe(&topics)
         .map_err(|e| anyhow::anyhow!("cannot subscribe to {topics:?}: {e}"))?;
-    let dead_letters = match source.dead_letter_topic() {
+    let mut dead_letters = match source.dead_letter_topic() {
         Some(topic) => Some(
             DeadLetterProducer::new(
                 &producer_config(settings),
                 topic,
                 worker.metrics.clone(),
-                worker.health.clone(),
+                source.dead_letter_max_bytes,
             )
             .map_err(|e| anyhow::anyhow!("cannot create the dead-letter producer: {e}"))?,
         ),
@@ -105,6 +116,8 @@ pub fn run_worker(
     let mut last_maintain = Instant::now();
     let mut last_checkpoint = Instant::now();
     let batch_size = source.batch_size.max(1);
+    let mut revocations_seen = 0;
+    let mut paused_for_letters = TopicPartitionList::new();
     while !stop.load(Ordering::Relaxed) {
         worker.health.heartbeat(wall_ms());
         let context = consumer.context();
@@ -114,36 +127,73 @@ pub fn run_worker(
             lock(&worker.engine).maintain(wall_ms());
             last_maintain = Instant::now();
         }
+        if !batch.is_empty() {
+            worker.health.set_broker_up(true);
+            client_log::connectivity_restored();
+            // A revoke inside a poll may leave messages of partitions no longer ours in the
+            // batch: their new owner counts them from the committed offset.
+            // Partitions awaiting their restore were paused; what was fetched before is read
+            // again from where the restored state ends.
+            let batch: Vec<_> = {
+                let partitions = lock(&context.partitions);
+                if context.revocations.load(Ordering::Relaxed) == revocations
+                    && partitions.restoring() == 0
+                {
+                    batch
+                } else {
+                    batch
+                        .into_iter()
+                        .filter(|m| partitions.accepts(&(m.topic().to_string(), m.partition())))
+                        .collect()
+                }
+            };
+            let letters = process_batch(worker, context, &batch, dead_letters.is_some(), &consumed);
+            if let Some(producer) = dead_letters.as_mut() {
+                producer.submit(letters);
+            }
+        }
+        let revocations = context.revocations.load(Ordering::Relaxed);
+        if let Some(producer) = dead_letters.as_mut() {
+            if revocations != revocations_seen {
+                let partitions = lock(&context.partitions);
+                let gone: BTreeSet<_> =
+                    producer.floors().into_keys().filter(|k| !partitions.is_assigned(k)).collect();
+                drop(partitions);
+                producer.forget(&gone);
+            }
+            producer.service();
+            bound_pending_letters(&consumer, producer, &mut paused_for_letters);
+        }
+        revocations_seen = revocations;
+        context.restore_awaiting(&consumer);
+        store_safe_offsets(worker, context, &consumer, dead_letters.as_ref());
         if last_checkpoint.elapsed() >= checkpoint_every {
-            context.checkpoint(None);
+            context.checkpoint(None, Instant::now() + IO_SHARE);
             last_checkpoint = Instant::now();
         }
-        if batch.is_empty() {
-            continue;
-        }
-        worker.health.set_broker_up(true);
-        // A revoke inside a poll may leave messages of partitions no longer ours in the batch:
-        // their new owner counts them from the committed offset.
-        let batch: Vec<_> = if context.revocations.load(Ordering::Relaxed) == revocations {
-            batch
-        } else {
-            let assigned = lock(&context.assigned).clone();
-            batch
-                .into_iter()
-                .filter(|m| assigned.contains(&(m.topic().to_string(), m.partition())))
-                .collect()
-        };
-        process_batch(worker, context, &batch, dead_letters.as_ref(), &consumed, &consumer, stop);
     }
 
+    let stop_deadline = Instant::now() + STOP_LIMIT;
     worker.health.set_stopping();
-    info!("stopping: checkpointing and committing processed offsets, leaving the group");
-    consumer.context().closing.store(true, Ordering::Relaxed);
-    consumer.context().checkpoint(None);
-    consumer.context().commit_processed(&consumer, None);
+    info!("stopping: settling dead letters, checkpointing and committing processed offsets, leaving the group");
+    let context = consumer.context();
+    context.closing.store(true, Ordering::Relaxed);
+    // Fetched messages would queue ahead of the commit's answer; paused partitions drop them.
+    if let Ok(assignment) = consumer.assignment() {
+        if let Err(e) = consumer.pause(&assignment) {
+            warn!(error = %e, "cannot pause before stopping");
+        }
+    }
+    if let Some(producer) = dead_letters.as_mut() {
+        producer.settle(Instant::now() + SETTLE_SHARE);
+    }
+    store_safe_offsets(worker, context, &consumer, dead_letters.as_ref());
+    context.checkpoint(None, Instant::now() + CHECKPOINT_SHARE);
+    context.commit_before(&consumer, Instant::now() + COMMIT_SHARE);
     consumer.unsubscribe();
-    drain_until_unassigned(&consumer);
-    drop(consumer);
+    drain_until_unassigned(&consumer, stop_deadline.saturating_duration_since(Instant::now()) / 2);
+    drop(dead_letters);
+    close_within(consumer, stop_deadline.saturating_duration_since(Instant::now()));
     let pipeline = lock(&worker.engine).pipeline().clone();
     let rejected: u64 = pipeline.rejected.iter().sum();
     info!(
@@ -157,24 +207,24 @@ pub fn run_worker(
     Ok(())
 }
 
-/// Counts one batch under one engine lock, dead-letters its rejects, then stores the offsets that
-/// are safe to commit.
+/// Counts one batch under one engine lock; records how far each partition was read and returns
+/// the batch's dead letters.
 fn process_batch(
     worker: &Worker,
     context: &WorkerContext,
     batch: &[BorrowedMessage<'_>],
-    dead_letters: Option<&DeadLetterProducer>,
+    dead_lettering: bool,
     consumed: &[prometheus::IntCounter],
-    consumer: &BaseConsumer<WorkerContext>,
-    stop: &AtomicBool,
-) {
+) -> Vec<DeadLetter> {
     let now = wall_ms();
     let mut letters = Vec::new();
     let mut consumed_by_topic = vec![0u64; consumed.len()];
     let runs = {
-        let replay_until = lock(&context.replay_until);
+        let replay_until: HashMap<SourcePartition, i64> = lock(&context.partitions)
+            .replaying()
+            .map(|((topic, partition), until)| (context.source(topic, *partition), until))
+            .collect();
         let mut engine = lock(&worker.engine);
-        let dead_lettering = dead_letters.is_some();
         count_batch(
             &mut engine,
             context,
@@ -189,58 +239,76 @@ fn process_batch(
     for (counter, count) in consumed.iter().zip(consumed_by_topic) {
         counter.inc_by(count);
     }
-    let last_offsets: BTreeMap<(&str, i32), i64> =
-        runs.into_iter().map(|run| ((run.topic, run.source.partition), run.last_offset)).collect();
-
-    // Offsets stop short of the first dead letter that was not acknowledged (only on shutdown).
-    let mut held_back: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    if let Some(producer) = dead_letters {
-        if !letters.is_empty() {
-            let acked = producer.deliver(&letters, stop);
-            for (letter, ok) in letters.iter().zip(acked) {
-                if ok {
-                    continue;
-                }
-                let key = last_offsets
-                    .keys()
-                    .find(|(t, p)| *t == letter.source_topic && *p == letter.source_partition)
-                    .copied();
-                if let Some(key) = key {
-                    let entry = held_back.entry(key).or_insert(letter.source_offset);
-                    *entry = (*entry).min(letter.source_offset);
-                }
-            }
-        }
-    }
-    // `store_offsets` stores the offsets as given (the next to read); the older
-    // `store_offset` adds one by itself.
-    let mut store = TopicPartitionList::new();
     {
-        let mut processed = lock(&context.processed);
-        let mut replay_until = lock(&context.replay_until);
-        for ((topic, partition), last) in last_offsets {
-            let next = match held_back.get(&(topic, partition)) {
-                Some(&first_missing) => {
-                    lock(&context.tainted).insert((topic.to_string(), partition));
-                    first_missing
-                }
-                None => last + 1,
-            };
-            if let Err(e) = store.add_partition_offset(topic, partition, Offset::Offset(next)) {
-                warn!(%topic, partition, error = %e, "cannot record offset");
-                continue;
-            }
-            processed.insert((topic.to_string(), partition), next);
-            let source = context.source(topic, partition);
-            if replay_until.get(&source).is_some_and(|until| next >= *until) {
-                replay_until.remove(&source);
-                info!(%topic, partition, "partition rebuilt: caught up with the previous owner");
+        let mut partitions = lock(&context.partitions);
+        for run in runs {
+            if partitions.read(&(run.topic.to_string(), run.source.partition), run.last_offset + 1)
+            {
+                info!(topic = %run.topic, partition = run.source.partition, "partition rebuilt: caught up with the previous owner");
             }
         }
     }
     context.publish_restoring();
-    if let Err(e) = consumer.store_offsets(&store) {
-        warn!(error = %e, "cannot store offsets; they are committed on revoke and shutdown");
+    letters
+}
+
+/// Dead letters a failing topic holds back are kept in memory up to this; past it, the partitions
+/// they come from are paused until the backlog halves (the others go on).
+const MAX_PENDING_LETTER_BYTES: usize = 256 * 1024 * 1024;
+
+fn bound_pending_letters(
+    consumer: &BaseConsumer<WorkerContext>,
+    producer: &DeadLetterProducer,
+    paused: &mut TopicPartitionList,
+) {
+    let bytes = producer.pending_bytes();
+    if paused.count() == 0 && bytes > MAX_PENDING_LETTER_BYTES {
+        for (topic, partition) in producer.floors().into_keys() {
+            paused.add_partition(&topic, partition);
+        }
+        warn!(
+            partitions = paused.count(),
+            pending_bytes = bytes,
+            "dead letters pile up; pausing the partitions they come from until the backlog halves"
+        );
+        if let Err(e) = consumer.pause(paused) {
+            warn!(error = %e, "cannot pause");
+        }
+    } else if paused.count() > 0 && bytes <= MAX_PENDING_LETTER_BYTES / 2 {
+        // Partitions revoked meanwhile are not ours to resume; librdkafka ignores them.
+        let _ = consumer.resume(paused);
+        info!(partitions = paused.count(), "dead-letter backlog halved; partitions resumed");
+        *paused = TopicPartitionList::new();
+    }
+}
+
+/// Stores, for every partition read, the offset that is safe to commit, where it moved; publishes
+/// the blocked partitions.
+fn store_safe_offsets(
+    worker: &Worker,
+    context: &WorkerContext,
+    consumer: &BaseConsumer<WorkerContext>,
+    dead_letters: Option<&DeadLetterProducer>,
+) {
+    let floors = dead_letters.map(DeadLetterProducer::floors).unwrap_or_default();
+    let blocked = dead_letters.map(DeadLetterProducer::blocked).unwrap_or_default();
+    let (moved, blocked) = {
+        let mut partitions = lock(&context.partitions);
+        let blocked = blocked.iter().filter(|k| partitions.is_assigned(k)).count();
+        (partitions.offsets_to_store(&floors), blocked)
+    };
+    worker.health.set_blocked(blocked);
+    worker.metrics.partitions_blocked.set(blocked as i64);
+    let mut store = TopicPartitionList::new();
+    for ((topic, partition), offset) in moved {
+        if let Err(e) = store.add_partition_offset(&topic, partition, Offset::Offset(offset)) {
+            warn!(%topic, partition, error = %e, "cannot record offset");
+        }
+    }
+    if store.count() > 0 {
+        if let Err(e) = consumer.store_offsets(&store) {
+            warn!(error = %e, "cannot store offsets; they are committed on revoke and shutdown");
+        }
     }
 }
 
@@ -319,8 +387,8 @@ fn count_batch<'a>(
 /// Serves the revocation that `unsubscribe` starts before the consumer closes, so the close finds
 /// no rebalance under way. Messages polled meanwhile are left unprocessed: their offsets were
 /// never stored, so the next owner reads them.
-fn drain_until_unassigned(consumer: &BaseConsumer<WorkerContext>) {
-    let deadline = Instant::now() + DRAIN_LIMIT;
+fn drain_until_unassigned(consumer: &BaseConsumer<WorkerContext>, limit: Duration) {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if consumer.assignment().is_ok_and(|assignment| assignment.count() == 0) {
             return;
@@ -328,6 +396,19 @@ fn drain_until_unassigned(consumer: &BaseConsumer<WorkerContext>) {
         let _ = consumer.poll(POLL_TIMEOUT);
     }
     warn!("partitions still assigned after unsubscribing; closing anyway");
+}
+
+/// Closes the consumer (leaving the group) on a thread of its own, waiting at most `limit`: a
+/// close that cannot reach the coordinator would otherwise wait out the session timeout.
+fn close_within(consumer: BaseConsumer<WorkerContext>, limit: Duration) {
+    let (done, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(consumer);
+        let _ = done.send(());
+    });
+    if closed.recv_timeout(limit).is_err() {
+        warn!("the consumer did not close in time; exiting without waiting (the group notices within the session timeout)");
+    }
 }
 
 /// Waits up to `POLL_TIMEOUT` for a first message, then takes whatever else is already fetched.
@@ -341,7 +422,11 @@ fn poll_batch(
         match consumer.poll(timeout) {
             Some(Ok(message)) => batch.push(message),
             Some(Err(e)) => {
-                warn!(error = %e, "poll error");
+                if client_log::is_connectivity_error(&e) {
+                    client_log::connectivity(&e.to_string());
+                } else {
+                    warn!(error = %e, "poll error");
+                }
                 break;
             }
             None => break,
