@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use cxpulse_kafka::client_log::QuietContext;
 use cxpulse_kafka::KafkaSettings;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -22,7 +23,7 @@ pub enum Record {
 pub struct Unavailable(pub String);
 
 pub struct Sink {
-    producer: FutureProducer,
+    producer: FutureProducer<QuietContext>,
     topic: String,
     dead_letter_topic: Option<String>,
     ack_timeout: Duration,
@@ -52,8 +53,11 @@ impl Sink {
         config.set("message.timeout.ms", &timeout_ms);
         config.set("enable.idempotence", "true");
         config.set("acks", "all");
-        let producer: FutureProducer =
-            config.create().map_err(|e| anyhow::anyhow!("cannot create the producer: {e}"))?;
+        // Connection trouble is reported through the shared limiter: one line at once, then at
+        // most one every 30 s, as for the worker's clients.
+        let producer: FutureProducer<QuietContext> = config
+            .create_with_context(QuietContext)
+            .map_err(|e| anyhow::anyhow!("cannot create the producer: {e}"))?;
         Ok(Sink { producer, topic, dead_letter_topic, ack_timeout })
     }
 
