@@ -184,7 +184,7 @@ fn main() -> ExitCode {
                 synth: cxpulse_core::synth::SynthConfig {
                     seed,
                     run_id: run_id
-                        .unwrap_or_else(|| format!("p{}", cxpulse_kafka::worker::wall_ms())),
+                        .unwrap_or_else(|| format!("p{}", cxpulse_kafka::util::wall_ms())),
                     invalid_ratio,
                     ..Default::default()
                 },

@@ -19,11 +19,12 @@ use tracing::{info, warn};
 
 use crate::client_log;
 use crate::config::{consumer_config, producer_config, KafkaSettings, SourceConfig};
-use crate::context::{lock, WorkerContext};
+use crate::context::WorkerContext;
 use crate::dead_letter::{DeadLetter, DeadLetterProducer};
 use crate::metrics::PipelineMetrics;
 use crate::partitions::Partitions;
 use crate::state_store::StateStore;
+use crate::util::{lock, wall_ms};
 
 /// Everything the worker shares with the rest of the process.
 #[derive(Clone)]
@@ -42,12 +43,6 @@ pub const STOP_LIMIT: Duration = Duration::from_secs(8);
 const SETTLE_SHARE: Duration = Duration::from_secs(2);
 const CHECKPOINT_SHARE: Duration = Duration::from_secs(2);
 const COMMIT_SHARE: Duration = Duration::from_secs(2);
-
-pub fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Runs the worker until `stop` is set. Errors only for a configuration librdkafka refuses.
 pub fn run_worker(
