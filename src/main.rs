@@ -137,7 +137,8 @@ fn main() -> ExitCode {
                 config.http.listen = listen;
             }
             if let Some(clock) = clock {
-                config.windows.clock = clock;
+                config.windows.clock = crate::config::clock_name::parse(&clock)
+                    .map_err(|e| anyhow::anyhow!("--clock: {e}"))?;
             }
             config.validate()?;
             pipeline::init_logging(

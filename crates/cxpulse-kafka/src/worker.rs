@@ -51,14 +51,8 @@ pub fn run_worker(
     source: &SourceConfig,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let stall_limit = cxpulse_core::duration::parse_duration_ms(&source.stall_timeout)
-        .map_err(|e| anyhow::anyhow!("invalid [source] stall_timeout: {e}"))?;
-    worker.health.set_stall_limit_ms(stall_limit.max(1000));
-    let checkpoint_every = Duration::from_millis(
-        cxpulse_core::duration::parse_duration_ms(&source.checkpoint_interval)
-            .map_err(|e| anyhow::anyhow!("invalid [source] checkpoint_interval: {e}"))?
-            .max(100) as u64,
-    );
+    worker.health.set_stall_limit_ms(source.stall_timeout.ms().max(1000));
+    let checkpoint_every = source.checkpoint_interval.get().max(Duration::from_millis(100));
     let store = match source.state_topic.as_str() {
         "" => None,
         topic => Some(
