@@ -143,7 +143,7 @@ struct ScrapeFigures {
 fn scrape_at_pairs(pairs: usize) -> anyhow::Result<ScrapeFigures> {
     let before = current_rss_kib().unwrap_or(0);
     let config = Config::default();
-    let now = cxpulse_kafka::worker::wall_ms();
+    let now = cxpulse_kafka::util::wall_ms();
     let mut engine = engine_with_pairs(&config, pairs, now)?;
     let engine_rss_kib = current_rss_kib().unwrap_or(0).saturating_sub(before);
     let started = Instant::now();
@@ -198,7 +198,7 @@ fn freshness(partitions: i32, rate: u64, duration: Duration) -> anyhow::Result<(
         start_worker(brokers, "bench-fresh", FRESH)?;
     // Let the group form before the clock starts.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !worker.health.is_ready(cxpulse_kafka::worker::wall_ms()) && Instant::now() < deadline {
+    while !worker.health.is_ready(cxpulse_kafka::util::wall_ms()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let producer_config = cxpulse_kafka::config::producer_config(&config.kafka_settings());
@@ -224,7 +224,7 @@ fn freshness(partitions: i32, rate: u64, duration: Duration) -> anyhow::Result<(
     let snapshot = engine
         .lock()
         .map_err(|_| anyhow!("engine lock poisoned"))?
-        .snapshot(cxpulse_kafka::worker::wall_ms());
+        .snapshot(cxpulse_kafka::util::wall_ms());
     let quantiles = snapshot.event_age_quantiles_ms;
     stop.store(true, Ordering::Relaxed);
     thread.join().map_err(|_| anyhow!("worker thread panicked"))??;
@@ -256,7 +256,7 @@ fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, 
         dip_brand: None,
         ..SynthConfig::default()
     });
-    let end_ms = cxpulse_kafka::worker::wall_ms();
+    let end_ms = cxpulse_kafka::util::wall_ms();
     let mut bytes = 0u64;
     for i in 0..events {
         let at = end_ms - 600_000 + (i as i64 * 600_000 / events.max(1) as i64);
@@ -299,7 +299,7 @@ struct DedupFigures {
 /// Memory per remembered event id, and the longest single `process` call on the way (the dedup
 /// table doubles in one step when half full), over `ids` events with distinct ids.
 fn dedup_memory(ids: u64) -> anyhow::Result<DedupFigures> {
-    let now = cxpulse_kafka::worker::wall_ms();
+    let now = cxpulse_kafka::util::wall_ms();
     let payloads: Vec<String> = (0..ids)
         .map(|i| format!(r#"{{"event_id":"d{i}","type":"survey_response","occurred_at":{now},"brand":"b","segment":"s","survey":"nps","score":9}}"#))
         .collect();
@@ -358,7 +358,7 @@ fn core_alone(events: u64, partitioning: Partitioning) -> anyhow::Result<Duratio
         dip_brand: None,
         ..SynthConfig::default()
     });
-    let base = cxpulse_kafka::worker::wall_ms();
+    let base = cxpulse_kafka::util::wall_ms();
     let keyed =
         std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
     let runs = fetch_runs(
@@ -463,7 +463,7 @@ fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Durati
     let snapshot = engine
         .lock()
         .map_err(|_| anyhow!("engine lock poisoned"))?
-        .snapshot(cxpulse_kafka::worker::wall_ms());
+        .snapshot(cxpulse_kafka::util::wall_ms());
     let text = cxpulse_http::render::render_metrics(
         &snapshot,
         &config.alert_policy(),
@@ -509,7 +509,7 @@ pub struct ScrapeMemory {
 pub fn scrape_memory(pairs: usize, scrapers: usize, rounds: usize) -> anyhow::Result<ScrapeMemory> {
     use std::io::{Read, Write};
     let config = Config::default();
-    let now = cxpulse_kafka::worker::wall_ms();
+    let now = cxpulse_kafka::util::wall_ms();
     let engine = Arc::new(Mutex::new(engine_with_pairs(&config, pairs, now)?));
     let state = Arc::new(cxpulse_http::HttpState {
         engine: engine.clone(),
@@ -544,7 +544,7 @@ pub fn scrape_memory(pairs: usize, scrapers: usize, rounds: usize) -> anyhow::Re
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
-                let at = cxpulse_kafka::worker::wall_ms();
+                let at = cxpulse_kafka::util::wall_ms();
                 let Ok(mut engine) = engine.lock() else { break };
                 for i in counted..counted + 200 {
                     let pair = i as usize % pairs;

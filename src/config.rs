@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use cxpulse_core::alerts::{AlertOverride, AlertPolicy, DEFAULT_CHURN_THRESHOLD};
-use cxpulse_core::duration::parse_duration_ms;
+use cxpulse_core::duration::DurationSetting;
 use cxpulse_core::{ClockMode, EngineConfig, WindowSpec};
 use cxpulse_http::HttpConfig;
 use cxpulse_kafka::config::is_secret_key;
@@ -35,17 +35,18 @@ pub struct WindowsConfig {
     /// Rolling window sizes; each is cut into 60 steps.
     pub sizes: Vec<String>,
     /// `wall` (T = now) or `event` (T = highest event time seen).
-    pub clock: String,
+    #[serde(with = "clock_name")]
+    pub clock: ClockMode,
     /// With the wall clock, how far ahead of T an event may be.
-    pub max_future_skew: String,
+    pub max_future_skew: DurationSetting,
 }
 
 impl Default for WindowsConfig {
     fn default() -> Self {
         WindowsConfig {
             sizes: ["1h", "24h", "7d", "30d"].map(String::from).to_vec(),
-            clock: "wall".into(),
-            max_future_skew: "5m".into(),
+            clock: ClockMode::Wall,
+            max_future_skew: DurationSetting::mins(5),
         }
     }
 }
@@ -57,12 +58,12 @@ pub struct LimitsConfig {
     /// Distinct brand/segment pairs before new ones go to `__overflow__`.
     pub max_series: usize,
     /// How long an `event_id` is remembered to drop repeats.
-    pub dedup_horizon: String,
+    pub dedup_horizon: DurationSetting,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_series: 10_000, dedup_horizon: "24h".into() }
+        LimitsConfig { max_series: 10_000, dedup_horizon: DurationSetting::hours(24) }
     }
 }
 
@@ -145,7 +146,7 @@ impl Config {
         }
         let config: Config =
             toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-                anyhow!("invalid config: {}", without_values(&e.to_string()))
+                anyhow!("invalid config: {}", keyed(&without_values(&e.to_string())))
             })?;
         config.validate()?;
         Ok(config)
@@ -156,8 +157,6 @@ impl Config {
         if self.source.topics.is_empty() || self.source.topics.iter().any(String::is_empty) {
             bail!("invalid config: [source] topics must name at least one topic");
         }
-        duration_ms("[source] checkpoint_interval", &self.source.checkpoint_interval)?;
-        duration_ms("[source] stall_timeout", &self.source.stall_timeout)?;
         self.http.limits.resolve("http").map_err(|e| anyhow!("invalid config: {e}"))?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!(
@@ -216,25 +215,15 @@ impl Config {
         if windows.is_empty() {
             bail!("invalid config: [windows] sizes must list at least one window");
         }
-        let clock = match self.windows.clock.as_str() {
-            "wall" => ClockMode::Wall,
-            "event" => ClockMode::Event,
-            other => {
-                bail!("invalid config: [windows] clock must be `wall` or `event`, not `{other}`")
-            }
-        };
         if self.limits.max_series == 0 {
             bail!("invalid config: [limits] max_series must be at least 1");
         }
         Ok(EngineConfig {
             windows,
-            clock,
-            max_future_skew_ms: duration_ms(
-                "[windows] max_future_skew",
-                &self.windows.max_future_skew,
-            )?,
+            clock: self.windows.clock,
+            max_future_skew_ms: self.windows.max_future_skew.ms(),
             max_series: self.limits.max_series,
-            dedup_horizon_ms: duration_ms("[limits] dedup_horizon", &self.limits.dedup_horizon)?,
+            dedup_horizon_ms: self.limits.dedup_horizon.ms(),
         })
     }
 
@@ -312,12 +301,50 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
         .fold(text.to_string(), |text, secret| text.replace(secret.as_str(), "<redacted>"))
 }
 
-/// A duration key's value; surrounding spaces are refused, as the window names show them.
+/// A window size; surrounding spaces are refused, as the window names show them.
 fn duration_ms(what: &str, text: &str) -> anyhow::Result<i64> {
-    if text.trim() != text {
-        bail!("invalid config: {what}: `{}` has spaces around it", text.trim());
+    DurationSetting::parse(text)
+        .map(|setting| setting.ms())
+        .map_err(|e| anyhow!("invalid config: {what}: {e}"))
+}
+
+/// `[windows] clock` as written: `wall` or `event`.
+pub mod clock_name {
+    use cxpulse_core::ClockMode;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn parse(text: &str) -> Result<ClockMode, String> {
+        match text {
+            "wall" => Ok(ClockMode::Wall),
+            "event" => Ok(ClockMode::Event),
+            other => Err(format!("must be `wall` or `event`, not `{other}`")),
+        }
     }
-    parse_duration_ms(text).map_err(|e| anyhow!("invalid config: {what}: {e}"))
+
+    pub fn serialize<S: Serializer>(clock: &ClockMode, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(match clock {
+            ClockMode::Wall => "wall",
+            ClockMode::Event => "event",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ClockMode, D::Error> {
+        parse(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A deserializer's message about a key or a section (`… in `windows.clock``, `… in `http``)
+/// as the other config errors put it: `[windows] clock: …`, `[http] …`.
+fn keyed(message: &str) -> String {
+    let Some((reason, path)) = message.rsplit_once(" in `") else { return message.to_string() };
+    let Some(path) = path.strip_suffix('`').filter(|p| !p.contains(['`', ' '])) else {
+        return message.to_string();
+    };
+    match path.split_once('.') {
+        Some((section, key)) if !key.contains('.') => format!("[{section}] {key}: {reason}"),
+        Some(_) => message.to_string(),
+        None => format!("[{path}] {reason}"),
+    }
 }
 
 /// Whether `[section] key` is a string (or optional string) setting: then an environment value
@@ -498,6 +525,36 @@ mod tests {
             let error = Config::from_toml_and_env(text, env(&[])).unwrap_err().to_string();
             assert!(error.contains(needle), "{text}: {error}");
             assert!(!error.contains("]]") && !error.contains("skew]"), "{error}");
+        }
+    }
+
+    #[test]
+    fn durations_and_the_clock_are_read_once_and_shown_as_written() {
+        let text = "[source]\ncheckpoint_interval = \"1h30m\"\n[windows]\nclock = \"event\"\n\
+                    [gateway]\ndrain_timeout = \"90s\"\nkeep_alive_timeout = \"2m\"\n";
+        let config = Config::from_toml_and_env(text, env(&[])).unwrap();
+        assert_eq!(config.source.checkpoint_interval.get().as_secs(), 5_400);
+        assert_eq!(config.windows.clock, ClockMode::Event);
+        assert_eq!(config.gateway.drain_timeout().as_secs(), 90);
+        assert_eq!(config.gateway.listener_limits().unwrap().keep_alive.as_secs(), 120);
+        let shown = config.redacted_toml();
+        for line in
+            ["checkpoint_interval = \"1h30m\"", "clock = \"event\"", "dedup_horizon = \"24h\""]
+        {
+            assert!(shown.contains(line), "{line}: {shown}");
+        }
+        // What check-config prints reads back to the same configuration.
+        let again = Config::from_toml_and_env(&shown, env(&[])).unwrap();
+        assert_eq!(again.source.checkpoint_interval, config.source.checkpoint_interval);
+        assert_eq!(again.windows.clock, config.windows.clock);
+        assert_eq!(again.gateway.limits, config.gateway.limits);
+        for (text, error) in [
+            ("[gateway]\nheader_read_timeout = \"5q\"", "[gateway] header_read_timeout: `5q`"),
+            ("[source]\nstall_timeout = \"1h \"", "[source] stall_timeout: `1h` has spaces"),
+            ("[windows]\nclock = \"moon\"", "[windows] clock: must be `wall` or `event`"),
+        ] {
+            let got = Config::from_toml_and_env(text, env(&[])).unwrap_err().to_string();
+            assert!(got.starts_with(&format!("invalid config: {error}")), "{got}");
         }
     }
 

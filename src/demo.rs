@@ -76,7 +76,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     config.alerts.nps_threshold = NPS_THRESHOLD;
     config.validate()?;
 
-    let run_id = format!("demo{}", cxpulse_kafka::worker::wall_ms());
+    let run_id = format!("demo{}", cxpulse_kafka::util::wall_ms());
     let history = options.rate.max(1) * HISTORY_SECONDS_OF_TRAFFIC;
     backfill(&brokers, &run_id, history)?;
     info!(events = history, "backfilled hours of normal history");
@@ -178,7 +178,7 @@ fn backfill(brokers: &str, run_id: &str, events: u64) -> anyhow::Result<()> {
         invalid_ratio: 0.01,
         ..SynthConfig::default()
     });
-    let now = cxpulse_kafka::worker::wall_ms();
+    let now = cxpulse_kafka::util::wall_ms();
     let (from, span) = (now - HISTORY_FROM_MS, HISTORY_FROM_MS - HISTORY_TO_MS);
     for i in 0..events {
         let message = synth.next_message(from + (i as i64 * span / events.max(1) as i64));

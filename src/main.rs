@@ -137,7 +137,8 @@ fn main() -> ExitCode {
                 config.http.listen = listen;
             }
             if let Some(clock) = clock {
-                config.windows.clock = clock;
+                config.windows.clock = crate::config::clock_name::parse(&clock)
+                    .map_err(|e| anyhow::anyhow!("--clock: {e}"))?;
             }
             config.validate()?;
             pipeline::init_logging(
@@ -184,7 +185,7 @@ fn main() -> ExitCode {
                 synth: cxpulse_core::synth::SynthConfig {
                     seed,
                     run_id: run_id
-                        .unwrap_or_else(|| format!("p{}", cxpulse_kafka::worker::wall_ms())),
+                        .unwrap_or_else(|| format!("p{}", cxpulse_kafka::util::wall_ms())),
                     invalid_ratio,
                     ..Default::default()
                 },

@@ -8,9 +8,14 @@ pub enum DurationError {
     Empty,
     MissingNumber(String),
     MissingUnit(String),
-    UnknownUnit { text: String, unit: String },
+    UnknownUnit {
+        text: String,
+        unit: String,
+    },
     NumberTooLarge(String),
     TooLarge(String),
+    /// A setting written with spaces around it (`" 1h"`): refused rather than silently trimmed.
+    SpacesAround(String),
 }
 
 impl fmt::Display for DurationError {
@@ -28,6 +33,7 @@ impl fmt::Display for DurationError {
             }
             DurationError::NumberTooLarge(text) => write!(f, "`{text}`: number too large"),
             DurationError::TooLarge(text) => write!(f, "`{text}`: duration too large"),
+            DurationError::SpacesAround(text) => write!(f, "`{text}` has spaces around it"),
         }
     }
 }
@@ -72,6 +78,73 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, DurationError> {
     Ok(total)
 }
 
+/// A duration setting: parsed once, when the configuration is read, and shown as it was written
+/// (`"10s"` stays `"10s"` in `check-config`). Surrounding spaces are refused, as window names
+/// show them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DurationSetting {
+    text: String,
+    ms: i64,
+}
+
+impl DurationSetting {
+    pub fn parse(text: &str) -> Result<Self, DurationError> {
+        if text.trim() != text {
+            return Err(DurationError::SpacesAround(text.trim().into()));
+        }
+        Ok(DurationSetting { text: text.into(), ms: parse_duration_ms(text)? })
+    }
+
+    /// A default written in seconds (`10s`).
+    pub fn secs(n: u32) -> Self {
+        DurationSetting { text: format!("{n}s"), ms: i64::from(n) * 1_000 }
+    }
+
+    /// A default written in minutes (`5m`).
+    pub fn mins(n: u32) -> Self {
+        DurationSetting { text: format!("{n}m"), ms: i64::from(n) * 60_000 }
+    }
+
+    /// A default written in hours (`24h`).
+    pub fn hours(n: u32) -> Self {
+        DurationSetting { text: format!("{n}h"), ms: i64::from(n) * 3_600_000 }
+    }
+
+    pub fn ms(&self) -> i64 {
+        self.ms
+    }
+
+    pub fn get(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.ms.max(0) as u64)
+    }
+
+    /// The setting as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::str::FromStr for DurationSetting {
+    type Err = DurationError;
+
+    fn from_str(text: &str) -> Result<Self, DurationError> {
+        DurationSetting::parse(text)
+    }
+}
+
+impl serde::Serialize for DurationSetting {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DurationSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DurationSetting::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Formats milliseconds back in the largest exact unit (`86400000` -> `1d`).
 pub fn format_duration_ms(ms: i64) -> String {
     const UNITS: [(i64, &str); 5] =
@@ -94,6 +167,22 @@ pub fn format_duration_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_setting_keeps_its_text_and_refuses_spaces() {
+        let setting: DurationSetting = "1h30m".parse().unwrap();
+        assert_eq!((setting.ms(), setting.as_str()), (5_400_000, "1h30m"));
+        assert_eq!(setting.get(), std::time::Duration::from_secs(5_400));
+        assert_eq!(DurationSetting::parse(" 1h"), Err(DurationError::SpacesAround("1h".into())));
+        assert!(DurationSetting::parse("5x").is_err());
+        for (default, text) in [
+            (DurationSetting::secs(10), "10s"),
+            (DurationSetting::mins(5), "5m"),
+            (DurationSetting::hours(24), "24h"),
+        ] {
+            assert_eq!(default, DurationSetting::parse(text).unwrap());
+        }
+    }
 
     #[test]
     fn parses_units_and_compounds() {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cxpulse_core::duration::parse_duration_ms;
+use cxpulse_core::duration::DurationSetting;
 use cxpulse_http::listener::{HttpLimits, Limits};
 use serde::{Deserialize, Serialize};
 
@@ -29,11 +29,11 @@ pub struct GatewayConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key_password: Option<String>,
     /// How long a request waits for Kafka's acknowledgement before answering 503.
-    pub ack_timeout: String,
+    pub ack_timeout: DurationSetting,
     /// The `Retry-After` (seconds) sent with a 503.
     pub retry_after_seconds: u64,
     /// How long requests in flight may take to finish on shutdown.
-    pub drain_timeout: String,
+    pub drain_timeout: DurationSetting,
     /// The listener's limits, the same keys and defaults as `[http]`: header, TLS handshake and
     /// keep-alive time limits, the connection cap and `max_body_bytes` (413 above it).
     #[serde(flatten)]
@@ -52,9 +52,9 @@ impl Default for GatewayConfig {
             tls_cert: None,
             tls_key: None,
             tls_key_password: None,
-            ack_timeout: "5s".into(),
+            ack_timeout: DurationSetting::secs(5),
             retry_after_seconds: 5,
-            drain_timeout: "10s".into(),
+            drain_timeout: DurationSetting::secs(10),
             sources: Vec::new(),
             limits: HttpLimits::default(),
         }
@@ -159,10 +159,10 @@ impl GatewayConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("[gateway] tls_cert and tls_key go together".into());
         }
-        for (key, text) in
+        for (key, setting) in
             [("ack_timeout", &self.ack_timeout), ("drain_timeout", &self.drain_timeout)]
         {
-            if parse_duration_ms(text).map_err(|e| format!("[gateway] {key}: {e}"))? <= 0 {
+            if setting.ms() <= 0 {
                 return Err(format!("[gateway] {key} must be more than zero"));
             }
         }
@@ -181,11 +181,11 @@ impl GatewayConfig {
     }
 
     pub fn ack_timeout(&self) -> Duration {
-        Duration::from_millis(parse_duration_ms(&self.ack_timeout).unwrap_or(5_000).max(1) as u64)
+        self.ack_timeout.get().max(Duration::from_millis(1))
     }
 
     pub fn drain_timeout(&self) -> Duration {
-        Duration::from_millis(parse_duration_ms(&self.drain_timeout).unwrap_or(10_000).max(1) as u64)
+        self.drain_timeout.get().max(Duration::from_millis(1))
     }
 
     /// The listener's limits, with requests in flight given `drain_timeout` on shutdown. The body
@@ -337,11 +337,12 @@ mod tests {
     #[test]
     fn a_bad_listener_limit_or_half_a_tls_pair_is_refused() {
         let mut config = GatewayConfig::default();
-        config.limits.header_read_timeout = "0s".into();
+        config.limits.header_read_timeout = DurationSetting::secs(0);
         assert!(config.validate().unwrap_err().contains("[gateway] header_read_timeout"));
-        let mut config = GatewayConfig { ack_timeout: "30s".into(), ..GatewayConfig::default() };
+        let mut config =
+            GatewayConfig { ack_timeout: DurationSetting::secs(30), ..GatewayConfig::default() };
         assert!(config.validate().unwrap_err().contains("longer than ack_timeout"));
-        config.limits.keep_alive_timeout = "31s".into();
+        config.limits.keep_alive_timeout = DurationSetting::secs(31);
         assert_eq!(config.validate(), Ok(()));
         config.tls_cert = Some("cert.pem".into());
         assert!(config.validate().unwrap_err().contains("tls_cert and tls_key go together"));

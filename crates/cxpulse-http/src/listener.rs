@@ -33,8 +33,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use cxpulse_core::duration::DurationSetting;
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
@@ -59,11 +60,14 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 #[serde(default)]
 pub struct HttpLimits {
     /// Time to receive a request's complete headers.
-    pub header_read_timeout: String,
+    #[serde(deserialize_with = "header_read_timeout")]
+    pub header_read_timeout: DurationSetting,
     /// Time to complete a TLS handshake.
-    pub tls_handshake_timeout: String,
+    #[serde(deserialize_with = "tls_handshake_timeout")]
+    pub tls_handshake_timeout: DurationSetting,
     /// A connection on which nothing moves this long is closed.
-    pub keep_alive_timeout: String,
+    #[serde(deserialize_with = "keep_alive_timeout")]
+    pub keep_alive_timeout: DurationSetting,
     /// Connections served at once (probes still answer past it).
     pub max_connections: usize,
     /// Largest request body.
@@ -73,13 +77,35 @@ pub struct HttpLimits {
 impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
-            header_read_timeout: "10s".into(),
-            tls_handshake_timeout: "10s".into(),
-            keep_alive_timeout: "30s".into(),
+            header_read_timeout: DurationSetting::secs(10),
+            tls_handshake_timeout: DurationSetting::secs(10),
+            keep_alive_timeout: DurationSetting::secs(30),
             max_connections: 512,
             max_body_bytes: 1024 * 1024,
         }
     }
+}
+
+// Flattened into its section, a key loses its name in serde's errors (`… in `gateway``); these
+// put it back.
+fn header_read_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<DurationSetting, D::Error> {
+    named_duration("header_read_timeout", d)
+}
+
+fn tls_handshake_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<DurationSetting, D::Error> {
+    named_duration("tls_handshake_timeout", d)
+}
+
+fn keep_alive_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<DurationSetting, D::Error> {
+    named_duration("keep_alive_timeout", d)
+}
+
+fn named_duration<'de, D: Deserializer<'de>>(
+    key: &str,
+    deserializer: D,
+) -> Result<DurationSetting, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    DurationSetting::parse(&text).map_err(|e| serde::de::Error::custom(format!("{key}: {e}")))
 }
 
 /// [`HttpLimits`] checked and resolved into durations.
@@ -98,13 +124,11 @@ pub struct Limits {
 impl HttpLimits {
     /// Checks every limit; `section` names the config section in errors (`http`, `gateway`).
     pub fn resolve(&self, section: &str) -> anyhow::Result<Limits> {
-        let duration = |key: &str, text: &str| -> anyhow::Result<Duration> {
-            let ms = cxpulse_core::duration::parse_duration_ms(text)
-                .map_err(|e| anyhow::anyhow!("[{section}] {key}: {e}"))?;
-            if ms <= 0 {
+        let duration = |key: &str, setting: &DurationSetting| -> anyhow::Result<Duration> {
+            if setting.ms() <= 0 {
                 anyhow::bail!("[{section}] {key} must be longer than 0");
             }
-            Ok(Duration::from_millis(ms as u64))
+            Ok(setting.get())
         };
         if self.max_connections == 0 {
             anyhow::bail!("[{section}] max_connections must be at least 1");
@@ -482,7 +506,8 @@ mod tests {
         let limits = HttpLimits::default().resolve("http").unwrap();
         assert_eq!(limits.header_read, Duration::from_secs(10));
         assert_eq!(limits.keep_alive, Duration::from_secs(30));
-        let bad = HttpLimits { keep_alive_timeout: "0s".into(), ..HttpLimits::default() };
+        let bad =
+            HttpLimits { keep_alive_timeout: DurationSetting::secs(0), ..HttpLimits::default() };
         let error = bad.resolve("gateway").unwrap_err().to_string();
         assert!(error.contains("[gateway] keep_alive_timeout"), "{error}");
         let bad = HttpLimits { max_connections: 0, ..HttpLimits::default() };

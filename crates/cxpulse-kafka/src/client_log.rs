@@ -12,7 +12,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use tracing::{debug, error, info, warn};
 
-use crate::context::lock;
+use crate::util::lock;
 
 /// The longest a lasting connectivity problem stays silent.
 pub const CONNECTIVITY_EVERY: Duration = Duration::from_secs(30);

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use cxpulse_core::duration::DurationSetting;
 use rdkafka::ClientConfig;
 
 /// `[kafka]`: passed through to librdkafka as is (`bootstrap.servers`, `group.id`,
@@ -23,12 +24,12 @@ pub struct SourceConfig {
     /// partition is then rebuilt by replay).
     pub state_topic: String,
     /// How often each partition that moved is checkpointed (also on revoke and shutdown).
-    pub checkpoint_interval: String,
+    pub checkpoint_interval: DurationSetting,
     /// Largest dead letter (bytes, payload with key and headers) when the broker does not tell
     /// the dead-letter topic's `max.message.bytes`; larger payloads are written truncated.
     pub dead_letter_max_bytes: usize,
     /// `/healthz` fails when the consume loop made no progress for this long.
-    pub stall_timeout: String,
+    pub stall_timeout: DurationSetting,
 }
 
 impl Default for SourceConfig {
@@ -38,9 +39,9 @@ impl Default for SourceConfig {
             dead_letter_topic: None,
             batch_size: 4096,
             state_topic: "cxpulse.state".into(),
-            checkpoint_interval: "10s".into(),
+            checkpoint_interval: DurationSetting::secs(10),
             dead_letter_max_bytes: 1_000_000,
-            stall_timeout: "30s".into(),
+            stall_timeout: DurationSetting::secs(30),
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cxpulse_core::checkpoint::PartitionCheckpoint;
@@ -28,6 +28,7 @@ use crate::client_log;
 use crate::metrics::PipelineMetrics;
 use crate::partitions::{replay_end, start_offset, Partitions};
 use crate::state_store::StateStore;
+use crate::util::{lock, wall_ms};
 
 pub use crate::partitions::TopicPartition;
 
@@ -51,11 +52,6 @@ pub(crate) struct WorkerContext {
     /// The worker's stop request: an assignment that arrives (or is restoring) when it is set is
     /// acknowledged without restoring the rest.
     pub stop: Arc<AtomicBool>,
-}
-
-/// Locks even when another thread panicked while holding the lock: the state is plain data.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -290,7 +286,7 @@ impl WorkerContext {
             // Replay what the longest window can still hold. A broker that cannot look offsets up
             // by time (or a backfill on the event clock) replays from the beginning: too-old
             // events are then only re-read, never counted.
-            let since = crate::worker::wall_ms() - longest_ms;
+            let since = wall_ms() - longest_ms;
             let starts = match clock {
                 ClockMode::Wall => offsets_for_time(consumer, &replay_from_time, since),
                 ClockMode::Event => HashMap::new(),

@@ -19,8 +19,9 @@ use rdkafka::{ClientConfig, ClientContext};
 use tracing::{info, warn};
 
 use crate::client_log::{self, QuietContext, Throttle};
-use crate::context::{lock, TopicPartition};
+use crate::context::TopicPartition;
 use crate::metrics::PipelineMetrics;
+use crate::util::lock;
 
 /// A rejected message, copied out of the consumer's buffer.
 #[derive(Clone, Debug)]

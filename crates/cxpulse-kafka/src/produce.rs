@@ -42,7 +42,7 @@ pub fn produce_synthetic(
                 continue;
             }
         }
-        let message = synth.next_message(crate::worker::wall_ms());
+        let message = synth.next_message(crate::util::wall_ms());
         let record = BaseRecord::to(&options.topic).key(&message.key).payload(&message.payload);
         send_when_room(&producer, record, Duration::from_millis(50))
             .map_err(|e| anyhow::anyhow!("produce failed: {e}"))?;

@@ -17,7 +17,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tracing::warn;
 
 use crate::client_log::{self, QuietContext};
-use crate::context::lock;
+use crate::util::lock;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -19,11 +19,12 @@ use tracing::{info, warn};
 
 use crate::client_log;
 use crate::config::{consumer_config, producer_config, KafkaSettings, SourceConfig};
-use crate::context::{lock, WorkerContext};
+use crate::context::WorkerContext;
 use crate::dead_letter::{DeadLetter, DeadLetterProducer};
 use crate::metrics::PipelineMetrics;
 use crate::partitions::Partitions;
 use crate::state_store::StateStore;
+use crate::util::{lock, wall_ms};
 
 /// Everything the worker shares with the rest of the process.
 #[derive(Clone)]
@@ -43,12 +44,6 @@ const SETTLE_SHARE: Duration = Duration::from_secs(2);
 const CHECKPOINT_SHARE: Duration = Duration::from_secs(2);
 const COMMIT_SHARE: Duration = Duration::from_secs(2);
 
-pub fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Runs the worker until `stop` is set. Errors only for a configuration librdkafka refuses.
 pub fn run_worker(
     worker: &Worker,
@@ -56,14 +51,8 @@ pub fn run_worker(
     source: &SourceConfig,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let stall_limit = cxpulse_core::duration::parse_duration_ms(&source.stall_timeout)
-        .map_err(|e| anyhow::anyhow!("invalid [source] stall_timeout: {e}"))?;
-    worker.health.set_stall_limit_ms(stall_limit.max(1000));
-    let checkpoint_every = Duration::from_millis(
-        cxpulse_core::duration::parse_duration_ms(&source.checkpoint_interval)
-            .map_err(|e| anyhow::anyhow!("invalid [source] checkpoint_interval: {e}"))?
-            .max(100) as u64,
-    );
+    worker.health.set_stall_limit_ms(source.stall_timeout.ms().max(1000));
+    let checkpoint_every = source.checkpoint_interval.get().max(Duration::from_millis(100));
     let store = match source.state_topic.as_str() {
         "" => None,
         topic => Some(
