@@ -49,10 +49,9 @@ fn start_gateway_with(
     let dir = TempDir::new(tag);
     let addr = format!("127.0.0.1:{}", free_port());
     let path = dir.0.join("gateway.toml");
-    let config = format!(
-        "[kafka]\n\"bootstrap.servers\" = \"{brokers}\"\n[source]\ntopics = [\"{tag}\"]\n\
-         [gateway]\nlisten = \"{addr}\"\n{extra}\n"
-    );
+    let config = WorkerConfig::bootstrap(brokers, tag)
+        .extra(&format!("[gateway]\nlisten = \"{addr}\"\n{extra}"))
+        .toml();
     std::fs::write(&path, config).expect("write config");
     let stderr_path = dir.0.join("stderr.log");
     let stderr = std::fs::File::create(&stderr_path).expect("log file");
@@ -87,9 +86,8 @@ fn closed(stream: &mut TcpStream) -> bool {
 
 #[test]
 fn a_slowloris_on_the_gateway_is_closed_within_the_header_limit() {
-    let cluster = cluster(&[("gw-slow", 1)]);
-    let gateway =
-        start_gateway("gw-slow", &cluster.bootstrap_servers(), "header_read_timeout = \"2s\"");
+    let scenario = Scenario::new(&[("gw-slow", 1)]);
+    let gateway = start_gateway("gw-slow", &scenario.brokers, "header_read_timeout = \"2s\"");
     let mut clients: Vec<TcpStream> =
         (0..30).map(|_| TcpStream::connect(&gateway.addr).expect("connect")).collect();
     let started = Instant::now();
@@ -222,14 +220,14 @@ fn the_gateway_serves_https_with_an_encrypted_key_and_cuts_a_stalled_handshake()
         .output()
         .expect("openssl is needed");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let cluster = cluster(&[("gw-tls", 1)]);
+    let scenario = Scenario::new(&[("gw-tls", 1)]);
     let extra = format!(
         "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_handshake_timeout = \"2s\"",
         cert.display(),
         key.display()
     );
     let env = [("CXPULSE_GATEWAY__TLS_KEY_PASSWORD", PASSPHRASE)];
-    let gateway = start_gateway_with("gw-tls", &cluster.bootstrap_servers(), &extra, &env, true);
+    let gateway = start_gateway_with("gw-tls", &scenario.brokers, &extra, &env, true);
     let status = wait_for(Duration::from_secs(10), || https_get(&gateway.addr, "/healthz"));
     assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"), "log:\n{}", gateway.log());
     // Half a ClientHello, then nothing: closed at the handshake limit.

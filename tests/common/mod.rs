@@ -52,20 +52,138 @@ pub fn produce(producer: &BaseProducer, topic: &str, messages: &[(i32, &str, Vec
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
-/// A worker configuration for one group on one topic, with quick group joins, plus `extra` lines
-/// appended to `[source]`.
-pub fn group_config(group: &str, topic: &str, source_extra: &str) -> String {
-    format!(
-        r#"
-[kafka]
-"group.id" = "{group}"
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-[source]
-topics = ["{topic}"]
-{source_extra}
-"#
-    )
+/// A mock cluster with its topics: the place an end-to-end test starts workers against.
+pub struct Scenario {
+    pub cluster: Cluster,
+    pub brokers: String,
+}
+
+impl Scenario {
+    /// A one-broker mock cluster with `topics` as `(name, partitions)`.
+    pub fn new(topics: &[(&str, i32)]) -> Scenario {
+        let cluster = cluster(topics);
+        let brokers = cluster.bootstrap_servers();
+        Scenario { cluster, brokers }
+    }
+
+    /// A producer on this cluster.
+    pub fn producer(&self) -> BaseProducer {
+        producer(&self.brokers)
+    }
+
+    /// Starts `cxpulse run` on this cluster with `config`.
+    pub fn start(&self, tag: &str, config: &WorkerConfig) -> WorkerProcess {
+        start_worker(tag, &self.brokers, &config.toml())
+    }
+}
+
+/// A worker's configuration with typed options, rendered to TOML by [`WorkerConfig::toml`]: one
+/// group (quick joins) on its topics, plus whatever a test adds.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    kafka: Vec<String>,
+    topics: Vec<String>,
+    source: Vec<String>,
+    windows: Vec<String>,
+    extra: String,
+}
+
+impl WorkerConfig {
+    /// Group `group` on `topic`, with a short session timeout and heartbeat so joins are quick.
+    pub fn new(group: &str, topic: &str) -> WorkerConfig {
+        WorkerConfig {
+            kafka: vec![
+                format!("\"group.id\" = \"{group}\""),
+                "\"session.timeout.ms\" = \"6000\"".to_string(),
+                "\"heartbeat.interval.ms\" = \"500\"".to_string(),
+            ],
+            topics: vec![topic.to_string()],
+            source: Vec::new(),
+            windows: Vec::new(),
+            extra: String::new(),
+        }
+    }
+
+    /// Group `group` on `topic` with only `group.id` under `[kafka]` (librdkafka's own timeouts).
+    pub fn plain(group: &str, topic: &str) -> WorkerConfig {
+        WorkerConfig {
+            kafka: vec![format!("\"group.id\" = \"{group}\"")],
+            ..Self::new(group, topic)
+        }
+    }
+
+    /// No `[kafka]` group keys, but `bootstrap.servers` set in the file.
+    pub fn bootstrap(brokers: &str, topic: &str) -> WorkerConfig {
+        WorkerConfig {
+            kafka: vec![format!("\"bootstrap.servers\" = \"{brokers}\"")],
+            ..Self::new("", topic)
+        }
+    }
+
+    /// The `[source] topics` list.
+    pub fn topics(mut self, topics: &[&str]) -> WorkerConfig {
+        self.topics = topics.iter().map(|t| t.to_string()).collect();
+        self
+    }
+
+    /// `[source] dead_letter_topic`.
+    pub fn dead_letter_topic(self, topic: &str) -> WorkerConfig {
+        self.source_line(&format!("dead_letter_topic = \"{topic}\""))
+    }
+
+    /// `[source] state_topic`.
+    pub fn state_topic(self, topic: &str) -> WorkerConfig {
+        self.source_line(&format!("state_topic = \"{topic}\""))
+    }
+
+    /// `[source] batch_size`.
+    pub fn batch_size(self, size: usize) -> WorkerConfig {
+        self.source_line(&format!("batch_size = {size}"))
+    }
+
+    /// `[source] checkpoint_interval`, e.g. `"1s"`.
+    pub fn checkpoint_interval(self, interval: &str) -> WorkerConfig {
+        self.source_line(&format!("checkpoint_interval = \"{interval}\""))
+    }
+
+    /// Any other line under `[source]`.
+    pub fn source_line(mut self, line: &str) -> WorkerConfig {
+        self.source.push(line.to_string());
+        self
+    }
+
+    /// `[windows] clock`: `"wall"` or `"event"`.
+    pub fn clock(self, clock: &str) -> WorkerConfig {
+        self.windows_line(&format!("clock = \"{clock}\""))
+    }
+
+    /// Any line under `[windows]`.
+    pub fn windows_line(mut self, line: &str) -> WorkerConfig {
+        self.windows.push(line.to_string());
+        self
+    }
+
+    /// TOML appended after the sections above (`[http]`, `[alerts]`, `[gateway]`...).
+    pub fn extra(mut self, toml: &str) -> WorkerConfig {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+
+    /// The configuration file's text.
+    pub fn toml(&self) -> String {
+        let topics: Vec<String> = self.topics.iter().map(|t| format!("\"{t}\"")).collect();
+        let mut text = format!("[kafka]\n{}\n", self.kafka.join("\n"));
+        text.push_str(&format!("[source]\ntopics = [{}]\n", topics.join(", ")));
+        for line in &self.source {
+            text.push_str(&format!("{line}\n"));
+        }
+        if !self.windows.is_empty() {
+            text.push_str(&format!("[windows]\n{}\n", self.windows.join("\n")));
+        }
+        text.push_str(&self.extra);
+        text
+    }
 }
 
 /// A free loopback port (bound and released; the binary binds it right after).
@@ -77,7 +195,8 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cxpulse"))
 }
 
-pub struct Worker {
+/// A `cxpulse` child process (killed on drop) with its address, log and temporary directory.
+pub struct WorkerProcess {
     pub child: Child,
     pub addr: String,
     pub stderr_path: PathBuf,
@@ -105,7 +224,18 @@ impl Drop for TempDir {
 }
 
 /// Starts `cxpulse run` with `config` (TOML) plus bootstrap/listen, logging to a file.
-pub fn start_worker(tag: &str, brokers: &str, config: &str) -> Worker {
+pub fn start_worker(tag: &str, brokers: &str, config: &str) -> WorkerProcess {
+    start_worker_limited(tag, brokers, config, None)
+}
+
+/// [`start_worker`], with the descriptor limit lowered to `nofile` when given (through the
+/// shell's `ulimit`, as an operator's would be).
+pub fn start_worker_limited(
+    tag: &str,
+    brokers: &str,
+    config: &str,
+    nofile: Option<u32>,
+) -> WorkerProcess {
     let dir = TempDir::new(tag);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -113,7 +243,15 @@ pub fn start_worker(tag: &str, brokers: &str, config: &str) -> Worker {
     std::fs::write(&config_path, config).expect("write config");
     let stderr_path = dir.0.join("stderr.log");
     let stderr = std::fs::File::create(&stderr_path).expect("log file");
-    let child = Command::new(binary())
+    let mut command = match nofile {
+        None => Command::new(binary()),
+        Some(n) => {
+            let mut shell = Command::new("sh");
+            shell.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(binary());
+            shell
+        }
+    };
+    let child = command
         .args(["run", "--config"])
         .arg(&config_path)
         .args(["--brokers", brokers, "--listen", &addr])
@@ -122,10 +260,10 @@ pub fn start_worker(tag: &str, brokers: &str, config: &str) -> Worker {
         .stderr(stderr)
         .spawn()
         .expect("spawn cxpulse");
-    Worker { child, addr, stderr_path, _dir: dir }
+    WorkerProcess { child, addr, stderr_path, _dir: dir }
 }
 
-impl Worker {
+impl WorkerProcess {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
@@ -148,7 +286,7 @@ impl Worker {
     }
 }
 
-impl Drop for Worker {
+impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
