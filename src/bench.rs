@@ -12,6 +12,7 @@ use anyhow::anyhow;
 use cxpulse_core::health::Health;
 use cxpulse_core::synth::{fetch_runs, realistic_message, Synth, SynthConfig};
 use cxpulse_core::Engine;
+use cxpulse_kafka::produce::{self, Preload};
 use cxpulse_kafka::{PipelineMetrics, Worker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -235,48 +236,23 @@ fn current_rss_kib() -> Option<u64> {
 /// Writes `events` realistic events (about 200 bytes, RFC 3339 times with offsets, a few fields
 /// the schema ignores) round-robin over the topic's partitions, stamped over the last 10 minutes.
 fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, Duration)> {
-    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let started = Instant::now();
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .create()?;
     let mut synth = Synth::new(SynthConfig {
         run_id: "bench".into(),
         dip_brand: None,
         ..SynthConfig::default()
     });
     let end_ms = cxpulse_kafka::worker::wall_ms();
-    let mut bytes = 0u64;
-    for i in 0..events {
-        let at = end_ms - 600_000 + (i as i64 * 600_000 / events.max(1) as i64);
-        let message = realistic_message(&mut synth, at);
-        bytes += message.payload.len() as u64;
-        let partition = (i % partitions.max(1) as u64) as i32;
-        let mut record =
-            BaseRecord::to(TOPIC).partition(partition).key(&message.key).payload(&message.payload);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
-                    if Instant::now() < deadline =>
-                {
-                    record = returned;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => anyhow::bail!("preload failed: {e}"),
-            }
-        }
-        if i % 1000 == 0 {
-            producer.poll(Duration::ZERO);
-        }
-    }
-    producer.flush(Duration::from_secs(120))?;
+    let plan = Preload {
+        brokers,
+        topic: TOPIC,
+        events,
+        partitions: Some(partitions),
+        flush_limit: Duration::from_secs(120),
+    };
+    let bytes = produce::preload(&plan, |i| {
+        realistic_message(&mut synth, produce::spread_over_ten_minutes(end_ms, i, events))
+    })?;
     Ok((bytes, started.elapsed()))
 }
 

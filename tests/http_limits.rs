@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,40 +33,13 @@ fn probe(addr: &str, path: &str) -> Option<u16> {
     String::from_utf8_lossy(&head[9..12]).parse().ok()
 }
 
-/// Whether the server has closed `stream` (a read sees the end or a reset).
-fn closed(stream: &mut TcpStream) -> bool {
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
-    let mut buf = [0u8; 512];
-    match stream.read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-    }
-}
-
 #[test]
 fn a_slowloris_is_closed_within_the_header_limit() {
     let scenario = Scenario::new(&[("slow", 1)]);
     let worker = worker_with(&scenario, "slow", "header_read_timeout = \"2s\"", None);
-    let mut clients: Vec<TcpStream> =
-        (0..50).map(|_| TcpStream::connect(&worker.addr).expect("connect")).collect();
-    let started = Instant::now();
     let request =
         b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    let mut open = clients.len();
-    let mut sent = 0;
-    // A byte every 0.25 s per client, until every one is closed or 6 s pass.
-    while open > 0 && started.elapsed() < Duration::from_secs(6) {
-        open = 0;
-        for client in &mut clients {
-            let byte = request[sent.min(request.len() - 1)];
-            let still_open = client.write_all(&[byte]).is_ok() && !closed(client);
-            open += usize::from(still_open);
-        }
-        sent += 1;
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let took = started.elapsed();
+    let (open, took) = slowloris(&worker.addr, 50, request);
     assert_eq!(open, 0, "slow clients still open after {took:?}");
     assert!(took >= Duration::from_millis(1500), "closed before the limit: {took:?}");
     assert!(took < Duration::from_millis(4500), "limit 2 s, closed after {took:?}");
@@ -221,23 +194,7 @@ fn a_body_over_the_limit_is_refused() {
 fn run_on_taken_port(args: &[&str]) -> (Option<i32>, String, Duration) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let started = Instant::now();
-    let mut child = Command::new(binary())
-        .args(args)
-        .args(["--listen", &addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let status = wait_for(Duration::from_secs(5), || child.try_wait().ok().flatten());
-    let took = started.elapsed();
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
-    let mut stderr = String::new();
-    let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
-    (status.and_then(|s| s.code()), stderr, took)
+    run_briefly(&[args, &["--listen", &addr]].concat())
 }
 
 #[test]

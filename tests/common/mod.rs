@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -303,6 +303,58 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let (head, body) = response.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_string()))
+}
+
+/// Runs `cxpulse <args>` and waits at most 5 s: exit code, stderr and how long it took.
+pub fn run_briefly(args: &[&str]) -> (Option<i32>, String, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = wait_for(Duration::from_secs(5), || child.try_wait().ok().flatten());
+    let took = started.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let mut stderr = String::new();
+    let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
+    (status.and_then(|s| s.code()), stderr, took)
+}
+
+/// Whether the server has closed `stream` (a read sees the end or a reset).
+pub fn closed(stream: &mut TcpStream) -> bool {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf = [0u8; 512];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+    }
+}
+
+/// A slowloris: `clients` connections to `addr` each send `request` a byte every 0.25 s, until
+/// every one is closed or 6 s pass. Returns how many were still open, and the time taken.
+pub fn slowloris(addr: &str, clients: usize, request: &[u8]) -> (usize, Duration) {
+    let mut clients: Vec<TcpStream> =
+        (0..clients).map(|_| TcpStream::connect(addr).expect("connect")).collect();
+    let started = Instant::now();
+    let mut open = clients.len();
+    let mut sent = 0;
+    while open > 0 && started.elapsed() < Duration::from_secs(6) {
+        open = 0;
+        for client in &mut clients {
+            let byte = request[sent.min(request.len() - 1)];
+            let still_open = client.write_all(&[byte]).is_ok() && !closed(client);
+            open += usize::from(still_open);
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    (open, started.elapsed())
 }
 
 /// Polls `check` every 100 ms until it returns `Some` or `limit` passes.
