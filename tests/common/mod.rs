@@ -91,32 +91,33 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     /// Group `group` on `topic`, with a short session timeout and heartbeat so joins are quick.
     pub fn new(group: &str, topic: &str) -> WorkerConfig {
-        WorkerConfig {
-            kafka: vec![
-                format!("\"group.id\" = \"{group}\""),
-                "\"session.timeout.ms\" = \"6000\"".to_string(),
-                "\"heartbeat.interval.ms\" = \"500\"".to_string(),
+        WorkerConfig::with_kafka(
+            topic,
+            &[
+                &format!("\"group.id\" = \"{group}\""),
+                "\"session.timeout.ms\" = \"6000\"",
+                "\"heartbeat.interval.ms\" = \"500\"",
             ],
-            topics: vec![topic.to_string()],
-            source: Vec::new(),
-            windows: Vec::new(),
-            extra: String::new(),
-        }
+        )
     }
 
     /// Group `group` on `topic` with only `group.id` under `[kafka]` (librdkafka's own timeouts).
     pub fn plain(group: &str, topic: &str) -> WorkerConfig {
-        WorkerConfig {
-            kafka: vec![format!("\"group.id\" = \"{group}\"")],
-            ..Self::new(group, topic)
-        }
+        WorkerConfig::with_kafka(topic, &[&format!("\"group.id\" = \"{group}\"")])
     }
 
-    /// No `[kafka]` group keys, but `bootstrap.servers` set in the file.
+    /// No group, but `bootstrap.servers` set in the file (what `cxpulse gateway` reads).
     pub fn bootstrap(brokers: &str, topic: &str) -> WorkerConfig {
+        WorkerConfig::with_kafka(topic, &[&format!("\"bootstrap.servers\" = \"{brokers}\"")])
+    }
+
+    fn with_kafka(topic: &str, kafka: &[&str]) -> WorkerConfig {
         WorkerConfig {
-            kafka: vec![format!("\"bootstrap.servers\" = \"{brokers}\"")],
-            ..Self::new("", topic)
+            kafka: kafka.iter().map(|line| line.to_string()).collect(),
+            topics: vec![topic.to_string()],
+            source: Vec::new(),
+            windows: Vec::new(),
+            extra: String::new(),
         }
     }
 
