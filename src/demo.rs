@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use cxpulse_core::synth::{Synth, SynthConfig};
-use cxpulse_kafka::produce::{produce_synthetic, ProduceOptions};
+use cxpulse_kafka::produce::{preload, produce_synthetic, Preload, ProduceOptions};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use tracing::{error, info};
 
 use crate::alerting::{LocalAlerting, Programs};
@@ -165,12 +164,6 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
 
 /// Hours of normal traffic for every brand (no dip), written before the worker starts.
 fn backfill(brokers: &str, run_id: &str, events: u64) -> anyhow::Result<()> {
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .map_err(|e| anyhow!("cannot create the history producer: {e}"))?;
     let mut synth = Synth::new(SynthConfig {
         seed: 11,
         run_id: format!("{run_id}-history"),
@@ -180,26 +173,14 @@ fn backfill(brokers: &str, run_id: &str, events: u64) -> anyhow::Result<()> {
     });
     let now = cxpulse_kafka::util::wall_ms();
     let (from, span) = (now - HISTORY_FROM_MS, HISTORY_FROM_MS - HISTORY_TO_MS);
-    for i in 0..events {
-        let message = synth.next_message(from + (i as i64 * span / events.max(1) as i64));
-        let mut record = BaseRecord::to(TOPIC).key(&message.key).payload(&message.payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((e, returned)) if is_queue_full(&e) => {
-                    record = returned;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => return Err(anyhow!("history: {e}")),
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(30)).map_err(|e| anyhow!("history flush: {e}"))
-}
-
-fn is_queue_full(e: &rdkafka::error::KafkaError) -> bool {
-    matches!(
-        e,
-        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
-    )
+    let plan = Preload {
+        brokers,
+        topic: TOPIC,
+        events,
+        partitions: None,
+        flush_limit: Duration::from_secs(30),
+    };
+    preload(&plan, |i| synth.next_message(from + (i as i64 * span / events.max(1) as i64)))
+        .map(drop)
+        .map_err(|e| e.context("history"))
 }

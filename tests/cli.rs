@@ -84,8 +84,8 @@ fn produce_to_an_unreachable_broker_fails_with_one_line() {
 
 #[test]
 fn produce_publishes_the_requested_count_of_valid_events() {
-    let cluster = cluster(&[("cx-events", 2)]);
-    let brokers = cluster.bootstrap_servers();
+    let scenario = Scenario::new(&[("cx-events", 2)]);
+    let brokers = scenario.brokers.clone();
     let (code, stdout, stderr) = cxpulse(
         &["produce", "--brokers", &brokers, "--count", "500", "--rate", "0"],
         &[("RUST_LOG", "warn")],

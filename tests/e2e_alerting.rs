@@ -35,13 +35,7 @@ const ALERT: &str = "CxpulseNpsBelowThreshold";
 const BUSINESS_ALERTS: [&str; 3] =
     ["CxpulseNpsBelowThreshold", "CxpulseNpsDroppedSignificantly", "CxpulseChurnRateHigh"];
 
-const WORKER_CONFIG: &str = r#"
-[kafka]
-"group.id" = "cxpulse-alerting"
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-[source]
-topics = ["cxa"]
+const ALERTS_CONFIG: &str = r#"
 [alerts]
 nps_threshold = 0
 min_responses = 10
@@ -360,7 +354,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 
 struct Stack {
-    worker: Worker,
+    worker: WorkerProcess,
     prometheus: Daemon,
     alertmanager: Daemon,
     prometheus_addr: String,
@@ -450,9 +444,10 @@ fn nps_drop_fires_and_recovery_resolves_through_real_prometheus_and_alertmanager
     let rule_files = copy_rules(&dir.0);
 
     // Kafka and the worker.
-    let cluster = cluster(&[(TOPIC, 2), ("cxa.dlq", 1)]);
-    let brokers = cluster.bootstrap_servers();
-    let worker = start_worker("alerting", &brokers, WORKER_CONFIG);
+    let scenario = Scenario::new(&[(TOPIC, 2), ("cxa.dlq", 1)]);
+    let brokers = scenario.brokers.clone();
+    let worker = scenario
+        .start("alerting", &WorkerConfig::new("cxpulse-alerting", TOPIC).extra(ALERTS_CONFIG));
 
     // The webhook and Alertmanager.
     let (webhook, webhook_addr) = Webhook::start();
@@ -733,7 +728,7 @@ scrape_configs:
         started.elapsed().as_secs_f64()
     );
     drop(stack);
-    drop(cluster);
+    drop(scenario);
     drop(dir);
 }
 
@@ -758,7 +753,7 @@ struct PrintedAlert {
 
 /// The demo, stopped with SIGTERM even when the test fails, so that it stops its Prometheus and
 /// Alertmanager too (a SIGKILL would leave them running).
-struct Demo(Worker);
+struct Demo(WorkerProcess);
 
 impl Drop for Demo {
     fn drop(&mut self) {
@@ -791,7 +786,7 @@ fn demo_alerting_prints_globex_nps_alerts_and_nothing_else() {
         .spawn()
         .expect("spawn cxpulse demo --alerting");
     let mut demo =
-        Demo(Worker { child, addr: listen, stderr_path: dir.0.join("demo.log"), _dir: dir });
+        Demo(WorkerProcess { child, addr: listen, stderr_path: dir.0.join("demo.log"), _dir: dir });
     let stdout = demo.0.child.stdout.take().expect("demo stdout");
     let lines: Arc<Mutex<Vec<String>>> = Arc::default();
     let reader_lines = lines.clone();

@@ -85,21 +85,15 @@ fn other_partitions() -> Vec<(i32, Vec<u8>)> {
     ]
 }
 
-const WORKER_CONFIG: &str = r#"
-[kafka]
-"group.id" = "cxpulse-counts"
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-[source]
-topics = ["cx"]
-[windows]
-clock = "event"
-"#;
+/// The counting worker: group `group` on `topic`, on the event clock unless told otherwise.
+fn worker_config(group: &str, topic: &str, clock: &str) -> WorkerConfig {
+    WorkerConfig::new(group, topic).clock(clock)
+}
 
 #[test]
 fn known_events_give_exact_counts_rejections_and_dead_letters() {
-    let cluster = cluster(&[("cx", 3), ("cx.dlq", 1)]);
-    let brokers = cluster.bootstrap_servers();
+    let scenario = Scenario::new(&[("cx", 3), ("cx.dlq", 1)]);
+    let brokers = scenario.brokers.clone();
     let p0 = partition0();
     let mut messages: Vec<(i32, &str, Vec<u8>)> =
         p0.iter().map(|(payload, _)| (0, "acme/smb", payload.clone())).collect();
@@ -107,7 +101,7 @@ fn known_events_give_exact_counts_rejections_and_dead_letters() {
     produce(&producer(&brokers), "cx", &messages);
     let total = messages.len() as f64;
 
-    let worker = start_worker("counts", &brokers, WORKER_CONFIG);
+    let worker = scenario.start("counts", &worker_config("cxpulse-counts", "cx", "event"));
     let metrics = wait_for(Duration::from_secs(60), || {
         worker
             .metrics()
@@ -256,8 +250,8 @@ fn known_events_give_exact_counts_rejections_and_dead_letters() {
 
 #[test]
 fn wall_clock_rejects_future_and_stale_events() {
-    let cluster = cluster(&[("cxw", 1), ("cxw.dlq", 1)]);
-    let brokers = cluster.bootstrap_servers();
+    let scenario = Scenario::new(&[("cxw", 1), ("cxw.dlq", 1)]);
+    let brokers = scenario.brokers.clone();
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
             as i64;
@@ -268,11 +262,7 @@ fn wall_clock_rejects_future_and_stale_events() {
         (0, "k", nps("w4", "acme", None, now - 40 * DAY, 10)),
     ];
     produce(&producer(&brokers), "cxw", &messages);
-    let config = WORKER_CONFIG
-        .replace("cxpulse-counts", "cxpulse-wall")
-        .replace("[\"cx\"]", "[\"cxw\"]")
-        .replace("\"event\"", "\"wall\"");
-    let worker = start_worker("wall", &brokers, &config);
+    let worker = scenario.start("wall", &worker_config("cxpulse-wall", "cxw", "wall"));
     let metrics = wait_for(Duration::from_secs(60), || {
         worker.metrics().filter(|m| m.get("cxpulse_dead_letters_total", &[]) == Some(3.0))
     })

@@ -25,12 +25,12 @@ fn nps_json(id: &str, n: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-fn worker_config(group: &str, topic: &str) -> String {
-    group_config(group, topic, "batch_size = 512\ncheckpoint_interval = \"1s\"")
+fn worker_config(group: &str, topic: &str) -> WorkerConfig {
+    WorkerConfig::new(group, topic).batch_size(512).checkpoint_interval("1s")
 }
 
 /// Windowed NPS answers (1h) summed over the workers that answer.
-fn nps_total(workers: &[&Worker]) -> Option<f64> {
+fn nps_total(workers: &[&WorkerProcess]) -> Option<f64> {
     let mut total = 0.0;
     for worker in workers {
         total += worker.metrics()?.sum("cxpulse_nps_responses", &[("window", "1h")]);
@@ -39,7 +39,7 @@ fn nps_total(workers: &[&Worker]) -> Option<f64> {
 }
 
 /// Waits until the live workers' sum equals `expected` and stays there for a second.
-fn assert_exact(workers: &[&Worker], expected: f64, what: &str) {
+fn assert_exact(workers: &[&WorkerProcess], expected: f64, what: &str) {
     let settled = wait_for(Duration::from_secs(90), || {
         (nps_total(workers) == Some(expected)).then_some(())?;
         std::thread::sleep(Duration::from_secs(1));
@@ -86,11 +86,11 @@ fn produce_spread(
 fn sigkill_mid_stream_then_restart_counts_every_event_once() {
     const TOPIC: &str = "kill";
     const EVENTS: usize = 20_000;
-    let cluster = cluster(&[(TOPIC, 4), ("kill.dlq", 1)]);
-    let brokers = cluster.bootstrap_servers();
+    let scenario = Scenario::new(&[(TOPIC, 4), ("kill.dlq", 1)]);
+    let brokers = scenario.brokers.clone();
     let producing = produce_spread(brokers.clone(), TOPIC, 4, EVENTS, Duration::from_secs(4));
     let config = worker_config("g-kill", TOPIC);
-    let mut first = start_worker("kill-a", &brokers, &config);
+    let mut first = scenario.start("kill-a", &config);
     // A point that depends on the clock, so runs differ.
     let kill_at = 2_000.0 + (now_ms() % 10_000) as f64;
     wait_for(Duration::from_secs(60), || {
@@ -103,7 +103,7 @@ fn sigkill_mid_stream_then_restart_counts_every_event_once() {
     first.child.wait().expect("reaped");
     producing.join().expect("producer");
 
-    let second = start_worker("kill-b", &brokers, &config);
+    let second = scenario.start("kill-b", &config);
     assert_exact(&[&second], EVENTS as f64, &format!("after SIGKILL at ~{kill_at}"));
 }
 
@@ -111,14 +111,14 @@ fn sigkill_mid_stream_then_restart_counts_every_event_once() {
 fn workers_joining_and_leaving_while_producing_keep_the_sum_exact() {
     const TOPIC: &str = "churny";
     const EVENTS: usize = 30_000;
-    let cluster = cluster(&[(TOPIC, 6), ("churny.dlq", 1)]);
-    let brokers = cluster.bootstrap_servers();
+    let scenario = Scenario::new(&[(TOPIC, 6), ("churny.dlq", 1)]);
+    let brokers = scenario.brokers.clone();
     let config = worker_config("g-churn", TOPIC);
-    let mut a = start_worker("churn-a", &brokers, &config);
-    let mut b = start_worker("churn-b", &brokers, &config);
+    let mut a = scenario.start("churn-a", &config);
+    let mut b = scenario.start("churn-b", &config);
     let producing = produce_spread(brokers.clone(), TOPIC, 6, EVENTS, Duration::from_secs(9));
     std::thread::sleep(Duration::from_secs(3));
-    let c = start_worker("churn-c", &brokers, &config);
+    let c = scenario.start("churn-c", &config);
     std::thread::sleep(Duration::from_secs(3));
     for leaving in [&mut a, &mut b] {
         let exit = leaving.terminate(Duration::from_secs(15)).expect("leaves within 15 s");
@@ -134,9 +134,9 @@ fn workers_joining_and_leaving_while_producing_keep_the_sum_exact() {
 fn broker_outage_and_request_errors_lose_and_double_nothing() {
     const TOPIC: &str = "flaky";
     const EVENTS: usize = 6_000;
-    let cluster = cluster(&[(TOPIC, 3), ("flaky.dlq", 1)]);
-    let brokers = cluster.bootstrap_servers();
-    let worker = start_worker("flaky", &brokers, &worker_config("g-flaky", TOPIC));
+    let scenario = Scenario::new(&[(TOPIC, 3), ("flaky.dlq", 1)]);
+    let brokers = scenario.brokers.clone();
+    let worker = scenario.start("flaky", &worker_config("g-flaky", TOPIC));
     let half: Vec<(i32, &str, Vec<u8>)> =
         (0..EVENTS / 2).map(|n| ((n % 3) as i32, "k", nps_json(&format!("f-{n}"), n))).collect();
     produce(&producer(&brokers), TOPIC, &half);
@@ -148,11 +148,11 @@ fn broker_outage_and_request_errors_lose_and_double_nothing() {
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
     ];
     for api in [RDKafkaApiKey::Fetch, RDKafkaApiKey::OffsetCommit, RDKafkaApiKey::Produce] {
-        cluster.request_errors(api, &retriable);
+        scenario.cluster.request_errors(api, &retriable);
     }
-    cluster.broker_down(1).expect("broker down");
+    scenario.cluster.broker_down(1).expect("broker down");
     std::thread::sleep(Duration::from_secs(10));
-    cluster.broker_up(1).expect("broker up");
+    scenario.cluster.broker_up(1).expect("broker up");
     // Malformed messages too, so dead letters are produced through the injected errors.
     let mut rest: Vec<(i32, &str, Vec<u8>)> = (EVENTS / 2..EVENTS)
         .map(|n| ((n % 3) as i32, "k", nps_json(&format!("f-{n}"), n)))
@@ -177,8 +177,8 @@ fn broker_outage_and_request_errors_lose_and_double_nothing() {
 fn duplicates_count_once_and_every_malformed_event_is_dead_lettered() {
     const TOPIC: &str = "dups";
     const DISTINCT: usize = 5_000;
-    let cluster = cluster(&[(TOPIC, 4), ("dups.dlq", 1)]);
-    let brokers = cluster.bootstrap_servers();
+    let scenario = Scenario::new(&[(TOPIC, 4), ("dups.dlq", 1)]);
+    let brokers = scenario.brokers.clone();
     let mut messages: Vec<(i32, &str, Vec<u8>)> = Vec::new();
     let mut malformed = 0;
     for n in 0..DISTINCT {
@@ -199,7 +199,7 @@ fn duplicates_count_once_and_every_malformed_event_is_dead_lettered() {
         }
     }
     produce(&producer(&brokers), TOPIC, &messages);
-    let worker = start_worker("dups", &brokers, &worker_config("g-dups", TOPIC));
+    let worker = scenario.start("dups", &worker_config("g-dups", TOPIC));
     assert_exact(&[&worker], DISTINCT as f64, "duplicates counted once");
     let metrics = worker.metrics().expect("metrics");
     assert_eq!(metrics.get("cxpulse_events_duplicate_total", &[]), Some((DISTINCT / 10) as f64));
@@ -218,13 +218,13 @@ fn duplicates_count_once_and_every_malformed_event_is_dead_lettered() {
 fn a_corrupted_checkpoint_falls_back_to_replay_and_stays_exact() {
     const TOPIC: &str = "corrupt";
     const EVENTS: usize = 8_000;
-    let cluster = cluster(&[(TOPIC, 3), ("corrupt.dlq", 1)]);
-    let brokers = cluster.bootstrap_servers();
+    let scenario = Scenario::new(&[(TOPIC, 3), ("corrupt.dlq", 1)]);
+    let brokers = scenario.brokers.clone();
     let messages: Vec<(i32, &str, Vec<u8>)> =
         (0..EVENTS).map(|n| ((n % 3) as i32, "k", nps_json(&format!("c-{n}"), n))).collect();
     produce(&producer(&brokers), TOPIC, &messages);
     let config = worker_config("g-corrupt", TOPIC);
-    let mut first = start_worker("corrupt-a", &brokers, &config);
+    let mut first = scenario.start("corrupt-a", &config);
     assert_exact(&[&first], EVENTS as f64, "first run");
     assert!(first.terminate(Duration::from_secs(10)).expect("exits").success());
 
@@ -236,7 +236,7 @@ fn a_corrupted_checkpoint_falls_back_to_replay_and_stays_exact() {
         garbage.iter().map(|(p, k, v)| (*p, k.as_str(), v.clone())).collect();
     produce(&producer(&brokers), "cxpulse.state", &keyed);
 
-    let second = start_worker("corrupt-b", &brokers, &config);
+    let second = scenario.start("corrupt-b", &config);
     assert_exact(&[&second], EVENTS as f64, "after replay");
     let metrics = second.metrics().expect("metrics");
     assert_eq!(
@@ -261,8 +261,8 @@ fn a_corrupted_checkpoint_falls_back_to_replay_and_stays_exact() {
 #[test]
 fn a_dead_letter_topic_that_fails_for_a_while_holds_offsets_back_and_loses_nothing() {
     const TOPIC: &str = "dlqf";
-    let cluster = cluster(&[(TOPIC, 1), ("dlqf.dlq", 1)]);
-    let brokers = cluster.bootstrap_servers();
+    let scenario = Scenario::new(&[(TOPIC, 1), ("dlqf.dlq", 1)]);
+    let brokers = scenario.brokers.clone();
     let mut messages: Vec<(i32, &str, Vec<u8>)> =
         (0..100).map(|n| (0, "k", nps_json(&format!("q-{n}"), n))).collect();
     for n in 0..5 {
@@ -270,12 +270,12 @@ fn a_dead_letter_topic_that_fails_for_a_while_holds_offsets_back_and_loses_nothi
     }
     produce(&producer(&brokers), TOPIC, &messages);
     // Retriable errors on every produce: the dead letters stay pending.
-    cluster.request_errors(
+    scenario.cluster.request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5_000],
     );
     let config = worker_config("g-dlqf", TOPIC);
-    let mut first = start_worker("dlqf-a", &brokers, &config);
+    let mut first = scenario.start("dlqf-a", &config);
     wait_for(Duration::from_secs(60), || {
         first.metrics().filter(|m| m.get("cxpulse_partitions_blocked", &[]) == Some(1.0))
     })
@@ -288,8 +288,8 @@ fn a_dead_letter_topic_that_fails_for_a_while_holds_offsets_back_and_loses_nothi
         "offset held at the first unacknowledged dead letter, committed {committed}"
     );
 
-    cluster.clear_request_errors(RDKafkaApiKey::Produce);
-    let second = start_worker("dlqf-b", &brokers, &config);
+    scenario.cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    let second = scenario.start("dlqf-b", &config);
     assert_exact(&[&second], 100.0, "valid events after the dead-letter outage");
     let letters = read_topic(&brokers, "dlqf.dlq", 1, 5, Duration::from_secs(30));
     let offsets: BTreeSet<_> =
@@ -302,7 +302,7 @@ fn an_unreachable_broker_is_one_line_then_quiet_and_a_stop_is_prompt() {
     // A port nobody listens on.
     let brokers = format!("127.0.0.1:{}", free_port());
     let config = worker_config("g-down", "down");
-    let mut worker = start_worker_logging("down", &brokers, &config, "info");
+    let mut worker = start_worker_logging("down", &brokers, &config.toml(), "info");
     let started = Instant::now();
     let said = wait_for(Duration::from_secs(5), || {
         worker.log().contains("cannot reach Kafka").then_some(started.elapsed())

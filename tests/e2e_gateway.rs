@@ -49,12 +49,8 @@ fn fresh(name: &str) -> Value {
 }
 
 fn gateway_config(brokers: &str, topic: &str, listen: &str) -> String {
-    format!(
+    let gateway = format!(
         r#"
-[kafka]
-"bootstrap.servers" = "{brokers}"
-[source]
-topics = ["{topic}"]
 [gateway]
 listen = "{listen}"
 token = "{EVENTS_TOKEN}"
@@ -95,7 +91,8 @@ kind = "asknicely"
 brand_from = "person.segment"
 token = "a-token"
 "#
-    )
+    );
+    WorkerConfig::bootstrap(brokers, topic).extra(&gateway).toml()
 }
 
 struct Gateway {
@@ -179,7 +176,7 @@ fn wootric_signature(body: &[u8]) -> String {
 }
 
 /// NPS answers of `brand` in the worker's 1h window, by category.
-fn nps(worker: &Worker, brand: &str) -> Option<[f64; 3]> {
+fn nps(worker: &WorkerProcess, brand: &str) -> Option<[f64; 3]> {
     let m = worker.metrics()?;
     let at = |category| {
         m.sum(
@@ -190,7 +187,7 @@ fn nps(worker: &Worker, brand: &str) -> Option<[f64; 3]> {
     Some([at("promoter"), at("passive"), at("detractor")])
 }
 
-fn assert_nps(worker: &Worker, brand: &str, expected: [f64; 3]) {
+fn assert_nps(worker: &WorkerProcess, brand: &str, expected: [f64; 3]) {
     let settled = wait_for(Duration::from_secs(30), || {
         (nps(worker, brand)? == expected).then_some(())?;
         std::thread::sleep(Duration::from_millis(500));
@@ -207,9 +204,9 @@ fn assert_nps(worker: &Worker, brand: &str, expected: [f64; 3]) {
 #[test]
 fn every_kind_counts_once_updates_correct_and_credentials_are_checked() {
     const TOPIC: &str = "gw-events";
-    let cluster = cluster(&[(TOPIC, 4), ("gw-events.dlq", 1)]);
-    let brokers = cluster.bootstrap_servers();
-    let worker = start_worker("gw-worker", &brokers, &group_config("g-gw", TOPIC, ""));
+    let scenario = Scenario::new(&[(TOPIC, 4), ("gw-events.dlq", 1)]);
+    let brokers = scenario.brokers.clone();
+    let worker = scenario.start("gw-worker", &WorkerConfig::new("g-gw", TOPIC));
     let gateway = start_gateway(&brokers, TOPIC);
     let addr = gateway.addr.as_str();
 
@@ -358,9 +355,9 @@ fn every_kind_counts_once_updates_correct_and_credentials_are_checked() {
 #[test]
 fn broker_outage_answers_503_and_the_retry_counts_once() {
     const TOPIC: &str = "gw-outage";
-    let cluster = cluster(&[(TOPIC, 2), ("gw-outage.dlq", 1)]);
-    let brokers = cluster.bootstrap_servers();
-    let worker = start_worker("gw-outage-worker", &brokers, &group_config("g-out", TOPIC, ""));
+    let scenario = Scenario::new(&[(TOPIC, 2), ("gw-outage.dlq", 1)]);
+    let brokers = scenario.brokers.clone();
+    let worker = scenario.start("gw-outage-worker", &WorkerConfig::new("g-out", TOPIC));
     let gateway = start_gateway(&brokers, TOPIC);
     let delighted = fresh("delighted.json");
     // Warm up: one accepted answer proves the path before the outage.
@@ -370,12 +367,12 @@ fn broker_outage_answers_503_and_the_retry_counts_once() {
     assert_eq!(post_json(&gateway.addr, "/v1/webhooks/delighted-acme", "d-token", &first).0, 200);
     assert_nps(&worker, "delighted", [1.0, 0.0, 0.0]);
 
-    cluster.broker_down(1).expect("broker down");
+    scenario.cluster.broker_down(1).expect("broker down");
     let (status, head, _) =
         post_json(&gateway.addr, "/v1/webhooks/delighted-acme", "d-token", &delighted);
     assert_eq!(status, 503, "{head}");
     assert!(head.to_ascii_lowercase().contains("retry-after: 7"), "{head}");
-    cluster.broker_up(1).expect("broker up");
+    scenario.cluster.broker_up(1).expect("broker up");
 
     // The tool retries until it is taken; the answer is counted once whatever the earlier try did.
     let accepted = wait_for(Duration::from_secs(60), || {
@@ -389,7 +386,7 @@ fn broker_outage_answers_503_and_the_retry_counts_once() {
     assert_nps(&worker, "delighted", [2.0, 0.0, 0.0]);
 
     // Shutdown drains: a request waiting for Kafka when SIGTERM comes still gets its answer.
-    cluster.broker_down(1).expect("broker down");
+    scenario.cluster.broker_down(1).expect("broker down");
     let addr = gateway.addr.clone();
     let mut late = delighted.clone();
     late["event_id"] = json!("during-shutdown");

@@ -22,7 +22,8 @@ fn demo_serves_nps_for_every_brand_within_15_seconds() {
         .spawn()
         .expect("spawn demo");
     let dir = TempDir::new("demo");
-    let mut demo = Worker { child, addr: addr.clone(), stderr_path: dir.0.join("none"), _dir: dir };
+    let mut demo =
+        WorkerProcess { child, addr: addr.clone(), stderr_path: dir.0.join("none"), _dir: dir };
     let brands = ["acme", "globex", "initech", "umbrella"];
     let ready = wait_for(Duration::from_secs(15).saturating_sub(started.elapsed()), || {
         let metrics = demo.metrics()?;
@@ -45,14 +46,14 @@ const TOPIC: &str = "cxs";
 const PARTITIONS: i32 = 4;
 const EVENTS: usize = 30_000;
 
-fn config(group: &str) -> String {
-    group_config(group, TOPIC, "batch_size = 256")
+fn config(group: &str) -> WorkerConfig {
+    WorkerConfig::new(group, TOPIC).batch_size(256)
 }
 
 #[test]
 fn sigterm_commits_what_was_processed_and_a_restart_continues_exactly() {
-    let cluster = cluster(&[(TOPIC, PARTITIONS), ("cxs.dlq", 1)]);
-    let brokers = cluster.bootstrap_servers();
+    let scenario = Scenario::new(&[(TOPIC, PARTITIONS), ("cxs.dlq", 1)]);
+    let brokers = scenario.brokers.clone();
     let producer_brokers = brokers.clone();
     // Events keep arriving while the first worker runs and is stopped.
     let producing = std::thread::spawn(move || {
@@ -79,7 +80,7 @@ fn sigterm_commits_what_was_processed_and_a_restart_continues_exactly() {
     });
 
     let group = "cxpulse-restart";
-    let mut first = start_worker("first", &brokers, &config(group));
+    let mut first = scenario.start("first", &config(group));
     wait_for(Duration::from_secs(60), || {
         first.metrics().filter(|m| {
             m.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]).unwrap_or(0.0) >= 3_000.0
@@ -103,7 +104,7 @@ fn sigterm_commits_what_was_processed_and_a_restart_continues_exactly() {
         "the first run was stopped mid-stream ({consumed_first})"
     );
 
-    let second = start_worker("second", &brokers, &config(group));
+    let second = scenario.start("second", &config(group));
     let remaining = (EVENTS as u64 - consumed_first) as f64;
     let metrics = wait_for(Duration::from_secs(60), || {
         second.metrics().filter(|m| {
@@ -125,8 +126,8 @@ fn sigterm_commits_what_was_processed_and_a_restart_continues_exactly() {
 
 #[test]
 fn a_broker_outage_turns_readiness_off_and_consumption_resumes_after_it() {
-    let cluster = cluster(&[("cxo", 2), ("cxo.dlq", 1)]);
-    let brokers = cluster.bootstrap_servers();
+    let scenario = Scenario::new(&[("cxo", 2), ("cxo.dlq", 1)]);
+    let brokers = scenario.brokers.clone();
     let batch = |from: usize| -> Vec<(i32, &'static str, Vec<u8>)> {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
@@ -140,12 +141,11 @@ fn a_broker_outage_turns_readiness_off_and_consumption_resumes_after_it() {
             .collect()
     };
     produce(&producer(&brokers), "cxo", &batch(0));
-    let config = config("cxpulse-outage").replace(TOPIC, "cxo");
-    let mut worker = start_worker("outage", &brokers, &config);
-    let consumed = |w: &Worker| {
+    let mut worker = scenario.start("outage", &config("cxpulse-outage").topics(&["cxo"]));
+    let consumed = |w: &WorkerProcess| {
         w.metrics().and_then(|m| m.get("cxpulse_events_consumed_total", &[("topic", "cxo")]))
     };
-    let ready = |w: &Worker| http_get(&w.addr, "/readyz").map(|(status, _)| status == 200);
+    let ready = |w: &WorkerProcess| http_get(&w.addr, "/readyz").map(|(status, _)| status == 200);
     wait_for(Duration::from_secs(60), || {
         (consumed(&worker) == Some(500.0) && ready(&worker) == Some(true)).then_some(())
     })
@@ -157,7 +157,7 @@ fn a_broker_outage_turns_readiness_off_and_consumption_resumes_after_it() {
     })
     .unwrap_or_else(|| panic!("offsets not committed; log:\n{}", worker.log()));
 
-    cluster.broker_down(1).expect("broker down");
+    scenario.cluster.broker_down(1).expect("broker down");
     wait_for(Duration::from_secs(20), || (ready(&worker) == Some(false)).then_some(()))
         .unwrap_or_else(|| {
             panic!("/readyz stayed 200 with the broker down; log:\n{}", worker.log())
@@ -166,10 +166,11 @@ fn a_broker_outage_turns_readiness_off_and_consumption_resumes_after_it() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(worker.child.try_wait().expect("wait").is_none(), "the worker survived the outage");
 
-    cluster.broker_up(1).expect("broker up");
+    scenario.cluster.broker_up(1).expect("broker up");
     produce(&producer(&brokers), "cxo", &batch(500));
-    let windowed =
-        |w: &Worker| w.metrics().map(|m| m.sum("cxpulse_nps_responses", &[("window", "1h")]));
+    let windowed = |w: &WorkerProcess| {
+        w.metrics().map(|m| m.sum("cxpulse_nps_responses", &[("window", "1h")]))
+    };
     wait_for(Duration::from_secs(60), || {
         (windowed(&worker) == Some(1000.0) && ready(&worker) == Some(true)).then_some(())
     })

@@ -25,11 +25,11 @@ fn nps_json(id: &str, n: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-fn nps_total(worker: &Worker) -> Option<f64> {
+fn nps_total(worker: &WorkerProcess) -> Option<f64> {
     Some(worker.metrics()?.sum("cxpulse_nps_responses", &[("window", "1h")]))
 }
 
-fn wait_exact(worker: &Worker, expected: f64, what: &str) {
+fn wait_exact(worker: &WorkerProcess, expected: f64, what: &str) {
     let settled = wait_for(Duration::from_secs(90), || {
         (nps_total(worker) == Some(expected)).then_some(())?;
         std::thread::sleep(Duration::from_secs(1));
@@ -65,7 +65,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn config(group: &str, topic: &str) -> String {
-    group_config(group, topic, "batch_size = 256\ncheckpoint_interval = \"1s\"")
+    WorkerConfig::new(group, topic).batch_size(256).checkpoint_interval("1s").toml()
 }
 
 #[test]

@@ -23,7 +23,7 @@ fn nps_json(id: &str, n: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-fn nps_total(workers: &[&Worker]) -> Option<f64> {
+fn nps_total(workers: &[&WorkerProcess]) -> Option<f64> {
     let mut total = 0.0;
     for worker in workers {
         total += worker.metrics()?.sum("cxpulse_nps_responses", &[("window", "1h")]);
@@ -31,7 +31,7 @@ fn nps_total(workers: &[&Worker]) -> Option<f64> {
     Some(total)
 }
 
-fn assigned(worker: &Worker) -> Option<f64> {
+fn assigned(worker: &WorkerProcess) -> Option<f64> {
     worker.metrics()?.get("cxpulse_partitions_assigned", &[])
 }
 
@@ -57,7 +57,9 @@ fn static_membership_gives_a_quick_restart_its_partitions_back_without_moving_an
     let cluster = cluster(&[(TOPIC, 4), ("static.dlq", 1)]);
     let brokers = cluster.bootstrap_servers();
     let config = |id: &str| {
-        group_config("g-static", TOPIC, "checkpoint_interval = \"1s\"")
+        WorkerConfig::new("g-static", TOPIC)
+            .source_line("checkpoint_interval = \"1s\"")
+            .toml()
             .replace("[source]", &format!("\"group.instance.id\" = \"{id}\"\n[source]"))
             .replace("\"session.timeout.ms\" = \"6000\"", "\"session.timeout.ms\" = \"15000\"")
     };
@@ -68,7 +70,8 @@ fn static_membership_gives_a_quick_restart_its_partitions_back_without_moving_an
     });
     assert!(settled.is_some(), "never split 2/2; logs:\n{}\n-----\n{}", a.log(), b.log());
     std::thread::sleep(Duration::from_secs(2));
-    let revokes = |w: &Worker| w.metrics()?.get("cxpulse_rebalances_total", &[("kind", "revoke")]);
+    let revokes =
+        |w: &WorkerProcess| w.metrics()?.get("cxpulse_rebalances_total", &[("kind", "revoke")]);
     let b_revokes = revokes(&b);
     let a_partitions = partitions_taken(&a.log());
     assert_eq!(a_partitions.len(), 2, "log:\n{}", a.log());
@@ -102,7 +105,8 @@ fn sixty_four_partitions_converge_soon_after_a_sigkill_and_a_stop() {
     const EVENTS: usize = 120_000;
     let cluster = cluster(&[(TOPIC, PARTITIONS), ("wide.dlq", 1), ("cxpulse.state", PARTITIONS)]);
     let brokers = cluster.bootstrap_servers();
-    let config = group_config("g-wide", TOPIC, "checkpoint_interval = \"1s\"");
+    let config =
+        WorkerConfig::new("g-wide", TOPIC).source_line("checkpoint_interval = \"1s\"").toml();
     let mut a = start_worker("wide-a", &brokers, &config);
     let mut b = start_worker("wide-b", &brokers, &config);
     let c = start_worker("wide-c", &brokers, &config);
@@ -117,7 +121,7 @@ fn sixty_four_partitions_converge_soon_after_a_sigkill_and_a_stop() {
     let mut stop_took = None;
     // b is stopped once the coordinator has noticed a's death (the session timeout, 6 s):
     // during the rebalance that follows, while the survivors restore a's partitions.
-    let stop_b = |killed_at: Option<Instant>, b: &mut Worker| {
+    let stop_b = |killed_at: Option<Instant>, b: &mut WorkerProcess| {
         let started = Instant::now();
         let exit = b.terminate(Duration::from_secs(10)).expect("b stops within 10 s");
         assert!(exit.success(), "log:\n{}", b.log());
@@ -176,7 +180,7 @@ fn a_stop_mid_restore_exits_promptly_and_the_next_owner_stays_exact() {
     produce(&producer(&brokers), TOPIC, &messages);
     // No checkpoints: every assigned partition is rebuilt by replaying up to the commit, which
     // keeps the next worker restoring for a while.
-    let config = group_config("g-replaying", TOPIC, "state_topic = \"\"");
+    let config = WorkerConfig::new("g-replaying", TOPIC).source_line("state_topic = \"\"").toml();
     let mut first = start_worker("replaying-a", &brokers, &config);
     let counted = wait_for(Duration::from_secs(120), || {
         (nps_total(&[&first]) == Some(EVENTS as f64)).then_some(())

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,10 +49,9 @@ fn start_gateway_with(
     let dir = TempDir::new(tag);
     let addr = format!("127.0.0.1:{}", free_port());
     let path = dir.0.join("gateway.toml");
-    let config = format!(
-        "[kafka]\n\"bootstrap.servers\" = \"{brokers}\"\n[source]\ntopics = [\"{tag}\"]\n\
-         [gateway]\nlisten = \"{addr}\"\n{extra}\n"
-    );
+    let config = WorkerConfig::bootstrap(brokers, tag)
+        .extra(&format!("[gateway]\nlisten = \"{addr}\"\n{extra}"))
+        .toml();
     std::fs::write(&path, config).expect("write config");
     let stderr_path = dir.0.join("stderr.log");
     let stderr = std::fs::File::create(&stderr_path).expect("log file");
@@ -74,41 +73,13 @@ fn start_gateway_with(
     gateway
 }
 
-/// Whether the server has closed `stream` (a read sees the end or a reset).
-fn closed(stream: &mut TcpStream) -> bool {
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
-    let mut buf = [0u8; 512];
-    match stream.read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-    }
-}
-
 #[test]
 fn a_slowloris_on_the_gateway_is_closed_within_the_header_limit() {
-    let cluster = cluster(&[("gw-slow", 1)]);
-    let gateway =
-        start_gateway("gw-slow", &cluster.bootstrap_servers(), "header_read_timeout = \"2s\"");
-    let mut clients: Vec<TcpStream> =
-        (0..30).map(|_| TcpStream::connect(&gateway.addr).expect("connect")).collect();
-    let started = Instant::now();
+    let scenario = Scenario::new(&[("gw-slow", 1)]);
+    let gateway = start_gateway("gw-slow", &scenario.brokers, "header_read_timeout = \"2s\"");
     let request =
         b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    let mut open = clients.len();
-    let mut sent = 0;
-    // A byte every 0.25 s per client, until every one is closed or 6 s pass.
-    while open > 0 && started.elapsed() < Duration::from_secs(6) {
-        open = 0;
-        for client in &mut clients {
-            let byte = request[sent.min(request.len() - 1)];
-            let still_open = client.write_all(&[byte]).is_ok() && !closed(client);
-            open += usize::from(still_open);
-        }
-        sent += 1;
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let took = started.elapsed();
+    let (open, took) = slowloris(&gateway.addr, 30, request);
     assert_eq!(open, 0, "slow clients still open after {took:?}");
     assert!(took >= Duration::from_millis(1500), "closed before the limit: {took:?}");
     assert!(took < Duration::from_millis(4500), "limit 2 s, closed after {took:?}");
@@ -138,26 +109,6 @@ fn an_unknown_gateway_key_and_a_bad_limit_are_refused_in_one_line() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{extra}: {stderr}");
         assert!(stderr.contains(expected), "{extra}: {stderr}");
     }
-}
-
-/// Runs `cxpulse <args>` and waits at most 5 s: exit code, stderr and how long it took.
-fn run_briefly(args: &[&str]) -> (Option<i32>, String, Duration) {
-    let started = Instant::now();
-    let mut child = Command::new(binary())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let status = wait_for(Duration::from_secs(5), || child.try_wait().ok().flatten());
-    let took = started.elapsed();
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
-    let mut stderr = String::new();
-    let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
-    (status.and_then(|s| s.code()), stderr, took)
 }
 
 #[test]
@@ -222,14 +173,14 @@ fn the_gateway_serves_https_with_an_encrypted_key_and_cuts_a_stalled_handshake()
         .output()
         .expect("openssl is needed");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let cluster = cluster(&[("gw-tls", 1)]);
+    let scenario = Scenario::new(&[("gw-tls", 1)]);
     let extra = format!(
         "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_handshake_timeout = \"2s\"",
         cert.display(),
         key.display()
     );
     let env = [("CXPULSE_GATEWAY__TLS_KEY_PASSWORD", PASSPHRASE)];
-    let gateway = start_gateway_with("gw-tls", &cluster.bootstrap_servers(), &extra, &env, true);
+    let gateway = start_gateway_with("gw-tls", &scenario.brokers, &extra, &env, true);
     let status = wait_for(Duration::from_secs(10), || https_get(&gateway.addr, "/healthz"));
     assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"), "log:\n{}", gateway.log());
     // Half a ClientHello, then nothing: closed at the handshake limit.

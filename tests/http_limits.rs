@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,29 +12,10 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// A worker with `http` lines added to `[http]`, its descriptor limit lowered to `nofile` when
-/// given (through the shell's `ulimit`, as an operator's would be).
-fn worker_with(tag: &str, brokers: &str, http: &str, nofile: Option<u32>) -> Worker {
-    let dir = TempDir::new(tag);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let config_path = dir.0.join("cxpulse.toml");
-    let config = format!("{}\n[http]\n{http}\n", group_config(&format!("g-{tag}"), tag, ""));
-    std::fs::write(&config_path, config).expect("write config");
-    let stderr_path = dir.0.join("stderr.log");
-    let stderr = std::fs::File::create(&stderr_path).expect("log file");
-    let ulimit = nofile.map_or(String::new(), |n| format!("ulimit -n {n} && "));
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{ulimit}exec \"$0\" \"$@\""))
-        .arg(binary())
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .args(["--brokers", brokers, "--listen", &addr])
-        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn cxpulse");
-    let worker = Worker { child, addr, stderr_path, _dir: dir };
+/// given, once it answers `/healthz`.
+fn worker_with(scenario: &Scenario, tag: &str, http: &str, nofile: Option<u32>) -> WorkerProcess {
+    let config = WorkerConfig::new(&format!("g-{tag}"), tag).extra(&format!("[http]\n{http}"));
+    let worker = start_worker_limited(tag, &scenario.brokers, &config.toml(), nofile);
     wait_for(Duration::from_secs(30), || {
         http_get(&worker.addr, "/healthz").filter(|(s, _)| *s == 200)
     })
@@ -52,41 +33,13 @@ fn probe(addr: &str, path: &str) -> Option<u16> {
     String::from_utf8_lossy(&head[9..12]).parse().ok()
 }
 
-/// Whether the server has closed `stream` (a read sees the end or a reset).
-fn closed(stream: &mut TcpStream) -> bool {
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
-    let mut buf = [0u8; 512];
-    match stream.read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-    }
-}
-
 #[test]
 fn a_slowloris_is_closed_within_the_header_limit() {
-    let cluster = cluster(&[("slow", 1)]);
-    let worker =
-        worker_with("slow", &cluster.bootstrap_servers(), "header_read_timeout = \"2s\"", None);
-    let mut clients: Vec<TcpStream> =
-        (0..50).map(|_| TcpStream::connect(&worker.addr).expect("connect")).collect();
-    let started = Instant::now();
+    let scenario = Scenario::new(&[("slow", 1)]);
+    let worker = worker_with(&scenario, "slow", "header_read_timeout = \"2s\"", None);
     let request =
         b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    let mut open = clients.len();
-    let mut sent = 0;
-    // A byte every 0.25 s per client, until every one is closed or 6 s pass.
-    while open > 0 && started.elapsed() < Duration::from_secs(6) {
-        open = 0;
-        for client in &mut clients {
-            let byte = request[sent.min(request.len() - 1)];
-            let still_open = client.write_all(&[byte]).is_ok() && !closed(client);
-            open += usize::from(still_open);
-        }
-        sent += 1;
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let took = started.elapsed();
+    let (open, took) = slowloris(&worker.addr, 50, request);
     assert_eq!(open, 0, "slow clients still open after {took:?}");
     assert!(took >= Duration::from_millis(1500), "closed before the limit: {took:?}");
     assert!(took < Duration::from_millis(4500), "limit 2 s, closed after {took:?}");
@@ -96,10 +49,10 @@ fn a_slowloris_is_closed_within_the_header_limit() {
 
 #[test]
 fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
-    let cluster = cluster(&[("idle", 1)]);
+    let scenario = Scenario::new(&[("idle", 1)]);
     let worker = worker_with(
+        &scenario,
         "idle",
-        &cluster.bootstrap_servers(),
         "keep_alive_timeout = \"2s\"\nheader_read_timeout = \"5s\"",
         None,
     );
@@ -129,8 +82,8 @@ fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
 
 #[test]
 fn a_thousand_idle_connections_do_not_stop_the_probes() {
-    let cluster = cluster(&[("flood", 1)]);
-    let worker = worker_with("flood", &cluster.bootstrap_servers(), "", None);
+    let scenario = Scenario::new(&[("flood", 1)]);
+    let worker = worker_with(&scenario, "flood", "", None);
     let idle: Vec<TcpStream> =
         (0..1000).filter_map(|_| TcpStream::connect(&worker.addr).ok()).collect();
     assert_eq!(idle.len(), 1000, "the test could not open its connections");
@@ -151,8 +104,8 @@ fn a_thousand_idle_connections_do_not_stop_the_probes() {
 
 #[test]
 fn a_low_descriptor_limit_still_answers_the_probes() {
-    let cluster = cluster(&[("fds", 1)]);
-    let worker = worker_with("fds", &cluster.bootstrap_servers(), "", Some(256));
+    let scenario = Scenario::new(&[("fds", 1)]);
+    let worker = worker_with(&scenario, "fds", "", Some(256));
     let idle: Vec<TcpStream> =
         (0..300).filter_map(|_| TcpStream::connect(&worker.addr).ok()).collect();
     std::thread::sleep(Duration::from_millis(300));
@@ -181,26 +134,28 @@ fn a_stalled_tls_handshake_is_closed_within_its_limit() {
         .output()
         .expect("openssl is needed");
     assert!(made.status.success());
-    let cluster = cluster(&[("tlsstall", 1)]);
+    let scenario = Scenario::new(&[("tlsstall", 1)]);
     let addr = format!("127.0.0.1:{}", free_port());
     let config_path = dir.0.join("c.toml");
-    let config = format!(
-        "{}\n[http]\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_handshake_timeout = \"2s\"\n",
-        group_config("g-tlsstall", "tlsstall", ""),
-        cert.display(),
-        key.display()
-    );
+    let config = WorkerConfig::new("g-tlsstall", "tlsstall")
+        .extra(&format!(
+            "[http]\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_handshake_timeout = \"2s\"",
+            cert.display(),
+            key.display()
+        ))
+        .toml();
     std::fs::write(&config_path, config).expect("write");
     let child = Command::new(binary())
         .args(["run", "--config"])
         .arg(&config_path)
-        .args(["--brokers", &cluster.bootstrap_servers(), "--listen", &addr])
+        .args(["--brokers", &scenario.brokers, "--listen", &addr])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let _worker = Worker { child, addr: addr.clone(), stderr_path: dir.0.join("none"), _dir: dir };
+    let _worker =
+        WorkerProcess { child, addr: addr.clone(), stderr_path: dir.0.join("none"), _dir: dir };
     let mut stalled: Vec<TcpStream> = wait_for(Duration::from_secs(20), || {
         TcpStream::connect(&addr).ok().map(|first| {
             let mut all = vec![first];
@@ -221,8 +176,8 @@ fn a_stalled_tls_handshake_is_closed_within_its_limit() {
 
 #[test]
 fn a_body_over_the_limit_is_refused() {
-    let cluster = cluster(&[("body", 1)]);
-    let worker = worker_with("body", &cluster.bootstrap_servers(), "max_body_bytes = 1000", None);
+    let scenario = Scenario::new(&[("body", 1)]);
+    let worker = worker_with(&scenario, "body", "max_body_bytes = 1000", None);
     let mut stream = TcpStream::connect(&worker.addr).expect("connect");
     write!(stream, "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n").unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -239,29 +194,13 @@ fn a_body_over_the_limit_is_refused() {
 fn run_on_taken_port(args: &[&str]) -> (Option<i32>, String, Duration) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let started = Instant::now();
-    let mut child = Command::new(binary())
-        .args(args)
-        .args(["--listen", &addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let status = wait_for(Duration::from_secs(5), || child.try_wait().ok().flatten());
-    let took = started.elapsed();
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
-    let mut stderr = String::new();
-    let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
-    (status.and_then(|s| s.code()), stderr, took)
+    run_briefly(&[args, &["--listen", &addr]].concat())
 }
 
 #[test]
 fn a_taken_port_stops_run_and_demo_at_once_with_one_line() {
-    let cluster = cluster(&[("taken", 1)]);
-    let brokers = cluster.bootstrap_servers();
+    let scenario = Scenario::new(&[("taken", 1)]);
+    let brokers = scenario.brokers.clone();
     for args in [vec!["run", "--brokers", brokers.as_str(), "--topic", "taken"], vec!["demo"]] {
         let (code, stderr, took) = run_on_taken_port(&args);
         assert_eq!(code, Some(1), "{args:?}: {stderr}");
@@ -300,13 +239,13 @@ fn pair_events(start: usize, count: usize, pairs: usize) -> Vec<(i32, String, Ve
 #[test]
 fn sixty_four_concurrent_scrapes_stay_within_the_memory_bound() {
     const PAIRS: usize = 10_000;
-    let cluster = cluster(&[("mem", 4)]);
-    let brokers = cluster.bootstrap_servers();
+    let scenario = Scenario::new(&[("mem", 4)]);
+    let brokers = scenario.brokers.clone();
     let producer = producer(&brokers);
     let first = pair_events(0, PAIRS, PAIRS);
     let refs: Vec<_> = first.iter().map(|(p, k, v)| (*p, k.as_str(), v.clone())).collect();
     produce(&producer, "mem", &refs);
-    let worker = worker_with("mem", &brokers, "", None);
+    let worker = worker_with(&scenario, "mem", "", None);
     let counted = wait_for(Duration::from_secs(120), || {
         (committed_total(&brokers, "g-mem", "mem", 4) >= PAIRS as i64).then_some(())
     });

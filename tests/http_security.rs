@@ -44,14 +44,9 @@ fn token_and_tls_protect_the_data_endpoints() {
         .expect("openssl is needed: apt-get install -y openssl");
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
 
-    let cluster = cluster(&[("sec", 1)]);
-    let brokers = cluster.bootstrap_servers();
-    let config = format!(
+    let scenario = Scenario::new(&[("sec", 1)]);
+    let http = format!(
         r#"
-[kafka]
-"group.id" = "g-sec"
-[source]
-topics = ["sec"]
 [http]
 bearer_token = "s3cr3t-token"
 tls_cert = "{}"
@@ -60,7 +55,7 @@ tls_key = "{}"
         cert.display(),
         key.display()
     );
-    let worker = start_worker("sec", &brokers, &config);
+    let worker = scenario.start("sec", &WorkerConfig::plain("g-sec", "sec").extra(&http));
     let url = |path: &str| format!("https://{}{path}", worker.addr);
     wait_for(Duration::from_secs(30), || (curl(&[&url("/healthz")]).0 == "200").then_some(()))
         .unwrap_or_else(|| panic!("no HTTPS health; log:\n{}", worker.log()));

@@ -346,11 +346,10 @@ fn the_demo_page_in_chromium() {
 
 #[test]
 fn behind_the_token_the_browser_logs_in_and_refreshes() {
-    let cluster = cluster(&[("paged", 1)]);
-    let brokers = cluster.bootstrap_servers();
-    let mut config = group_config("g-paged", "paged", "");
-    config.push_str("[http]\nbearer_token = \"br0wser-t0ken\"\n");
-    let worker = start_worker("paged", &brokers, &config);
+    let scenario = Scenario::new(&[("paged", 1)]);
+    let config =
+        WorkerConfig::new("g-paged", "paged").extra("[http]\nbearer_token = \"br0wser-t0ken\"");
+    let worker = scenario.start("paged", &config);
     let up = wait_for(Duration::from_secs(30), || {
         http_get(&worker.addr, "/healthz").filter(|(status, _)| *status == 200)
     });

@@ -51,14 +51,13 @@ fn survey(id: &str, at: i64, brand: &str, segment: &str, survey: &str, score: u8
 
 #[test]
 fn version_1_names_counts_scores_and_step_history() {
-    let cluster = cluster(&[("scores", 2)]);
-    let brokers = cluster.bootstrap_servers();
-    let mut config = group_config("g-scores", "scores", "");
-    config.push_str(
-        "[windows]\nclock = \"event\"\n[alerts]\nnps_threshold = 0\nmin_responses = 3\n\
-         [[alerts.override]]\nbrand = \"globex\"\nnps_threshold = 20\n",
+    let scenario = Scenario::new(&[("scores", 2)]);
+    let brokers = scenario.brokers.clone();
+    let config = WorkerConfig::new("g-scores", "scores").clock("event").extra(
+        "[alerts]\nnps_threshold = 0\nmin_responses = 3\n\
+         [[alerts.override]]\nbrand = \"globex\"\nnps_threshold = 20",
     );
-    let worker = start_worker("scores", &brokers, &config);
+    let worker = scenario.start("scores", &config);
 
     // The event clock ends at `t`, half-way through a minute, ten minutes ago.
     let now_minute = std::time::SystemTime::now()
@@ -180,11 +179,10 @@ fn version_1_names_counts_scores_and_step_history() {
 
 #[test]
 fn the_page_and_the_api_take_the_token() {
-    let cluster = cluster(&[("tokened", 1)]);
-    let brokers = cluster.bootstrap_servers();
-    let mut config = group_config("g-tokened", "tokened", "");
-    config.push_str("[http]\nbearer_token = \"page-s3cret\"\n");
-    let worker = start_worker("tokened", &brokers, &config);
+    let scenario = Scenario::new(&[("tokened", 1)]);
+    let config =
+        WorkerConfig::new("g-tokened", "tokened").extra("[http]\nbearer_token = \"page-s3cret\"");
+    let worker = scenario.start("tokened", &config);
     let up = wait_for(Duration::from_secs(30), || {
         get(&worker.addr, "/healthz", None).filter(|(status, _, _)| *status == 200)
     });

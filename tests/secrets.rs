@@ -146,12 +146,12 @@ fn an_encrypted_http_key_takes_its_passphrase_or_fails_in_one_line() {
     assert_no_secret("wrong passphrase", &printed, &["WRONG-PASS-9", passphrase]);
 
     // With the passphrase from the environment it serves HTTPS, and says nothing of it.
-    let cluster = cluster(&[("sec-key", 1)]);
+    let scenario = Scenario::new(&[("sec-key", 1)]);
     let addr = format!("127.0.0.1:{}", free_port());
     let log_path = dir.0.join("worker.log");
     let mut worker = Command::new(binary())
         .args(["run", "--config", &path, "--topic", "sec-key", "--listen", &addr])
-        .args(["--brokers", &cluster.bootstrap_servers()])
+        .args(["--brokers", &scenario.brokers])
         .env("CXPULSE_HTTP__TLS_KEY_PASSWORD", passphrase)
         .env("CXPULSE_HTTP__BEARER_TOKEN", "BEARER-SECRET-77")
         .env("CXPULSE_KAFKA__SASL_PASSWORD", "SASL-SECRET-88")

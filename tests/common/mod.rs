@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -52,20 +52,139 @@ pub fn produce(producer: &BaseProducer, topic: &str, messages: &[(i32, &str, Vec
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
-/// A worker configuration for one group on one topic, with quick group joins, plus `extra` lines
-/// appended to `[source]`.
-pub fn group_config(group: &str, topic: &str, source_extra: &str) -> String {
-    format!(
-        r#"
-[kafka]
-"group.id" = "{group}"
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-[source]
-topics = ["{topic}"]
-{source_extra}
-"#
-    )
+/// A mock cluster with its topics: the place an end-to-end test starts workers against.
+pub struct Scenario {
+    pub cluster: Cluster,
+    pub brokers: String,
+}
+
+impl Scenario {
+    /// A one-broker mock cluster with `topics` as `(name, partitions)`.
+    pub fn new(topics: &[(&str, i32)]) -> Scenario {
+        let cluster = cluster(topics);
+        let brokers = cluster.bootstrap_servers();
+        Scenario { cluster, brokers }
+    }
+
+    /// A producer on this cluster.
+    pub fn producer(&self) -> BaseProducer {
+        producer(&self.brokers)
+    }
+
+    /// Starts `cxpulse run` on this cluster with `config`.
+    pub fn start(&self, tag: &str, config: &WorkerConfig) -> WorkerProcess {
+        start_worker(tag, &self.brokers, &config.toml())
+    }
+}
+
+/// A worker's configuration with typed options, rendered to TOML by [`WorkerConfig::toml`]: one
+/// group (quick joins) on its topics, plus whatever a test adds.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    kafka: Vec<String>,
+    topics: Vec<String>,
+    source: Vec<String>,
+    windows: Vec<String>,
+    extra: String,
+}
+
+impl WorkerConfig {
+    /// Group `group` on `topic`, with a short session timeout and heartbeat so joins are quick.
+    pub fn new(group: &str, topic: &str) -> WorkerConfig {
+        WorkerConfig::with_kafka(
+            topic,
+            &[
+                &format!("\"group.id\" = \"{group}\""),
+                "\"session.timeout.ms\" = \"6000\"",
+                "\"heartbeat.interval.ms\" = \"500\"",
+            ],
+        )
+    }
+
+    /// Group `group` on `topic` with only `group.id` under `[kafka]` (librdkafka's own timeouts).
+    pub fn plain(group: &str, topic: &str) -> WorkerConfig {
+        WorkerConfig::with_kafka(topic, &[&format!("\"group.id\" = \"{group}\"")])
+    }
+
+    /// No group, but `bootstrap.servers` set in the file (what `cxpulse gateway` reads).
+    pub fn bootstrap(brokers: &str, topic: &str) -> WorkerConfig {
+        WorkerConfig::with_kafka(topic, &[&format!("\"bootstrap.servers\" = \"{brokers}\"")])
+    }
+
+    fn with_kafka(topic: &str, kafka: &[&str]) -> WorkerConfig {
+        WorkerConfig {
+            kafka: kafka.iter().map(|line| line.to_string()).collect(),
+            topics: vec![topic.to_string()],
+            source: Vec::new(),
+            windows: Vec::new(),
+            extra: String::new(),
+        }
+    }
+
+    /// The `[source] topics` list.
+    pub fn topics(mut self, topics: &[&str]) -> WorkerConfig {
+        self.topics = topics.iter().map(|t| t.to_string()).collect();
+        self
+    }
+
+    /// `[source] dead_letter_topic`.
+    pub fn dead_letter_topic(self, topic: &str) -> WorkerConfig {
+        self.source_line(&format!("dead_letter_topic = \"{topic}\""))
+    }
+
+    /// `[source] state_topic`.
+    pub fn state_topic(self, topic: &str) -> WorkerConfig {
+        self.source_line(&format!("state_topic = \"{topic}\""))
+    }
+
+    /// `[source] batch_size`.
+    pub fn batch_size(self, size: usize) -> WorkerConfig {
+        self.source_line(&format!("batch_size = {size}"))
+    }
+
+    /// `[source] checkpoint_interval`, e.g. `"1s"`.
+    pub fn checkpoint_interval(self, interval: &str) -> WorkerConfig {
+        self.source_line(&format!("checkpoint_interval = \"{interval}\""))
+    }
+
+    /// Any other line under `[source]`.
+    pub fn source_line(mut self, line: &str) -> WorkerConfig {
+        self.source.push(line.to_string());
+        self
+    }
+
+    /// `[windows] clock`: `"wall"` or `"event"`.
+    pub fn clock(self, clock: &str) -> WorkerConfig {
+        self.windows_line(&format!("clock = \"{clock}\""))
+    }
+
+    /// Any line under `[windows]`.
+    pub fn windows_line(mut self, line: &str) -> WorkerConfig {
+        self.windows.push(line.to_string());
+        self
+    }
+
+    /// TOML appended after the sections above (`[http]`, `[alerts]`, `[gateway]`...).
+    pub fn extra(mut self, toml: &str) -> WorkerConfig {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+
+    /// The configuration file's text.
+    pub fn toml(&self) -> String {
+        let topics: Vec<String> = self.topics.iter().map(|t| format!("\"{t}\"")).collect();
+        let mut text = format!("[kafka]\n{}\n", self.kafka.join("\n"));
+        text.push_str(&format!("[source]\ntopics = [{}]\n", topics.join(", ")));
+        for line in &self.source {
+            text.push_str(&format!("{line}\n"));
+        }
+        if !self.windows.is_empty() {
+            text.push_str(&format!("[windows]\n{}\n", self.windows.join("\n")));
+        }
+        text.push_str(&self.extra);
+        text
+    }
 }
 
 /// A free loopback port (bound and released; the binary binds it right after).
@@ -77,7 +196,8 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cxpulse"))
 }
 
-pub struct Worker {
+/// A `cxpulse` child process (killed on drop) with its address, log and temporary directory.
+pub struct WorkerProcess {
     pub child: Child,
     pub addr: String,
     pub stderr_path: PathBuf,
@@ -105,12 +225,41 @@ impl Drop for TempDir {
 }
 
 /// Starts `cxpulse run` with `config` (TOML) plus bootstrap/listen, logging to a file.
-pub fn start_worker(tag: &str, brokers: &str, config: &str) -> Worker {
-    start_worker_logging(tag, brokers, config, "info,librdkafka=warn,rdkafka=warn")
+pub fn start_worker(tag: &str, brokers: &str, config: &str) -> WorkerProcess {
+    start_worker_with(tag, brokers, config, QUIET_KAFKA_LOG, None)
 }
 
-/// `start_worker` with a log filter of the test's choosing (`RUST_LOG`).
-pub fn start_worker_logging(tag: &str, brokers: &str, config: &str, rust_log: &str) -> Worker {
+/// The log filter of [`start_worker`]: the worker's own lines, librdkafka's warnings and worse.
+pub const QUIET_KAFKA_LOG: &str = "info,librdkafka=warn,rdkafka=warn";
+
+/// [`start_worker`] with a log filter of the test's choosing (`RUST_LOG`).
+pub fn start_worker_logging(
+    tag: &str,
+    brokers: &str,
+    config: &str,
+    rust_log: &str,
+) -> WorkerProcess {
+    start_worker_with(tag, brokers, config, rust_log, None)
+}
+
+/// [`start_worker`], with the descriptor limit lowered to `nofile` when given (through the
+/// shell's `ulimit`, as an operator's would be).
+pub fn start_worker_limited(
+    tag: &str,
+    brokers: &str,
+    config: &str,
+    nofile: Option<u32>,
+) -> WorkerProcess {
+    start_worker_with(tag, brokers, config, QUIET_KAFKA_LOG, nofile)
+}
+
+fn start_worker_with(
+    tag: &str,
+    brokers: &str,
+    config: &str,
+    rust_log: &str,
+    nofile: Option<u32>,
+) -> WorkerProcess {
     let dir = TempDir::new(tag);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -118,7 +267,15 @@ pub fn start_worker_logging(tag: &str, brokers: &str, config: &str, rust_log: &s
     std::fs::write(&config_path, config).expect("write config");
     let stderr_path = dir.0.join("stderr.log");
     let stderr = std::fs::File::create(&stderr_path).expect("log file");
-    let child = Command::new(binary())
+    let mut command = match nofile {
+        None => Command::new(binary()),
+        Some(n) => {
+            let mut shell = Command::new("sh");
+            shell.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(binary());
+            shell
+        }
+    };
+    let child = command
         .args(["run", "--config"])
         .arg(&config_path)
         .args(["--brokers", brokers, "--listen", &addr])
@@ -127,10 +284,10 @@ pub fn start_worker_logging(tag: &str, brokers: &str, config: &str, rust_log: &s
         .stderr(stderr)
         .spawn()
         .expect("spawn cxpulse");
-    Worker { child, addr, stderr_path, _dir: dir }
+    WorkerProcess { child, addr, stderr_path, _dir: dir }
 }
 
-impl Worker {
+impl WorkerProcess {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
@@ -153,7 +310,7 @@ impl Worker {
     }
 }
 
-impl Drop for Worker {
+impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -170,6 +327,58 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let (head, body) = response.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_string()))
+}
+
+/// Runs `cxpulse <args>` and waits at most 5 s: exit code, stderr and how long it took.
+pub fn run_briefly(args: &[&str]) -> (Option<i32>, String, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = wait_for(Duration::from_secs(5), || child.try_wait().ok().flatten());
+    let took = started.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let mut stderr = String::new();
+    let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
+    (status.and_then(|s| s.code()), stderr, took)
+}
+
+/// Whether the server has closed `stream` (a read sees the end or a reset).
+pub fn closed(stream: &mut TcpStream) -> bool {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf = [0u8; 512];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+    }
+}
+
+/// A slowloris: `clients` connections to `addr` each send `request` a byte every 0.25 s, until
+/// every one is closed or 6 s pass. Returns how many were still open, and the time taken.
+pub fn slowloris(addr: &str, clients: usize, request: &[u8]) -> (usize, Duration) {
+    let mut clients: Vec<TcpStream> =
+        (0..clients).map(|_| TcpStream::connect(addr).expect("connect")).collect();
+    let started = Instant::now();
+    let mut open = clients.len();
+    let mut sent = 0;
+    while open > 0 && started.elapsed() < Duration::from_secs(6) {
+        open = 0;
+        for client in &mut clients {
+            let byte = request[sent.min(request.len() - 1)];
+            let still_open = client.write_all(&[byte]).is_ok() && !closed(client);
+            open += usize::from(still_open);
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    (open, started.elapsed())
 }
 
 /// Polls `check` every 100 ms until it returns `Some` or `limit` passes.

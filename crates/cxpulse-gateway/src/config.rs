@@ -292,22 +292,7 @@ impl SourceSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn source(kind: Kind) -> SourceSpec {
-        SourceSpec {
-            name: "s".into(),
-            kind,
-            brand: Some("acme".into()),
-            brand_from: None,
-            segment_from: None,
-            token: Some("t".into()),
-            secret: None,
-            survey: None,
-            scale_max: None,
-            score_field: None,
-            customer_from: None,
-        }
-    }
+    use crate::kinds::test_support::source;
 
     #[test]
     fn listener_limits_and_tls_are_read_from_the_gateway_section() {

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cxpulse_core::synth::{Synth, SynthConfig};
+use cxpulse_core::synth::{Synth, SynthConfig, SynthMessage};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -44,7 +44,7 @@ pub fn produce_synthetic(
         }
         let message = synth.next_message(crate::util::wall_ms());
         let record = BaseRecord::to(&options.topic).key(&message.key).payload(&message.payload);
-        send_when_room(&producer, record, Duration::from_millis(50))
+        send_when_room(&producer, record, Duration::from_millis(50), None)
             .map_err(|e| anyhow::anyhow!("produce failed: {e}"))?;
         sent += 1;
         // Serving delivery reports per message costs a clock read each; every 256 is plenty.
@@ -60,9 +60,56 @@ pub fn produce_synthetic(
     Ok(sent)
 }
 
-/// Fills `topic` as fast as the broker takes it, for benchmarks: `events` synthetic events spread
-/// round robin over `partitions`, their times spread over the ten minutes before `end_ms` so that
-/// every window sees traffic. Returns the payload bytes written.
+/// A batch of events to write as fast as the broker takes them (benchmarks, the demo's history).
+#[derive(Clone, Debug)]
+pub struct Preload<'a> {
+    pub brokers: &'a str,
+    pub topic: &'a str,
+    pub events: u64,
+    /// `Some(n)`: round robin over partitions `0..n`; `None`: the partitioner places by key.
+    pub partitions: Option<i32>,
+    /// How long the final flush may take.
+    pub flush_limit: Duration,
+}
+
+/// How long one message may wait for room in a full local queue before the preload fails.
+const QUEUE_FULL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Writes `plan.events` messages, the `i`-th from `message(i)`, and waits for every
+/// acknowledgement. Returns the payload bytes written.
+pub fn preload(
+    plan: &Preload<'_>,
+    mut message: impl FnMut(u64) -> SynthMessage,
+) -> anyhow::Result<u64> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", plan.brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .map_err(|e| anyhow::anyhow!("cannot create the producer: {e}"))?;
+    let mut bytes = 0u64;
+    for i in 0..plan.events {
+        let message = message(i);
+        bytes += message.payload.len() as u64;
+        let mut record = BaseRecord::to(plan.topic).key(&message.key).payload(&message.payload);
+        if let Some(partitions) = plan.partitions {
+            record = record.partition((i % partitions.max(1) as u64) as i32);
+        }
+        let deadline = Instant::now() + QUEUE_FULL_LIMIT;
+        send_when_room(&producer, record, Duration::from_millis(10), Some(deadline))
+            .map_err(|e| anyhow::anyhow!("preload failed: {e}"))?;
+        if i % 1000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(plan.flush_limit).map_err(|e| anyhow::anyhow!("flush failed: {e}"))?;
+    Ok(bytes)
+}
+
+/// [`preload`] of `events` plain synthetic events round robin over `partitions`, their times
+/// spread over the ten minutes before `end_ms` so that every window sees traffic.
 pub fn preload_synthetic(
     brokers: &str,
     topic: &str,
@@ -71,42 +118,36 @@ pub fn preload_synthetic(
     synth: SynthConfig,
     end_ms: i64,
 ) -> anyhow::Result<u64> {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .create()?;
+    let plan = Preload {
+        brokers,
+        topic,
+        events,
+        partitions: Some(partitions),
+        flush_limit: Duration::from_secs(120),
+    };
     let mut synth = Synth::new(synth);
-    let mut bytes = 0u64;
-    for i in 0..events {
-        let message =
-            synth.next_message(end_ms - 600_000 + (i as i64 * 600_000 / events.max(1) as i64));
-        bytes += message.payload.len() as u64;
-        let partition = (i % partitions.max(1) as u64) as i32;
-        let record =
-            BaseRecord::to(topic).partition(partition).key(&message.key).payload(&message.payload);
-        send_when_room(&producer, record, Duration::from_millis(10))
-            .map_err(|e| anyhow::anyhow!("preload failed: {e}"))?;
-        if i % 1000 == 0 {
-            producer.poll(Duration::ZERO);
-        }
-    }
-    producer.flush(Duration::from_secs(120))?;
-    Ok(bytes)
+    preload(&plan, |i| synth.next_message(spread_over_ten_minutes(end_ms, i, events)))
 }
 
-/// Sends `record`, serving delivery reports for `wait` whenever the local queue is full.
+/// The time of the `i`-th of `events` spread evenly over the ten minutes before `end_ms`.
+pub fn spread_over_ten_minutes(end_ms: i64, i: u64, events: u64) -> i64 {
+    end_ms - 600_000 + (i as i64 * 600_000 / events.max(1) as i64)
+}
+
+/// Sends `record`, serving delivery reports for `wait` whenever the local queue is full, and
+/// giving up with the queue-full error once `deadline` (if any) has passed.
 fn send_when_room(
     producer: &BaseProducer,
     mut record: BaseRecord<'_, String, String>,
     wait: Duration,
+    deadline: Option<Instant>,
 ) -> Result<(), KafkaError> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
+                if deadline.is_none_or(|d| Instant::now() < d) =>
+            {
                 record = returned;
                 producer.poll(wait);
             }
