@@ -253,7 +253,7 @@ impl Config {
     /// The resolved configuration as TOML, with every secret replaced.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
-        for secret in [&mut shown.http.bearer_token, &mut shown.http.tls_key_password] {
+        for secret in [&mut shown.http.bearer_token, &mut shown.http.tls.tls_key_password] {
             if secret.is_some() {
                 *secret = Some("<redacted>".into());
             }
@@ -280,8 +280,8 @@ impl Config {
             .map(|(_, value)| value)
             .collect();
         secrets.extend(self.http.bearer_token.clone());
-        secrets.extend(self.http.tls_key_password.clone());
-        secrets.extend(self.gateway.tls_key_password.clone());
+        secrets.extend(self.http.tls.tls_key_password.clone());
+        secrets.extend(self.gateway.tls.tls_key_password.clone());
         secrets.retain(|s| !s.is_empty());
         secrets
     }

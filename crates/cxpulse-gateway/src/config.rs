@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use cxpulse_core::duration::DurationSetting;
 use cxpulse_http::listener::{HttpLimits, Limits};
+use cxpulse_http::security::TlsFiles;
 use serde::{Deserialize, Serialize};
 
 /// `[gateway]`.
@@ -19,15 +20,9 @@ pub struct GatewayConfig {
     /// Bearer token for `/v1/events`; required unless `listen` is a loopback address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// Serve HTTPS with this PEM certificate chain ...
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<String>,
-    /// ... and this PEM private key ...
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<String>,
-    /// ... decrypted with this passphrase when it is encrypted (never asked on a terminal).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_key_password: Option<String>,
+    /// HTTPS: `tls_cert`, `tls_key`, `tls_key_password`, as in `[http]`.
+    #[serde(flatten)]
+    pub tls: TlsFiles,
     /// How long a request waits for Kafka's acknowledgement before answering 503.
     pub ack_timeout: DurationSetting,
     /// The `Retry-After` (seconds) sent with a 503.
@@ -49,9 +44,7 @@ impl Default for GatewayConfig {
             listen: "127.0.0.1:9899".into(),
             topic: None,
             token: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_key_password: None,
+            tls: TlsFiles::default(),
             ack_timeout: DurationSetting::secs(5),
             retry_after_seconds: 5,
             drain_timeout: DurationSetting::secs(10),
@@ -156,9 +149,7 @@ impl GatewayConfig {
             return Err("[gateway] max_body_bytes must be at least 1".into());
         }
         let limits = self.limits.resolve("gateway").map_err(|e| e.to_string())?;
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err("[gateway] tls_cert and tls_key go together".into());
-        }
+        self.tls.check_pairing("gateway")?;
         for (key, setting) in
             [("ack_timeout", &self.ack_timeout), ("drain_timeout", &self.drain_timeout)]
         {
@@ -199,16 +190,7 @@ impl GatewayConfig {
     /// The TLS acceptor when `tls_cert` and `tls_key` are set; the key is never asked for on a
     /// terminal.
     pub fn tls(&self) -> anyhow::Result<Option<openssl::ssl::SslAcceptor>> {
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Ok(Some(cxpulse_http::security::tls_acceptor(
-                cert.as_ref(),
-                key.as_ref(),
-                self.tls_key_password.as_deref(),
-                "[gateway] tls_key_password (or CXPULSE_GATEWAY__TLS_KEY_PASSWORD)",
-            )?)),
-            (None, None) => Ok(None),
-            _ => anyhow::bail!("[gateway] tls_cert and tls_key go together"),
-        }
+        self.tls.acceptor("gateway")
     }
 
     /// A copy with every token and secret replaced, for `check-config`.
@@ -216,7 +198,7 @@ impl GatewayConfig {
         let hide = |value: &Option<String>| value.as_ref().map(|_| "<redacted>".to_string());
         let mut shown = self.clone();
         shown.token = hide(&self.token);
-        shown.tls_key_password = hide(&self.tls_key_password);
+        shown.tls.tls_key_password = hide(&self.tls.tls_key_password);
         for source in &mut shown.sources {
             source.token = hide(&source.token);
             source.secret = hide(&source.secret);
@@ -329,7 +311,7 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("longer than ack_timeout"));
         config.limits.keep_alive_timeout = DurationSetting::secs(31);
         assert_eq!(config.validate(), Ok(()));
-        config.tls_cert = Some("cert.pem".into());
+        config.tls.tls_cert = Some("cert.pem".into());
         assert!(config.validate().unwrap_err().contains("tls_cert and tls_key go together"));
     }
 

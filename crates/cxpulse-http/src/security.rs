@@ -62,6 +62,44 @@ pub async fn require_token(
     }
 }
 
+/// A listener's TLS files, flattened into its section (`[http]`, `[gateway]`): both files set
+/// serve HTTPS, neither plain HTTP.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct TlsFiles {
+    /// Serve HTTPS with this PEM certificate chain ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// ... and this PEM private key ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
+    /// ... decrypted with this passphrase when it is encrypted (never asked on a terminal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_password: Option<String>,
+}
+
+impl TlsFiles {
+    /// Whether the two files are both set or both absent; errors name `section`.
+    pub fn check_pairing(&self, section: &str) -> Result<(), String> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(format!("[{section}] tls_cert and tls_key go together"));
+        }
+        Ok(())
+    }
+
+    /// The acceptor when both files are set; errors name `section` and its environment variable.
+    pub fn acceptor(&self, section: &str) -> anyhow::Result<Option<SslAcceptor>> {
+        self.check_pairing(section).map_err(|e| anyhow::anyhow!(e))?;
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        let passphrase_key = format!(
+            "[{section}] tls_key_password (or CXPULSE_{}__TLS_KEY_PASSWORD)",
+            section.to_ascii_uppercase()
+        );
+        tls_acceptor(cert.as_ref(), key.as_ref(), self.tls_key_password.as_deref(), &passphrase_key)
+            .map(Some)
+    }
+}
+
 /// An acceptor for the PEM certificate chain and private key; errors name the failing file. An
 /// encrypted key is opened with `passphrase` (its config key named by `passphrase_key` in
 /// errors); without one it is refused, never asked for on a terminal.

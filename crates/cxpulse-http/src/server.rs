@@ -14,7 +14,7 @@ use prometheus::Registry;
 
 use crate::listener::HttpLimits;
 use crate::scrape::SharedScrape;
-use crate::security::BearerToken;
+use crate::security::{BearerToken, TlsFiles};
 use serde::Serialize;
 
 /// `[http]`.
@@ -29,15 +29,9 @@ pub struct HttpConfig {
     /// Read the token from this file instead (trailing newline ignored).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<String>,
-    /// Serve HTTPS with this PEM certificate chain ...
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<String>,
-    /// ... and this PEM private key ...
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<String>,
-    /// ... decrypted with this passphrase when it is encrypted (never asked on a terminal).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_key_password: Option<String>,
+    /// HTTPS: `tls_cert`, `tls_key`, `tls_key_password`.
+    #[serde(flatten)]
+    pub tls: TlsFiles,
     /// Time limits, connection cap and body limit of the listener.
     #[serde(flatten)]
     pub limits: HttpLimits,
@@ -49,9 +43,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:9898".into(),
             bearer_token: None,
             bearer_token_file: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_key_password: None,
+            tls: TlsFiles::default(),
             limits: HttpLimits::default(),
         }
     }
@@ -83,16 +75,7 @@ impl HttpConfig {
 
     /// The TLS acceptor, when both files are set; one without the other is an error.
     pub fn tls(&self) -> anyhow::Result<Option<openssl::ssl::SslAcceptor>> {
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Ok(Some(crate::security::tls_acceptor(
-                cert.as_ref(),
-                key.as_ref(),
-                self.tls_key_password.as_deref(),
-                "[http] tls_key_password (or CXPULSE_HTTP__TLS_KEY_PASSWORD)",
-            )?)),
-            (None, None) => Ok(None),
-            _ => anyhow::bail!("[http] tls_cert and tls_key go together"),
-        }
+        self.tls.acceptor("http")
     }
 }
 
