@@ -13,7 +13,7 @@ use cxpulse_core::health::Health;
 use cxpulse_core::synth::{fetch_runs, realistic_message, Synth, SynthConfig};
 use cxpulse_core::Engine;
 use cxpulse_kafka::produce::{self, Preload};
-use cxpulse_kafka::{PipelineMetrics, Worker};
+use cxpulse_kafka::Worker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
@@ -406,13 +406,8 @@ fn start_worker(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Bench
     config.kafka.insert("group.id".into(), toml::Value::String(group.into()));
     config.source.topics = vec![topic.into()];
     config.source.dead_letter_topic = Some(String::new());
-    let engine =
-        Arc::new(Mutex::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?));
-    let worker = Worker {
-        engine: engine.clone(),
-        health: Arc::new(Health::default()),
-        metrics: PipelineMetrics::new(),
-    };
+    let worker = Worker::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?);
+    let engine = worker.engine.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let (worker, stop, settings, source) =

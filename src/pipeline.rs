@@ -2,14 +2,13 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use cxpulse_core::health::Health;
 use cxpulse_core::Engine;
 use cxpulse_http::HttpState;
-use cxpulse_kafka::{PipelineMetrics, Worker};
+use cxpulse_kafka::Worker;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
 use tracing::{error, info};
@@ -111,13 +110,8 @@ pub fn run_bound(
     on_bound: impl FnOnce(SocketAddr) + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = cxpulse_http::listener::local_addr(&listener)?;
-    let engine =
-        Arc::new(Mutex::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?));
-    let worker = Worker {
-        engine: engine.clone(),
-        health: Arc::new(Health::default()),
-        metrics: PipelineMetrics::new(),
-    };
+    let worker = Worker::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?);
+    let engine = worker.engine.clone();
     let stop = stop.unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
     stop_on_signal(stop.clone())?;
 

@@ -34,6 +34,17 @@ pub struct Worker {
     pub metrics: PipelineMetrics,
 }
 
+impl Worker {
+    /// A worker around `engine`, with fresh health and pipeline metrics.
+    pub fn new(engine: Engine) -> Worker {
+        Worker {
+            engine: Arc::new(Mutex::new(engine)),
+            health: Arc::new(Health::default()),
+            metrics: PipelineMetrics::new(),
+        }
+    }
+}
+
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Longest a periodic checkpoint may hold up the loop.
 const IO_SHARE: Duration = Duration::from_secs(5);
