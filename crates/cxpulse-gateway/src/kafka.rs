@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use cxpulse_kafka::client_log::QuietContext;
+use cxpulse_kafka::dead_letter::{fit, DeadLetter};
 use cxpulse_kafka::KafkaSettings;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 /// What one request asks Kafka to take.
@@ -76,12 +77,22 @@ impl Sink {
                     .map_err(|(e, _)| e),
                 Record::DeadLetter { payload, reason, detail, source } => {
                     let Some(dead_letter_topic) = &self.dead_letter_topic else { continue };
-                    let (payload, headers) =
-                        dead_letter_parts(payload, reason, detail, &self.topic, source);
+                    let letter = DeadLetter {
+                        source_topic: self.topic.clone(),
+                        source_partition: -1,
+                        source_offset: -1,
+                        key: None,
+                        payload: payload.clone(),
+                        reason,
+                        detail: detail.clone(),
+                    };
+                    let (letter, headers) = fit(letter, MAX_DEAD_LETTER_BYTES);
+                    let headers = headers
+                        .insert(Header { key: "cxpulse-gateway-source", value: Some(source) });
                     self.producer
                         .send_result(
                             FutureRecord::<(), [u8]>::to(dead_letter_topic)
-                                .payload(payload)
+                                .payload(&letter.payload)
                                 .headers(headers),
                         )
                         .map_err(|(e, _)| e)
@@ -124,30 +135,4 @@ impl Sink {
     pub fn flush(&self, limit: Duration) {
         let _ = self.producer.flush(limit);
     }
-}
-
-fn dead_letter_parts<'a>(
-    payload: &'a [u8],
-    reason: &'a str,
-    detail: &'a str,
-    topic: &'a str,
-    source: &'a str,
-) -> (&'a [u8], OwnedHeaders) {
-    let mut headers = OwnedHeaders::new()
-        .insert(Header { key: "cxpulse-error", value: Some(reason) })
-        .insert(Header { key: "cxpulse-error-detail", value: Some(detail) })
-        .insert(Header { key: "cxpulse-source-topic", value: Some(topic) })
-        .insert(Header { key: "cxpulse-source-partition", value: Some("-1") })
-        .insert(Header { key: "cxpulse-source-offset", value: Some("-1") })
-        .insert(Header { key: "cxpulse-gateway-source", value: Some(source) });
-    if payload.len() <= MAX_DEAD_LETTER_BYTES {
-        return (payload, headers);
-    }
-    let size = payload.len().to_string();
-    let digest = openssl::sha::sha256(payload);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    headers = headers
-        .insert(Header { key: "cxpulse-truncated", value: Some(size.as_str()) })
-        .insert(Header { key: "cxpulse-original-sha256", value: Some(hex.as_str()) });
-    (&payload[..MAX_DEAD_LETTER_BYTES], headers)
 }

@@ -176,7 +176,7 @@ impl DeadLetterProducer {
     pub fn submit(&mut self, letters: Vec<DeadLetter>) {
         let now = Instant::now();
         for letter in letters {
-            let (letter, headers) = self.fit(letter);
+            let (letter, headers) = fit(letter, self.max_bytes);
             let id = self.next_id;
             self.next_id += 1;
             let pending = Pending {
@@ -270,28 +270,6 @@ impl DeadLetterProducer {
         self.producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
     }
 
-    /// The letter as it will be written: truncated with its headers when over the size limit.
-    fn fit(&self, mut letter: DeadLetter) -> (DeadLetter, OwnedHeaders) {
-        let headers = base_headers(&letter);
-        let headers_len: usize = header_bytes(&letter);
-        let key_len = letter.key.as_ref().map_or(0, Vec::len);
-        match truncated_len(self.max_bytes, letter.payload.len(), key_len, headers_len) {
-            None => (letter, headers),
-            Some(keep) => {
-                let original = letter.payload.len().to_string();
-                let digest = hex(&openssl::sha::sha256(&letter.payload));
-                letter.payload.truncate(keep);
-                let headers = headers
-                    .insert(Header { key: "cxpulse-truncated", value: Some(original.as_str()) })
-                    .insert(Header {
-                        key: "cxpulse-original-sha256",
-                        value: Some(digest.as_str()),
-                    });
-                (letter, headers)
-            }
-        }
-    }
-
     fn send(&mut self, id: usize) {
         let Some(pending) = self.pending.get_mut(&id) else { return };
         let mut record = BaseRecord::with_opaque_to(&self.topic, id)
@@ -340,6 +318,26 @@ impl DeadLetterProducer {
                     client_log::connectivity(&format!("dead letter not acknowledged: {code}"));
                 }
             }
+        }
+    }
+}
+
+/// A dead letter as it is written: the `cxpulse-*` headers, and the payload cut (with
+/// `cxpulse-truncated` and `cxpulse-original-sha256`) when the record would not fit `max_bytes`.
+pub fn fit(mut letter: DeadLetter, max_bytes: usize) -> (DeadLetter, OwnedHeaders) {
+    let headers = base_headers(&letter);
+    let headers_len: usize = header_bytes(&letter);
+    let key_len = letter.key.as_ref().map_or(0, Vec::len);
+    match truncated_len(max_bytes, letter.payload.len(), key_len, headers_len) {
+        None => (letter, headers),
+        Some(keep) => {
+            let original = letter.payload.len().to_string();
+            let digest = hex(&openssl::sha::sha256(&letter.payload));
+            letter.payload.truncate(keep);
+            let headers = headers
+                .insert(Header { key: "cxpulse-truncated", value: Some(original.as_str()) })
+                .insert(Header { key: "cxpulse-original-sha256", value: Some(digest.as_str()) });
+            (letter, headers)
         }
     }
 }
