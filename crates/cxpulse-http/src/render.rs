@@ -203,53 +203,37 @@ fn render_series_gauges(out: &mut String, snapshot: &Snapshot, policy: &AlertPol
             );
         }
     }
-    header(
+    let series: Vec<_> = snapshot.series.iter().filter(|s| &*s.brand != OVERFLOW_LABEL).collect();
+    let setting = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&str, &str) -> f64| {
+        header(out, name, "gauge", help);
+        for s in &series {
+            let _ = writeln!(
+                out,
+                r#"{name}{{brand="{}",segment="{}"}} {}"#,
+                s.brand,
+                s.segment,
+                value(&s.brand, &s.segment)
+            );
+        }
+    };
+    setting(
         out,
         "cxpulse_nps_alert_threshold",
-        "gauge",
         "NPS below which the brand/segment alerts (config).",
+        &|brand, segment| policy.for_series(brand, segment).0,
     );
-    let thresholds: Vec<_> = snapshot
-        .series
-        .iter()
-        .filter(|s| &*s.brand != OVERFLOW_LABEL)
-        .map(|s| (s, policy.for_series(&s.brand, &s.segment)))
-        .collect();
-    for (series, (threshold, _)) in &thresholds {
-        let _ = writeln!(
-            out,
-            r#"cxpulse_nps_alert_threshold{{brand="{}",segment="{}"}} {threshold}"#,
-            series.brand, series.segment
-        );
-    }
-    header(
+    setting(
         out,
         "cxpulse_nps_alert_min_responses",
-        "gauge",
         "Fewest NPS answers in a window for the alert to judge (config).",
+        &|brand, segment| policy.for_series(brand, segment).1 as f64,
     );
-    for (series, (_, min)) in &thresholds {
-        let _ = writeln!(
-            out,
-            r#"cxpulse_nps_alert_min_responses{{brand="{}",segment="{}"}} {min}"#,
-            series.brand, series.segment
-        );
-    }
-    header(
+    setting(
         out,
         "cxpulse_churn_alert_threshold",
-        "gauge",
         "Churn share over 30 days above which the brand/segment alerts (config).",
+        &|brand, segment| policy.churn_threshold_for(brand, segment),
     );
-    for (series, _) in &thresholds {
-        let _ = writeln!(
-            out,
-            r#"cxpulse_churn_alert_threshold{{brand="{}",segment="{}"}} {}"#,
-            series.brand,
-            series.segment,
-            policy.churn_threshold_for(&series.brand, &series.segment)
-        );
-    }
 }
 
 fn render_pipeline(out: &mut String, snapshot: &Snapshot, version: &str) {
