@@ -128,28 +128,10 @@ fn authorized(headers: &HeaderMap, token: &BearerToken) -> bool {
     }
 }
 
-/// Standard base64 (RFC 4648) as browsers send Basic credentials; `None` on any other byte.
+/// Standard base64 (RFC 4648) as browsers send Basic credentials, decoded by the OpenSSL the
+/// TLS listener already links; `None` when it is not base64.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.trim_end_matches('=').bytes() {
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    openssl::base64::decode_block(text).ok()
 }
 
 fn health_figures(page: &PageState, snapshot: &Snapshot, now: i64) -> HealthFigures {
