@@ -59,11 +59,24 @@ pub struct LimitsConfig {
     pub max_series: usize,
     /// How long an `event_id` is remembered to drop repeats.
     pub dedup_horizon: DurationSetting,
+    /// How long an answer with a `response_id` can be corrected; at most the longest window
+    /// (default 24h, or the longest window when shorter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correction_horizon: Option<DurationSetting>,
+    /// State size past which the oldest ids and answers are forgotten early (`"768MiB"`);
+    /// default 70 % of the cgroup memory limit, else no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_memory: Option<String>,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_series: 10_000, dedup_horizon: DurationSetting::hours(24) }
+        LimitsConfig {
+            max_series: 10_000,
+            dedup_horizon: DurationSetting::hours(24),
+            correction_horizon: None,
+            state_memory: None,
+        }
     }
 }
 
@@ -218,12 +231,30 @@ impl Config {
         if self.limits.max_series == 0 {
             bail!("invalid config: [limits] max_series must be at least 1");
         }
+        let longest = windows.iter().map(|w| w.size_ms).max().unwrap_or(0);
+        let correction_horizon_ms = match &self.limits.correction_horizon {
+            Some(horizon) if horizon.ms() > longest => bail!(
+                "invalid config: [limits] correction_horizon {} is longer than the longest window",
+                horizon.as_str()
+            ),
+            Some(horizon) => horizon.ms(),
+            None => DurationSetting::hours(24).ms().min(longest),
+        };
+        let state_memory_bytes = match &self.limits.state_memory {
+            Some(text) => Some(
+                crate::memory_limit::parse_size(text)
+                    .map_err(|e| anyhow!("invalid config: [limits] state_memory: {e}"))?,
+            ),
+            None => crate::memory_limit::default_budget(),
+        };
         Ok(EngineConfig {
             windows,
             clock: self.windows.clock,
             max_future_skew_ms: self.windows.max_future_skew.ms(),
             max_series: self.limits.max_series,
             dedup_horizon_ms: self.limits.dedup_horizon.ms(),
+            correction_horizon_ms,
+            state_memory_bytes,
         })
     }
 

@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod gateway;
 mod kafka_check;
+mod memory_limit;
 mod pipeline;
 
 use std::path::PathBuf;

@@ -127,7 +127,7 @@ fn process_batch_steady(c: &mut Criterion) {
     let config = EngineConfig { dedup_horizon_ms: HORIZON_MS, ..EngineConfig::default() };
     let mut check = Engine::new(config.clone()).unwrap();
     count_runs(&mut check, &warm);
-    let remembered = check.snapshot(time_of(WARM)).dedup_entries;
+    let remembered = check.snapshot(time_of(WARM)).state.entries[0] as usize;
     assert!(
         remembered.abs_diff(600_000) < 50_000,
         "the warm engine remembers {remembered} ids, not about 600k"

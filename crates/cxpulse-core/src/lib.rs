@@ -2,14 +2,13 @@
 //! windows, dedup and corrections, kept per source partition. No Kafka, no sockets, no clock
 //! reads: callers pass bytes and the time in, and read state out.
 
-// The exceptions are two hints in `dedup`, a prefetch and a huge-page advice, allowed where
-// they stand.
+// The exception is a prefetch hint in `buckets`, allowed where it stands.
 #![deny(unsafe_code)]
 
 pub mod age;
 pub mod alerts;
+pub mod buckets;
 pub mod checkpoint;
-mod dedup;
 pub mod duration;
 pub mod engine;
 pub mod event;
@@ -21,7 +20,9 @@ pub mod window;
 
 pub use checkpoint::CheckpointError;
 pub use duration::DurationError;
-pub use engine::{ClockMode, Engine, EngineConfig, EngineError, Outcome, RestoreError};
+pub use engine::{
+    CheckpointBatch, ClockMode, Engine, EngineConfig, EngineError, Outcome, RestoreError,
+};
 pub use event::{RejectReason, Rejection, SourcePartition};
-pub use snapshot::{Scores, Snapshot};
+pub use snapshot::{Scores, Snapshot, StateStats};
 pub use window::{Counts, WindowError, WindowSpec};

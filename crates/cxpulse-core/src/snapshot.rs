@@ -25,6 +25,9 @@ pub struct PipelineCounts {
     pub rejected: [u64; 9],
     pub series_overflow: u64,
     pub corrections: u64,
+    /// Answers with a `response_id` not remembered, old enough that an earlier answer under the
+    /// same id would have been forgotten (past the correction horizon).
+    pub corrections_unmatched: u64,
     /// Messages taken in again while rebuilding a partition by replay.
     pub replayed: u64,
     pub last_event_ms: Option<i64>,
@@ -53,11 +56,28 @@ pub struct Snapshot {
     pub series: Vec<SeriesSnapshot>,
     pub pipeline: PipelineCounts,
     pub partitions: usize,
-    pub dedup_entries: usize,
+    pub state: StateStats,
     /// `(quantile, milliseconds)` over the recent past.
     pub event_age_quantiles_ms: Vec<(f64, u64)>,
     pub event_age_sum_ms: u64,
     pub event_age_count: u64,
+}
+
+/// The `kind` label values of the state metrics, in `StateStats` index order.
+pub const STATE_KINDS: [&str; 3] = ["dedup", "answers", "windows"];
+
+/// What the engine remembers, per kind of `STATE_KINDS`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateStats {
+    /// Heap bytes, every slot of every table counted.
+    pub bytes: [u64; 3],
+    /// Remembered ids, answers, and series windows (a series on a partition).
+    pub entries: [u64; 3],
+    /// The horizon actually kept, in ms: the configured one unless the memory budget forgot
+    /// more (windows: the longest window, never shortened).
+    pub horizon_ms: [i64; 3],
+    /// Entries forgotten early by the memory budget.
+    pub evictions: [u64; 3],
 }
 
 /// Scores of one window of one series, as Prometheus's recording rules define them.

@@ -219,6 +219,29 @@ pub struct RingState {
     pub panes: Vec<(i64, Counts, Active)>,
 }
 
+impl RingState {
+    /// Applies a newer delta of the same ring ([`Ring::take_changes`]): its head and anchor
+    /// replace these, panes that left the window (folded into that anchor) go, and its panes
+    /// replace these (a zero pane is removed).
+    pub fn merge(&mut self, delta: &RingState) {
+        self.head = self.head.max(delta.head);
+        self.anchor = delta.anchor;
+        let start = self.head - PANES_PER_WINDOW + 1;
+        self.panes.retain(|(pane, _, _)| *pane >= start);
+        for &(pane, counts, active) in &delta.panes {
+            let zero = counts == Counts::default() && active == Active::default();
+            match self.panes.binary_search_by_key(&pane, |(p, _, _)| *p) {
+                Ok(i) if zero => {
+                    self.panes.remove(i);
+                }
+                Ok(i) => self.panes[i] = (pane, counts, active),
+                Err(_) if zero => {}
+                Err(i) => self.panes.insert(i, (pane, counts, active)),
+            }
+        }
+    }
+}
+
 /// One counter of `Counts`, by family and index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
@@ -278,6 +301,9 @@ pub struct Ring {
     has_active: bool,
     /// `slot(head)`, kept so that slots of panes near the head need no division.
     head_slot: i64,
+    /// The absolute panes changed since [`Ring::take_changes`] last ran (a change of the anchor
+    /// alone marks the head pane), for incremental checkpoints.
+    changed: Option<(i64, i64)>,
 }
 
 impl Ring {
@@ -291,11 +317,17 @@ impl Ring {
             anchor: Anchor::default(),
             has_active: false,
             head_slot: head.rem_euclid(len),
+            changed: None,
         }
     }
 
     fn len(&self) -> i64 {
         self.panes.len() as i64
+    }
+
+    /// Heap and inline bytes of the ring.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Ring>() + self.panes.len() * std::mem::size_of::<Pane>()
     }
 
     /// The slot of `pane`. Every caller asks for panes less than two ring lengths from the head,
@@ -352,6 +384,11 @@ impl Ring {
         if pane > self.head + self.len() - PANES_PER_WINDOW {
             return;
         }
+        let marked = pane.max(self.start());
+        self.changed = Some(match self.changed {
+            Some((lo, hi)) => (lo.min(marked), hi.max(marked)),
+            None => (marked, marked),
+        });
         self.has_active |= match contribution {
             Contribution::Counts(_) => false,
             Contribution::One { active_delta, .. } => *active_delta != 0,
@@ -415,6 +452,25 @@ impl Ring {
             .map(|(pane, p)| (pane, p.counts, p.active))
             .collect();
         RingState { head: self.head, anchor: self.anchor, panes }
+    }
+
+    /// What changed since the last call, as a delta for [`RingState::merge`]: the head, the
+    /// anchor and every changed pane still in range, zero or not. `None` when nothing changed.
+    pub fn take_changes(&mut self) -> Option<RingState> {
+        let (lo, hi) = self.changed.take()?;
+        let last = self.head + self.len() - PANES_PER_WINDOW;
+        let panes = (lo.max(self.start())..=hi.min(last))
+            .map(|pane| {
+                let p = self.panes[self.slot(pane)];
+                (pane, p.counts, p.active)
+            })
+            .collect();
+        Some(RingState { head: self.head, anchor: self.anchor, panes })
+    }
+
+    /// Forgets what changed: the next checkpoint writes the whole ring anyway.
+    pub fn clear_changes(&mut self) {
+        self.changed = None;
     }
 
     /// Rebuilds a ring from a checkpoint; panes outside its range are ignored.

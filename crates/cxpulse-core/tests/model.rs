@@ -3,15 +3,19 @@
 //! events (with repeated ids, corrections, out-of-order and stale times, several partitions),
 //! random partition drops and random clock moves must give exactly the model's counts.
 
+use std::collections::BTreeMap;
+
 use cxpulse_core::engine::OVERFLOW_LABEL;
 use cxpulse_core::{
-    ClockMode, Counts, Engine, EngineConfig, Outcome, RejectReason, SourcePartition, WindowSpec,
+    CheckpointBatch, ClockMode, Counts, Engine, EngineConfig, Outcome, RejectReason,
+    SourcePartition, WindowSpec,
 };
 use proptest::prelude::*;
 
 const BASE_MS: i64 = 1_800_000_000_000;
 const WINDOWS_MS: [i64; 3] = [60_000, 300_000, 900_000];
 const HORIZON_MS: i64 = 120_000;
+const CORRECTION_HORIZON_MS: i64 = 200_000;
 const SKEW_MS: i64 = 30_000;
 const MAX_SERIES: usize = 4;
 const BRANDS: [&str; 3] = ["acme", "globex", "initech"];
@@ -42,12 +46,15 @@ enum Op {
         wall_step_ms: i64,
         event: Ev,
     },
+    /// A partition forgotten (with its checkpoints: it comes back as new).
     Drop(i32),
-    /// Drop several partitions, sweeping the dedup table once (the way large revokes take).
-    DropSwept(Vec<i32>),
     Maintain,
-    /// Checkpoint a partition to bytes and restore it: nothing may change.
+    /// Checkpoint a partition to its simulated state topic and restore it from there: nothing
+    /// may change.
     RoundTrip(i32),
+    /// A checkpoint cut short: only the first `percent` of its records (never the manifest)
+    /// reach the topic.
+    CrashedCheckpoint(i32, u8),
 }
 
 const ACTIONS: [&str; 5] = ["signup", "renewal", "purchase", "churn", "reactivation"];
@@ -124,8 +131,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         20 => (0i32..3, 0i64..40_000, ev_strategy()).prop_map(|(partition, wall_step_ms, event)| Op::Event { partition, wall_step_ms, event }),
         1 => (0i32..3).prop_map(Op::Drop),
-        1 => prop::collection::btree_set(0i32..3, 1..3).prop_map(|set| Op::DropSwept(set.into_iter().collect())),
-        2 => (0i32..3).prop_map(Op::RoundTrip),
+        3 => (0i32..3).prop_map(Op::RoundTrip),
+        1 => (0i32..3, 0u8..100).prop_map(|(p, percent)| Op::CrashedCheckpoint(p, percent)),
         1 => Just(Op::Maintain),
     ]
 }
@@ -152,6 +159,15 @@ struct Model {
     rejected: Vec<RejectReason>,
     duplicates: u64,
     overflow: u64,
+    corrections: u64,
+    unmatched: u64,
+}
+
+/// Whether something stored at clock `at` is still remembered at clock `t` for `horizon`: it sits
+/// in a bucket of an eighth of the horizon, kept while the bucket's end is after `t - horizon`.
+fn remembered(at: i64, t: i64, horizon: i64) -> bool {
+    let span = horizon / 8;
+    at.div_euclid(span) >= (t - horizon).div_euclid(span)
 }
 
 fn pane(time_ms: i64, window_ms: i64) -> i64 {
@@ -174,10 +190,14 @@ impl Model {
         if mode == ClockMode::Wall {
             self.clock = Some(self.clock.map_or(wall_ms, |t| t.max(wall_ms)));
         }
+        // Ids are remembered per partition.
         let dup = self.clock.is_some_and(|t| {
-            self.accepted
-                .iter()
-                .any(|a| self.live(a) && a.id == ev.id && a.seen_at > t - HORIZON_MS)
+            self.accepted.iter().any(|a| {
+                self.live(a)
+                    && a.partition == partition
+                    && a.id == ev.id
+                    && remembered(a.seen_at, t, HORIZON_MS)
+            })
         });
         if dup {
             self.duplicates += 1;
@@ -212,14 +232,24 @@ impl Model {
             self.overflow += 1;
             (OVERFLOW_LABEL.to_string(), OVERFLOW_LABEL.to_string())
         };
+        let epoch = self.epochs[partition as usize];
         if let Some(r) = ev.response_id {
-            for a in self.accepted.iter_mut() {
-                if a.response_id == Some(r) {
+            // The latest answer under this id on this partition, if still correctable.
+            let latest = self.accepted.iter_mut().rev().find(|a| {
+                a.partition == partition
+                    && a.epoch == epoch
+                    && a.response_id == Some(r)
+                    && !a.superseded
+            });
+            match latest {
+                Some(a) if remembered(a.seen_at, clock, CORRECTION_HORIZON_MS) => {
                     a.superseded = true;
+                    self.corrections += 1;
                 }
+                _ if time_ms < clock - CORRECTION_HORIZON_MS => self.unmatched += 1,
+                _ => {}
             }
         }
-        let epoch = self.epochs[partition as usize];
         self.accepted.push(Accepted {
             partition,
             epoch,
@@ -248,6 +278,19 @@ impl Model {
     }
 }
 
+/// Writes the first `limit` records of a checkpoint to a simulated compacted topic (all of them,
+/// then its tombstones, when `limit` covers the batch).
+fn write(topic: &mut BTreeMap<String, Vec<u8>>, batch: &CheckpointBatch, limit: usize) {
+    for (key, value) in batch.records.iter().take(limit) {
+        topic.insert(key.to_string(), value.clone());
+    }
+    if limit >= batch.records.len() {
+        for key in &batch.tombstones {
+            topic.remove(&key.to_string());
+        }
+    }
+}
+
 /// The engine configuration both properties run with.
 fn config(mode: ClockMode) -> EngineConfig {
     EngineConfig {
@@ -256,6 +299,8 @@ fn config(mode: ClockMode) -> EngineConfig {
         max_future_skew_ms: SKEW_MS,
         max_series: MAX_SERIES,
         dedup_horizon_ms: HORIZON_MS,
+        correction_horizon_ms: CORRECTION_HORIZON_MS,
+        state_memory_bytes: None,
     }
 }
 
@@ -264,6 +309,7 @@ fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut engine = Engine::new(config).unwrap();
     let mut model = Model::default();
     let mut wall = BASE_MS;
+    let mut topics: [BTreeMap<String, Vec<u8>>; 3] = Default::default();
     for op in ops {
         match op {
             Op::Event { partition, wall_step_ms, event } => {
@@ -283,24 +329,28 @@ fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Drop(partition) => {
                 engine.drop_partition(SourcePartition { topic: 0, partition: *partition });
                 model.epochs[*partition as usize] += 1;
-            }
-            Op::DropSwept(partitions) => {
-                let sources: Vec<SourcePartition> = partitions
-                    .iter()
-                    .map(|p| SourcePartition { topic: 0, partition: *p })
-                    .collect();
-                engine.drop_partitions_by_sweep(&sources);
-                for partition in partitions {
-                    model.epochs[*partition as usize] += 1;
-                }
+                topics[*partition as usize].clear();
             }
             Op::Maintain => engine.maintain(wall),
             Op::RoundTrip(partition) => {
                 let source = SourcePartition { topic: 0, partition: *partition };
-                let bytes = engine.checkpoint(source, 0).encode().unwrap();
-                let decoded =
-                    cxpulse_core::checkpoint::PartitionCheckpoint::decode(&bytes).unwrap();
-                engine.restore(source, &decoded).unwrap();
+                let topic = &mut topics[*partition as usize];
+                write(topic, &engine.checkpoint(source, 0), usize::MAX);
+                let records: Vec<(String, Vec<u8>)> =
+                    topic.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let restored = engine.restore(source, &records, 0);
+                prop_assert!(restored.is_ok() || records.is_empty(), "{restored:?}");
+            }
+            Op::CrashedCheckpoint(partition, percent) => {
+                let source = SourcePartition { topic: 0, partition: *partition };
+                let batch = engine.checkpoint(source, 0);
+                let parts = batch.records.len().saturating_sub(1);
+                write(
+                    &mut topics[*partition as usize],
+                    &batch,
+                    parts * usize::from(*percent) / 100,
+                );
+                engine.checkpoint_failed(source, batch);
             }
         }
     }
@@ -318,6 +368,8 @@ fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
     let known: usize = snapshot.series.len();
     prop_assert_eq!(known, model.series.len() + usize::from(model.overflow > 0));
     prop_assert_eq!(snapshot.pipeline.duplicates, model.duplicates);
+    prop_assert_eq!(snapshot.pipeline.corrections, model.corrections);
+    prop_assert_eq!(snapshot.pipeline.corrections_unmatched, model.unmatched);
     prop_assert_eq!(snapshot.pipeline.series_overflow, model.overflow);
     let rejected: u64 = snapshot.pipeline.rejected.iter().sum();
     prop_assert_eq!(rejected, model.rejected.len() as u64);
@@ -388,7 +440,7 @@ fn batched_like_one_by_one(
         let (a, b) = (one_by_one.snapshot(wall), batched.snapshot(wall));
         prop_assert_eq!(a.clock_ms, b.clock_ms);
         prop_assert_eq!(&a.pipeline, &b.pipeline);
-        prop_assert_eq!(a.dedup_entries, b.dedup_entries);
+        prop_assert_eq!(&a.state, &b.state);
         prop_assert_eq!(a.series.len(), b.series.len());
         for (x, y) in a.series.iter().zip(&b.series) {
             prop_assert_eq!((&x.brand, &x.segment, &x.windows), (&y.brand, &y.segment, &y.windows));

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use cxpulse_core::alerts::AlertPolicy;
 use cxpulse_core::engine::OVERFLOW_LABEL;
 use cxpulse_core::event::{Action, RejectReason};
-use cxpulse_core::snapshot::SURVEY_CATEGORIES;
+use cxpulse_core::snapshot::{STATE_KINDS, SURVEY_CATEGORIES};
 use cxpulse_core::Snapshot;
 use prometheus::{Encoder, Registry, TextEncoder};
 
@@ -32,6 +32,14 @@ pub const METRIC_NAMES: &[&str] = &[
     "cxpulse_events_duplicate_total",
     "cxpulse_events_counted_total",
     "cxpulse_corrections_total",
+    "cxpulse_corrections_unmatched_total",
+    "cxpulse_state_bytes",
+    "cxpulse_state_entries",
+    "cxpulse_state_horizon_seconds",
+    "cxpulse_state_evictions_total",
+    "cxpulse_checkpoint_bytes_total",
+    "cxpulse_checkpoint_duration_seconds",
+    "cxpulse_checkpoints_unusable_total",
     "cxpulse_series_overflow_total",
     "cxpulse_dead_letters_total",
     "cxpulse_dead_letter_retries_total",
@@ -265,6 +273,11 @@ fn render_pipeline(out: &mut String, snapshot: &Snapshot, version: &str) {
             p.corrections,
         ),
         (
+            "cxpulse_corrections_unmatched_total",
+            "Answers with a response_id not remembered, older than the correction horizon: corrections whose original may have been forgotten, counted as new answers.",
+            p.corrections_unmatched,
+        ),
+        (
             "cxpulse_series_overflow_total",
             "Events of brand/segment pairs beyond max_series, counted under __overflow__.",
             p.series_overflow,
@@ -274,6 +287,7 @@ fn render_pipeline(out: &mut String, snapshot: &Snapshot, version: &str) {
         header(out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
     }
+    render_state(out, &snapshot.state);
     if let Some(last) = p.last_event_ms {
         header(
             out,
@@ -306,6 +320,45 @@ fn render_pipeline(out: &mut String, snapshot: &Snapshot, version: &str) {
     let _ = writeln!(out, "cxpulse_series {}", snapshot.series.len());
     header(out, "cxpulse_build_info", "gauge", "Build information.");
     let _ = writeln!(out, r#"cxpulse_build_info{{version="{version}"}} 1"#);
+}
+
+/// What the worker remembers, by kind: size, entries, the horizon kept, early evictions.
+fn render_state(out: &mut String, state: &cxpulse_core::StateStats) {
+    let seconds: Vec<String> =
+        state.horizon_ms.iter().map(|ms| (*ms as f64 / 1000.0).to_string()).collect();
+    let show = |values: &[u64; 3]| values.map(|v| v.to_string());
+    let families = [
+        (
+            "cxpulse_state_bytes",
+            "gauge",
+            "Memory held by remembered state, every table slot counted.",
+            show(&state.bytes),
+        ),
+        (
+            "cxpulse_state_entries",
+            "gauge",
+            "Remembered event ids (dedup), correctable answers (answers) and series windows per partition (windows).",
+            show(&state.entries),
+        ),
+        (
+            "cxpulse_state_horizon_seconds",
+            "gauge",
+            "How far back state is kept: the configured horizon, less when the memory budget forgot the oldest early.",
+            [seconds[0].clone(), seconds[1].clone(), seconds[2].clone()],
+        ),
+        (
+            "cxpulse_state_evictions_total",
+            "counter",
+            "Entries forgotten early to keep state within state_memory.",
+            show(&state.evictions),
+        ),
+    ];
+    for (name, kind, help, values) in families {
+        header(out, name, kind, help);
+        for (label, value) in STATE_KINDS.iter().zip(values) {
+            let _ = writeln!(out, r#"{name}{{kind="{label}"}} {value}"#);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -347,6 +400,12 @@ mod tests {
             "cxpulse_events_counted_total 2",
             "cxpulse_series 1",
             r#"cxpulse_build_info{version="9.9.9"} 1"#,
+            r#"cxpulse_state_entries{kind="dedup"} 2"#,
+            r#"cxpulse_state_entries{kind="answers"} 0"#,
+            r#"cxpulse_state_entries{kind="windows"} 1"#,
+            r#"cxpulse_state_horizon_seconds{kind="dedup"} 86400"#,
+            r#"cxpulse_state_evictions_total{kind="dedup"} 0"#,
+            "cxpulse_corrections_unmatched_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
         }

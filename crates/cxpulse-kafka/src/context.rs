@@ -11,9 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cxpulse_core::checkpoint::PartitionCheckpoint;
 use cxpulse_core::health::Health;
-use cxpulse_core::{ClockMode, Engine, SourcePartition};
+use cxpulse_core::{ClockMode, Engine, RestoreError, SourcePartition};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
@@ -132,35 +131,38 @@ impl WorkerContext {
     /// Writes a checkpoint for every processed partition of `partitions` (all when `None`) that
     /// moved since its last one, waiting for acknowledgements until `deadline`. Partitions read
     /// past their safe offset (a dead letter pending) are left out: their windows hold messages
-    /// the next owner reads again. Failures are logged: the next owner then replays instead.
+    /// the next owner reads again. A failed write is logged, and those partitions' next
+    /// checkpoints write their whole state anew.
     pub fn checkpoint(&self, only: Option<&BTreeSet<TopicPartition>>, deadline: Instant) {
-        let store = lock(&self.store);
-        let Some(store) = store.as_ref() else { return };
+        let mut store = lock(&self.store);
+        let Some(store) = store.as_mut() else { return };
         let due = lock(&self.partitions).to_checkpoint(only);
         if due.is_empty() {
             return;
         }
-        let mut entries = Vec::new();
-        let mut written = Vec::new();
-        {
-            let engine = lock(&self.engine);
-            for ((topic, partition), offset) in due {
-                match engine.checkpoint(self.source(&topic, partition), offset).encode() {
-                    Ok(bytes) => {
-                        entries.push((self.state_key(&topic, partition), bytes));
-                        written.push(((topic, partition), offset));
-                    }
-                    Err(e) => warn!(%topic, partition, error = %e, "checkpoint not encoded"),
-                }
-            }
-        }
-        match store.save(entries, deadline) {
-            Ok(()) => {
-                self.metrics.checkpoints.inc_by(written.len() as u64);
-                lock(&self.partitions).checkpointed(&written);
+        let started = Instant::now();
+        let batches: Vec<(String, cxpulse_core::CheckpointBatch)> = {
+            let mut engine = lock(&self.engine);
+            due.iter()
+                .map(|((topic, partition), offset)| {
+                    let source = self.source(topic, *partition);
+                    (self.state_key(topic, *partition), engine.checkpoint(source, *offset))
+                })
+                .collect()
+        };
+        match store.save(&batches, deadline) {
+            Ok(bytes) => {
+                self.metrics.checkpoints.inc_by(due.len() as u64);
+                self.metrics.checkpoint_bytes.inc_by(bytes);
+                self.metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
+                lock(&self.partitions).checkpointed(&due);
             }
             Err(e) => {
-                warn!(error = %e, "checkpoints not written; a new owner would replay instead")
+                warn!(error = %e, "checkpoints not written; the next ones write the whole state");
+                let mut engine = lock(&self.engine);
+                for (((topic, partition), _), (_, batch)) in due.iter().zip(batches) {
+                    engine.checkpoint_failed(self.source(topic, *partition), batch);
+                }
             }
         }
     }
@@ -241,7 +243,10 @@ impl WorkerContext {
         // The state topic is read once for the whole assignment.
         let read = Instant::now();
         let mut checkpoints = match lock(&self.store).as_mut() {
-            Some(store) => store.load_all(&keys, &self.stop),
+            Some(store) => store.load(&keys, &self.stop).unwrap_or_else(|e| {
+                warn!(error = %e, "cannot read the state topic; partitions are rebuilt by replay");
+                HashMap::new()
+            }),
             None => HashMap::new(),
         };
         debug!(
@@ -253,20 +258,19 @@ impl WorkerContext {
         let mut replays = Vec::new();
         for ((topic, partition), key) in partitions.iter().zip(&keys) {
             let source = self.source(topic, *partition);
-            let loaded = checkpoints.remove(key);
-            let restored = loaded.and_then(|bytes| match PartitionCheckpoint::decode(&bytes) {
-                Ok(checkpoint) => match lock(&self.engine).restore(source, &checkpoint) {
-                    Ok(()) => Some(checkpoint.offset),
-                    Err(e) => {
-                        warn!(%topic, partition, error = %e, "checkpoint unusable; rebuilding by replay");
-                        None
-                    }
-                },
+            let records = checkpoints.remove(key).unwrap_or_default();
+            let restored = match lock(&self.engine).restore(source, &records, wall_ms() as u64) {
+                Ok(offset) => Some(offset),
+                Err(RestoreError::NoCheckpoint) => None,
                 Err(e) => {
-                    warn!(%topic, partition, error = %e, "checkpoint unreadable; rebuilding by replay");
+                    warn!(%topic, partition, error = %e, "checkpoint unusable; rebuilding by replay");
+                    self.metrics
+                        .checkpoints_unusable
+                        .with_label_values(&[unusable_reason(&e)])
+                        .inc();
                     None
                 }
-            });
+            };
             let committed = committed.get(&(topic.clone(), *partition)).copied();
             match restored {
                 Some(offset) => {
@@ -276,7 +280,7 @@ impl WorkerContext {
                     replays.push(((topic.clone(), *partition), replay_end(offset, committed)));
                 }
                 None => {
-                    lock(&self.engine).drop_partition(source);
+                    // The engine left the partition empty (remembering what to tombstone).
                     self.metrics.restores.with_label_values(&["replay"]).inc();
                     replay_from_time.push((topic.clone(), *partition, source, committed));
                 }
@@ -299,6 +303,18 @@ impl WorkerContext {
             }
         }
         replays
+    }
+}
+
+/// The `reason` label of `cxpulse_checkpoints_unusable_total`.
+fn unusable_reason(error: &RestoreError) -> &'static str {
+    match error {
+        RestoreError::NoCheckpoint => "none",
+        RestoreError::NoManifest => "no_manifest",
+        RestoreError::Unreadable(_) => "unreadable",
+        RestoreError::OtherWindows { .. } => "other_windows",
+        RestoreError::Incomplete(_) => "incomplete",
+        _ => "invalid",
     }
 }
 

@@ -19,6 +19,9 @@ pub struct PipelineMetrics {
     pub partitions_restoring: IntGauge,
     pub rebalances: IntCounterVec,
     pub checkpoints: IntCounter,
+    pub checkpoint_bytes: IntCounter,
+    pub checkpoint_seconds: Histogram,
+    pub checkpoints_unusable: IntCounterVec,
     pub topic_partitions: IntGaugeVec,
     pub restores: IntCounterVec,
 }
@@ -105,6 +108,27 @@ impl PipelineMetrics {
                 "Partition checkpoints acknowledged by the state topic.",
             )
             .unwrap_or_else(invalid_metric),
+            checkpoint_bytes: IntCounter::new(
+                "cxpulse_checkpoint_bytes_total",
+                "Bytes of checkpoint records acknowledged by the state topic.",
+            )
+            .unwrap_or_else(invalid_metric),
+            checkpoint_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "cxpulse_checkpoint_duration_seconds",
+                    "Time to write one round of partition checkpoints, acknowledgements included.",
+                )
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            )
+            .unwrap_or_else(invalid_metric),
+            checkpoints_unusable: IntCounterVec::new(
+                Opts::new(
+                    "cxpulse_checkpoints_unusable_total",
+                    "Partition checkpoints found but not usable (damaged, incomplete, other windows); the partition was rebuilt by replay.",
+                ),
+                &["reason"],
+            )
+            .unwrap_or_else(invalid_metric),
             restores: IntCounterVec::new(
                 Opts::new(
                     "cxpulse_partition_restores_total",
@@ -115,7 +139,10 @@ impl PipelineMetrics {
             .unwrap_or_else(invalid_metric),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+            Box::new(metrics.checkpoint_bytes.clone()),
+            Box::new(metrics.checkpoint_seconds.clone()),
+            Box::new(metrics.checkpoints_unusable.clone()),
             Box::new(metrics.restore_seconds.clone()),
             Box::new(metrics.dead_letter_failures.clone()),
             Box::new(metrics.partitions_blocked.clone()),

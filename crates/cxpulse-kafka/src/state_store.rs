@@ -1,14 +1,19 @@
-//! The compacted state topic: partition checkpoints keyed `group/topic/partition`. Writes are
-//! acknowledged before they count; reads tail the topic up to its high watermarks so that a
-//! checkpoint written by the previous owner of a partition, just before it let go, is seen. The
-//! topic is read once per assignment (`load_all`), from where the last read ended, until every
-//! partition reports its end.
+//! The compacted state topic: incremental partition checkpoints, each record keyed
+//! `group/topic/partition/<record>` (the record names are `cxpulse_core::checkpoint`'s).
+//!
+//! Every record of one source partition goes to one state-topic partition (a hash of its prefix),
+//! so a restore reads only the state partitions of what it restores, from their beginning to
+//! their end (partition EOF), keeping the latest value of each key of the wanted prefixes. A
+//! checkpoint is written in three acknowledged steps: segments, then manifests, then tombstones,
+//! so the manifest a restore finds always names segments that are there. Records stay within
+//! Kafka's default message size: the topic works at its default settings.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use cxpulse_core::CheckpointBatch;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -20,6 +25,9 @@ use crate::client_log::{self, QuietContext};
 use crate::util::lock;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A restore gives up after this long without a record or an end of partition.
+const READ_STALL: Duration = Duration::from_secs(10);
 
 struct Acks(Mutex<Vec<bool>>);
 
@@ -41,13 +49,15 @@ impl ProducerContext for Acks {
     }
 }
 
+/// The latest value of each record of a source partition, by its name below the prefix.
+pub type PartitionRecords = Vec<(String, Vec<u8>)>;
+
 pub struct StateStore {
     topic: String,
     producer: BaseProducer<Acks>,
     reader: BaseConsumer<QuietContext>,
-    latest: HashMap<String, Vec<u8>>,
-    /// Next offset to read, per state-topic partition.
-    positions: HashMap<i32, i64>,
+    /// The state topic's partition count, once known.
+    partitions: Option<i32>,
 }
 
 impl StateStore {
@@ -57,38 +67,94 @@ impl StateStore {
         mut consumer: ClientConfig,
         topic: String,
     ) -> anyhow::Result<Self> {
-        producer.set("compression.type", "lz4").set("message.max.bytes", "67108864");
+        producer.set("compression.type", "lz4");
         let producer = producer.create_with_context(Acks(Mutex::new(Vec::new())))?;
         consumer
             .set("group.id", "cxpulse-state-reader")
             .set("enable.auto.commit", "false")
-            .set("fetch.message.max.bytes", "67108864")
             .set("enable.partition.eof", "true")
             .set("partition.assignment.strategy", "range")
             .set("statistics.interval.ms", "0");
         let reader = consumer.create_with_context(QuietContext)?;
-        Ok(StateStore {
-            topic,
-            producer,
-            reader,
-            latest: HashMap::new(),
-            positions: HashMap::new(),
-        })
+        Ok(StateStore { topic, producer, reader, partitions: None })
     }
 
-    /// Writes every `(key, value)` and waits for all acknowledgements until `deadline`.
-    pub fn save(&self, entries: Vec<(String, Vec<u8>)>, deadline: Instant) -> Result<(), String> {
+    /// The state partition holding every record of `prefix`.
+    fn partition_of(prefix: &str, partitions: i32) -> i32 {
+        (crc32fast::hash(prefix.as_bytes()) % partitions.max(1) as u32) as i32
+    }
+
+    fn partition_count(&mut self) -> Result<i32, String> {
+        let metadata = self
+            .reader
+            .fetch_metadata(Some(&self.topic), IO_TIMEOUT)
+            .map_err(|e| format!("metadata: {e}"))?;
+        let count = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic && t.error().is_none())
+            .map(|t| t.partitions().len() as i32)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("state topic {} not found", self.topic))?;
+        self.partitions = Some(count);
+        Ok(count)
+    }
+
+    /// Writes each prefix's checkpoint: every segment, then every manifest, then every
+    /// tombstone, each step acknowledged before the next, all before `deadline`. Returns the
+    /// bytes written. On error nothing is known of what landed.
+    pub fn save(
+        &mut self,
+        batches: &[(String, CheckpointBatch)],
+        deadline: Instant,
+    ) -> Result<u64, String> {
+        let partitions = match self.partitions {
+            Some(n) => n,
+            None => self.partition_count()?,
+        };
+        let mut bytes = 0u64;
+        let mut segments = Vec::new();
+        let mut manifests = Vec::new();
+        let mut tombstones = Vec::new();
+        for (prefix, batch) in batches {
+            let partition = Self::partition_of(prefix, partitions);
+            for (key, value) in &batch.records {
+                let record = (partition, format!("{prefix}/{key}"), Some(value.as_slice()));
+                bytes += value.len() as u64;
+                match key {
+                    cxpulse_core::checkpoint::RecordKey::Manifest => manifests.push(record),
+                    _ => segments.push(record),
+                }
+            }
+            for key in &batch.tombstones {
+                tombstones.push((partition, format!("{prefix}/{key}"), None));
+            }
+        }
+        for step in [segments, manifests, tombstones] {
+            self.send_all(&step, deadline)?;
+        }
+        Ok(bytes)
+    }
+
+    fn send_all(
+        &self,
+        records: &[(i32, String, Option<&[u8]>)],
+        deadline: Instant,
+    ) -> Result<(), String> {
+        if records.is_empty() {
+            return Ok(());
+        }
         lock(&self.producer.context().0).clear();
-        let count = entries.len();
-        for (key, value) in &entries {
-            let mut record = BaseRecord::to(&self.topic).key(key).payload(value);
+        for (partition, key, value) in records {
+            let mut record = BaseRecord::to(&self.topic).partition(*partition).key(key.as_str());
+            if let Some(value) = value {
+                record = record.payload(*value);
+            }
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,
                     Err((
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull,
-                        ),
+                        KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
                         r,
                     )) => {
                         if Instant::now() >= deadline {
@@ -97,62 +163,61 @@ impl StateStore {
                         record = r;
                         self.producer.poll(Duration::from_millis(10));
                     }
-                    Err((e, _)) => return Err(format!("checkpoint not enqueued: {e}")),
+                    Err((e, _)) => return Err(format!("checkpoint record not enqueued: {e}")),
                 }
             }
         }
         let flushed = self.producer.flush(deadline.saturating_duration_since(Instant::now()));
         if let Err(e) = flushed {
-            // Nothing may deliver them later under an older checkpoint's name.
+            // Nothing may land later, after a newer checkpoint.
             self.producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
             return Err(format!("checkpoint flush: {e}"));
         }
         let acks = lock(&self.producer.context().0);
-        let ok = acks.iter().filter(|ok| **ok).count();
-        if ok == count {
+        let failed =
+            acks.iter().filter(|ok| !**ok).count() + records.len().saturating_sub(acks.len());
+        if failed == 0 {
             Ok(())
         } else {
-            Err(format!("{} of {count} checkpoints not acknowledged", count - ok))
+            Err(format!("{failed} of {} checkpoint records not acknowledged", records.len()))
         }
     }
 
-    /// The latest value of each of `keys` that has one, after reading the topic up to its
-    /// current end once. Stops reading early when `stop` is set.
-    pub fn load_all(&mut self, keys: &[String], stop: &AtomicBool) -> HashMap<String, Vec<u8>> {
-        if let Err(e) = self.catch_up(stop) {
-            warn!(topic = %self.topic, error = %e, "cannot read the state topic; partitions are rebuilt by replay");
+    /// The records of each of `prefixes`, read from the beginning of their state partitions to
+    /// their current end. Stops early, with an error, when `stop` is set or the read stalls.
+    pub fn load(
+        &mut self,
+        prefixes: &[String],
+        stop: &AtomicBool,
+    ) -> Result<HashMap<String, PartitionRecords>, String> {
+        let result = self.read(prefixes, stop);
+        // Nothing is fetched in the background until the next restore.
+        if let Err(e) = self.reader.unassign() {
+            warn!(error = %e, "cannot unassign the state-topic reader");
         }
-        keys.iter()
-            .filter_map(|key| self.latest.get(key).map(|value| (key.clone(), value.clone())))
-            .collect()
+        result
     }
 
-    fn catch_up(&mut self, stop: &AtomicBool) -> Result<(), String> {
-        let metadata = self
-            .reader
-            .fetch_metadata(Some(&self.topic), IO_TIMEOUT)
-            .map_err(|e| format!("metadata: {e}"))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == self.topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Ok(());
-        }
-        // Read every partition from where the last read stopped until librdkafka reports its end
-        // (partition EOF): one pass, no request per partition.
+    fn read(
+        &mut self,
+        prefixes: &[String],
+        stop: &AtomicBool,
+    ) -> Result<HashMap<String, PartitionRecords>, String> {
+        let partitions = self.partition_count()?;
+        let wanted: HashSet<i32> =
+            prefixes.iter().map(|p| Self::partition_of(p, partitions)).collect();
         let mut tpl = TopicPartitionList::new();
-        for &p in &partitions {
-            let offset = self.positions.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            tpl.add_partition_offset(&self.topic, p, offset).map_err(|e| e.to_string())?;
+        for &p in &wanted {
+            tpl.add_partition_offset(&self.topic, p, Offset::Beginning)
+                .map_err(|e| e.to_string())?;
         }
         self.reader.assign(&tpl).map_err(|e| format!("assign: {e}"))?;
+        let mut latest: HashMap<&str, BTreeMap<String, Vec<u8>>> =
+            prefixes.iter().map(|p| (p.as_str(), BTreeMap::new())).collect();
         let mut at_end = HashSet::new();
-        let deadline = Instant::now() + IO_TIMEOUT;
-        while at_end.len() < partitions.len() {
-            if Instant::now() >= deadline {
+        let mut last_progress = Instant::now();
+        while at_end.len() < wanted.len() {
+            if last_progress.elapsed() >= READ_STALL {
                 return Err("timed out reading the state topic".into());
             }
             if stop.load(Ordering::Relaxed) {
@@ -160,26 +225,70 @@ impl StateStore {
             }
             match self.reader.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
-                    self.positions.insert(message.partition(), message.offset() + 1);
+                    last_progress = Instant::now();
                     let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
                         continue;
                     };
+                    // `group/topic/partition/record`: the prefix is all but the record's name,
+                    // which itself has at most four fields.
+                    let Some((prefix, record)) = split_key(key, &latest) else { continue };
+                    let Some(records) = latest.get_mut(prefix) else { continue };
                     match message.payload() {
-                        Some(value) => self.latest.insert(key.to_string(), value.to_vec()),
-                        None => self.latest.remove(key),
+                        Some(value) => records.insert(record.to_string(), value.to_vec()),
+                        None => records.remove(record),
                     };
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    last_progress = Instant::now();
                     at_end.insert(partition);
                 }
                 Some(Err(e)) => warn!(error = %e, "state topic read error"),
                 None => {}
             }
         }
-        // Nothing is fetched in the background until the next assignment.
-        if let Err(e) = self.reader.unassign() {
-            warn!(error = %e, "cannot unassign the state-topic reader");
+        Ok(latest
+            .into_iter()
+            .map(|(prefix, records)| (prefix.to_string(), records.into_iter().collect()))
+            .collect())
+    }
+}
+
+/// Splits a state key into a wanted prefix and the record name below it.
+fn split_key<'k, V>(key: &'k str, wanted: &HashMap<&str, V>) -> Option<(&'k str, &'k str)> {
+    // Record names have one field (`m`) or four (`d/bucket/seq/part`).
+    for fields in [1, 4] {
+        let mut cut = key.len();
+        for _ in 0..fields {
+            cut = key[..cut].rfind('/')?;
         }
-        Ok(())
+        let (prefix, record) = (&key[..cut], &key[cut + 1..]);
+        if wanted.contains_key(prefix) {
+            return Some((prefix, record));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_into_their_prefix_and_record_whatever_the_topic_name() {
+        let wanted: HashMap<&str, ()> = [("g/cx/events/3", ()), ("g/t/0", ())].into();
+        assert_eq!(split_key("g/cx/events/3/m", &wanted), Some(("g/cx/events/3", "m")));
+        assert_eq!(split_key("g/t/0/d/12/5/0", &wanted), Some(("g/t/0", "d/12/5/0")));
+        assert_eq!(split_key("g/t/1/d/12/5/0", &wanted), None);
+        assert_eq!(split_key("g/t/0", &wanted), None);
+        assert_eq!(split_key("", &wanted), None);
+    }
+
+    #[test]
+    fn one_prefix_always_lands_on_one_partition_in_range() {
+        for n in [1, 3, 64] {
+            let p = StateStore::partition_of("cxpulse/cx-events/7", n);
+            assert!((0..n).contains(&p));
+            assert_eq!(p, StateStore::partition_of("cxpulse/cx-events/7", n));
+        }
     }
 }

@@ -1,0 +1,141 @@
+//! One source partition's state: its series' window rings, its remembered event ids and its
+//! correctable answers (both in time buckets), and what its checkpoints have written so far.
+//! A partition's state goes whole when the partition does, so a revoke is one removal.
+
+use crate::buckets::TimeBuckets;
+use crate::event::Survey;
+use crate::window::{Counter, Counts, Ring};
+
+use super::persist::PersistBook;
+use super::series::SeriesId;
+
+/// A correctable answer: what to take out of the windows when a correction replaces it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub occurred_at_ms: i64,
+    pub series: SeriesId,
+    /// Index into `snapshot::SURVEY_CATEGORIES`.
+    pub category: u8,
+    pub ces_score: u8,
+}
+
+impl Answer {
+    pub fn counts(&self) -> Counts {
+        let counter = match self.category {
+            c @ 0..=2 => Counter::Nps(usize::from(c)),
+            c @ 3..=4 => Counter::Csat(usize::from(c - 3)),
+            c => Counter::Ces(usize::from(c.saturating_sub(5))),
+        };
+        Counts::of(counter, u32::from(self.ces_score))
+    }
+}
+
+pub(crate) struct PartitionState {
+    /// Indexed by `SeriesId`: the series' windows in this partition, a ring per configured
+    /// window; `None` where the partition never saw the series.
+    pub series: Vec<Option<Box<[Ring]>>>,
+    /// The ids whose slot is filled, in the order first seen (a series' position here is its
+    /// local number in checkpoints), so reads visit only those.
+    pub present: Vec<SeriesId>,
+    /// Hashes of the event ids seen within the dedup horizon.
+    pub dedup: TimeBuckets<()>,
+    /// Answers that carried a `response_id`, by its hash, within the correction horizon.
+    pub answers: TimeBuckets<Answer>,
+    /// The series of the partition's last counted event.
+    pub last_series: Option<SeriesId>,
+    pub book: PersistBook,
+}
+
+impl PartitionState {
+    pub fn new(dedup_horizon_ms: i64, correction_horizon_ms: i64) -> Self {
+        PartitionState {
+            series: Vec::new(),
+            present: Vec::new(),
+            dedup: TimeBuckets::new(dedup_horizon_ms),
+            answers: TimeBuckets::new(correction_horizon_ms),
+            last_series: None,
+            book: PersistBook::default(),
+        }
+    }
+
+    /// The series' rings in this partition, created at `heads` on first use.
+    pub fn rings_of(
+        &mut self,
+        series: SeriesId,
+        heads: &[i64],
+        future_panes: &[usize],
+    ) -> &mut [Ring] {
+        let slot = series as usize;
+        if self.series.len() <= slot {
+            self.series.resize_with(slot + 1, || None);
+        }
+        if self.series[slot].is_none() {
+            self.present.push(series);
+        }
+        self.series[slot].get_or_insert_with(|| {
+            heads.iter().zip(future_panes).map(|(head, f)| Ring::new(*head, *f)).collect()
+        })
+    }
+
+    /// Heap bytes of the window rings.
+    pub fn window_bytes(&self) -> usize {
+        let slots = self.series.capacity() * std::mem::size_of::<Option<Box<[Ring]>>>()
+            + self.present.capacity() * std::mem::size_of::<SeriesId>();
+        let rings: usize = self
+            .present
+            .iter()
+            .filter_map(|&id| self.series.get(id as usize).and_then(Option::as_ref))
+            .flat_map(|rings| rings.iter())
+            .map(Ring::bytes)
+            .sum();
+        slots + rings
+    }
+}
+
+/// The counter an answer moves, and what it adds to the CES score sum.
+pub(crate) fn survey_counter(survey: Survey) -> (Counter, u32) {
+    match survey {
+        Survey::Nps { score } => (Counter::Nps(Survey::nps_category(score) as usize), 0),
+        Survey::Csat { score, scale } => {
+            (Counter::Csat(usize::from(!Survey::csat_satisfied(score, scale))), 0)
+        }
+        Survey::Ces { score } => {
+            (Counter::Ces(usize::from(!Survey::ces_easy(score))), u32::from(score))
+        }
+    }
+}
+
+/// Index into `snapshot::SURVEY_CATEGORIES`.
+pub(crate) fn survey_category_index(survey: Survey) -> usize {
+    match survey {
+        Survey::Nps { score } => Survey::nps_category(score) as usize,
+        Survey::Csat { score, scale } => 3 + usize::from(!Survey::csat_satisfied(score, scale)),
+        Survey::Ces { score } => 5 + usize::from(!Survey::ces_easy(score)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_gives_back_the_counts_of_its_category() {
+        for (survey, category) in [
+            (Survey::Nps { score: 10 }, 0),
+            (Survey::Nps { score: 3 }, 2),
+            (Survey::Csat { score: 2, scale: crate::event::CsatScale::Five }, 4),
+            (Survey::Ces { score: 6 }, 5),
+            (Survey::Ces { score: 2 }, 6),
+        ] {
+            assert_eq!(survey_category_index(survey), category);
+            let (counter, ces) = survey_counter(survey);
+            let answer = Answer {
+                occurred_at_ms: 0,
+                series: 0,
+                category: category as u8,
+                ces_score: ces as u8,
+            };
+            assert_eq!(answer.counts(), Counts::of(counter, ces), "{survey:?}");
+        }
+    }
+}
