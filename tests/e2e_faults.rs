@@ -99,12 +99,24 @@ fn sigkill_mid_stream_then_restart_counts_every_event_once() {
         })
     })
     .unwrap_or_else(|| panic!("first worker never reached {kill_at}; log:\n{}", first.log()));
+    // Every partition checkpointed at least once, so the restart restores rather than replays.
+    wait_for(Duration::from_secs(30), || {
+        first.metrics().filter(|m| m.get("cxpulse_checkpoints_total", &[]).unwrap_or(0.0) >= 4.0)
+    })
+    .unwrap_or_else(|| panic!("no checkpoints before the kill; log:\n{}", first.log()));
     first.child.kill().expect("SIGKILL");
     first.child.wait().expect("reaped");
     producing.join().expect("producer");
 
     let second = scenario.start("kill-b", &config);
     assert_exact(&[&second], EVENTS as f64, &format!("after SIGKILL at ~{kill_at}"));
+    let metrics = second.metrics().expect("metrics");
+    assert_eq!(
+        metrics.get("cxpulse_partition_restores_total", &[("source", "checkpoint")]),
+        Some(4.0),
+        "{}",
+        second.log()
+    );
 }
 
 #[test]
@@ -185,9 +197,8 @@ fn duplicates_count_once_and_every_malformed_event_is_dead_lettered() {
         let id = format!("d-{n}");
         messages.push(((n % 4) as i32, "k", nps_json(&id, n)));
         if n % 10 == 0 {
-            // A repeat, half of them on another partition.
-            let partition = if n % 20 == 0 { (n + 1) % 4 } else { n % 4 };
-            messages.push((partition as i32, "k", nps_json(&id, n + 3)));
+            // A repeat, on the original's partition as producers' retries are.
+            messages.push(((n % 4) as i32, "k", nps_json(&id, n + 3)));
         }
         if n % 20 == 5 {
             malformed += 1;
@@ -228,9 +239,13 @@ fn a_corrupted_checkpoint_falls_back_to_replay_and_stays_exact() {
     assert_exact(&[&first], EVENTS as f64, "first run");
     assert!(first.terminate(Duration::from_secs(10)).expect("exits").success());
 
-    // Overwrite every partition's checkpoint with garbage (the newest value of a key wins).
-    let garbage: Vec<(i32, String, Vec<u8>)> = (0..3)
-        .map(|p| (0, format!("g-corrupt/{TOPIC}/{p}"), b"CXPS\0\0\0\0garbage".to_vec()))
+    // Overwrite every partition's manifest with garbage (the newest value of a key wins), on
+    // every state partition, whichever holds it.
+    let state_partitions = partition_count(&brokers, "cxpulse.state");
+    assert!(state_partitions > 0, "the state topic exists");
+    let garbage: Vec<(i32, String, Vec<u8>)> = (0..state_partitions)
+        .flat_map(|s| (0..3).map(move |p| (s, p)))
+        .map(|(s, p)| (s, format!("g-corrupt/{TOPIC}/{p}/m"), b"CXP2\x02\0\0\0garbage".to_vec()))
         .collect();
     let keyed: Vec<(i32, &str, Vec<u8>)> =
         garbage.iter().map(|(p, k, v)| (*p, k.as_str(), v.clone())).collect();
@@ -250,8 +265,12 @@ fn a_corrupted_checkpoint_falls_back_to_replay_and_stays_exact() {
         Some(0.0),
         "nothing new: all replayed"
     );
+    assert_eq!(
+        metrics.get("cxpulse_checkpoints_unusable_total", &[("reason", "unreadable")]),
+        Some(3.0)
+    );
     let log = second.log();
-    assert!(log.contains("checkpoint unreadable"), "{log}");
+    assert!(log.contains("checkpoint unusable"), "{log}");
     // The replay up to the committed offsets was a restoring phase, and it ended.
     assert!(log.contains("caught up with the previous owner"), "{log}");
     assert_eq!(metrics.get("cxpulse_partitions_restoring", &[]), Some(0.0));

@@ -518,6 +518,17 @@ pub fn read_topic(
 }
 
 /// The group's committed offsets summed over `partitions` of `topic` (unset counts 0).
+/// The partition count of `topic` (created by the time it answers), or 0.
+pub fn partition_count(brokers: &str, topic: &str) -> i32 {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("metadata consumer");
+    consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()
+        .and_then(|m| m.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()))
+        .unwrap_or(0) as i32
+}
+
 pub fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)

@@ -84,20 +84,32 @@ impl StateStore {
         (crc32fast::hash(prefix.as_bytes()) % partitions.max(1) as u32) as i32
     }
 
-    fn partition_count(&mut self) -> Result<i32, String> {
-        let metadata = self
-            .reader
-            .fetch_metadata(Some(&self.topic), IO_TIMEOUT)
-            .map_err(|e| format!("metadata: {e}"))?;
-        let count = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == self.topic && t.error().is_none())
-            .map(|t| t.partitions().len() as i32)
-            .filter(|n| *n > 0)
-            .ok_or_else(|| format!("state topic {} not found", self.topic))?;
-        self.partitions = Some(count);
-        Ok(count)
+    /// Asked through the producer, whose metadata requests let a broker that auto-creates
+    /// topics create the state topic (a consumer's do not); a topic just created may take a
+    /// moment to show its partitions.
+    fn partition_count(&mut self, wait: Duration) -> Result<i32, String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let metadata = self
+                .producer
+                .client()
+                .fetch_metadata(Some(&self.topic), IO_TIMEOUT)
+                .map_err(|e| format!("metadata: {e}"))?;
+            let count = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == self.topic && t.error().is_none())
+                .map(|t| t.partitions().len() as i32)
+                .filter(|n| *n > 0);
+            if let Some(count) = count {
+                self.partitions = Some(count);
+                return Ok(count);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("state topic {} not found", self.topic));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Writes each prefix's checkpoint: every segment, then every manifest, then every
@@ -110,7 +122,7 @@ impl StateStore {
     ) -> Result<u64, String> {
         let partitions = match self.partitions {
             Some(n) => n,
-            None => self.partition_count()?,
+            None => self.partition_count(IO_TIMEOUT)?,
         };
         let mut bytes = 0u64;
         let mut segments = Vec::new();
@@ -203,7 +215,10 @@ impl StateStore {
         prefixes: &[String],
         stop: &AtomicBool,
     ) -> Result<HashMap<String, PartitionRecords>, String> {
-        let partitions = self.partition_count()?;
+        // A state topic that does not show up soon holds no checkpoint yet.
+        let Ok(partitions) = self.partition_count(Duration::from_secs(2)) else {
+            return Ok(HashMap::new());
+        };
         let wanted: HashSet<i32> =
             prefixes.iter().map(|p| Self::partition_of(p, partitions)).collect();
         let mut tpl = TopicPartitionList::new();
