@@ -342,3 +342,42 @@ fn an_unreachable_broker_is_one_line_then_quiet_and_a_stop_is_prompt() {
     assert_eq!(about_kafka, 1, "one line about the broker in 12 s:\n{log}");
     assert!(warnings <= 1, "nothing else alarming:\n{log}");
 }
+
+#[test]
+fn a_crash_in_the_middle_of_a_checkpoint_restores_the_previous_one_and_stays_exact() {
+    const TOPIC: &str = "midway";
+    const EVENTS: usize = 12_000;
+    // A state topic of several partitions, as Kafka's defaults and real deployments have.
+    let scenario = Scenario::new(&[(TOPIC, 6), ("midway.dlq", 1), ("midway.state", 3)]);
+    let brokers = scenario.brokers.clone();
+    let producing = produce_spread(brokers.clone(), TOPIC, 6, EVENTS, Duration::from_secs(15));
+    let config = worker_config("g-midway", TOPIC).state_topic("midway.state");
+    // Dies in its third round of checkpoints (one a second while events arrive): segments
+    // written, manifests not.
+    let mut first = start_worker_env(
+        "midway-a",
+        &brokers,
+        &config.toml(),
+        &[("CXPULSE_FAILPOINT", "abort-mid-checkpoint:3")],
+    );
+    let died = wait_for(Duration::from_secs(60), || first.child.try_wait().ok().flatten());
+    assert!(
+        died.is_some_and(|status| !status.success()),
+        "checkpoints {:?}, log:\n{}",
+        first.metrics().map(|m| m.get("cxpulse_checkpoints_total", &[])),
+        first.log()
+    );
+    assert!(first.log().contains("failpoint: aborting"), "{}", first.log());
+    producing.join().expect("producer");
+
+    let second = scenario.start("midway-b", &config);
+    assert_exact(&[&second], EVENTS as f64, "after a crash mid-checkpoint");
+    let metrics = second.metrics().expect("metrics");
+    assert_eq!(
+        metrics.get("cxpulse_partition_restores_total", &[("source", "checkpoint")]),
+        Some(6.0),
+        "every partition restored from the previous complete checkpoint:\n{}",
+        second.log()
+    );
+    assert_eq!(metrics.sum("cxpulse_checkpoints_unusable_total", &[]), 0.0);
+}

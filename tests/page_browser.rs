@@ -278,6 +278,12 @@ fn the_demo_page_in_chromium() {
         .and_then(|n| n.parse::<u32>().ok());
     assert!(refreshes >= Some(1), "the refresh script never swapped in a new render");
     assert!(!dom.contains("<body class=\"stale\""), "a refresh failed");
+    // The health strip shows the state's size and the horizons kept (the demo's defaults: a
+    // day of ids and of answers, no budget binding).
+    assert!(
+        dom.contains("<span>state</span>") && dom.contains("ids kept 1d · answers 1d"),
+        "no state in the health strip:\n{dom}"
+    );
 
     let rows = rows_of(dom);
     let shown: BTreeSet<(String, String)> =

@@ -226,7 +226,17 @@ impl Drop for TempDir {
 
 /// Starts `cxpulse run` with `config` (TOML) plus bootstrap/listen, logging to a file.
 pub fn start_worker(tag: &str, brokers: &str, config: &str) -> WorkerProcess {
-    start_worker_with(tag, brokers, config, QUIET_KAFKA_LOG, None)
+    start_worker_with(tag, brokers, config, QUIET_KAFKA_LOG, None, &[])
+}
+
+/// [`start_worker`] with extra environment variables (failpoints).
+pub fn start_worker_env(
+    tag: &str,
+    brokers: &str,
+    config: &str,
+    env: &[(&str, &str)],
+) -> WorkerProcess {
+    start_worker_with(tag, brokers, config, QUIET_KAFKA_LOG, None, env)
 }
 
 /// The log filter of [`start_worker`]: the worker's own lines, librdkafka's warnings and worse.
@@ -239,7 +249,7 @@ pub fn start_worker_logging(
     config: &str,
     rust_log: &str,
 ) -> WorkerProcess {
-    start_worker_with(tag, brokers, config, rust_log, None)
+    start_worker_with(tag, brokers, config, rust_log, None, &[])
 }
 
 /// [`start_worker`], with the descriptor limit lowered to `nofile` when given (through the
@@ -250,7 +260,7 @@ pub fn start_worker_limited(
     config: &str,
     nofile: Option<u32>,
 ) -> WorkerProcess {
-    start_worker_with(tag, brokers, config, QUIET_KAFKA_LOG, nofile)
+    start_worker_with(tag, brokers, config, QUIET_KAFKA_LOG, nofile, &[])
 }
 
 fn start_worker_with(
@@ -259,6 +269,7 @@ fn start_worker_with(
     config: &str,
     rust_log: &str,
     nofile: Option<u32>,
+    env: &[(&str, &str)],
 ) -> WorkerProcess {
     let dir = TempDir::new(tag);
     let port = free_port();
@@ -280,6 +291,7 @@ fn start_worker_with(
         .arg(&config_path)
         .args(["--brokers", brokers, "--listen", &addr])
         .env("RUST_LOG", rust_log)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()

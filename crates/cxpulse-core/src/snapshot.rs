@@ -76,6 +76,8 @@ pub struct StateStats {
     /// The horizon actually kept, in ms: the configured one unless the memory budget forgot
     /// more (windows: the longest window, never shortened).
     pub horizon_ms: [i64; 3],
+    /// The horizons configured: `horizon_ms` is shorter while the budget binds.
+    pub horizon_configured_ms: [i64; 3],
     /// Entries forgotten early by the memory budget.
     pub evictions: [u64; 3],
 }

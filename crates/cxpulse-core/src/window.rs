@@ -226,7 +226,7 @@ impl RingState {
     pub fn merge(&mut self, delta: &RingState) {
         self.head = self.head.max(delta.head);
         self.anchor = delta.anchor;
-        let start = self.head - PANES_PER_WINDOW + 1;
+        let start = self.head.saturating_sub(PANES_PER_WINDOW - 1);
         self.panes.retain(|(pane, _, _)| *pane >= start);
         for &(pane, counts, active) in &delta.panes {
             let zero = counts == Counts::default() && active == Active::default();

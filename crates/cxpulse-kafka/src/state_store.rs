@@ -58,7 +58,15 @@ pub struct StateStore {
     reader: BaseConsumer<QuietContext>,
     /// The state topic's partition count, once known.
     partitions: Option<i32>,
+    /// Checkpoint rounds written so far, and the one to die in (see [`FAILPOINT`]).
+    rounds: u64,
+    abort_in_round: Option<u64>,
 }
+
+/// Fault injection for the end-to-end test of a crash in the middle of a checkpoint:
+/// `CXPULSE_FAILPOINT=abort-mid-checkpoint:N` aborts the process in its Nth round of
+/// checkpoints, after the segments are acknowledged and before any manifest is written.
+pub const FAILPOINT: &str = "CXPULSE_FAILPOINT";
 
 impl StateStore {
     /// `producer` and `consumer` carry the connection settings; the store adds its own.
@@ -76,7 +84,10 @@ impl StateStore {
             .set("partition.assignment.strategy", "range")
             .set("statistics.interval.ms", "0");
         let reader = consumer.create_with_context(QuietContext)?;
-        Ok(StateStore { topic, producer, reader, partitions: None })
+        let abort_in_round = std::env::var(FAILPOINT)
+            .ok()
+            .and_then(|v| v.strip_prefix("abort-mid-checkpoint:")?.parse().ok());
+        Ok(StateStore { topic, producer, reader, partitions: None, rounds: 0, abort_in_round })
     }
 
     /// The state partition holding every record of `prefix`.
@@ -142,9 +153,17 @@ impl StateStore {
                 tombstones.push((partition, format!("{prefix}/{key}"), None));
             }
         }
-        for step in [segments, manifests, tombstones] {
-            self.send_all(&step, deadline)?;
+        self.rounds += 1;
+        self.send_all(&segments, deadline)?;
+        if self.abort_in_round == Some(self.rounds) {
+            warn!(
+                round = self.rounds,
+                "failpoint: aborting between a checkpoint's segments and its manifests"
+            );
+            std::process::abort();
         }
+        self.send_all(&manifests, deadline)?;
+        self.send_all(&tombstones, deadline)?;
         Ok(bytes)
     }
 

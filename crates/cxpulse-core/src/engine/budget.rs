@@ -58,11 +58,13 @@ impl Engine {
                     let dedup = (state.dedup.buckets().len() > 1)
                         .then(|| state.dedup.oldest())
                         .flatten()
-                        .map(|b| ((b + 1) * spans[0], DEDUP, *partition));
+                        .map(|b| (b.saturating_add(1).saturating_mul(spans[0]), DEDUP, *partition));
                     let answers = (state.answers.buckets().len() > 1)
                         .then(|| state.answers.oldest())
                         .flatten()
-                        .map(|b| ((b + 1) * spans[1], ANSWERS, *partition));
+                        .map(|b| {
+                            (b.saturating_add(1).saturating_mul(spans[1]), ANSWERS, *partition)
+                        });
                     dedup.into_iter().chain(answers)
                 })
                 .min();

@@ -565,6 +565,7 @@ impl Engine {
         ];
         for (kind, horizon) in horizons.into_iter().enumerate() {
             stats.horizon_ms[kind] = self.evictions.horizon_kept(kind, horizon, self.clock.now);
+            stats.horizon_configured_ms[kind] = horizon;
             stats.evictions[kind] = self.evictions.entries(kind);
         }
         stats

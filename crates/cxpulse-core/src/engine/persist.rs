@@ -25,6 +25,9 @@ use super::{ClockMode, Engine};
 /// never for less than this (small states would otherwise start generations all the time).
 const MIN_REWRITE_BYTES: usize = 256 * 1024;
 
+/// Checkpoint numbers at or past this are refused as damaged.
+const MAX_SEQ: u64 = 1 << 62;
+
 /// One group of segments as written: its reference in the manifest, and each segment's
 /// `(seq, parts)` for tombstones.
 #[derive(Clone, Debug, Default)]
@@ -167,7 +170,7 @@ impl Engine {
         };
         let book = &mut state.book;
         let seq = book.next_seq;
-        book.next_seq += 1;
+        book.next_seq = book.next_seq.saturating_add(1);
         let rewrite = std::mem::replace(&mut book.rewrite, false);
         if rewrite {
             let old: Vec<RecordKey> = book.all_keys().collect();
@@ -333,11 +336,19 @@ impl Engine {
             .iter()
             .filter_map(|(key, value)| RecordKey::parse(key).map(|k| (k, value.as_slice())))
             .collect();
-        let next_seq =
-            (keyed.iter().filter_map(|(k, _)| k.seq()).max().unwrap_or(0) + 1).max(seq_floor);
+        // A number no writer reaches (they count from the wall clock in ms) is damage: it is
+        // tombstoned like the rest, but not numbered after.
+        let next_seq = keyed
+            .iter()
+            .filter_map(|(k, _)| k.seq())
+            .filter(|seq| *seq < MAX_SEQ)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1)
+            .max(seq_floor);
         match self.restore_from(&keyed) {
             Ok((mut state, offset, seq)) => {
-                state.book.next_seq = next_seq.max(seq + 1);
+                state.book.next_seq = next_seq.max(seq.saturating_add(1));
                 self.partitions.insert(partition, state);
                 Ok(offset)
             }
@@ -394,6 +405,20 @@ impl Engine {
             let count = parts.len() as u32;
             let body = checkpoint::join_parts(&parts)?;
             bodies.entry((kind, group)).or_default().push((seq, count, body));
+        }
+        // Buckets are numbered by the clock when they were filled: none can be newer than the
+        // clock the manifest carries.
+        let newest_bucket = |horizon_ms: i64| {
+            manifest.clock_ms.map(|t| t.div_euclid(crate::buckets::span_of(horizon_ms)))
+        };
+        let buckets_ok = |groups: &[GroupRef], horizon_ms: i64| {
+            groups.iter().all(|g| newest_bucket(horizon_ms).is_some_and(|newest| g.group <= newest))
+        };
+        if !buckets_ok(&manifest.dedup, self.config.dedup_horizon_ms)
+            || !buckets_ok(&manifest.answers, self.config.correction_horizon_ms)
+            || manifest.seq >= MAX_SEQ
+        {
+            return Err(RestoreError::Incomplete("a bucket or sequence number out of range"));
         }
         let mut book = PersistBook { rewrite: false, garbage, ..PersistBook::default() };
         let check = |kind: SegmentKind, reference: &GroupRef| -> Result<Group, RestoreError> {
@@ -576,7 +601,8 @@ fn validate(
         let newest = window.pane_of(MAX_OCCURRED_AT_MS) + PANES_PER_WINDOW;
         let head_ok = (0..=newest).contains(&ring.head);
         let panes_ok = ring.panes.iter().all(|(pane, _, _)| {
-            (ring.head - 2 * PANES_PER_WINDOW..=newest + PANES_PER_WINDOW).contains(pane)
+            (ring.head.saturating_sub(2 * PANES_PER_WINDOW)..=newest + PANES_PER_WINDOW)
+                .contains(pane)
         });
         let anchor_ok = ring.anchor.base.is_none_or(|(pane, _)| (-1..=newest).contains(&pane));
         if !(head_ok && panes_ok && anchor_ok) {

@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use cxpulse_core::alerts::AlertPolicy;
+use cxpulse_core::duration::format_duration_ms;
 use cxpulse_core::event::Action;
 use cxpulse_core::{Scores, Snapshot};
 
@@ -206,6 +207,17 @@ fn render_health(out: &mut String, snapshot: &Snapshot, view: &PageView) {
         .last_event_ms
         .map_or("–".into(), |ms| seconds(((view.now_ms - ms) as f64 / 1000.0).max(0.0)) + " ago");
     item("last event", last, format!("{} series", snapshot.series.len()), false);
+    // Remembered ids and answers, with the horizons actually kept: shorter than configured
+    // (and marked) while the memory budget binds.
+    let state = &snapshot.state;
+    let kept = |kind: usize| format_duration_ms(state.horizon_ms[kind] / 60_000 * 60_000);
+    let shortened = (0..2).any(|k| state.horizon_ms[k] < state.horizon_configured_ms[k]);
+    item(
+        "state",
+        format!("{:.0} MiB", state.bytes.iter().sum::<u64>() as f64 / 1_048_576.0),
+        format!("ids kept {} · answers {}", kept(0), kept(1)),
+        shortened,
+    );
     let _ = write!(out, "<section class=health aria-label=\"pipeline health\">{items}</section>");
 }
 
