@@ -223,10 +223,13 @@ impl<V: Copy + Default> TimeBuckets<V> {
     }
 
     /// Stores `key` in the bucket of `at_ms`, which is never older than the newest bucket (the
-    /// clock does not go back); marks it unsaved. Returns whether the table grew.
-    pub fn insert(&mut self, key: u128, value: V, at_ms: i64) -> bool {
+    /// clock does not go back); with `track`, marks it unsaved for the next incremental
+    /// checkpoint (without, the next checkpoint writes everything, or there is none). Returns
+    /// whether memory grew (a new bucket, or a table that doubled).
+    pub fn insert(&mut self, key: u128, value: V, at_ms: i64, track: bool) -> bool {
         let index = self.bucket_of(at_ms);
-        if self.buckets.back().is_none_or(|b| b.index < index) {
+        let opened = self.buckets.back().is_none_or(|b| b.index < index);
+        if opened {
             let capacity = self.buckets.back().map_or(MIN_CAPACITY, |b| b.table.len() + 1);
             self.buckets.push_back(Bucket {
                 index,
@@ -237,8 +240,10 @@ impl<V: Copy + Default> TimeBuckets<V> {
         let Some(bucket) = self.buckets.back_mut() else { return false };
         let before = bucket.table.bytes();
         bucket.table.insert(key, value);
-        bucket.unsaved.push(key);
-        bucket.table.bytes() != before
+        if track {
+            bucket.unsaved.push(key);
+        }
+        opened || bucket.table.bytes() != before
     }
 
     /// Restores a bucket as checkpointed (oldest first); later values of a key win.
@@ -389,7 +394,7 @@ mod tests {
                     Op::Insert { key, advance_ms } => {
                         clock += advance_ms;
                         let k = xxhash_rust::xxh3::xxh3_128(&[*key]);
-                        buckets.insert(k, n as u32, clock);
+                        buckets.insert(k, n as u32, clock, true);
                         naive.entry(*key).or_default().push((n as u32, clock));
                         buckets.expire(live_from(clock, HORIZON, span));
                     }

@@ -28,6 +28,10 @@ pub struct SynthConfig {
     pub dip_after_ms: i64,
     /// Share of messages that are deliberately malformed (for the dead-letter path).
     pub invalid_ratio: f64,
+    /// Traffic as `cxpulse gateway` forwards it from survey tools: about 80 % answers, each with
+    /// a `response_id` and a `customer_id`, about 5 % of them corrections of a recent answer of
+    /// the same brand/segment, and 20 % lifecycle events. Off: the plain mix, unchanged.
+    pub gateway_shape: bool,
 }
 
 impl Default for SynthConfig {
@@ -38,6 +42,7 @@ impl Default for SynthConfig {
             dip_brand: Some("globex".into()),
             dip_after_ms: 60_000,
             invalid_ratio: 0.0,
+            gateway_shape: false,
         }
     }
 }
@@ -47,6 +52,12 @@ impl Default for SynthConfig {
 const BASE_MOVES: [(&str, f64, f64); 3] =
     [("churn", 0.002, -1.0), ("signup", 0.0025, 1.0), ("reactivation", 0.0002, 1.0)];
 const DAY_MS: f64 = 86_400_000.0;
+
+/// Gateway-shaped traffic: the share of events that are answers, the share of answers that
+/// correct a recent one, and how many recent answers per brand/segment a correction picks from.
+const GATEWAY_ANSWER_SHARE: f64 = 0.8;
+const GATEWAY_CORRECTION_SHARE: f64 = 0.05;
+const GATEWAY_RECENT: usize = 256;
 
 /// One brand/segment's customers: how many are active, and the moves owed since the last event.
 #[derive(Clone, Copy, Default)]
@@ -64,6 +75,23 @@ pub struct Synth {
     base_sent: [[bool; 3]; 4],
     customers: [[Customers; 3]; 4],
     nps_decks: [[NpsDeck; 3]; 4],
+    /// Gateway shape only: recent answers per brand/segment, for corrections to re-use.
+    recent_answers: [[std::collections::VecDeque<RecentAnswer>; 3]; 4],
+}
+
+/// An answer a later correction can replace: its ids and which survey it answered.
+#[derive(Clone)]
+struct RecentAnswer {
+    response_id: String,
+    customer: u32,
+    survey: SurveyKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SurveyKind {
+    Nps,
+    Csat,
+    Ces,
 }
 
 /// NPS categories still to deal for one brand/segment (0 promoter, 1 passive, 2 detractor), and
@@ -95,6 +123,7 @@ impl Synth {
             base_sent: [[false; 3]; 4],
             customers: [[Customers::default(); 3]; 4],
             nps_decks: Default::default(),
+            recent_answers: Default::default(),
         }
     }
 
@@ -130,6 +159,12 @@ impl Synth {
             && now_ms - first >= self.config.dip_after_ms;
         let base_move = self.customers[b][s].move_due(now_ms);
         let roll: f64 = self.rng.gen();
+        if self.config.gateway_shape && base_move.is_none() {
+            return SynthMessage {
+                key,
+                payload: self.gateway_event(&common, &id, b, s, roll, dipping),
+            };
+        }
         let payload = if let Some(action) = base_move {
             let customer = self.rng.gen_range(0..1_000_000);
             format!(
@@ -154,6 +189,67 @@ impl Synth {
             )
         };
         SynthMessage { key, payload }
+    }
+
+    /// One gateway-shaped event after the base moves: the plain mix's answer kinds scaled up to
+    /// [`GATEWAY_ANSWER_SHARE`] (so NPS, CSAT and CES keep their proportions), each answer with
+    /// both ids; the rest lifecycle events as in the plain mix.
+    fn gateway_event(
+        &mut self,
+        common: &str,
+        id: &str,
+        b: usize,
+        s: usize,
+        roll: f64,
+        dipping: bool,
+    ) -> String {
+        // The plain mix has 75 % answers: below 0.75 the same thresholds pick the same kinds.
+        let roll = roll * 0.75 / GATEWAY_ANSWER_SHARE;
+        if roll >= 0.75 {
+            let action = if self.rng.gen_bool(0.6) { "purchase" } else { "renewal" };
+            let customer = self.rng.gen_range(0..1_000_000);
+            return format!(
+                r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#
+            );
+        }
+        let recent = &self.recent_answers[b][s];
+        let corrected = if !recent.is_empty() && self.rng.gen_bool(GATEWAY_CORRECTION_SHARE) {
+            recent.get(self.rng.gen_range(0..recent.len())).cloned()
+        } else {
+            None
+        };
+        let fresh = corrected.is_none();
+        // A correction answers the same survey again, so the kinds keep their mix.
+        let answer = corrected.unwrap_or_else(|| RecentAnswer {
+            response_id: format!("{id}-r"),
+            customer: self.rng.gen_range(0..1_000_000),
+            survey: match roll {
+                r if r < 0.5 => SurveyKind::Nps,
+                r if r < 0.65 => SurveyKind::Csat,
+                _ => SurveyKind::Ces,
+            },
+        });
+        let (survey, score) = match answer.survey {
+            SurveyKind::Nps => ("nps", self.nps_score(b, s, dipping)),
+            SurveyKind::Csat => {
+                let score = self.rng.gen_range(1..=5);
+                ("csat", if self.rng.gen_bool(0.6) { score.max(4) } else { score })
+            }
+            SurveyKind::Ces => ("ces", self.rng.gen_range(1..=7)),
+        };
+        let payload = format!(
+            r#"{{{common},"type":"survey_response","survey":"{survey}","score":{score},"response_id":"{}","customer_id":"c-{}"}}"#,
+            answer.response_id, answer.customer
+        );
+        // Only first answers are remembered, so no answer is more likely to be corrected twice.
+        let recent = &mut self.recent_answers[b][s];
+        if fresh {
+            if recent.len() >= GATEWAY_RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(answer);
+        }
+        payload
     }
 
     /// Healthy brands are mostly promoters (NPS 40); a dipping brand turns mostly detractor
@@ -315,6 +411,55 @@ mod tests {
                 let score: i32 = run.iter().sum();
                 assert!((score - nps).abs() <= 12, "a run of 100 scored {score}, mix {nps}");
             }
+        }
+    }
+
+    /// Gateway-shaped traffic: 80 % answers, each with both ids, 5 % of them corrections that
+    /// re-use a recent `response_id` of their brand/segment under a new `event_id`; the answers
+    /// keep the plain mix's NPS/CSAT/CES proportions (50:15:10).
+    #[test]
+    fn gateway_shape_has_its_shares_and_ids() {
+        let mut synth = Synth::new(SynthConfig { gateway_shape: true, ..SynthConfig::default() });
+        let field = |payload: &str, name: &str| -> Option<String> {
+            let at = payload.find(&format!(r#""{name}":""#))? + name.len() + 4;
+            payload[at..].split('"').next().map(str::to_string)
+        };
+        let (events, mut answers, mut lifecycle, mut corrections) = (20_000, 0, 0, 0);
+        let mut kinds = [0u32; 3];
+        let mut seen: std::collections::HashMap<String, String> = Default::default();
+        let mut event_ids = std::collections::HashSet::new();
+        for i in 0..events {
+            let message = synth.next_message(1_795_000_000_000 + i * 50);
+            let payload = &message.payload;
+            assert!(parse_event(payload.as_bytes()).is_ok(), "{payload}");
+            assert!(event_ids.insert(field(payload, "event_id")), "{payload}");
+            if payload.contains(r#""type":"customer_lifecycle""#) {
+                lifecycle += 1;
+            }
+            if !payload.contains(r#""type":"survey_response""#) {
+                continue;
+            }
+            answers += 1;
+            let response_id = field(payload, "response_id").unwrap_or_default();
+            assert!(!response_id.is_empty(), "{payload}");
+            assert!(field(payload, "customer_id").is_some_and(|c| !c.is_empty()), "{payload}");
+            for (k, survey) in ["nps", "csat", "ces"].iter().enumerate() {
+                if payload.contains(&format!(r#""survey":"{survey}""#)) {
+                    kinds[k] += 1;
+                }
+            }
+            if let Some(key) = seen.insert(response_id, message.key.clone()) {
+                corrections += 1;
+                assert_eq!(key, message.key, "a correction of another brand/segment: {payload}");
+            }
+        }
+        let share = |n: u32, of: u32| f64::from(n) / f64::from(of);
+        let events = events as u32;
+        assert!((share(answers, events) - 0.8).abs() <= 0.03, "{answers} answers");
+        assert!((share(lifecycle, events) - 0.2).abs() <= 0.03, "{lifecycle} lifecycle");
+        assert!((share(corrections, answers) - 0.05).abs() <= 0.03, "{corrections} corrections");
+        for (k, want) in [0.5 / 0.75, 0.15 / 0.75, 0.1 / 0.75].into_iter().enumerate() {
+            assert!((share(kinds[k], answers) - want).abs() <= 0.03, "{kinds:?}");
         }
     }
 

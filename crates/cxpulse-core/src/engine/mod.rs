@@ -342,7 +342,7 @@ impl Engine {
             state.dedup.expire(self.clock.dedup_live_from);
         }
         if dedup_horizon > 0 {
-            self.grew |= state.dedup.insert(id_hash, (), clock);
+            self.grew |= state.dedup.insert(id_hash, (), clock, state.book.is_incremental());
         }
 
         // Producers key by brand/segment, so a partition mostly sees the series it saw last: two
@@ -417,7 +417,8 @@ impl Engine {
                     category: survey_category_index(*survey) as u8,
                     ces_score: ces_score as u8,
                 };
-                self.grew |= state.answers.insert(key, answer, clock);
+                let track = state.book.is_incremental();
+                self.grew |= state.answers.insert(key, answer, clock, track);
             }
         }
         self.pipeline.last_event_ms =

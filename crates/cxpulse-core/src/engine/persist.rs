@@ -80,6 +80,12 @@ impl Default for PersistBook {
 }
 
 impl PersistBook {
+    /// Whether the next checkpoint writes only changes (so changes are worth tracking): not
+    /// before the first one, nor after a failure, nor when checkpoints are off.
+    pub fn is_incremental(&self) -> bool {
+        !self.rewrite
+    }
+
     fn all_keys(&self) -> impl Iterator<Item = RecordKey> + '_ {
         let dedup = self.dedup.values().flat_map(|g| g.keys(SegmentKind::Dedup));
         let answers = self.answers.values().flat_map(|g| g.keys(SegmentKind::Answers));

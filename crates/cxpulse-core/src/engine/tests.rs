@@ -51,3 +51,172 @@ fn a_checkpoint_of_other_windows_is_refused_and_leaves_the_partition_to_replay()
     assert_eq!(same.snapshot(0).series[0].windows[0].nps[0], 1);
     assert_eq!(same.restore(SOURCE, &[], 0), Err(RestoreError::NoCheckpoint));
 }
+
+/// A partition with ids, answers and windows, checkpointed twice (the second incrementally):
+/// its records as a compacted topic holds them.
+fn checkpointed_topic() -> (Engine, Vec<(String, Vec<u8>)>) {
+    let mut engine = engine_with(&["1h", "24h"]).unwrap();
+    let mut topic = std::collections::BTreeMap::new();
+    for round in 0..2 {
+        for i in 0..50 {
+            let at = 3_600_000 + round * 600_000 + i * 1_000;
+            let event = format!(
+                r#"{{"event_id":"e{round}-{i}","type":"survey_response","occurred_at":{at},"brand":"b","survey":"nps","score":{},"response_id":"r{i}"}}"#,
+                i % 11
+            );
+            assert_eq!(engine.process(SOURCE, event.as_bytes(), at), Outcome::Counted);
+        }
+        let batch = engine.checkpoint(SOURCE, 100 * (round + 1));
+        for (key, value) in &batch.records {
+            topic.insert(key.to_string(), value.clone());
+        }
+        for key in &batch.tombstones {
+            topic.remove(&key.to_string());
+        }
+    }
+    (engine, topic.into_iter().collect())
+}
+
+#[test]
+fn damaged_missing_or_stray_records_are_refused_never_misread() {
+    let (mut source, records) = checkpointed_topic();
+    let mut fresh = engine_with(&["1h", "24h"]).unwrap();
+    assert_eq!(fresh.restore(SOURCE, &records, 0), Ok(200));
+    let (a, b) = (source.snapshot(0), fresh.snapshot(0));
+    assert_eq!(a.series[0].windows, b.series[0].windows);
+    assert_eq!(a.state.entries[..2], b.state.entries[..2]);
+    assert!(records.len() >= 5, "two rounds of ids, answers and windows, and a manifest");
+
+    let restore = |records: Vec<(String, Vec<u8>)>| {
+        let mut engine = engine_with(&["1h", "24h"]).unwrap();
+        let result = engine.restore(SOURCE, &records, 0);
+        // Whatever was refused, the partition is empty and counting starts from nothing.
+        if result.is_err() {
+            assert!(engine.snapshot(0).series.is_empty());
+        }
+        result
+    };
+    let part = records.iter().position(|(k, _)| k.starts_with("d/")).unwrap();
+    let manifest = records.iter().position(|(k, _)| k == "m").unwrap();
+
+    let mut truncated = records.clone();
+    truncated[part].1.truncate(20);
+    assert!(matches!(restore(truncated), Err(RestoreError::Unreadable(_))));
+
+    let mut flipped = records.clone();
+    let last = flipped[part].1.len() - 1;
+    flipped[part].1[last] ^= 0x40;
+    let error = restore(flipped).unwrap_err();
+    assert_eq!(error.to_string(), "checkpoint unreadable: checkpoint corrupted (CRC mismatch)");
+
+    let mut missing_part = records.clone();
+    missing_part.remove(part);
+    assert!(matches!(restore(missing_part), Err(RestoreError::Incomplete(_))));
+
+    let mut missing_manifest = records.clone();
+    missing_manifest.remove(manifest);
+    assert_eq!(restore(missing_manifest), Err(RestoreError::NoManifest));
+
+    let mut bad_manifest = records.clone();
+    let half = bad_manifest[manifest].1.len() / 2;
+    bad_manifest[manifest].1.truncate(half);
+    assert!(matches!(restore(bad_manifest), Err(RestoreError::Unreadable(_))));
+
+    // A segment of a checkpoint that never got its manifest (a crash mid-write) is ignored.
+    let mut stray = records.clone();
+    stray.push(("d/0/99/0".into(), records[part].1.clone()));
+    assert_eq!(restore(stray), Ok(200));
+
+    // An older format is replayed, not misread.
+    let mut old = records.clone();
+    old[manifest].1[4] = 1;
+    let error = restore(old).unwrap_err();
+    assert_eq!(error.to_string(), "checkpoint unreadable: checkpoint format 1, expected 2");
+}
+
+#[test]
+fn a_checkpoint_writes_only_what_changed_and_tombstones_what_expired() {
+    let mut engine = Engine::new(EngineConfig {
+        windows: vec![WindowSpec::named("1h").unwrap()],
+        clock: ClockMode::Event,
+        dedup_horizon_ms: 80_000,
+        correction_horizon_ms: 80_000,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let event = |id: u32, at: i64| {
+        format!(
+            r#"{{"event_id":"e{id}","type":"survey_response","occurred_at":{at},"brand":"b","survey":"nps","score":9}}"#
+        )
+    };
+    let t0 = 3_600_000_000;
+    for id in 0..100 {
+        engine.process(SOURCE, event(id, t0).as_bytes(), t0);
+    }
+    let first = engine.checkpoint(SOURCE, 100);
+    let ids_in = |batch: &CheckpointBatch| -> usize {
+        batch
+            .records
+            .iter()
+            .filter(|(k, _)| k.to_string().starts_with("d/"))
+            .map(|(_, v)| v.len() - 28)
+            .sum::<usize>()
+            / 16
+    };
+    assert_eq!(ids_in(&first), 100);
+    // Nothing new: a manifest alone.
+    let idle = engine.checkpoint(SOURCE, 100);
+    assert_eq!(idle.records.len(), 1);
+    // Three new ids: three ids written, nothing else of the ids.
+    for id in 100..103 {
+        engine.process(SOURCE, event(id, t0 + 1_000).as_bytes(), t0 + 1_000);
+    }
+    assert_eq!(ids_in(&engine.checkpoint(SOURCE, 103)), 3);
+    // Two horizons later the old bucket is gone, and its records get tombstones.
+    engine.process(SOURCE, event(999, t0 + 200_000).as_bytes(), t0 + 200_000);
+    let later = engine.checkpoint(SOURCE, 104);
+    assert!(later.tombstones.iter().any(|k| k.to_string().starts_with("d/")), "{later:?}");
+}
+
+#[test]
+fn the_memory_budget_forgets_the_oldest_ids_early_and_says_so_but_keeps_every_count() {
+    let config = |budget| EngineConfig {
+        windows: vec![WindowSpec::named("24h").unwrap()],
+        clock: ClockMode::Event,
+        dedup_horizon_ms: 8 * 3_600_000,
+        state_memory_bytes: budget,
+        ..EngineConfig::default()
+    };
+    let (mut limited, mut unlimited) =
+        (Engine::new(config(Some(64 * 1024))).unwrap(), Engine::new(config(None)).unwrap());
+    let t0 = 3_600_000_000;
+    // Eight hours, a thousand ids an hour: the ids of one hour alone take ~20 KiB.
+    for i in 0..8_000i64 {
+        let at = t0 + i * 3_600;
+        let event = format!(
+            r#"{{"event_id":"e{i}","type":"survey_response","occurred_at":{at},"brand":"b","survey":"nps","score":9}}"#
+        );
+        assert_eq!(limited.process(SOURCE, event.as_bytes(), at), Outcome::Counted);
+        assert_eq!(unlimited.process(SOURCE, event.as_bytes(), at), Outcome::Counted);
+    }
+    let (a, b) = (limited.snapshot(0), unlimited.snapshot(0));
+    assert_eq!(a.series[0].windows, b.series[0].windows, "counts never shrink");
+    let bytes: u64 = a.state.bytes.iter().sum();
+    assert!(bytes <= 64 * 1024, "{bytes} bytes over the budget: {:?}", a.state);
+    assert!(a.state.evictions[0] > 0);
+    assert_eq!(b.state.evictions[0], 0);
+    assert!(a.state.horizon_ms[0] < 8 * 3_600_000, "{:?}", a.state);
+    assert_eq!(a.state.horizon_configured_ms[0], 8 * 3_600_000);
+    assert_eq!(b.state.horizon_ms[0], 8 * 3_600_000);
+    // The newest ids are still remembered; the oldest are not.
+    let again = |id: i64| {
+        format!(
+            r#"{{"event_id":"e{id}","type":"survey_response","occurred_at":{},"brand":"b","survey":"nps","score":9}}"#,
+            t0 + 8_000 * 3_600
+        )
+    };
+    let now = t0 + 8_000 * 3_600;
+    assert_eq!(limited.process(SOURCE, again(7_999).as_bytes(), now), Outcome::Duplicate);
+    assert_eq!(limited.process(SOURCE, again(0).as_bytes(), now), Outcome::Counted);
+    assert_eq!(unlimited.process(SOURCE, again(0).as_bytes(), now), Outcome::Duplicate);
+}
