@@ -109,20 +109,22 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
         "peak RSS of this process (embedded broker with every preloaded event included): {} MiB",
         peak_rss_kib().unwrap_or(0) / 1024
     );
-    // Last: its 3M payloads and engine would otherwise be the peak above.
-    let dedup = dedup_memory(3_000_000)?;
+    // Last: its engine would otherwise be the peak above.
+    let state = state_memory(10_000_000)?;
     println!(
-        "dedup memory: {:.0} bytes per remembered id at {} ids; longest single event while the table grew: {:.0} ms at {} ids",
-        dedup.bytes_per_id,
-        dedup.ids,
-        dedup.longest.as_secs_f64() * 1000.0,
-        dedup.longest_at
+        "state memory at {} events, each with a distinct event_id and response_id: {:.1} bytes per remembered id, {:.1} per correctable answer (every table slot counted); RSS +{:.1} bytes per event; longest single event while the tables grew: {:.0} ms at event {}",
+        state.events,
+        state.bytes_per_id,
+        state.bytes_per_answer,
+        state.rss_per_event,
+        state.longest.as_secs_f64() * 1000.0,
+        state.longest_at
     );
     println!(
-        "revoke with {} ids over 8 partitions: one partition (1/8 of the ids, removed id by id) {:.0} ms; the other 7 at once (one sweep of the table) {:.0} ms",
-        dedup.ids,
-        dedup.drop_one.as_secs_f64() * 1000.0,
-        dedup.drop_rest.as_secs_f64() * 1000.0
+        "revoke with {} ids and answers over 8 partitions: one partition {:.1} ms; the other 7 at once {:.1} ms",
+        state.events,
+        state.drop_one.as_secs_f64() * 1000.0,
+        state.drop_rest.as_secs_f64() * 1000.0
     );
     Ok(())
 }
@@ -262,9 +264,11 @@ fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, 
     Ok((bytes, started.elapsed()))
 }
 
-struct DedupFigures {
-    ids: u64,
+struct StateFigures {
+    events: u64,
     bytes_per_id: f64,
+    bytes_per_answer: f64,
+    rss_per_event: f64,
     longest: Duration,
     longest_at: u64,
     /// Dropping one of the 8 partitions, then the other 7 at once.
@@ -272,30 +276,31 @@ struct DedupFigures {
     drop_rest: Duration,
 }
 
-/// Memory per remembered event id, and the longest single `process` call on the way (the dedup
-/// table doubles in one step when half full), over `ids` events with distinct ids.
-fn dedup_memory(ids: u64) -> anyhow::Result<DedupFigures> {
+/// Memory per remembered event id and correctable answer at `events` answers (the engine's own
+/// accounting and the process's RSS), and the longest single `process` call on the way (a
+/// bucket's table doubles in one step).
+fn state_memory(events: u64) -> anyhow::Result<StateFigures> {
     let now = cxpulse_kafka::util::wall_ms();
-    let payloads: Vec<String> = (0..ids)
-        .map(|i| format!(r#"{{"event_id":"d{i}","type":"survey_response","occurred_at":{now},"brand":"b","segment":"s","survey":"nps","score":9}}"#))
-        .collect();
     let before = current_rss_kib().unwrap_or(0);
     let mut engine = Engine::new(Config::default().engine_config()?).map_err(|e| anyhow!(e))?;
     let (mut longest, mut longest_at) = (Duration::ZERO, 0);
-    for (i, payload) in payloads.iter().enumerate() {
-        let started = Instant::now();
-        engine.process(
-            cxpulse_core::SourcePartition { topic: 0, partition: (i % 8) as i32 },
-            payload.as_bytes(),
-            now,
+    let mut payload = String::with_capacity(192);
+    for i in 0..events {
+        payload.clear();
+        use std::fmt::Write as _;
+        let _ = write!(
+            payload,
+            r#"{{"event_id":"d{i}","type":"survey_response","occurred_at":{now},"brand":"b","segment":"s","survey":"nps","score":9,"response_id":"r{i}"}}"#
         );
+        let source = cxpulse_core::SourcePartition { topic: 0, partition: (i % 8) as i32 };
+        let started = Instant::now();
+        engine.process(source, payload.as_bytes(), now);
         if started.elapsed() > longest {
-            (longest, longest_at) = (started.elapsed(), i as u64);
+            (longest, longest_at) = (started.elapsed(), i);
         }
     }
     let grown_kib = current_rss_kib().unwrap_or(0).saturating_sub(before);
-    // A revoke under the engine lock: one partition of 8 is a small share (removed id by id), the
-    // other 7 together are most of the table (one sweep).
+    let stats = engine.state_stats();
     let source = |partition| cxpulse_core::SourcePartition { topic: 0, partition };
     let started = Instant::now();
     engine.drop_partition(source(0));
@@ -304,9 +309,11 @@ fn dedup_memory(ids: u64) -> anyhow::Result<DedupFigures> {
     let started = Instant::now();
     engine.drop_partitions(&rest);
     let drop_rest = started.elapsed();
-    Ok(DedupFigures {
-        ids,
-        bytes_per_id: grown_kib as f64 * 1024.0 / ids as f64,
+    Ok(StateFigures {
+        events,
+        bytes_per_id: stats.bytes[0] as f64 / stats.entries[0].max(1) as f64,
+        bytes_per_answer: stats.bytes[1] as f64 / stats.entries[1].max(1) as f64,
+        rss_per_event: grown_kib as f64 * 1024.0 / events as f64,
         longest,
         longest_at,
         drop_one,

@@ -9,6 +9,7 @@ mod gateway;
 mod kafka_check;
 mod memory_limit;
 mod pipeline;
+mod soak;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,14 +94,27 @@ enum Command {
         seed: u64,
     },
     /// Benchmark: preload events into an embedded broker, compare bare consume with the pipeline.
+    /// With --soak: leave a `cxpulse run` worker taking steady traffic and report its state,
+    /// checkpoint bytes, memory, and its counts after a SIGKILL and restart.
     Bench {
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
-        #[arg(long, default_value_t = 64)]
-        partitions: i32,
+        /// Partitions of the event topic [default: 64; 12 with --soak].
+        #[arg(long)]
+        partitions: Option<i32>,
         /// Only measure what concurrent /metrics scrapers cost in memory (10k pairs x 4 windows).
         #[arg(long)]
         scrape_memory: bool,
+        /// Soak test for this many seconds instead of the benchmark: gateway-shaped events at
+        /// --rate into the `cxpulse run` binary on an embedded broker, sampled every 10 s.
+        #[arg(long, value_name = "SECONDS")]
+        soak: Option<u64>,
+        /// Events per second produced during the soak.
+        #[arg(long, default_value_t = 2000, requires = "soak")]
+        rate: u64,
+        /// Partitions of the state topic during the soak.
+        #[arg(long, default_value_t = 4, requires = "soak")]
+        state_partitions: i32,
     },
     /// Validate a config file and print the resolved settings (secrets redacted).
     CheckConfig { file: PathBuf },
@@ -164,12 +178,27 @@ fn main() -> ExitCode {
             )?;
             gateway::run(&config).map_err(|e| anyhow::anyhow!(config.redact(&format!("{e:#}"))))
         })(),
-        Command::Bench { events, partitions, scrape_memory } => (|| {
+        Command::Bench {
+            events,
+            partitions,
+            scrape_memory,
+            soak: soak_seconds,
+            rate,
+            state_partitions,
+        } => (|| {
             pipeline::init_logging(cli.log_level.as_deref().unwrap_or("warn"), "text")?;
+            if let Some(seconds) = soak_seconds {
+                return soak::run(&soak::SoakOptions {
+                    seconds,
+                    rate,
+                    partitions: partitions.unwrap_or(12),
+                    state_partitions,
+                });
+            }
             if scrape_memory {
                 return bench::print_scrape_memory();
             }
-            bench::run(events, partitions)
+            bench::run(events, partitions.unwrap_or(64))
         })(),
         Command::Demo { listen, rate, duration, dip_after, alerting } => (|| {
             pipeline::init_logging(cli.log_level.as_deref().unwrap_or("info"), "text")?;

@@ -164,6 +164,8 @@ impl Engine {
         config.correction_horizon_ms =
             config.correction_horizon_ms.clamp(0, config.windows[longest].size_ms);
         config.dedup_horizon_ms = config.dedup_horizon_ms.max(0);
+        // The overflow series takes one id more.
+        config.max_series = config.max_series.min(partition::ANSWER_SERIES_LIMIT as usize - 2);
         let future_panes = config
             .windows
             .iter()
@@ -398,10 +400,10 @@ impl Engine {
             }
             if let Some(old) = state.answers.get(key, live_from).copied() {
                 // The replaced answer leaves every window it is still in.
-                if let Some(Some(rings)) = state.series.get_mut(old.series as usize) {
+                if let Some(Some(rings)) = state.series.get_mut(old.series() as usize) {
                     let old_counts = Contribution::Counts(old.counts());
                     for (ring, window) in rings.iter_mut().zip(&self.config.windows) {
-                        ring.apply(window.pane_of(old.occurred_at_ms), &old_counts, true);
+                        ring.apply(window.pane_of(old.occurred_at_ms()), &old_counts, true);
                     }
                 }
                 self.pipeline.corrections += 1;
@@ -409,14 +411,11 @@ impl Engine {
                 // Old enough that an earlier answer under this id would have been forgotten.
                 self.pipeline.corrections_unmatched += 1;
             }
-            if correction_horizon > 0 {
-                let (_, ces_score) = survey_counter(*survey);
-                let answer = Answer {
-                    occurred_at_ms: occurred,
-                    series,
-                    category: survey_category_index(*survey) as u8,
-                    ces_score: ces_score as u8,
-                };
+            let (_, ces_score) = survey_counter(*survey);
+            let category = survey_category_index(*survey) as u8;
+            // Series ids stay below the answer's limit: `Engine::new` caps `max_series` under it.
+            let answer = Answer::new(occurred, series, category, ces_score as u8);
+            if let Some(answer) = answer.filter(|_| correction_horizon > 0) {
                 let track = state.book.is_incremental();
                 self.grew |= state.answers.insert(key, answer, clock, track);
             }

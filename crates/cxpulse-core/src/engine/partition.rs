@@ -9,24 +9,56 @@ use crate::window::{Counter, Counts, Ring};
 use super::persist::PersistBook;
 use super::series::SeriesId;
 
-/// A correctable answer: what to take out of the windows when a correction replaces it.
+/// Series ids an answer can name: the rest of its word holds the category and the CES score.
+pub(crate) const ANSWER_SERIES_LIMIT: u32 = 1 << 26;
+
+/// A correctable answer: what to take out of the windows when a correction replaces it. Packed
+/// into 12 bytes (a table slot is its 16-byte key and this): millions are remembered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Answer {
-    pub occurred_at_ms: i64,
-    pub series: SeriesId,
-    /// Index into `snapshot::SURVEY_CATEGORIES`.
-    pub category: u8,
-    pub ces_score: u8,
+    /// `occurred_at` in ms, as two halves so that the struct aligns to 4 bytes.
+    occurred: [u32; 2],
+    /// The series id (26 bits), the index into `snapshot::SURVEY_CATEGORIES` (3 bits) and the
+    /// CES score (3 bits).
+    packed: u32,
 }
 
 impl Answer {
+    /// `None` for a series id past [`ANSWER_SERIES_LIMIT`] or a category or score out of range.
+    pub fn new(occurred_at_ms: i64, series: SeriesId, category: u8, ces_score: u8) -> Option<Self> {
+        if series >= ANSWER_SERIES_LIMIT || category > 6 || ces_score > 7 {
+            return None;
+        }
+        let bits = occurred_at_ms as u64;
+        Some(Answer {
+            occurred: [bits as u32, (bits >> 32) as u32],
+            packed: series | u32::from(category) << 26 | u32::from(ces_score) << 29,
+        })
+    }
+
+    pub fn occurred_at_ms(&self) -> i64 {
+        (u64::from(self.occurred[0]) | u64::from(self.occurred[1]) << 32) as i64
+    }
+
+    pub fn series(&self) -> SeriesId {
+        self.packed & (ANSWER_SERIES_LIMIT - 1)
+    }
+
+    pub fn category(&self) -> u8 {
+        (self.packed >> 26 & 0b111) as u8
+    }
+
+    pub fn ces_score(&self) -> u8 {
+        (self.packed >> 29) as u8
+    }
+
     pub fn counts(&self) -> Counts {
-        let counter = match self.category {
+        let counter = match self.category() {
             c @ 0..=2 => Counter::Nps(usize::from(c)),
             c @ 3..=4 => Counter::Csat(usize::from(c - 3)),
             c => Counter::Ces(usize::from(c.saturating_sub(5))),
         };
-        Counts::of(counter, u32::from(self.ces_score))
+        Counts::of(counter, u32::from(self.ces_score()))
     }
 }
 
@@ -119,6 +151,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_answer_packs_into_twelve_bytes_and_refuses_what_does_not_fit() {
+        assert_eq!(std::mem::size_of::<Answer>(), 12);
+        let at = 1_800_000_000_123;
+        let a = Answer::new(at, ANSWER_SERIES_LIMIT - 1, 6, 7).unwrap();
+        assert_eq!(
+            (a.occurred_at_ms(), a.series(), a.category(), a.ces_score()),
+            (at, ANSWER_SERIES_LIMIT - 1, 6, 7)
+        );
+        assert_eq!(Answer::new(at, ANSWER_SERIES_LIMIT, 0, 0), None);
+        assert_eq!(Answer::new(at, 0, 7, 0), None);
+        assert_eq!(Answer::new(at, 0, 0, 8), None);
+    }
+
+    #[test]
     fn an_answer_gives_back_the_counts_of_its_category() {
         for (survey, category) in [
             (Survey::Nps { score: 10 }, 0),
@@ -129,13 +175,12 @@ mod tests {
         ] {
             assert_eq!(survey_category_index(survey), category);
             let (counter, ces) = survey_counter(survey);
-            let answer = Answer {
-                occurred_at_ms: 0,
-                series: 0,
-                category: category as u8,
-                ces_score: ces as u8,
-            };
+            let answer = Answer::new(-5, 77, category as u8, ces as u8).unwrap();
             assert_eq!(answer.counts(), Counts::of(counter, ces), "{survey:?}");
+            assert_eq!(
+                (answer.occurred_at_ms(), answer.series(), answer.category(), answer.ces_score()),
+                (-5, 77, category as u8, ces as u8)
+            );
         }
     }
 }

@@ -222,10 +222,10 @@ impl Engine {
                     let answer = bucket.table.get(key)?;
                     Some(AnswerRecord {
                         key,
-                        occurred_at_ms: answer.occurred_at_ms,
-                        series: *local.get(&answer.series)?,
-                        category: answer.category,
-                        ces_score: answer.ces_score,
+                        occurred_at_ms: answer.occurred_at_ms(),
+                        series: *local.get(&answer.series())?,
+                        category: answer.category(),
+                        ces_score: answer.ces_score(),
                     })
                 })
                 .collect();
@@ -521,22 +521,21 @@ impl Engine {
             let mut all = Vec::new();
             for (_, _, bytes) in body.into_iter().flatten() {
                 for record in checkpoint::decode_answers(bytes)? {
-                    let valid = record.category < 7
-                        && record.ces_score <= 7
-                        && (0..=MAX_OCCURRED_AT_MS).contains(&record.occurred_at_ms);
                     let series = ids.get(record.series as usize).copied();
-                    let Some(series) = series.filter(|_| valid) else {
+                    let answer = series
+                        .filter(|_| (0..=MAX_OCCURRED_AT_MS).contains(&record.occurred_at_ms))
+                        .and_then(|series| {
+                            Answer::new(
+                                record.occurred_at_ms,
+                                series,
+                                record.category,
+                                record.ces_score,
+                            )
+                        });
+                    let Some(answer) = answer else {
                         return Err(RestoreError::InvalidAnswer);
                     };
-                    all.push((
-                        record.key,
-                        Answer {
-                            occurred_at_ms: record.occurred_at_ms,
-                            series,
-                            category: record.category,
-                            ces_score: record.ces_score,
-                        },
-                    ));
+                    all.push((record.key, answer));
                 }
             }
             state.answers.restore(index, all.into_iter());
