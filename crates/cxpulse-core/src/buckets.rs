@@ -170,6 +170,19 @@ pub struct Bucket<V> {
     pub unsaved: Vec<u128>,
 }
 
+impl<V: Copy + Default> Bucket<V> {
+    /// The keys a checkpoint writes: those changed since the last one, or with `all` every key
+    /// held; either way nothing is left marked changed.
+    pub fn take_changed(&mut self, all: bool) -> Vec<u128> {
+        let changed = std::mem::take(&mut self.unsaved);
+        if all {
+            self.table.iter().map(|(k, _)| k).collect()
+        } else {
+            changed
+        }
+    }
+}
+
 /// A partition's keys of one kind, in buckets by the time they were stored, oldest first.
 #[derive(Clone, Debug)]
 pub struct TimeBuckets<V> {
@@ -212,11 +225,7 @@ impl<V: Copy + Default> TimeBuckets<V> {
 
     #[inline]
     pub fn contains(&self, key: u128, live_from: i64) -> bool {
-        self.buckets
-            .iter()
-            .rev()
-            .take_while(|b| b.index >= live_from)
-            .any(|bucket| bucket.table.contains(key))
+        self.get(key, live_from).is_some()
     }
 
     #[inline]

@@ -189,12 +189,7 @@ impl Engine {
 
         // Ids: the new ones of each bucket (all of them after a failure), one segment a bucket.
         for bucket in state.dedup.buckets_mut() {
-            let ids: Vec<u128> = if rewrite {
-                bucket.table.iter().map(|(k, _)| k).collect()
-            } else {
-                std::mem::take(&mut bucket.unsaved)
-            };
-            bucket.unsaved.clear();
+            let ids = bucket.take_changed(rewrite);
             if !ids.is_empty() {
                 let body = checkpoint::encode_ids(&ids);
                 let group = book.dedup.entry(bucket.index).or_default();
@@ -208,12 +203,7 @@ impl Engine {
         let local: HashMap<u32, u32> =
             state.present.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
         for bucket in state.answers.buckets_mut() {
-            let mut keys: Vec<u128> = if rewrite {
-                bucket.table.iter().map(|(k, _)| k).collect()
-            } else {
-                std::mem::take(&mut bucket.unsaved)
-            };
-            bucket.unsaved.clear();
+            let mut keys = bucket.take_changed(rewrite);
             keys.sort_unstable();
             keys.dedup();
             let answers: Vec<AnswerRecord> = keys
