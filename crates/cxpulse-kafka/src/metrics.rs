@@ -21,6 +21,7 @@ pub struct PipelineMetrics {
     pub checkpoints: IntCounter,
     pub topic_partitions: IntGaugeVec,
     pub restores: IntCounterVec,
+    pub topic_config_warnings: IntGaugeVec,
 }
 
 impl PipelineMetrics {
@@ -113,9 +114,18 @@ impl PipelineMetrics {
                 &["source"],
             )
             .unwrap_or_else(invalid_metric),
+            topic_config_warnings: IntGaugeVec::new(
+                Opts::new(
+                    "cxpulse_topic_config_warnings",
+                    "1 for each topic setting found at startup to defeat a promise (docs/operations.md).",
+                ),
+                &["topic", "setting"],
+            )
+            .unwrap_or_else(invalid_metric),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+            Box::new(metrics.topic_config_warnings.clone()),
             Box::new(metrics.restore_seconds.clone()),
             Box::new(metrics.dead_letter_failures.clone()),
             Box::new(metrics.partitions_blocked.clone()),
