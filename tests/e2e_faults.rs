@@ -1,8 +1,8 @@
 //! Counts you can trust: every test injects a fault a production consumer meets and ends by
 //! comparing the windowed counts, summed over the live workers, with what was published. Faults
-//! a process can cause (SIGKILL, workers coming and going, duplicates, a corrupted checkpoint) run
-//! on the real broker of `CXPULSE_TEST_BROKERS` when it is set; the rest need the mock cluster's
-//! fault injection and always run on it.
+//! a process can cause (SIGKILL, duplicates, a corrupted checkpoint) run on the real broker of
+//! `CXPULSE_TEST_BROKERS` when it is set; the rest need the mock cluster's fault injection (or
+//! meet a tansu defect, below) and always run on it.
 
 mod common;
 
@@ -112,11 +112,15 @@ fn sigkill_mid_stream_then_restart_counts_every_event_once() {
     assert_exact(&[&second], EVENTS as f64, &format!("after SIGKILL at ~{kill_at}"));
 }
 
+/// Mock only: on tansu 0.6 a group whose leader goes away while it rebalances (two of three
+/// workers leaving one after the other) can stay leaderless for good: tansu keeps naming the
+/// departed leader in every JoinGroup answer, the survivor's SyncGroup is answered "rebalance in
+/// progress", then "unknown member", and it never gets a partition (docs/operations.md).
 #[test]
 fn workers_joining_and_leaving_while_producing_keep_the_sum_exact() {
     const TOPIC: &str = "churny";
     const EVENTS: usize = 30_000;
-    let scenario = Scenario::on_either_broker(&[(TOPIC, 6), ("churny.dlq", 1)]);
+    let scenario = Scenario::new(&[(TOPIC, 6), ("churny.dlq", 1)]);
     let brokers = scenario.brokers.clone();
     let topic = scenario.topic(TOPIC);
     let config = worker_config("g-churn", &topic);
@@ -240,7 +244,10 @@ fn a_corrupted_checkpoint_falls_back_to_replay_and_stays_exact() {
 
     // Overwrite every partition's checkpoint with garbage (the newest value of a key wins).
     let garbage: Vec<(i32, String, Vec<u8>)> = (0..3)
-        .map(|p| (0, format!("g-corrupt/{topic}/{p}"), b"CXPS\0\0\0\0garbage".to_vec()))
+        .map(|p| {
+            let key = format!("{}/{topic}/{p}", scenario.group("g-corrupt"));
+            (0, key, b"CXPS\0\0\0\0garbage".to_vec())
+        })
         .collect();
     let keyed: Vec<(i32, &str, Vec<u8>)> =
         garbage.iter().map(|(p, k, v)| (*p, k.as_str(), v.clone())).collect();

@@ -159,12 +159,26 @@ impl Scenario {
         start_worker(tag, &self.brokers, &self.config(config).toml())
     }
 
-    /// `config` with this scenario's state topic, unless it names one.
+    /// The broker's name for consumer group `name` of this scenario: on the real broker, groups
+    /// get the scenario's prefix too, so that no member of an earlier test or run (killed, never
+    /// left) takes part in this one's rebalances.
+    pub fn group(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// `config` with this scenario's group and state topic (unless it names one).
     pub fn config(&self, config: &WorkerConfig) -> WorkerConfig {
+        let mut config = config.clone();
+        const GROUP: &str = "\"group.id\" = \"";
+        for line in &mut config.kafka {
+            if let Some(group) = line.strip_prefix(GROUP) {
+                *line = format!("{GROUP}{}", self.group(group));
+            }
+        }
         if config.source.iter().any(|line| line.trim_start().starts_with("state_topic")) {
-            config.clone()
+            config
         } else {
-            config.clone().state_topic(&self.topic(STATE_TOPIC))
+            config.state_topic(&self.topic(STATE_TOPIC))
         }
     }
 }
