@@ -98,6 +98,8 @@ fn wait_for_brokers(config: &ClientConfig, brokers: &str, stop: &AtomicBool) -> 
         if check_brokers(config, brokers).is_ok() {
             return true;
         }
+        // An attempt lasts 10 s when the broker is away; this bounds the loop when it fails fast.
+        std::thread::sleep(Duration::from_secs(1));
     }
     false
 }
