@@ -117,7 +117,13 @@ enum Command {
         state_partitions: i32,
     },
     /// Validate a config file and print the resolved settings (secrets redacted).
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        file: PathBuf,
+        /// Also connect to Kafka and print the topic settings that will hurt (exit 0 with
+        /// warnings; 1 when no broker answers).
+        #[arg(long)]
+        connect: bool,
+    },
     /// The HTTP front door: schema-1 events and survey tools' webhooks to Kafka.
     Gateway {
         #[arg(long, short)]
@@ -134,8 +140,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::CheckConfig { file } => Config::load(Some(&file)).map(|config| {
+        Command::CheckConfig { file, connect } => Config::load(Some(&file)).and_then(|config| {
             print!("{}", config.redacted_toml());
+            if connect {
+                pipeline::check_topics_connected(&config)
+                    .map_err(|e| anyhow::anyhow!(config.redact(&format!("{e:#}"))))?;
+            }
+            Ok(())
         }),
         Command::Run { config, brokers, group, topics, listen, clock } => (|| {
             let mut config = Config::load(config.as_deref())?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use cxpulse_core::Engine;
 use cxpulse_http::HttpState;
+use cxpulse_kafka::topic_check::{self, TopicRoles};
 use cxpulse_kafka::Worker;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
@@ -86,6 +87,65 @@ pub fn check_brokers(config: &ClientConfig, brokers: &str) -> anyhow::Result<()>
     }
 }
 
+/// How long the startup topic check keeps waiting for a broker that did not answer at first.
+const TOPIC_CHECK_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Retries [`check_brokers`] (its failures are already reported) until a broker answers, `stop`
+/// is set or [`TOPIC_CHECK_PATIENCE`] passes; whether a broker answered.
+fn wait_for_brokers(config: &ClientConfig, brokers: &str, stop: &AtomicBool) -> bool {
+    let deadline = std::time::Instant::now() + TOPIC_CHECK_PATIENCE;
+    while std::time::Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        if check_brokers(config, brokers).is_ok() {
+            return true;
+        }
+        // An attempt lasts 10 s when the broker is away; this bounds the loop when it fails fast.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    false
+}
+
+/// The topics a worker uses, by role, for the topic settings check.
+pub fn topic_roles(config: &Config) -> TopicRoles {
+    let state = &config.source.state_topic;
+    TopicRoles {
+        events: config.source.topics.clone(),
+        dead_letter: config.source.dead_letter_topic(),
+        state: (!state.is_empty()).then(|| state.clone()),
+        feed: None,
+    }
+}
+
+fn longest_window_ms(config: &Config) -> anyhow::Result<i64> {
+    Ok(config.engine_config()?.windows.iter().map(|w| w.size_ms).max().unwrap_or(0))
+}
+
+/// `check-config --connect`: reaches the brokers (an error when none answers within 10 s), then
+/// prints the topic settings that will hurt as TOML comments, so the output stays valid TOML.
+/// Warnings are not errors: the worker runs with them.
+pub fn check_topics_connected(config: &Config) -> anyhow::Result<()> {
+    let settings = config.kafka_settings();
+    let brokers =
+        settings.get("bootstrap.servers").cloned().unwrap_or_else(|| "localhost:9092".into());
+    let client = cxpulse_kafka::config::producer_config(&settings);
+    check_brokers(&client, &brokers)?;
+    let roles = topic_roles(config);
+    match topic_check::describe(&client, &roles.all(), topic_check::DESCRIBE_TIMEOUT) {
+        Ok(configs) => {
+            let warnings = topic_check::evaluate(&roles, &configs, longest_window_ms(config)?);
+            for w in &warnings {
+                println!("# warning: topic {} {}: {}", w.topic, w.setting, w.problem);
+            }
+            println!(
+                "# connected to {brokers}: {} topic settings warning(s) for {} topic(s)",
+                warnings.len(),
+                configs.len()
+            );
+        }
+        Err(e) => println!("# connected to {brokers}; topic settings not checked: {e}"),
+    }
+    Ok(())
+}
+
 /// Runs the worker and the HTTP server until a signal (or `stop`, when given) asks to stop.
 /// `on_bound` learns the HTTP address once it listens.
 pub fn run(config: &Config, stop: Option<Arc<AtomicBool>>) -> anyhow::Result<()> {
@@ -119,12 +179,21 @@ pub fn run_bound(
     let brokers =
         settings.get("bootstrap.servers").cloned().unwrap_or_else(|| "localhost:9092".into());
     let probe = cxpulse_kafka::config::producer_config(&settings);
+    let roles = topic_roles(config);
+    let longest_window_ms = longest_window_ms(config)?;
+    let check_metrics = worker.metrics.clone();
+    let probe_stop = stop.clone();
+    // Off the consume thread: neither joining the group nor counting waits for these answers.
     std::thread::spawn(move || {
         if let Err(e) = check_brokers(&probe, &brokers) {
             cxpulse_kafka::client_log::connectivity(&format!(
                 "{e}; /readyz stays false until it answers"
             ));
+            if !wait_for_brokers(&probe, &brokers, &probe_stop) {
+                return;
+            }
         }
+        topic_check::check_and_report(&probe, &roles, longest_window_ms, &check_metrics);
     });
 
     let state = Arc::new(HttpState {

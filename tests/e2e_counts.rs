@@ -1,5 +1,6 @@
 //! A known set of events through the real binary and a real Kafka-protocol broker gives exactly
-//! the expected windowed counts, rejections and dead letters.
+//! the expected windowed counts, rejections and dead letters: on librdkafka's mock cluster, or on
+//! the real broker named by `CXPULSE_TEST_BROKERS` (CI runs them on tansu).
 
 mod common;
 
@@ -92,20 +93,21 @@ fn worker_config(group: &str, topic: &str, clock: &str) -> WorkerConfig {
 
 #[test]
 fn known_events_give_exact_counts_rejections_and_dead_letters() {
-    let scenario = Scenario::new(&[("cx", 3), ("cx.dlq", 1)]);
+    let scenario = Scenario::on_either_broker(&[("cx", 3), ("cx.dlq", 1)]);
     let brokers = scenario.brokers.clone();
+    let (topic, dead_letter_topic) = (scenario.topic("cx"), scenario.topic("cx.dlq"));
     let p0 = partition0();
     let mut messages: Vec<(i32, &str, Vec<u8>)> =
         p0.iter().map(|(payload, _)| (0, "acme/smb", payload.clone())).collect();
     messages.extend(other_partitions().into_iter().map(|(p, payload)| (p, "k", payload)));
-    produce(&producer(&brokers), "cx", &messages);
+    produce(&producer(&brokers), &topic, &messages);
     let total = messages.len() as f64;
 
-    let worker = scenario.start("counts", &worker_config("cxpulse-counts", "cx", "event"));
+    let worker = scenario.start("counts", &worker_config("cxpulse-counts", &topic, "event"));
     let metrics = wait_for(Duration::from_secs(60), || {
         worker
             .metrics()
-            .filter(|m| m.get("cxpulse_events_consumed_total", &[("topic", "cx")]) == Some(total))
+            .filter(|m| m.get("cxpulse_events_consumed_total", &[("topic", &topic)]) == Some(total))
     })
     .unwrap_or_else(|| panic!("worker did not consume {total} messages; log:\n{}", worker.log()));
     // Dead letters are acknowledged after the batch is counted: wait for them too.
@@ -235,14 +237,19 @@ fn known_events_give_exact_counts_rejections_and_dead_letters() {
     assert_eq!(get("cxpulse_dead_letters_total", &[]), rejected_count);
     assert_eq!(get("cxpulse_series", &[]), 4.0);
 
-    let letters =
-        read_topic(&brokers, "cx.dlq", 1, expected_rejections.len(), Duration::from_secs(20));
+    let letters = read_topic(
+        &brokers,
+        &dead_letter_topic,
+        1,
+        expected_rejections.len(),
+        Duration::from_secs(20),
+    );
     assert_eq!(letters.len(), expected_rejections.len(), "dead letters");
     for letter in &letters {
         let offset: usize = letter.headers["cxpulse-source-offset"].parse().expect("offset header");
         let (payload, reason) = &p0[offset];
         assert_eq!(Some(letter.headers["cxpulse-error"].as_str()), *reason);
-        assert_eq!(letter.headers["cxpulse-source-topic"], "cx");
+        assert_eq!(letter.headers["cxpulse-source-topic"], topic);
         assert_eq!(letter.headers["cxpulse-source-partition"], "0");
         assert_eq!(&letter.payload, payload, "dead letter carries the original bytes");
     }
@@ -250,8 +257,9 @@ fn known_events_give_exact_counts_rejections_and_dead_letters() {
 
 #[test]
 fn wall_clock_rejects_future_and_stale_events() {
-    let scenario = Scenario::new(&[("cxw", 1), ("cxw.dlq", 1)]);
+    let scenario = Scenario::on_either_broker(&[("cxw", 1), ("cxw.dlq", 1)]);
     let brokers = scenario.brokers.clone();
+    let (topic, dead_letter_topic) = (scenario.topic("cxw"), scenario.topic("cxw.dlq"));
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
             as i64;
@@ -261,8 +269,8 @@ fn wall_clock_rejects_future_and_stale_events() {
         (0, "k", br#"{"event_id":"w3","type":"survey_response","occurred_at":"9999-12-31T23:59:59Z","brand":"acme","survey":"nps","score":10}"#.to_vec()),
         (0, "k", nps("w4", "acme", None, now - 40 * DAY, 10)),
     ];
-    produce(&producer(&brokers), "cxw", &messages);
-    let worker = scenario.start("wall", &worker_config("cxpulse-wall", "cxw", "wall"));
+    produce(&producer(&brokers), &topic, &messages);
+    let worker = scenario.start("wall", &worker_config("cxpulse-wall", &topic, "wall"));
     let metrics = wait_for(Duration::from_secs(60), || {
         worker.metrics().filter(|m| m.get("cxpulse_dead_letters_total", &[]) == Some(3.0))
     })
@@ -279,7 +287,7 @@ fn wall_clock_rejects_future_and_stale_events() {
         ),
         Some(1.0)
     );
-    let letters = read_topic(&brokers, "cxw.dlq", 1, 3, Duration::from_secs(20));
+    let letters = read_topic(&brokers, &dead_letter_topic, 1, 3, Duration::from_secs(20));
     let reasons: Vec<_> = letters.iter().map(|l| l.headers["cxpulse-error"].clone()).collect();
     assert_eq!(reasons, ["too_far_in_future", "too_far_in_future", "too_old"]);
 }

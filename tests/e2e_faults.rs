@@ -1,5 +1,8 @@
 //! Counts you can trust: every test injects a fault a production consumer meets and ends by
-//! comparing the windowed counts, summed over the live workers, with what was published.
+//! comparing the windowed counts, summed over the live workers, with what was published. Faults
+//! a process can cause (SIGKILL, duplicates, a corrupted checkpoint) run on the real broker of
+//! `CXPULSE_TEST_BROKERS` when it is set; the rest need the mock cluster's fault injection (or
+//! meet a tansu defect, below) and always run on it.
 
 mod common;
 
@@ -58,7 +61,7 @@ fn assert_exact(workers: &[&WorkerProcess], expected: f64, what: &str) {
 /// Produces `count` distinct events, round-robin over partitions, spread over `over`.
 fn produce_spread(
     brokers: String,
-    topic: &'static str,
+    topic: String,
     partitions: i32,
     count: usize,
     over: Duration,
@@ -74,7 +77,7 @@ fn produce_spread(
                     ((n % partitions as usize) as i32, "k", nps_json(&format!("{topic}-{n}"), n))
                 })
                 .collect();
-            produce(&producer, topic, &messages);
+            produce(&producer, &topic, &messages);
             std::thread::sleep(
                 (over * (chunk as u32 + 1) / chunks as u32).saturating_sub(started.elapsed()),
             );
@@ -86,16 +89,18 @@ fn produce_spread(
 fn sigkill_mid_stream_then_restart_counts_every_event_once() {
     const TOPIC: &str = "kill";
     const EVENTS: usize = 20_000;
-    let scenario = Scenario::new(&[(TOPIC, 4), ("kill.dlq", 1)]);
+    let scenario = Scenario::on_either_broker(&[(TOPIC, 4), ("kill.dlq", 1)]);
     let brokers = scenario.brokers.clone();
-    let producing = produce_spread(brokers.clone(), TOPIC, 4, EVENTS, Duration::from_secs(4));
-    let config = worker_config("g-kill", TOPIC);
+    let topic = scenario.topic(TOPIC);
+    let producing =
+        produce_spread(brokers.clone(), topic.clone(), 4, EVENTS, Duration::from_secs(4));
+    let config = worker_config("g-kill", &topic);
     let mut first = scenario.start("kill-a", &config);
     // A point that depends on the clock, so runs differ.
     let kill_at = 2_000.0 + (now_ms() % 10_000) as f64;
     wait_for(Duration::from_secs(60), || {
         first.metrics().filter(|m| {
-            m.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]).unwrap_or(0.0) >= kill_at
+            m.get("cxpulse_events_consumed_total", &[("topic", &topic)]).unwrap_or(0.0) >= kill_at
         })
     })
     .unwrap_or_else(|| panic!("first worker never reached {kill_at}; log:\n{}", first.log()));
@@ -119,16 +124,21 @@ fn sigkill_mid_stream_then_restart_counts_every_event_once() {
     );
 }
 
+/// Mock only: on tansu 0.6 a group whose leader goes away while it rebalances (two of three
+/// workers leaving one after the other) can stay leaderless for good: tansu keeps naming the
+/// departed leader in every JoinGroup answer, the survivor's SyncGroup is answered "rebalance in
+/// progress", then "unknown member", and it never gets a partition (docs/operations.md).
 #[test]
 fn workers_joining_and_leaving_while_producing_keep_the_sum_exact() {
     const TOPIC: &str = "churny";
     const EVENTS: usize = 30_000;
     let scenario = Scenario::new(&[(TOPIC, 6), ("churny.dlq", 1)]);
     let brokers = scenario.brokers.clone();
-    let config = worker_config("g-churn", TOPIC);
+    let topic = scenario.topic(TOPIC);
+    let config = worker_config("g-churn", &topic);
     let mut a = scenario.start("churn-a", &config);
     let mut b = scenario.start("churn-b", &config);
-    let producing = produce_spread(brokers.clone(), TOPIC, 6, EVENTS, Duration::from_secs(9));
+    let producing = produce_spread(brokers.clone(), topic, 6, EVENTS, Duration::from_secs(9));
     std::thread::sleep(Duration::from_secs(3));
     let c = scenario.start("churn-c", &config);
     std::thread::sleep(Duration::from_secs(3));
@@ -160,11 +170,11 @@ fn broker_outage_and_request_errors_lose_and_double_nothing() {
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
     ];
     for api in [RDKafkaApiKey::Fetch, RDKafkaApiKey::OffsetCommit, RDKafkaApiKey::Produce] {
-        scenario.cluster.request_errors(api, &retriable);
+        scenario.cluster().request_errors(api, &retriable);
     }
-    scenario.cluster.broker_down(1).expect("broker down");
+    scenario.cluster().broker_down(1).expect("broker down");
     std::thread::sleep(Duration::from_secs(10));
-    scenario.cluster.broker_up(1).expect("broker up");
+    scenario.cluster().broker_up(1).expect("broker up");
     // Malformed messages too, so dead letters are produced through the injected errors.
     let mut rest: Vec<(i32, &str, Vec<u8>)> = (EVENTS / 2..EVENTS)
         .map(|n| ((n % 3) as i32, "k", nps_json(&format!("f-{n}"), n)))
@@ -189,8 +199,9 @@ fn broker_outage_and_request_errors_lose_and_double_nothing() {
 fn duplicates_count_once_and_every_malformed_event_is_dead_lettered() {
     const TOPIC: &str = "dups";
     const DISTINCT: usize = 5_000;
-    let scenario = Scenario::new(&[(TOPIC, 4), ("dups.dlq", 1)]);
+    let scenario = Scenario::on_either_broker(&[(TOPIC, 4), ("dups.dlq", 1)]);
     let brokers = scenario.brokers.clone();
+    let topic = scenario.topic(TOPIC);
     let mut messages: Vec<(i32, &str, Vec<u8>)> = Vec::new();
     let mut malformed = 0;
     for n in 0..DISTINCT {
@@ -209,8 +220,8 @@ fn duplicates_count_once_and_every_malformed_event_is_dead_lettered() {
             ));
         }
     }
-    produce(&producer(&brokers), TOPIC, &messages);
-    let worker = scenario.start("dups", &worker_config("g-dups", TOPIC));
+    produce(&producer(&brokers), &topic, &messages);
+    let worker = scenario.start("dups", &worker_config("g-dups", &topic));
     assert_exact(&[&worker], DISTINCT as f64, "duplicates counted once");
     let metrics = worker.metrics().expect("metrics");
     assert_eq!(metrics.get("cxpulse_events_duplicate_total", &[]), Some((DISTINCT / 10) as f64));
@@ -218,7 +229,8 @@ fn duplicates_count_once_and_every_malformed_event_is_dead_lettered() {
         metrics.get("cxpulse_events_rejected_total", &[("reason", "missing_field")]),
         Some(malformed as f64)
     );
-    let letters = read_topic(&brokers, "dups.dlq", 1, malformed, Duration::from_secs(30));
+    let letters =
+        read_topic(&brokers, &scenario.topic("dups.dlq"), 1, malformed, Duration::from_secs(30));
     assert_eq!(letters.len(), malformed, "each malformed event dead-lettered exactly once");
     assert!(letters
         .iter()
@@ -229,27 +241,28 @@ fn duplicates_count_once_and_every_malformed_event_is_dead_lettered() {
 fn a_corrupted_checkpoint_falls_back_to_replay_and_stays_exact() {
     const TOPIC: &str = "corrupt";
     const EVENTS: usize = 8_000;
-    let scenario = Scenario::new(&[(TOPIC, 3), ("corrupt.dlq", 1)]);
+    // One state-topic partition: the garbage below lands where the checkpoints are.
+    let scenario = Scenario::on_either_broker(&[(TOPIC, 3), ("corrupt.dlq", 1), (STATE_TOPIC, 1)]);
     let brokers = scenario.brokers.clone();
+    let topic = scenario.topic(TOPIC);
     let messages: Vec<(i32, &str, Vec<u8>)> =
         (0..EVENTS).map(|n| ((n % 3) as i32, "k", nps_json(&format!("c-{n}"), n))).collect();
-    produce(&producer(&brokers), TOPIC, &messages);
-    let config = worker_config("g-corrupt", TOPIC);
+    produce(&producer(&brokers), &topic, &messages);
+    let config = worker_config("g-corrupt", &topic);
     let mut first = scenario.start("corrupt-a", &config);
     assert_exact(&[&first], EVENTS as f64, "first run");
     assert!(first.terminate(Duration::from_secs(10)).expect("exits").success());
 
-    // Overwrite every partition's manifest with garbage (the newest value of a key wins), on
-    // every state partition, whichever holds it.
-    let state_partitions = partition_count(&brokers, "cxpulse.state");
-    assert!(state_partitions > 0, "the state topic exists");
-    let garbage: Vec<(i32, String, Vec<u8>)> = (0..state_partitions)
-        .flat_map(|s| (0..3).map(move |p| (s, p)))
-        .map(|(s, p)| (s, format!("g-corrupt/{TOPIC}/{p}/m"), b"CXP2\x02\0\0\0garbage".to_vec()))
+    // Overwrite every partition's manifest with garbage (the newest value of a key wins).
+    let garbage: Vec<(i32, String, Vec<u8>)> = (0..3)
+        .map(|p| {
+            let key = format!("{}/{topic}/{p}/m", scenario.group("g-corrupt"));
+            (0, key, b"CXP2\x02\0\0\0garbage".to_vec())
+        })
         .collect();
     let keyed: Vec<(i32, &str, Vec<u8>)> =
         garbage.iter().map(|(p, k, v)| (*p, k.as_str(), v.clone())).collect();
-    produce(&producer(&brokers), "cxpulse.state", &keyed);
+    produce(&producer(&brokers), &scenario.topic(STATE_TOPIC), &keyed);
 
     let second = scenario.start("corrupt-b", &config);
     assert_exact(&[&second], EVENTS as f64, "after replay");
@@ -261,7 +274,7 @@ fn a_corrupted_checkpoint_falls_back_to_replay_and_stays_exact() {
         second.log()
     );
     assert_eq!(
-        metrics.get("cxpulse_events_consumed_total", &[("topic", TOPIC)]),
+        metrics.get("cxpulse_events_consumed_total", &[("topic", &topic)]),
         Some(0.0),
         "nothing new: all replayed"
     );
@@ -289,7 +302,7 @@ fn a_dead_letter_topic_that_fails_for_a_while_holds_offsets_back_and_loses_nothi
     }
     produce(&producer(&brokers), TOPIC, &messages);
     // Retriable errors on every produce: the dead letters stay pending.
-    scenario.cluster.request_errors(
+    scenario.cluster().request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5_000],
     );
@@ -307,7 +320,7 @@ fn a_dead_letter_topic_that_fails_for_a_while_holds_offsets_back_and_loses_nothi
         "offset held at the first unacknowledged dead letter, committed {committed}"
     );
 
-    scenario.cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    scenario.cluster().clear_request_errors(RDKafkaApiKey::Produce);
     let second = scenario.start("dlqf-b", &config);
     assert_exact(&[&second], 100.0, "valid events after the dead-letter outage");
     let letters = read_topic(&brokers, "dlqf.dlq", 1, 5, Duration::from_secs(30));
@@ -347,19 +360,17 @@ fn an_unreachable_broker_is_one_line_then_quiet_and_a_stop_is_prompt() {
 fn a_crash_in_the_middle_of_a_checkpoint_restores_the_previous_one_and_stays_exact() {
     const TOPIC: &str = "midway";
     const EVENTS: usize = 12_000;
-    // A state topic of several partitions, as Kafka's defaults and real deployments have.
-    let scenario = Scenario::new(&[(TOPIC, 6), ("midway.dlq", 1), ("midway.state", 3)]);
+    // The scenario's state topic has several partitions, as real deployments have.
+    let scenario = Scenario::on_either_broker(&[(TOPIC, 6), ("midway.dlq", 1)]);
     let brokers = scenario.brokers.clone();
-    let producing = produce_spread(brokers.clone(), TOPIC, 6, EVENTS, Duration::from_secs(15));
-    let config = worker_config("g-midway", TOPIC).state_topic("midway.state");
+    let topic = scenario.topic(TOPIC);
+    let producing =
+        produce_spread(brokers.clone(), topic.clone(), 6, EVENTS, Duration::from_secs(15));
+    let config = worker_config("g-midway", &topic);
     // Dies in its third round of checkpoints (one a second while events arrive): segments
     // written, manifests not.
-    let mut first = start_worker_env(
-        "midway-a",
-        &brokers,
-        &config.toml(),
-        &[("CXPULSE_FAILPOINT", "abort-mid-checkpoint:3")],
-    );
+    let mut first =
+        scenario.start_env("midway-a", &config, &[("CXPULSE_FAILPOINT", "abort-mid-checkpoint:3")]);
     let died = wait_for(Duration::from_secs(60), || first.child.try_wait().ok().flatten());
     assert!(
         died.is_some_and(|status| !status.success()),

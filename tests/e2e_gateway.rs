@@ -1,5 +1,5 @@
 //! The gateway end to end: the real `cxpulse gateway` and `cxpulse run` as processes on a mock
-//! cluster. Each survey tool's documented delivery, posted as the tool would, is counted exactly
+//! cluster (the delivery test on the real broker of `CXPULSE_TEST_BROKERS` when it is set). Each survey tool's documented delivery, posted as the tool would, is counted exactly
 //! once in the worker's `/metrics`; updates correct, retries do not double, bad credentials get
 //! 401, and a broker outage answers 503 until the tool's retry goes through, counted once.
 
@@ -204,10 +204,11 @@ fn assert_nps(worker: &WorkerProcess, brand: &str, expected: [f64; 3]) {
 #[test]
 fn every_kind_counts_once_updates_correct_and_credentials_are_checked() {
     const TOPIC: &str = "gw-events";
-    let scenario = Scenario::new(&[(TOPIC, 4), ("gw-events.dlq", 1)]);
+    let scenario = Scenario::on_either_broker(&[(TOPIC, 4), ("gw-events.dlq", 1)]);
     let brokers = scenario.brokers.clone();
-    let worker = scenario.start("gw-worker", &WorkerConfig::new("g-gw", TOPIC));
-    let gateway = start_gateway(&brokers, TOPIC);
+    let topic = scenario.topic(TOPIC);
+    let worker = scenario.start("gw-worker", &WorkerConfig::new("g-gw", &topic));
+    let gateway = start_gateway(&brokers, &topic);
     let addr = gateway.addr.as_str();
 
     // Delighted: counted, a retried delivery counts once, an update corrects the answer.
@@ -323,7 +324,8 @@ fn every_kind_counts_once_updates_correct_and_credentials_are_checked() {
     assert_eq!(reply["rejected"][0]["index"], 1);
     assert_eq!(reply["rejected"][0]["reason"], "score_out_of_range");
     assert_nps(&worker, "direct", [1.0, 0.0, 0.0]);
-    let letters = read_topic(&brokers, "gw-events.dlq", 1, 1, Duration::from_secs(20));
+    let letters =
+        read_topic(&brokers, &scenario.topic("gw-events.dlq"), 1, 1, Duration::from_secs(20));
     assert_eq!(letters.len(), 1, "one dead letter");
     assert_eq!(
         letters[0].headers.get("cxpulse-error").map(String::as_str),
@@ -367,12 +369,12 @@ fn broker_outage_answers_503_and_the_retry_counts_once() {
     assert_eq!(post_json(&gateway.addr, "/v1/webhooks/delighted-acme", "d-token", &first).0, 200);
     assert_nps(&worker, "delighted", [1.0, 0.0, 0.0]);
 
-    scenario.cluster.broker_down(1).expect("broker down");
+    scenario.cluster().broker_down(1).expect("broker down");
     let (status, head, _) =
         post_json(&gateway.addr, "/v1/webhooks/delighted-acme", "d-token", &delighted);
     assert_eq!(status, 503, "{head}");
     assert!(head.to_ascii_lowercase().contains("retry-after: 7"), "{head}");
-    scenario.cluster.broker_up(1).expect("broker up");
+    scenario.cluster().broker_up(1).expect("broker up");
 
     // The tool retries until it is taken; the answer is counted once whatever the earlier try did.
     let accepted = wait_for(Duration::from_secs(60), || {
@@ -386,7 +388,7 @@ fn broker_outage_answers_503_and_the_retry_counts_once() {
     assert_nps(&worker, "delighted", [2.0, 0.0, 0.0]);
 
     // Shutdown drains: a request waiting for Kafka when SIGTERM comes still gets its answer.
-    scenario.cluster.broker_down(1).expect("broker down");
+    scenario.cluster().broker_down(1).expect("broker down");
     let addr = gateway.addr.clone();
     let mut late = delighted.clone();
     late["event_id"] = json!("during-shutdown");

@@ -157,7 +157,7 @@ fn a_broker_outage_turns_readiness_off_and_consumption_resumes_after_it() {
     })
     .unwrap_or_else(|| panic!("offsets not committed; log:\n{}", worker.log()));
 
-    scenario.cluster.broker_down(1).expect("broker down");
+    scenario.cluster().broker_down(1).expect("broker down");
     wait_for(Duration::from_secs(20), || (ready(&worker) == Some(false)).then_some(()))
         .unwrap_or_else(|| {
             panic!("/readyz stayed 200 with the broker down; log:\n{}", worker.log())
@@ -166,7 +166,7 @@ fn a_broker_outage_turns_readiness_off_and_consumption_resumes_after_it() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(worker.child.try_wait().expect("wait").is_none(), "the worker survived the outage");
 
-    scenario.cluster.broker_up(1).expect("broker up");
+    scenario.cluster().broker_up(1).expect("broker up");
     produce(&producer(&brokers), "cxo", &batch(500));
     let windowed = |w: &WorkerProcess| {
         w.metrics().map(|m| m.sum("cxpulse_nps_responses", &[("window", "1h")]))

@@ -1,6 +1,7 @@
-//! Partitions that move quickly and restores that scale: static membership keeps a restarted
-//! worker's partitions without a rebalance, and a 64-partition group converges to exact counts
-//! soon after a worker is SIGKILLed and another stopped mid-stream.
+//! Partitions that move quickly and restores that scale: a group growing from one worker to two
+//! and back stays exact (on the real broker of `CXPULSE_TEST_BROKERS` too), static membership
+//! keeps a restarted worker's partitions without a rebalance, and a 64-partition group converges
+//! to exact counts soon after a worker is SIGKILLed and another stopped mid-stream.
 
 mod common;
 
@@ -43,6 +44,68 @@ fn partitions_taken(log: &str) -> BTreeSet<String> {
         .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .map(str::to_string)
         .collect()
+}
+
+/// Waits until the live workers' 1h NPS answers sum to `expected` and stay there for a second.
+fn assert_exact(workers: &[&WorkerProcess], expected: usize, what: &str) {
+    let settled = wait_for(Duration::from_secs(90), || {
+        (nps_total(workers)? == expected as f64).then_some(())?;
+        std::thread::sleep(Duration::from_secs(1));
+        (nps_total(workers)? == expected as f64).then_some(())
+    });
+    if settled.is_none() {
+        let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
+        panic!(
+            "{what}: expected {expected}, the workers sum to {:?}\nlogs:\n{}",
+            nps_total(workers),
+            logs.join("\n-----\n")
+        );
+    }
+}
+
+/// One worker, then two (the group splits the partitions, each restored from the first worker's
+/// checkpoints), then one again (the second stops and its partitions come back, restored from
+/// its checkpoints): after each step the counts, summed over the live workers, are exact. Runs
+/// on the real broker of `CXPULSE_TEST_BROKERS` when it is set.
+#[test]
+fn one_then_two_then_one_worker_keep_the_counts_exact() {
+    const PARTITIONS: i32 = 4;
+    const STEP: usize = 4_000;
+    let scenario = Scenario::on_either_broker(&[("grow", PARTITIONS), ("grow.dlq", 1)]);
+    let topic = scenario.topic("grow");
+    let producer = scenario.producer();
+    let publish = |from: usize| {
+        let messages: Vec<(i32, &str, Vec<u8>)> = (from..from + STEP)
+            .map(|n| ((n % PARTITIONS as usize) as i32, "k", nps_json(&format!("grow-{n}"), n)))
+            .collect();
+        produce(&producer, &topic, &messages);
+    };
+    let config = WorkerConfig::new("g-grow", &topic).checkpoint_interval("1s");
+    let a = scenario.start("grow-a", &config);
+    publish(0);
+    assert_exact(&[&a], STEP, "one worker");
+
+    let mut b = scenario.start("grow-b", &config);
+    let split = wait_for(Duration::from_secs(60), || {
+        (assigned(&a)? == 2.0 && assigned(&b)? == 2.0).then_some(())
+    });
+    assert!(split.is_some(), "never split 2/2; logs:\n{}\n-----\n{}", a.log(), b.log());
+    publish(STEP);
+    assert_exact(&[&a, &b], 2 * STEP, "two workers");
+    assert_eq!(partitions_taken(&b.log()).len(), 2, "b restored two partitions: {}", b.log());
+    assert!(b.log().contains("restored from checkpoint"), "b restored from a's checkpoints");
+
+    assert!(b.terminate(Duration::from_secs(10)).expect("b stops within 10 s").success());
+    let back = wait_for(Duration::from_secs(60), || (assigned(&a)? == 4.0).then_some(()));
+    assert!(back.is_some(), "a never took b's partitions back; log:\n{}", a.log());
+    publish(2 * STEP);
+    assert_exact(&[&a], 3 * STEP, "one worker again");
+    let restores = a.metrics().expect("metrics");
+    assert!(
+        restores.get("cxpulse_partition_restores_total", &[("source", "checkpoint")]) >= Some(2.0),
+        "a restored b's partitions from checkpoints; log:\n{}",
+        a.log()
+    );
 }
 
 /// With `group.instance.id`, a quick restart gets the same partitions back and no partition

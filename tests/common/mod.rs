@@ -52,18 +52,100 @@ pub fn produce(producer: &BaseProducer, topic: &str, messages: &[(i32, &str, Vec
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
-/// A mock cluster with its topics: the place an end-to-end test starts workers against.
+/// The variable naming a running real broker (its bootstrap address) for the tests that run on
+/// either broker.
+pub const REAL_BROKER_VAR: &str = "CXPULSE_TEST_BROKERS";
+
+/// The real broker's address when [`REAL_BROKER_VAR`] is set. In CI (`CI=true`) it must be:
+/// the real-broker suite may not quietly fall back to the mock there.
+pub fn real_broker() -> Option<String> {
+    let brokers = std::env::var(REAL_BROKER_VAR).ok().filter(|b| !b.trim().is_empty());
+    if brokers.is_none() && std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!(
+            "CI=true but {REAL_BROKER_VAR} is not set: the real-broker tests must run in CI \
+             (.ci/run starts tansu and sets it)"
+        );
+    }
+    brokers
+}
+
+/// The state topic's name before a scenario's prefix (the worker's default).
+pub const STATE_TOPIC: &str = "cxpulse.state";
+
+/// A broker with its topics: the place an end-to-end test starts workers against. Either an
+/// in-process mock cluster (topic names as given), or the real broker of [`REAL_BROKER_VAR`],
+/// shared by every test, where each scenario's topics get a prefix of their own.
 pub struct Scenario {
-    pub cluster: Cluster,
+    cluster: Option<Cluster>,
     pub brokers: String,
+    prefix: String,
 }
 
 impl Scenario {
-    /// A one-broker mock cluster with `topics` as `(name, partitions)`.
+    /// A one-broker mock cluster with `topics` as `(name, partitions)`: for tests that need the
+    /// mock's fault injection or that are not about the broker.
     pub fn new(topics: &[(&str, i32)]) -> Scenario {
         let cluster = cluster(topics);
         let brokers = cluster.bootstrap_servers();
-        Scenario { cluster, brokers }
+        Scenario { cluster: Some(cluster), brokers, prefix: String::new() }
+    }
+
+    /// On the real broker when [`REAL_BROKER_VAR`] is set, else on a mock cluster. The state
+    /// topic is created too (compacted, 3 partitions) unless `topics` lists it.
+    pub fn on_either_broker(topics: &[(&'static str, i32)]) -> Scenario {
+        let mut with_state = topics.to_vec();
+        if !with_state.iter().any(|(name, _)| *name == STATE_TOPIC) {
+            with_state.push((STATE_TOPIC, 3));
+        }
+        match real_broker() {
+            None => Scenario::new(&with_state),
+            Some(brokers) => {
+                let specs: Vec<TopicSpec> = with_state
+                    .into_iter()
+                    .map(|(name, partitions)| TopicSpec {
+                        name,
+                        partitions,
+                        compacted: name == STATE_TOPIC,
+                    })
+                    .collect();
+                Scenario::real(brokers, &specs)
+            }
+        }
+    }
+
+    /// On the real broker with exactly `topics`, created as specified; `None` (the reason
+    /// printed) when no real broker is set and CI does not require one.
+    pub fn on_real_broker(topics: &[TopicSpec]) -> Option<Scenario> {
+        match real_broker() {
+            Some(brokers) => Some(Scenario::real(brokers, topics)),
+            None => {
+                eprintln!("skipped: needs a real broker ({REAL_BROKER_VAR} is not set)");
+                None
+            }
+        }
+    }
+
+    fn real(brokers: String, topics: &[TopicSpec]) -> Scenario {
+        let prefix = format!("t{}-", unique_id());
+        let named: Vec<(String, TopicSpec)> =
+            topics.iter().map(|t| (format!("{prefix}{}", t.name), *t)).collect();
+        create_topics(&brokers, &named);
+        Scenario { cluster: None, brokers, prefix }
+    }
+
+    /// Whether this scenario runs on the real broker.
+    pub fn is_real(&self) -> bool {
+        self.cluster.is_none()
+    }
+
+    /// The mock cluster, for fault injection; only scenarios made by [`Scenario::new`] have one.
+    pub fn cluster(&self) -> &Cluster {
+        self.cluster.as_ref().expect("a mock-only test: make its scenario with Scenario::new")
+    }
+
+    /// The broker's name for topic `name` of this scenario.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
     }
 
     /// A producer on this cluster.
@@ -71,10 +153,114 @@ impl Scenario {
         producer(&self.brokers)
     }
 
-    /// Starts `cxpulse run` on this cluster with `config`.
+    /// Starts `cxpulse run` on this broker with `config`, its state topic this scenario's unless
+    /// the config names one.
     pub fn start(&self, tag: &str, config: &WorkerConfig) -> WorkerProcess {
-        start_worker(tag, &self.brokers, &config.toml())
+        start_worker(tag, &self.brokers, &self.config(config).toml())
     }
+
+    /// [`Scenario::start`] with extra environment variables (failpoints).
+    pub fn start_env(
+        &self,
+        tag: &str,
+        config: &WorkerConfig,
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
+        start_worker_env(tag, &self.brokers, &self.config(config).toml(), env)
+    }
+
+    /// The broker's name for consumer group `name` of this scenario: on the real broker, groups
+    /// get the scenario's prefix too, so that no member of an earlier test or run (killed, never
+    /// left) takes part in this one's rebalances.
+    pub fn group(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// `config` with this scenario's group and state topic (unless it names one).
+    pub fn config(&self, config: &WorkerConfig) -> WorkerConfig {
+        let mut config = config.clone();
+        const GROUP: &str = "\"group.id\" = \"";
+        for line in &mut config.kafka {
+            if let Some(group) = line.strip_prefix(GROUP) {
+                *line = format!("{GROUP}{}", self.group(group));
+            }
+        }
+        if config.source.iter().any(|line| line.trim_start().starts_with("state_topic")) {
+            config
+        } else {
+            config.state_topic(&self.topic(STATE_TOPIC))
+        }
+    }
+}
+
+/// A topic to create on the real broker.
+#[derive(Clone, Copy, Debug)]
+pub struct TopicSpec {
+    pub name: &'static str,
+    pub partitions: i32,
+    /// `cleanup.policy = compact` (the state topic's documented setting).
+    pub compacted: bool,
+}
+
+/// An id no other scenario of this run or of an earlier run on the same broker has.
+fn unique_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() % 1_000_000_000_000);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}{:x}{n}", std::process::id(), nanos)
+}
+
+/// Creates each `(name, spec)` on the broker with AdminClient and waits (at most 30 s) until its
+/// metadata lists each with its partitions.
+fn create_topics(brokers: &str, topics: &[(String, TopicSpec)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin client");
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, spec)| {
+            let topic = NewTopic::new(name, spec.partitions, TopicReplication::Fixed(1));
+            if spec.compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let results = runtime
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                admin.create_topics(&new_topics, &options),
+            )
+            .await
+        })
+        .expect("create_topics answered within 30 s")
+        .expect("create_topics");
+    for result in results {
+        if let Err((topic, code)) = result {
+            panic!("cannot create topic {topic} on {brokers}: {code}");
+        }
+    }
+    let client = producer(brokers);
+    let listed = wait_for(Duration::from_secs(30), || {
+        let metadata = client.client().fetch_metadata(None, Duration::from_secs(5)).ok()?;
+        topics
+            .iter()
+            .all(|(name, spec)| {
+                metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == name && t.partitions().len() == spec.partitions as usize)
+            })
+            .then_some(())
+    });
+    assert!(listed.is_some(), "topics {topics:?} never listed by {brokers}");
 }
 
 /// A worker's configuration with typed options, rendered to TOML by [`WorkerConfig::toml`]: one
@@ -530,17 +716,6 @@ pub fn read_topic(
 }
 
 /// The group's committed offsets summed over `partitions` of `topic` (unset counts 0).
-/// The partition count of `topic` (created by the time it answers), or 0.
-pub fn partition_count(brokers: &str, topic: &str) -> i32 {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("metadata consumer");
-    consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .ok()
-        .and_then(|m| m.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()))
-        .unwrap_or(0) as i32
-}
-
 pub fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)

@@ -54,6 +54,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "cxpulse_checkpoints_total",
     "cxpulse_partition_restores_total",
     "cxpulse_topic_partitions",
+    "cxpulse_topic_config_warnings",
 ];
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod partitions;
 pub mod produce;
 pub mod state_store;
+pub mod topic_check;
 pub mod util;
 pub mod worker;
 

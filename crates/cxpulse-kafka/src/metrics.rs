@@ -24,6 +24,7 @@ pub struct PipelineMetrics {
     pub checkpoints_unusable: IntCounterVec,
     pub topic_partitions: IntGaugeVec,
     pub restores: IntCounterVec,
+    pub topic_config_warnings: IntGaugeVec,
 }
 
 impl PipelineMetrics {
@@ -137,12 +138,21 @@ impl PipelineMetrics {
                 &["source"],
             )
             .unwrap_or_else(invalid_metric),
+            topic_config_warnings: IntGaugeVec::new(
+                Opts::new(
+                    "cxpulse_topic_config_warnings",
+                    "1 for each topic setting found at startup to defeat a promise (docs/operations.md).",
+                ),
+                &["topic", "setting"],
+            )
+            .unwrap_or_else(invalid_metric),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
             Box::new(metrics.checkpoint_bytes.clone()),
             Box::new(metrics.checkpoint_seconds.clone()),
             Box::new(metrics.checkpoints_unusable.clone()),
+            Box::new(metrics.topic_config_warnings.clone()),
             Box::new(metrics.restore_seconds.clone()),
             Box::new(metrics.dead_letter_failures.clone()),
             Box::new(metrics.partitions_blocked.clone()),
