@@ -260,14 +260,16 @@ impl<V: Copy + Default> TimeBuckets<V> {
     }
 
     /// Restores a bucket as checkpointed (oldest first); later values of a key win.
-    pub fn restore(&mut self, index: i64, entries: impl Iterator<Item = (u128, V)>) {
+    pub fn restore(&mut self, index: i64, entries: impl ExactSizeIterator<Item = (u128, V)>) {
         let position = self.buckets.iter().position(|b| b.index >= index);
+        // Sized for all of them at once: growing a table step by step rehashes it every time.
+        let capacity = entries.len() * 100 / MAX_LOAD_PERCENT + 1;
         let bucket = match position {
             Some(p) if self.buckets[p].index == index => &mut self.buckets[p],
             _ => {
                 let bucket = Bucket {
                     index,
-                    table: IdTable::with_capacity(MIN_CAPACITY),
+                    table: IdTable::with_capacity(capacity),
                     unsaved: Vec::new(),
                 };
                 let at = position.unwrap_or(self.buckets.len());
