@@ -267,11 +267,8 @@ impl<V: Copy + Default> TimeBuckets<V> {
         let bucket = match position {
             Some(p) if self.buckets[p].index == index => &mut self.buckets[p],
             _ => {
-                let bucket = Bucket {
-                    index,
-                    table: IdTable::with_capacity(capacity),
-                    unsaved: Vec::new(),
-                };
+                let bucket =
+                    Bucket { index, table: IdTable::with_capacity(capacity), unsaved: Vec::new() };
                 let at = position.unwrap_or(self.buckets.len());
                 self.buckets.insert(at, bucket);
                 &mut self.buckets[at]
