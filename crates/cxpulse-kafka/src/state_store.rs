@@ -80,6 +80,10 @@ impl StateStore {
         consumer
             .set("group.id", "cxpulse-state-reader")
             .set("enable.auto.commit", "false")
+            // A restore waits for every partition's end: a fetch that finds nothing new should
+            // answer at once rather than after the default half second.
+            .set("fetch.wait.max.ms", "10")
+            .set("fetch.message.max.bytes", "8388608")
             .set("enable.partition.eof", "true")
             .set("partition.assignment.strategy", "range")
             .set("statistics.interval.ms", "0");
@@ -95,17 +99,20 @@ impl StateStore {
         (crc32fast::hash(prefix.as_bytes()) % partitions.max(1) as u32) as i32
     }
 
-    /// Asked through the producer, whose metadata requests let a broker that auto-creates
-    /// topics create the state topic (a consumer's do not); a topic just created may take a
-    /// moment to show its partitions.
-    fn partition_count(&mut self, wait: Duration) -> Result<i32, String> {
+    /// Asked through the producer when writing, whose metadata requests let a broker that
+    /// auto-creates topics create the state topic, and through the reader when reading, whose
+    /// request also opens its connections before it fetches (a consumer's first fetch otherwise
+    /// waits on its own metadata round). A topic just created may take a moment to show its
+    /// partitions.
+    fn partition_count(&mut self, wait: Duration, for_reading: bool) -> Result<i32, String> {
         let deadline = Instant::now() + wait;
         loop {
-            let metadata = self
-                .producer
-                .client()
-                .fetch_metadata(Some(&self.topic), IO_TIMEOUT)
-                .map_err(|e| format!("metadata: {e}"))?;
+            let metadata = if for_reading {
+                self.reader.fetch_metadata(Some(&self.topic), IO_TIMEOUT)
+            } else {
+                self.producer.client().fetch_metadata(Some(&self.topic), IO_TIMEOUT)
+            };
+            let metadata = metadata.map_err(|e| format!("metadata: {e}"))?;
             let count = metadata
                 .topics()
                 .iter()
@@ -133,7 +140,7 @@ impl StateStore {
     ) -> Result<u64, String> {
         let partitions = match self.partitions {
             Some(n) => n,
-            None => self.partition_count(IO_TIMEOUT)?,
+            None => self.partition_count(IO_TIMEOUT, false)?,
         };
         let mut bytes = 0u64;
         let mut segments = Vec::new();
@@ -235,7 +242,7 @@ impl StateStore {
         stop: &AtomicBool,
     ) -> Result<HashMap<String, PartitionRecords>, String> {
         // A state topic that does not show up soon holds no checkpoint yet.
-        let Ok(partitions) = self.partition_count(Duration::from_secs(2)) else {
+        let Ok(partitions) = self.partition_count(Duration::from_secs(2), true) else {
             return Ok(HashMap::new());
         };
         let wanted: HashSet<i32> =
