@@ -241,8 +241,9 @@ impl StateStore {
         prefixes: &[String],
         stop: &AtomicBool,
     ) -> Result<HashMap<String, PartitionRecords>, String> {
-        // A state topic that does not show up soon holds no checkpoint yet.
-        let Ok(partitions) = self.partition_count(Duration::from_secs(2), true) else {
+        // A state topic that is not there (or only just created) holds no checkpoint yet: no
+        // waiting for it, which would hold up the first assignment.
+        let Ok(partitions) = self.partition_count(Duration::ZERO, true) else {
             return Ok(HashMap::new());
         };
         let wanted: HashSet<i32> =
