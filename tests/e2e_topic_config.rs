@@ -22,6 +22,16 @@ fn nps_json(id: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `cxpulse check-config --connect FILE`, run to completion.
+fn check_config_connect(path: &std::path::Path) -> std::process::Output {
+    Command::new(binary())
+        .args(["check-config", "--connect"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("check-config")
+}
+
 fn topic_warnings(log: &str) -> Vec<&str> {
     log.lines().filter(|l| l.contains("topic setting will hurt")).collect()
 }
@@ -69,12 +79,7 @@ fn a_state_topic_not_compacted_is_said_in_the_log_the_metrics_and_check_config()
         &format!("[kafka]\n\"bootstrap.servers\" = \"{}\"\n", scenario.brokers),
     );
     std::fs::write(&path, toml).expect("config");
-    let output = Command::new(binary())
-        .args(["check-config", "--connect"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .output()
-        .expect("check-config");
+    let output = check_config_connect(&path);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         output.status.code(),
@@ -94,12 +99,7 @@ fn check_config_connect_fails_only_when_no_broker_answers() {
     let nobody = format!("127.0.0.1:{}", free_port());
     std::fs::write(&path, WorkerConfig::bootstrap(&nobody, "cx").toml()).expect("config");
     let started = std::time::Instant::now();
-    let output = Command::new(binary())
-        .args(["check-config", "--connect"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .output()
-        .expect("check-config");
+    let output = check_config_connect(&path);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot reach Kafka"), "{stderr}");
