@@ -20,6 +20,10 @@ const ALERT_RULES: &str = include_str!("../deploy/prometheus/rules/alerts.yml");
 
 /// How much shorter every `for:` is in the generated copy: a minute becomes a second.
 const FOR_DIVISOR: i64 = 60;
+/// The shortest `for:` of the copy. Scrapes every second still fail for a few seconds in a row
+/// while a loaded machine starts the demo (a worker busy reading its history misses the 1 s
+/// scrape timeout); `CxpulseAllWorkersDown` held for 5 s would page about that.
+const FOR_FLOOR_MS: i64 = 20_000;
 /// Largest webhook body read; Alertmanager's notifications are a few KiB.
 const MAX_BODY: usize = 4 << 20;
 
@@ -182,7 +186,8 @@ fn consumed(worker: SocketAddr) -> Option<f64> {
     Some(total)
 }
 
-/// The rule file with each `for: <duration>` line divided by [`FOR_DIVISOR`], every other line as is.
+/// The rule file with each `for: <duration>` line divided by [`FOR_DIVISOR`] (at least
+/// [`FOR_FLOOR_MS`]), every other line as is.
 fn shorten_for(rules: &str) -> anyhow::Result<String> {
     rules
         .split_inclusive('\n')
@@ -192,7 +197,7 @@ fn shorten_for(rules: &str) -> anyhow::Result<String> {
             };
             let ms = parse_duration_ms(value.trim())
                 .map_err(|e| anyhow!("built-in rule `{}`: {e}", line.trim()))?;
-            let short = (ms / FOR_DIVISOR).max(1_000);
+            let short = (ms / FOR_DIVISOR).max(FOR_FLOOR_MS);
             let indent = &line[..line.len() - line.trim_start().len()];
             Ok(format!("{indent}for: {}ms\n", short))
         })
@@ -331,6 +336,9 @@ mod tests {
         let fors: Vec<&str> = copy.lines().filter(|l| l.trim().starts_with("for:")).collect();
         assert!(fors.len() >= 10, "{fors:?}");
         assert!(fors.contains(&"        for: 30000ms"), "30m becomes 30s: {fors:?}");
+        assert!(fors.contains(&"        for: 60000ms"), "1h becomes 60s: {fors:?}");
+        assert!(!fors.contains(&"        for: 5000ms"), "5m stays at the floor of 20s: {fors:?}");
+        assert!(fors.contains(&"        for: 20000ms"), "5m stays at the floor of 20s: {fors:?}");
         for (original, short) in ALERT_RULES.lines().zip(copy.lines()) {
             if !original.trim().starts_with("for:") {
                 assert_eq!(original, short);
