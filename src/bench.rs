@@ -409,8 +409,8 @@ struct BenchWorker {
 /// The real worker on its own thread, default settings, no dead-letter topic.
 fn start_worker(brokers: &str, group: &str, topic: &str) -> anyhow::Result<BenchWorker> {
     let mut config = Config::default();
-    config.kafka.insert("bootstrap.servers".into(), toml::Value::String(brokers.into()));
-    config.kafka.insert("group.id".into(), toml::Value::String(group.into()));
+    config.set_kafka("bootstrap.servers", brokers);
+    config.set_kafka("group.id", group);
     config.source.topics = vec![topic.into()];
     config.source.dead_letter_topic = Some(String::new());
     let worker = Worker::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?);

@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context};
 use cxpulse_core::alerts::{AlertOverride, AlertPolicy, DEFAULT_CHURN_THRESHOLD};
 use cxpulse_core::duration::DurationSetting;
+use cxpulse_core::secret::{secrets_in, Redactor, Secret};
 use cxpulse_core::{ClockMode, EngineConfig, WindowSpec};
 use cxpulse_http::HttpConfig;
 use cxpulse_kafka::config::is_secret_key;
@@ -18,7 +19,8 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Passed to librdkafka as is; values may be written as strings, numbers or booleans.
-    pub kafka: BTreeMap<String, toml::Value>,
+    #[serde(deserialize_with = "kafka_section")]
+    pub kafka: BTreeMap<String, KafkaValue>,
     pub source: SourceConfig,
     pub windows: WindowsConfig,
     pub limits: LimitsConfig,
@@ -26,6 +28,53 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub log: LogConfig,
     pub gateway: cxpulse_gateway::GatewayConfig,
+    /// Scrubs this configuration's secret values from error text; found by [`secrets_in`].
+    #[serde(skip)]
+    redactor: Redactor,
+}
+
+/// One `[kafka]` value: a secret (by its key, see `is_secret_key`) or a plain setting.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum KafkaValue {
+    Secret(Secret),
+    Plain(toml::Value),
+}
+
+impl KafkaValue {
+    /// The value as librdkafka takes it.
+    fn text(&self) -> String {
+        match self {
+            KafkaValue::Secret(secret) => secret.expose().to_string(),
+            KafkaValue::Plain(toml::Value::String(text)) => text.clone(),
+            KafkaValue::Plain(other) => other.to_string(),
+        }
+    }
+}
+
+/// `[kafka]`: strings, numbers and booleans; the values of secret keys become [`Secret`]s.
+fn kafka_section<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, KafkaValue>, D::Error> {
+    let table = BTreeMap::<String, toml::Value>::deserialize(deserializer)?;
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let value = match value {
+                toml::Value::Array(_) | toml::Value::Table(_) => {
+                    return Err(serde::de::Error::custom(format!(
+                        "`{key}` must be a string, a number or a boolean"
+                    )))
+                }
+                value if is_secret_key(&key) => KafkaValue::Secret(Secret::new(match value {
+                    toml::Value::String(text) => text,
+                    other => other.to_string(),
+                })),
+                value => KafkaValue::Plain(value),
+            };
+            Ok((key, value))
+        })
+        .collect()
 }
 
 /// `[windows]`.
@@ -157,12 +206,25 @@ impl Config {
             let value = env_value(&raw, takes_string, section_table.get(&key));
             section_table.insert(key, value);
         }
-        let config: Config =
-            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-                anyhow!("invalid config: {}", keyed(&without_values(&e.to_string())))
-            })?;
-        config.validate()?;
+        let input = toml::Value::Table(table);
+        let mut config: Config = input.clone().try_into().map_err(|e: toml::de::Error| {
+            anyhow!("invalid config: {}", keyed(&without_values(&e.to_string())))
+        })?;
+        config.redactor = Redactor::new(secrets_in(
+            &serde_json::to_value(&input).unwrap_or_default(),
+            &serde_json::to_value(&config).unwrap_or_default(),
+        ));
+        // Errors from here on may quote a value (a librdkafka refusal, say): scrubbed.
+        config.validate().map_err(|e| anyhow!(config.redact(&format!("{e:#}"))))?;
+        if let Ok(Some(token)) = config.http.token() {
+            config.redactor.add(&token);
+        }
         Ok(config)
+    }
+
+    /// Sets a `[kafka]` setting that is not a secret (a command-line override).
+    pub fn set_kafka(&mut self, key: &str, value: &str) {
+        self.kafka.insert(key.into(), KafkaValue::Plain(toml::Value::String(value.into())));
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -181,11 +243,6 @@ impl Config {
         self.http.tls().map_err(|e| anyhow!("invalid config: {e}"))?;
         if !["text", "json"].contains(&self.log.format.as_str()) {
             bail!("invalid config: [log] format must be `text` or `json`");
-        }
-        for (key, value) in &self.kafka {
-            if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
-                bail!("invalid config: [kafka] `{key}` must be a string, a number or a boolean");
-            }
         }
         for (key, value) in self.kafka_settings() {
             // An empty secret would silently connect without credentials.
@@ -260,16 +317,7 @@ impl Config {
 
     /// `[kafka]` as librdkafka strings.
     pub fn kafka_settings(&self) -> KafkaSettings {
-        self.kafka
-            .iter()
-            .map(|(key, value)| {
-                let text = match value {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (key.clone(), text)
-            })
-            .collect()
+        self.kafka.iter().map(|(key, value)| (key.clone(), value.text())).collect()
     }
 
     pub fn alert_policy(&self) -> AlertPolicy {
@@ -281,20 +329,9 @@ impl Config {
         }
     }
 
-    /// The resolved configuration as TOML, with every secret replaced.
+    /// The resolved configuration as TOML; every secret prints as `<redacted>`.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
-        for secret in [&mut shown.http.bearer_token, &mut shown.http.tls.tls_key_password] {
-            if secret.is_some() {
-                *secret = Some("<redacted>".into());
-            }
-        }
-        for (key, value) in shown.kafka.iter_mut() {
-            if is_secret_key(key) {
-                *value = toml::Value::String("<redacted>".into());
-            }
-        }
-        shown.gateway = self.gateway.redacted();
         if shown.source.dead_letter_topic.is_none() {
             shown.source.dead_letter_topic =
                 Some(self.source.dead_letter_topic().unwrap_or_default());
@@ -302,34 +339,10 @@ impl Config {
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
-    /// Every secret value of this configuration, to scrub from text that may quote one.
-    pub fn secrets(&self) -> Vec<String> {
-        let mut secrets: Vec<String> = self
-            .kafka_settings()
-            .into_iter()
-            .filter(|(key, _)| is_secret_key(key))
-            .map(|(_, value)| value)
-            .collect();
-        secrets.extend(self.http.bearer_token.clone());
-        secrets.extend(self.http.tls.tls_key_password.clone());
-        secrets.extend(self.gateway.tls.tls_key_password.clone());
-        secrets.retain(|s| !s.is_empty());
-        secrets
-    }
-
     /// `text` with every secret of this configuration replaced by `<redacted>`.
     pub fn redact(&self, text: &str) -> String {
-        redact(text, &self.secrets())
+        self.redactor.redact(text)
     }
-}
-
-/// `text` with each of `secrets` replaced by `<redacted>`, longest first (one may contain another).
-pub fn redact(text: &str, secrets: &[String]) -> String {
-    let mut secrets: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    secrets
-        .iter()
-        .fold(text.to_string(), |text, secret| text.replace(secret.as_str(), "<redacted>"))
 }
 
 /// A window size; surrounding spaces are refused, as the window names show them.
@@ -509,7 +522,7 @@ mod tests {
         for raw in ["987654321", "true", "1e3", "a,b", "[1]"] {
             let config =
                 Config::from_toml_and_env("", env(&[("CXPULSE_HTTP__BEARER_TOKEN", raw)])).unwrap();
-            assert_eq!(config.http.bearer_token.as_deref(), Some(raw));
+            assert_eq!(config.http.bearer_token.as_ref().map(Secret::expose), Some(raw));
             let config =
                 Config::from_toml_and_env("", env(&[("CXPULSE_LOG__LEVEL", raw)])).unwrap();
             assert_eq!(config.log.level, raw);
@@ -598,6 +611,47 @@ mod tests {
         .unwrap();
         let shown = config.redact("x abcdef y abc z tok-1 localhost:9092");
         assert_eq!(shown, "x <redacted> y <redacted> z <redacted> localhost:9092");
+    }
+
+    /// A distinct secret in every secret field of the configuration.
+    pub(crate) const PLANTED: &str = r#"
+[kafka]
+"sasl.password" = "PLANT-kafka-sasl"
+"ssl.key.password" = "PLANT-kafka-sslkey"
+"ssl.keystore.password" = "PLANT-kafka-keystore"
+[http]
+bearer_token = "PLANT-http-token"
+tls_key_password = "PLANT-http-keypass"
+[gateway]
+token = "PLANT-gateway-token"
+tls_key_password = "PLANT-gateway-keypass"
+[[gateway.sources]]
+name = "d"
+kind = "delighted"
+brand = "acme"
+token = "PLANT-source-token"
+[[gateway.sources]]
+name = "t"
+kind = "typeform"
+brand = "acme"
+score_field = "nps"
+secret = "PLANT-source-secret"
+"#;
+
+    #[test]
+    fn every_secret_field_is_redacted_in_check_config_and_in_error_text() {
+        let config = Config::from_toml_and_env(PLANTED, env(&[])).unwrap();
+        let planted: Vec<&str> =
+            PLANTED.split('"').filter(|part| part.starts_with("PLANT-")).collect();
+        assert_eq!(planted.len(), 9, "{planted:?}");
+        let shown = config.redacted_toml() + &format!("{config:?}");
+        let all = planted.join(" ");
+        let scrubbed = config.redact(&all);
+        for secret in &planted {
+            assert!(!shown.contains(secret), "check-config shows {secret}:\n{shown}");
+            assert!(!scrubbed.contains(secret), "redaction misses {secret}: {scrubbed}");
+        }
+        assert_eq!(scrubbed, vec!["<redacted>"; planted.len()].join(" "));
     }
 
     #[test]

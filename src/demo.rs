@@ -69,7 +69,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "500"),
     ] {
-        config.kafka.insert(key.into(), toml::Value::String(value.into()));
+        config.set_kafka(key, value);
     }
     config.http.listen = options.listen.clone();
     config.alerts.nps_threshold = NPS_THRESHOLD;

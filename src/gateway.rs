@@ -103,7 +103,7 @@ pub fn spawn_demo(
     let mut config = config.clone();
     config.gateway.listen = addr.to_string();
     if !addr.ip().is_loopback() {
-        config.gateway.token = Some("demo".into());
+        config.gateway.token = Some(cxpulse_core::secret::Secret::new("demo"));
     }
     config.gateway.sources = vec![cxpulse_gateway::SourceSpec {
         name: "delighted".into(),
@@ -111,7 +111,7 @@ pub fn spawn_demo(
         brand: Some("demo".into()),
         brand_from: None,
         segment_from: Some("event_data.person_properties.plan".into()),
-        token: Some("demo".into()),
+        token: Some(cxpulse_core::secret::Secret::new("demo")),
         secret: None,
         survey: None,
         scale_max: None,

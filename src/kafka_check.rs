@@ -6,23 +6,22 @@
 use std::path::Path;
 
 use anyhow::anyhow;
+use cxpulse_core::secret::Redactor;
 use cxpulse_kafka::config::{consumer_config, is_secret_key, producer_config};
 use cxpulse_kafka::KafkaSettings;
 use rdkafka::error::KafkaError;
 
 pub fn check(settings: &KafkaSettings) -> anyhow::Result<()> {
-    let secrets: Vec<String> = settings
-        .iter()
-        .filter(|(key, _)| is_secret_key(key))
-        .map(|(_, value)| value.clone())
-        .collect();
+    let secrets = Redactor::new(
+        settings.iter().filter(|(key, _)| is_secret_key(key)).map(|(_, value)| value.clone()),
+    );
     for config in [consumer_config(settings), producer_config(settings)] {
         config.create_native_config().map_err(|e| {
             let text = match e {
                 KafkaError::ClientConfig(_, reason, key, _value) => format!("`{key}`: {reason}"),
                 other => other.to_string(),
             };
-            anyhow!("invalid config: [kafka] {}", crate::config::redact(&text, &secrets))
+            anyhow!("invalid config: [kafka] {}", secrets.redact(&text))
         })?;
     }
     check_private_key(settings)

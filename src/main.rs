@@ -151,10 +151,10 @@ fn main() -> ExitCode {
         Command::Run { config, brokers, group, topics, listen, clock } => (|| {
             let mut config = Config::load(config.as_deref())?;
             if let Some(brokers) = brokers {
-                config.kafka.insert("bootstrap.servers".into(), toml::Value::String(brokers));
+                config.set_kafka("bootstrap.servers", &brokers);
             }
             if let Some(group) = group {
-                config.kafka.insert("group.id".into(), toml::Value::String(group));
+                config.set_kafka("group.id", &group);
             }
             if !topics.is_empty() {
                 config.source.topics = topics;
@@ -177,7 +177,7 @@ fn main() -> ExitCode {
         Command::Gateway { config, brokers, listen } => (|| {
             let mut config = Config::load(config.as_deref())?;
             if let Some(brokers) = brokers {
-                config.kafka.insert("bootstrap.servers".into(), toml::Value::String(brokers));
+                config.set_kafka("bootstrap.servers", &brokers);
             }
             if let Some(listen) = listen {
                 config.gateway.listen = listen;

@@ -205,3 +205,169 @@ fn an_encrypted_kafka_key_takes_its_password_or_fails_in_one_line() {
     assert!(printed.contains("\"ssl.key.password\" = \"<redacted>\""), "{printed}");
     assert_no_secret("check-config", &printed, &[passphrase]);
 }
+
+/// A distinct secret in every secret field of the configuration, for [`every_secret_stays_unsaid`].
+const PLANTED: [&str; 9] = [
+    "PLANT-kafka-sasl",
+    "PLANT-kafka-sslkey",
+    "PLANT-kafka-keystore",
+    "PLANT-http-token",
+    "PLANT-http-keypass",
+    "PLANT-gateway-token",
+    "PLANT-gateway-keypass",
+    "PLANT-source-token",
+    "PLANT-source-secret",
+];
+
+fn planted_config(brokers: &str, topic: &str, http: &str, gateway: &str) -> String {
+    format!(
+        r#"[kafka]
+"bootstrap.servers" = "{brokers}"
+"group.id" = "planted"
+"debug" = "conf,security,broker"
+"sasl.password" = "PLANT-kafka-sasl"
+"ssl.key.password" = "PLANT-kafka-sslkey"
+"ssl.keystore.password" = "PLANT-kafka-keystore"
+[source]
+topics = ["{topic}"]
+state_topic = ""
+[http]
+listen = "{http}"
+bearer_token = "PLANT-http-token"
+tls_key_password = "PLANT-http-keypass"
+[gateway]
+listen = "{gateway}"
+token = "PLANT-gateway-token"
+tls_key_password = "PLANT-gateway-keypass"
+[[gateway.sources]]
+name = "d"
+kind = "delighted"
+brand = "acme"
+token = "PLANT-source-token"
+[[gateway.sources]]
+name = "t"
+kind = "typeform"
+brand = "acme"
+score_field = "nps"
+secret = "PLANT-source-secret"
+"#
+    )
+}
+
+/// `curl` with the given arguments: the status line, headers and body it received.
+fn curl(args: &[&str]) -> String {
+    let output = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "5"])
+        .args(args)
+        .output()
+        .expect("curl is needed");
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+/// Starts `cxpulse <command> --config <path>` at debug level, logging to files in `dir`.
+fn spawn_logged(dir: &Path, command: &str, config: &str) -> std::process::Child {
+    Command::new(binary())
+        .args(["--log-level", "debug", command, "--config", config])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join(format!("{command}.out"))).expect("log"))
+        .stderr(std::fs::File::create(dir.join(format!("{command}.err"))).expect("log"))
+        .spawn()
+        .expect("spawn cxpulse")
+}
+
+fn stop(child: &mut std::process::Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = wait_for(Duration::from_secs(15), || child.try_wait().ok().flatten());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Plants a distinct secret in every secret field and scans everything the program says:
+/// check-config, the worker's and the gateway's logs at debug level, startup and configuration
+/// errors, the gateway's error replies, `/metrics` and `/api/v1/scores`. Any field that lost
+/// its `Secret` type shows in check-config at least.
+#[test]
+fn every_secret_stays_unsaid() {
+    let dir = TempDir::new("secrets-planted");
+    let scenario = Scenario::new(&[("planted", 2)]);
+    let (http, gateway) =
+        (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let path =
+        write(&dir.0, "c.toml", &planted_config(&scenario.brokers, "planted", &http, &gateway));
+    let mut said = Vec::new();
+
+    let (code, printed) = cxpulse(&["check-config", &path], &[], WAIT);
+    assert_eq!(code, Some(0), "{printed}");
+    assert_eq!(printed.matches("<redacted>").count(), PLANTED.len(), "{printed}");
+    said.push(("check-config".to_string(), printed));
+
+    let mut worker = spawn_logged(&dir.0, "run", &path);
+    let mut front = spawn_logged(&dir.0, "gateway", &path);
+    let token = "Authorization: Bearer PLANT-http-token";
+    let metrics = wait_for(Duration::from_secs(30), || {
+        let reply = curl(&["-H", token, &format!("http://{http}/metrics")]);
+        reply.contains("cxpulse_build_info").then_some(reply)
+    });
+    said.push(("/metrics".into(), metrics.unwrap_or_default()));
+    said.push((
+        "/api/v1/scores".into(),
+        curl(&["-H", token, &format!("http://{http}/api/v1/scores")]),
+    ));
+    said.push((
+        "a wrong token".into(),
+        curl(&["-H", "Authorization: Bearer x", &format!("http://{http}/metrics")]),
+    ));
+    let up = wait_for(Duration::from_secs(30), || {
+        curl(&[&format!("http://{gateway}/healthz")]).contains("200 OK").then_some(())
+    });
+    assert!(up.is_some(), "the gateway never answered /healthz");
+    let events_token = "Authorization: Bearer PLANT-gateway-token";
+    for (what, header, body, path) in [
+        ("/v1/events, no token", "X-None: 1", "{}", "/v1/events"),
+        ("/v1/events, malformed", events_token, "{not json", "/v1/events"),
+        ("webhook, wrong token", "X-None: 1", "{}", "/v1/webhooks/d?token=x"),
+        ("webhook, malformed", "X-None: 1", "[", "/v1/webhooks/d?token=PLANT-source-token"),
+        ("webhook, bad signature", "Typeform-Signature: sha256=x", "{}", "/v1/webhooks/t"),
+        ("unknown webhook", "X-None: 1", "{}", "/v1/webhooks/nope"),
+    ] {
+        let url = format!("http://{gateway}{path}");
+        let reply = curl(&["-H", header, "-H", "Content-Type: application/json", "-d", body, &url]);
+        assert!(reply.starts_with("HTTP/1.1 "), "{what}: {reply}");
+        said.push((what.into(), reply));
+    }
+    // Startup errors: the addresses are taken now.
+    for command in ["run", "gateway"] {
+        let (code, printed) = cxpulse(&[command, "--config", &path], &[], WAIT);
+        assert_eq!(code, Some(1), "{command} on a taken address:\n{printed}");
+        said.push((format!("{command} on a taken address"), printed));
+    }
+    let broken = format!(
+        "{}\n[limits]\nmax_series = 0\n",
+        std::fs::read_to_string(&path).unwrap_or_default()
+    );
+    let broken = write(&dir.0, "broken.toml", &broken);
+    for command in ["run", "gateway", "check-config"] {
+        let args = if command == "check-config" {
+            vec![command, &broken]
+        } else {
+            vec![command, "--config", &broken]
+        };
+        let (code, printed) = cxpulse(&args, &[], WAIT);
+        assert_eq!(code, Some(1), "{command} with a bad setting:\n{printed}");
+        said.push((format!("{command} with a bad setting"), printed));
+    }
+    stop(&mut worker);
+    stop(&mut front);
+    for command in ["run", "gateway"] {
+        let read = |end: &str| {
+            std::fs::read_to_string(dir.0.join(format!("{command}.{end}"))).unwrap_or_default()
+        };
+        said.push((format!("{command}'s output and log"), read("out") + &read("err")));
+    }
+    let logged: String = said.iter().map(|(what, text)| format!("--- {what}\n{text}\n")).collect();
+    assert!(said.iter().any(|(_, text)| text.contains("DEBUG")), "no debug lines:\n{logged}");
+    for (what, text) in &said {
+        assert!(!text.is_empty(), "{what}: nothing said");
+        assert_no_secret(what, text, &PLANTED);
+    }
+}

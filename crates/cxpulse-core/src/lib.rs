@@ -14,6 +14,7 @@ pub mod engine;
 pub mod event;
 pub mod health;
 pub mod parse;
+pub mod secret;
 pub mod snapshot;
 pub mod synth;
 pub mod window;

@@ -7,6 +7,7 @@ use openssl::pkey::PKey;
 use openssl::sign::Signer;
 
 use crate::config::{Kind, SourceSpec};
+use cxpulse_core::secret::Secret;
 
 /// Does this webhook request carry the source's credential? The signature, for a tool that
 /// signs its payloads; else the source's token.
@@ -18,7 +19,11 @@ pub fn source_authorized(
 ) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let bearer = header(header::AUTHORIZATION.as_str());
-    match (source.kind, source.secret.as_deref(), source.token.as_deref()) {
+    match (
+        source.kind,
+        source.secret.as_ref().map(Secret::expose),
+        source.token.as_ref().map(Secret::expose),
+    ) {
         (Kind::Typeform, Some(secret), _) => {
             typeform_signature_matches(header("typeform-signature"), secret, body)
         }

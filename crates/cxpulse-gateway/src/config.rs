@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use cxpulse_core::duration::DurationSetting;
+use cxpulse_core::secret::Secret;
 use cxpulse_http::listener::{HttpLimits, Limits};
 use cxpulse_http::security::TlsFiles;
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,7 @@ pub struct GatewayConfig {
     pub topic: Option<String>,
     /// Bearer token for `/v1/events`; required unless `listen` is a loopback address.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// HTTPS: `tls_cert`, `tls_key`, `tls_key_password`, as in `[http]`.
     #[serde(flatten)]
     pub tls: TlsFiles,
@@ -106,10 +107,10 @@ pub struct SourceSpec {
     pub segment_from: Option<String>,
     /// Per-source token, sent as `Authorization: Bearer …` or `?token=…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Signing secret, for kinds whose payloads are signed (typeform, wootric).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// The survey, where the tool does not say which (`nps`, `csat`, `ces`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub survey: Option<String>,
@@ -132,7 +133,7 @@ impl GatewayConfig {
             format!("[gateway] listen `{}` is not an address like 127.0.0.1:9899", self.listen)
         })?;
         match &self.token {
-            Some(token) if token.trim().is_empty() => {
+            Some(token) if token.is_blank() => {
                 return Err("[gateway] token is empty: set a real token or remove it".into())
             }
             None if !listen.ip().is_loopback() => {
@@ -193,19 +194,6 @@ impl GatewayConfig {
         self.tls.acceptor("gateway")
     }
 
-    /// A copy with every token and secret replaced, for `check-config`.
-    pub fn redacted(&self) -> GatewayConfig {
-        let hide = |value: &Option<String>| value.as_ref().map(|_| "<redacted>".to_string());
-        let mut shown = self.clone();
-        shown.token = hide(&self.token);
-        shown.tls.tls_key_password = hide(&self.tls.tls_key_password);
-        for source in &mut shown.sources {
-            source.token = hide(&source.token);
-            source.secret = hide(&source.secret);
-        }
-        shown
-    }
-
     pub fn source(&self, name: &str) -> Option<&SourceSpec> {
         self.sources.iter().find(|s| s.name == name)
     }
@@ -233,7 +221,7 @@ impl SourceSpec {
             }
             _ => {}
         }
-        let set = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
+        let set = |value: &Option<Secret>| value.as_ref().is_some_and(|v| !v.is_blank());
         let (token_allowed, secret_allowed) = self.kind.credentials();
         let (has_token, has_secret) = (set(&self.token), set(&self.secret));
         let fits = (has_token && token_allowed && !has_secret)
@@ -294,7 +282,7 @@ mod tests {
         assert_eq!(limits.max_connections, 64);
         assert_eq!(limits.shutdown_grace, Duration::from_secs(3), "the drain, not the worker's");
         assert_eq!(config.limits.max_body_bytes, 1000, "applied by the router, after the token");
-        assert!(!format!("{:?}", config.redacted()).contains("pem-secret"));
+        assert!(!format!("{config:?}").contains("pem-secret"));
         let unknown = serde_json::from_value::<GatewayConfig>(
             serde_json::json!({ "header_read_timout": "2s" }),
         );
@@ -321,7 +309,7 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         config.listen = "0.0.0.0:9899".into();
         assert!(config.validate().unwrap_err().contains("token is required"));
-        config.token = Some("x".into());
+        config.token = Some(Secret::new("x"));
         assert_eq!(config.validate(), Ok(()));
     }
 
@@ -336,12 +324,12 @@ mod tests {
         typeform.score_field = Some("nps".into());
         config.sources = vec![typeform];
         assert!(config.validate().unwrap_err().contains("needs a secret"));
-        config.sources[0].secret = Some("k".into());
+        config.sources[0].secret = Some(Secret::new("k"));
         assert!(config.validate().unwrap_err().contains("one, not empty"), "token and secret");
         config.sources[0].token = None;
         assert_eq!(config.validate(), Ok(()));
         let mut wootric = source(Kind::Wootric);
-        wootric.secret = Some("k".into());
+        wootric.secret = Some(Secret::new("k"));
         config.sources.push(wootric);
         assert!(config.validate().unwrap_err().contains("a token or a secret"));
         config.sources[1].token = None;
@@ -353,12 +341,13 @@ mod tests {
 
     #[test]
     fn redaction_hides_every_credential() {
-        let mut config = GatewayConfig { token: Some("hunter2".into()), ..Default::default() };
+        let mut config =
+            GatewayConfig { token: Some(Secret::new("hunter2")), ..Default::default() };
         let mut s = source(Kind::Typeform);
         s.token = None;
-        s.secret = Some("sekrit".into());
+        s.secret = Some(Secret::new("sekrit"));
         config.sources.push(s);
-        let shown = format!("{:?}", config.redacted());
+        let shown = format!("{config:?}") + &serde_json::to_string(&config).unwrap();
         assert!(!shown.contains("hunter2") && !shown.contains("sekrit"), "{shown}");
     }
 }

@@ -109,7 +109,7 @@ async fn events_token(
     let started = Instant::now();
     if let Some(token) = &gateway.config.token {
         let authorization = header_str(request.headers(), header::AUTHORIZATION);
-        if !auth::token_matches(authorization, request.uri().query(), token) {
+        if !auth::token_matches(authorization, request.uri().query(), token.expose()) {
             return gateway.finish(EVENTS_SOURCE, started, unauthorized());
         }
     }

@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use cxpulse_core::secret::Secret;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslAcceptor, SslMethod};
 
@@ -18,8 +19,8 @@ use openssl::ssl::{SslAcceptor, SslMethod};
 pub struct BearerToken(Option<Arc<[u8; 32]>>);
 
 impl BearerToken {
-    pub fn new(token: Option<String>) -> BearerToken {
-        BearerToken(token.map(|t| Arc::new(openssl::sha::sha256(t.as_bytes()))))
+    pub fn new(token: Option<&Secret>) -> BearerToken {
+        BearerToken(token.map(|t| Arc::new(openssl::sha::sha256(t.expose().as_bytes()))))
     }
 
     /// Whether an `Authorization` header value carries this token. The scheme is matched without
@@ -75,7 +76,7 @@ pub struct TlsFiles {
     pub tls_key: Option<String>,
     /// ... decrypted with this passphrase when it is encrypted (never asked on a terminal).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_key_password: Option<String>,
+    pub tls_key_password: Option<Secret>,
 }
 
 impl TlsFiles {
@@ -95,8 +96,13 @@ impl TlsFiles {
             "[{section}] tls_key_password (or CXPULSE_{}__TLS_KEY_PASSWORD)",
             section.to_ascii_uppercase()
         );
-        tls_acceptor(cert.as_ref(), key.as_ref(), self.tls_key_password.as_deref(), &passphrase_key)
-            .map(Some)
+        tls_acceptor(
+            cert.as_ref(),
+            key.as_ref(),
+            self.tls_key_password.as_ref().map(Secret::expose),
+            &passphrase_key,
+        )
+        .map(Some)
     }
 }
 
@@ -174,7 +180,7 @@ mod tests {
 
     #[test]
     fn token_comparison_needs_every_byte() {
-        let token = BearerToken::new(Some("secret".into()));
+        let token = BearerToken::new(Some(&Secret::new("secret")));
         assert!(token.admits(Some(b"Bearer secret")));
         assert!(!token.admits(Some(b"Bearer secreT")));
         assert!(!token.admits(Some(b"Bearer secret2")));
@@ -185,7 +191,7 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {
-        let token = BearerToken::new(Some("secret".into()));
+        let token = BearerToken::new(Some(&Secret::new("secret")));
         for header in ["bearer secret", "BEARER secret", "BeArEr  secret", "Bearer secret "] {
             assert!(token.admits(Some(header.as_bytes())), "{header}");
         }
@@ -196,7 +202,7 @@ mod tests {
 
     #[test]
     fn only_digests_are_kept() {
-        let BearerToken(Some(digest)) = BearerToken::new(Some("secret".into())) else {
+        let BearerToken(Some(digest)) = BearerToken::new(Some(&Secret::new("secret"))) else {
             panic!("token lost")
         };
         assert_eq!(digest.len(), 32, "the same length whatever the token's");

@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use cxpulse_core::alerts::AlertPolicy;
 use cxpulse_core::health::Health;
+use cxpulse_core::secret::Secret;
 use cxpulse_core::{Engine, Snapshot};
 use prometheus::Registry;
 
@@ -25,7 +26,7 @@ pub struct HttpConfig {
     pub listen: String,
     /// Require `Authorization: Bearer <token>` on /metrics and /api/v1/scores.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<Secret>,
     /// Read the token from this file instead (trailing newline ignored).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<String>,
@@ -51,23 +52,22 @@ impl Default for HttpConfig {
 
 impl HttpConfig {
     /// The token in effect; an empty one is an error, never "no authentication".
-    pub fn token(&self) -> anyhow::Result<Option<String>> {
+    pub fn token(&self) -> anyhow::Result<Option<Secret>> {
         let token = match (&self.bearer_token, &self.bearer_token_file) {
             (Some(_), Some(_)) => {
                 anyhow::bail!("[http] set bearer_token or bearer_token_file, not both")
             }
             (Some(token), None) => Some(token.clone()),
-            (None, Some(path)) => Some(
+            (None, Some(path)) => Some(Secret::new(
                 std::fs::read_to_string(path)
                     .map_err(|e| {
                         anyhow::anyhow!("cannot read [http] bearer_token_file {path}: {e}")
                     })?
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string(),
-            ),
+                    .trim_end_matches(['\n', '\r']),
+            )),
             (None, None) => None,
         };
-        if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        if token.as_ref().is_some_and(Secret::is_blank) {
             anyhow::bail!("[http] bearer token is empty: set a real token or remove the setting");
         }
         Ok(token)
@@ -136,7 +136,7 @@ pub async fn serve(
     state: Arc<HttpState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let token = BearerToken::new(config.token()?);
+    let token = BearerToken::new(config.token()?.as_ref());
     let tls = config.tls()?;
     let limits = config.limits.resolve("http")?;
     crate::listener::serve(listener, router(state, token), limits, tls, shutdown).await

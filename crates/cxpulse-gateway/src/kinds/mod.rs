@@ -53,7 +53,7 @@ pub(crate) mod test_support {
             brand: Some("acme".into()),
             brand_from: None,
             segment_from: None,
-            token: Some("t".into()),
+            token: Some(cxpulse_core::secret::Secret::new("t")),
             secret: None,
             survey: None,
             scale_max: None,

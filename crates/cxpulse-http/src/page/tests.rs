@@ -1,5 +1,6 @@
 use super::*;
 use cxpulse_core::alerts::{AlertOverride, AlertPolicy};
+use cxpulse_core::secret::Secret;
 use cxpulse_core::{ClockMode, Engine, EngineConfig, SourcePartition};
 
 const T0: i64 = 1_795_428_000_000;
@@ -105,16 +106,16 @@ fn trends_hold_one_entry_per_step() {
 #[test]
 fn basic_and_bearer_credentials_carry_the_token() {
     let mut headers = HeaderMap::new();
-    assert!(!authorized(&headers, &BearerToken::new(Some("s3cret".into()))));
+    assert!(!authorized(&headers, &BearerToken::new(Some(&Secret::new("s3cret")))));
     headers.insert(header::AUTHORIZATION, "Basic b3BzOnMzY3JldA==".parse().unwrap()); // ops:s3cret
-    assert!(authorized(&headers, &BearerToken::new(Some("s3cret".into()))));
-    assert!(!authorized(&headers, &BearerToken::new(Some("s3cre".into()))));
+    assert!(authorized(&headers, &BearerToken::new(Some(&Secret::new("s3cret")))));
+    assert!(!authorized(&headers, &BearerToken::new(Some(&Secret::new("s3cre")))));
     headers.insert(header::AUTHORIZATION, "bAsIc b3BzOnMzY3JldA==".parse().unwrap());
-    assert!(authorized(&headers, &BearerToken::new(Some("s3cret".into()))));
+    assert!(authorized(&headers, &BearerToken::new(Some(&Secret::new("s3cret")))));
     headers.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
-    assert!(authorized(&headers, &BearerToken::new(Some("s3cret".into()))));
+    assert!(authorized(&headers, &BearerToken::new(Some(&Secret::new("s3cret")))));
     headers.insert(header::AUTHORIZATION, "Basic !!!".parse().unwrap());
-    assert!(!authorized(&headers, &BearerToken::new(Some("s3cret".into()))));
+    assert!(!authorized(&headers, &BearerToken::new(Some(&Secret::new("s3cret")))));
     assert_eq!(base64_decode("YTpiOmM=").as_deref(), Some(&b"a:b:c"[..]));
 }
 
