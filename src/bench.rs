@@ -5,13 +5,13 @@
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use cxpulse_core::health::Health;
 use cxpulse_core::synth::{fetch_runs, realistic_message, Synth, SynthConfig};
-use cxpulse_core::Engine;
+use cxpulse_core::{Engine, SharedEngine};
 use cxpulse_kafka::produce::{self, Preload};
 use cxpulse_kafka::Worker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -219,15 +219,10 @@ fn freshness(partitions: i32, rate: u64, duration: Duration) -> anyhow::Result<(
     )?;
     let reached = produced as f64 / started.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0) < produced
-        && Instant::now() < deadline
-    {
+    while engine.pipeline().consumed < produced && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let snapshot = engine
-        .lock()
-        .map_err(|_| anyhow!("engine lock poisoned"))?
-        .snapshot(cxpulse_kafka::util::wall_ms());
+    let snapshot = engine.snapshot(cxpulse_kafka::util::wall_ms());
     let quantiles = snapshot.event_age_quantiles_ms;
     stop.store(true, Ordering::Relaxed);
     thread.join().map_err(|_| anyhow!("worker thread panicked"))??;
@@ -400,7 +395,7 @@ fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<D
 
 struct BenchWorker {
     config: Config,
-    engine: Arc<Mutex<Engine>>,
+    engine: SharedEngine,
     worker: Worker,
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<anyhow::Result<()>>,
@@ -427,7 +422,7 @@ fn start_worker(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Bench
 fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Duration)> {
     let BenchWorker { config, engine, worker, stop, thread } =
         start_worker(brokers, "bench-pipeline", TOPIC)?;
-    let consumed = || engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0);
+    let consumed = || engine.pipeline().consumed;
     let deadline = Instant::now() + Duration::from_secs(600);
     while consumed() == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
@@ -438,10 +433,7 @@ fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Durati
     }
     let took = started.elapsed();
     let render_started = Instant::now();
-    let snapshot = engine
-        .lock()
-        .map_err(|_| anyhow!("engine lock poisoned"))?
-        .snapshot(cxpulse_kafka::util::wall_ms());
+    let snapshot = engine.snapshot(cxpulse_kafka::util::wall_ms());
     let text = cxpulse_http::render::render_metrics(
         &snapshot,
         &config.alert_policy(),
@@ -488,14 +480,14 @@ pub fn scrape_memory(pairs: usize, scrapers: usize, rounds: usize) -> anyhow::Re
     use std::io::{Read, Write};
     let config = Config::default();
     let now = cxpulse_kafka::util::wall_ms();
-    let engine = Arc::new(Mutex::new(engine_with_pairs(&config, pairs, now)?));
-    let state = Arc::new(cxpulse_http::HttpState {
-        engine: engine.clone(),
-        health: Arc::new(Health::default()),
-        registry: None,
-        policy: config.alert_policy(),
-        version: "bench",
-    });
+    let engine = SharedEngine::new(engine_with_pairs(&config, pairs, now)?);
+    let state = Arc::new(cxpulse_http::HttpState::new(
+        engine.clone(),
+        Arc::new(Health::default()),
+        None,
+        config.alert_policy(),
+        "bench",
+    ));
     let listener = cxpulse_http::listener::bind("127.0.0.1:0")?;
     let addr = cxpulse_http::listener::local_addr(&listener)?;
     let runtime =
@@ -523,19 +515,22 @@ pub fn scrape_memory(pairs: usize, scrapers: usize, rounds: usize) -> anyhow::Re
                     continue;
                 }
                 let at = cxpulse_kafka::util::wall_ms();
-                let Ok(mut engine) = engine.lock() else { break };
-                for i in counted..counted + 200 {
-                    let pair = i as usize % pairs;
-                    let payload = format!(
-                        r#"{{"event_id":"live{i}","type":"survey_response","occurred_at":{at},"brand":"brand{}","segment":"seg{}","survey":"nps","score":{}}}"#,
-                        pair / 100,
-                        pair % 100,
-                        i % 11
-                    );
-                    let partition =
-                        cxpulse_core::SourcePartition { topic: 0, partition: (pair % 64) as i32 };
-                    engine.process(partition, payload.as_bytes(), at);
-                }
+                engine.with(|engine| {
+                    for i in counted..counted + 200 {
+                        let pair = i as usize % pairs;
+                        let payload = format!(
+                            r#"{{"event_id":"live{i}","type":"survey_response","occurred_at":{at},"brand":"brand{}","segment":"seg{}","survey":"nps","score":{}}}"#,
+                            pair / 100,
+                            pair % 100,
+                            i % 11
+                        );
+                        let partition = cxpulse_core::SourcePartition {
+                            topic: 0,
+                            partition: (pair % 64) as i32,
+                        };
+                        engine.process(partition, payload.as_bytes(), at);
+                    }
+                });
                 counted += 200;
             }
             counted
@@ -554,7 +549,7 @@ pub fn scrape_memory(pairs: usize, scrapers: usize, rounds: usize) -> anyhow::Re
             peak
         })
     };
-    let counted_before = engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0);
+    let counted_before = engine.pipeline().consumed;
     let started = Instant::now();
     let clients: Vec<_> = (0..scrapers)
         .map(|i| {
@@ -596,8 +591,7 @@ pub fn scrape_memory(pairs: usize, scrapers: usize, rounds: usize) -> anyhow::Re
         }
     }
     let took = started.elapsed();
-    let counted_during =
-        engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0).saturating_sub(counted_before);
+    let counted_during = engine.pipeline().consumed.saturating_sub(counted_before);
     stop.store(true, Ordering::Relaxed);
     let peak = sampler.join().map_err(|_| anyhow!("sampler panicked"))?;
     counter.join().map_err(|_| anyhow!("counter panicked"))?;
@@ -678,7 +672,7 @@ fn restore_from_checkpoints(partitions: i32, events: u64) -> anyhow::Result<(Dur
     preload(&brokers, events, partitions)?;
     let first = start_worker(&brokers, "bench-restore", TOPIC)?;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while first.engine.lock().map(|e| e.pipeline().consumed).unwrap_or(0) < events {
+    while first.engine.pipeline().consumed < events {
         if Instant::now() >= deadline {
             anyhow::bail!("the first worker did not count the preloaded events in time");
         }

@@ -196,13 +196,13 @@ pub fn run_bound(
         topic_check::check_and_report(&probe, &roles, longest_window_ms, &check_metrics);
     });
 
-    let state = Arc::new(HttpState {
+    let state = Arc::new(HttpState::new(
         engine,
-        health: worker.health.clone(),
-        registry: Some(worker.metrics.registry.clone()),
-        policy: config.alert_policy(),
-        version: env!("CARGO_PKG_VERSION"),
-    });
+        worker.health.clone(),
+        Some(worker.metrics.registry.clone()),
+        config.alert_policy(),
+        env!("CARGO_PKG_VERSION"),
+    ));
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let http_stop = stop.clone();

@@ -23,6 +23,7 @@ pub use checkpoint::CheckpointError;
 pub use duration::DurationError;
 pub use engine::{
     CheckpointBatch, ClockMode, Engine, EngineConfig, EngineError, Outcome, RestoreError,
+    SharedEngine,
 };
 pub use event::{RejectReason, Rejection, SourcePartition};
 pub use snapshot::{Scores, Snapshot, StateStats};

@@ -3,6 +3,7 @@
 //! `/healthz`, `/readyz`, `/api/v1/scores` and the page at `/` serve probes and people.
 //! `listener` serves any router with the limits every cxpulse listener shares.
 
+pub mod config;
 pub mod listener;
 pub mod page;
 pub mod render;
@@ -10,6 +11,9 @@ pub mod scores;
 pub mod scrape;
 pub mod security;
 pub mod server;
+pub mod state;
 
+pub use config::HttpConfig;
 pub use listener::HttpLimits;
-pub use server::{serve, HttpConfig, HttpState};
+pub use server::serve;
+pub use state::HttpState;

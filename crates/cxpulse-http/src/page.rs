@@ -19,7 +19,7 @@ use axum::Router;
 use cxpulse_core::Snapshot;
 
 use crate::security::BearerToken;
-use crate::server::HttpState;
+use crate::state::{wall_ms, HttpState};
 
 pub use html::{render_page, HealthFigures, PageView, MAX_ROWS};
 
@@ -59,8 +59,8 @@ impl RateTracker {
 
 pub fn router(http: Arc<HttpState>, token: BearerToken) -> Router {
     let mut rates = RateTracker::default();
-    let pipeline = http.engine.lock().map(|e| e.pipeline().clone()).unwrap_or_default();
-    rates.record(crate::server::wall_ms(), pipeline.consumed, pipeline.rejected.iter().sum());
+    let pipeline = http.engine.pipeline();
+    rates.record(wall_ms(), pipeline.consumed, pipeline.rejected.iter().sum());
     let state = Arc::new(PageState { http, token, rates: Mutex::new(rates) });
     Router::new().route("/", get(handler)).with_state(state)
 }
@@ -77,23 +77,25 @@ async fn handler(State(page): State<Arc<PageState>>, headers: HeaderMap, uri: Ur
     let window = uri.query().and_then(|q| {
         q.split('&').find_map(|pair| pair.strip_prefix("window=")).map(str::to_string)
     });
-    let rendered = crate::scores::build_for_people(move || {
-        let now = crate::server::wall_ms();
-        let snapshot = page.http.snapshot_for_people(true);
-        let health = health_figures(&page, &snapshot, now);
-        let window = window
-            .and_then(|name| snapshot.windows.iter().position(|w| w.name == name))
-            .unwrap_or(0);
-        let view = PageView {
-            policy: &page.http.policy,
-            window,
-            now_ms: now,
-            version: page.http.version,
-            health,
-        };
-        render_page(&snapshot, &view)
-    })
-    .await;
+    let http = page.http.clone();
+    let rendered = http
+        .build_for_people(move || {
+            let now = wall_ms();
+            let snapshot = page.http.snapshot_for_people(true);
+            let health = health_figures(&page, &snapshot, now);
+            let window = window
+                .and_then(|name| snapshot.windows.iter().position(|w| w.name == name))
+                .unwrap_or(0);
+            let view = PageView {
+                policy: &page.http.policy,
+                window,
+                now_ms: now,
+                version: page.http.version,
+                health,
+            };
+            render_page(&snapshot, &view)
+        })
+        .await;
     match rendered {
         Ok(html) => (
             [

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
@@ -15,7 +14,7 @@ use cxpulse_core::window::PANES_PER_WINDOW;
 use cxpulse_core::{Counts, Scores, Snapshot};
 use serde::Serialize;
 
-use crate::server::HttpState;
+use crate::state::HttpState;
 
 /// The document's version; a breaking change to its shape gets a new one.
 pub const VERSION: u32 = 1;
@@ -216,51 +215,19 @@ fn window_scores(
     }
 }
 
-/// The scores document and the page are built from a snapshot with every step, which at thousands
-/// of pairs takes tens of megabytes: one build at a time, so that their memory does not grow with
-/// the number of clients.
-static PEOPLE_BUILDS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-/// How long a request waits for its turn before it is told to come back.
-const BUILD_WAIT: Duration = Duration::from_secs(10);
-
-/// Runs `build` off the async threads once it is this request's turn; 503 with `Retry-After` when
-/// the turn does not come within `BUILD_WAIT`.
-pub(crate) async fn build_for_people<T: Send + 'static>(
-    build: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Response> {
-    build_within(BUILD_WAIT, build).await
-}
-
-async fn build_within<T: Send + 'static>(
-    wait: Duration,
-    build: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Response> {
-    let Ok(Ok(permit)) = tokio::time::timeout(wait, PEOPLE_BUILDS.acquire()).await else {
-        return Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "5")],
-            "busy building another view; retry shortly\n",
-        )
-            .into_response());
-    };
-    let built = tokio::task::spawn_blocking(build).await;
-    drop(permit);
-    built.map_err(|e| {
-        (StatusCode::INTERNAL_SERVER_ERROR, format!("build failed: {e}\n")).into_response()
-    })
-}
-
 /// `GET /api/v1/scores`.
 pub async fn handler(State(state): State<Arc<HttpState>>, uri: Uri) -> Response {
     let query = match ScoresQuery::parse(uri.query()) {
         Ok(query) => query,
         Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
     };
-    let built = build_for_people(move || {
-        let snapshot = state.snapshot_for_people(query.steps);
-        document(&snapshot, &state.policy, &query).map(|doc| serde_json::to_vec(&doc))
-    })
-    .await;
+    let built = state
+        .clone()
+        .build_for_people(move || {
+            let snapshot = state.snapshot_for_people(query.steps);
+            document(&snapshot, &state.policy, &query).map(|doc| serde_json::to_vec(&doc))
+        })
+        .await;
     match built {
         Ok(Ok(Ok(body))) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Ok(Err(message)) => (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
@@ -275,16 +242,6 @@ pub async fn handler(State(state): State<Arc<HttpState>>, uri: Uri) -> Response 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn builds_take_turns_and_waiting_is_bounded() {
-        let held = PEOPLE_BUILDS.acquire().await.unwrap();
-        let refused = build_within(Duration::from_millis(50), || 1).await;
-        let status = refused.err().map(|response| response.status());
-        assert_eq!(status, Some(StatusCode::SERVICE_UNAVAILABLE));
-        drop(held);
-        assert_eq!(build_within(Duration::from_millis(50), || 2).await.ok(), Some(2));
-    }
 
     #[test]
     fn query_parameters_are_checked() {

@@ -1,114 +1,19 @@
-//! The HTTP server: metrics, probes, the scores API and the page, on one listener.
+//! The worker's listener put together: `/metrics` and the probes (handled here), the scores
+//! API and the page (their own modules), behind the token where they need it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use cxpulse_core::alerts::AlertPolicy;
-use cxpulse_core::health::Health;
-use cxpulse_core::secret::Secret;
-use cxpulse_core::{Engine, Snapshot};
-use prometheus::Registry;
-
-use crate::listener::HttpLimits;
-use crate::scrape::SharedScrape;
-use crate::security::{BearerToken, TlsFiles};
 use serde::Serialize;
 
-/// `[http]`.
-#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Listen address; `0.0.0.0:9898` in containers.
-    pub listen: String,
-    /// Require `Authorization: Bearer <token>` on /metrics and /api/v1/scores.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bearer_token: Option<Secret>,
-    /// Read the token from this file instead (trailing newline ignored).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bearer_token_file: Option<String>,
-    /// HTTPS: `tls_cert`, `tls_key`, `tls_key_password`.
-    #[serde(flatten)]
-    pub tls: TlsFiles,
-    /// Time limits, connection cap and body limit of the listener.
-    #[serde(flatten)]
-    pub limits: HttpLimits,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: "127.0.0.1:9898".into(),
-            bearer_token: None,
-            bearer_token_file: None,
-            tls: TlsFiles::default(),
-            limits: HttpLimits::default(),
-        }
-    }
-}
-
-impl HttpConfig {
-    /// The token in effect; an empty one is an error, never "no authentication".
-    pub fn token(&self) -> anyhow::Result<Option<Secret>> {
-        let token = match (&self.bearer_token, &self.bearer_token_file) {
-            (Some(_), Some(_)) => {
-                anyhow::bail!("[http] set bearer_token or bearer_token_file, not both")
-            }
-            (Some(token), None) => Some(token.clone()),
-            (None, Some(path)) => Some(Secret::new(
-                std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot read [http] bearer_token_file {path}: {e}")
-                    })?
-                    .trim_end_matches(['\n', '\r']),
-            )),
-            (None, None) => None,
-        };
-        if token.as_ref().is_some_and(Secret::is_blank) {
-            anyhow::bail!("[http] bearer token is empty: set a real token or remove the setting");
-        }
-        Ok(token)
-    }
-
-    /// The TLS acceptor, when both files are set; one without the other is an error.
-    pub fn tls(&self) -> anyhow::Result<Option<openssl::ssl::SslAcceptor>> {
-        self.tls.acceptor("http")
-    }
-}
-
-pub struct HttpState {
-    pub engine: Arc<Mutex<Engine>>,
-    pub health: Arc<Health>,
-    pub registry: Option<Registry>,
-    pub policy: AlertPolicy,
-    pub version: &'static str,
-}
-
-pub(crate) fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-impl HttpState {
-    fn snapshot(&self) -> Snapshot {
-        let mut engine = self.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        engine.snapshot(wall_ms())
-    }
-
-    /// A snapshot for the scores API and the page, with each window's steps when asked.
-    pub(crate) fn snapshot_for_people(&self, with_steps: bool) -> Snapshot {
-        let mut engine = self.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if with_steps {
-            engine.snapshot_with_steps(wall_ms())
-        } else {
-            engine.snapshot(wall_ms())
-        }
-    }
-}
+use crate::config::HttpConfig;
+use crate::scrape::SharedScrape;
+use crate::security::BearerToken;
+use crate::state::{wall_ms, HttpState};
 
 /// Every route of the worker's listener.
 pub fn router(state: Arc<HttpState>, token: BearerToken) -> Router {

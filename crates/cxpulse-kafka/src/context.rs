@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cxpulse_core::health::Health;
-use cxpulse_core::{ClockMode, Engine, RestoreError, SourcePartition};
+use cxpulse_core::{ClockMode, RestoreError, SharedEngine, SourcePartition};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
@@ -32,7 +32,7 @@ use crate::util::{lock, wall_ms};
 pub use crate::partitions::TopicPartition;
 
 pub(crate) struct WorkerContext {
-    pub engine: Arc<Mutex<Engine>>,
+    pub engine: SharedEngine,
     pub health: Arc<Health>,
     pub metrics: PipelineMetrics,
     pub topics: Vec<String>,
@@ -141,15 +141,14 @@ impl WorkerContext {
             return;
         }
         let started = Instant::now();
-        let batches: Vec<(String, cxpulse_core::CheckpointBatch)> = {
-            let mut engine = lock(&self.engine);
+        let batches: Vec<(String, cxpulse_core::CheckpointBatch)> = self.engine.with(|engine| {
             due.iter()
                 .map(|((topic, partition), offset)| {
                     let source = self.source(topic, *partition);
                     (self.state_key(topic, *partition), engine.checkpoint(source, *offset))
                 })
                 .collect()
-        };
+        });
         match store.save(&batches, deadline) {
             Ok(bytes) => {
                 self.metrics.checkpoints.inc_by(due.len() as u64);
@@ -159,10 +158,11 @@ impl WorkerContext {
             }
             Err(e) => {
                 warn!(error = %e, "checkpoints not written; the next ones write the whole state");
-                let mut engine = lock(&self.engine);
-                for (((topic, partition), _), (_, batch)) in due.iter().zip(batches) {
-                    engine.checkpoint_failed(self.source(topic, *partition), batch);
-                }
+                self.engine.with(|engine| {
+                    for (((topic, partition), _), (_, batch)) in due.iter().zip(batches) {
+                        engine.checkpoint_failed(self.source(topic, *partition), batch);
+                    }
+                });
             }
         }
     }
@@ -233,11 +233,10 @@ impl WorkerContext {
         let asked = Instant::now();
         let committed = committed_offsets(consumer, tpl);
         let committed_ms = asked.elapsed().as_millis() as u64;
-        let (longest_ms, clock) = {
-            let engine = lock(&self.engine);
+        let (longest_ms, clock) = self.engine.with(|engine| {
             let config = engine.config();
             (config.windows.iter().map(|w| w.size_ms).max().unwrap_or(0), config.clock)
-        };
+        });
         let keys: Vec<String> =
             partitions.iter().map(|(topic, partition)| self.state_key(topic, *partition)).collect();
         // The state topic is read once for the whole assignment.
@@ -259,7 +258,8 @@ impl WorkerContext {
         for ((topic, partition), key) in partitions.iter().zip(&keys) {
             let source = self.source(topic, *partition);
             let records = checkpoints.remove(key).unwrap_or_default();
-            let restored = match lock(&self.engine).restore(source, &records, wall_ms() as u64) {
+            let restored = self.engine.with(|e| e.restore(source, &records, wall_ms() as u64));
+            let restored = match restored {
                 Ok(offset) => Some(offset),
                 Err(RestoreError::NoCheckpoint) => None,
                 Err(e) => {
@@ -501,7 +501,7 @@ impl ConsumerContext for WorkerContext {
                     partitions.revoke(&revoked);
                     partitions.assigned()
                 };
-                lock(&self.engine).drop_partitions(&sources);
+                self.engine.with(|engine| engine.drop_partitions(&sources));
                 self.publish_restoring();
                 self.publish_assignment(now);
                 info!(revoked = revoked.len(), now, "partitions revoked");

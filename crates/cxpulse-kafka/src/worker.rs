@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cxpulse_core::health::Health;
-use cxpulse_core::{Engine, Outcome, SourcePartition};
+use cxpulse_core::{Engine, Outcome, SharedEngine, SourcePartition};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -29,7 +29,7 @@ use crate::util::{lock, wall_ms};
 /// Everything the worker shares with the rest of the process.
 #[derive(Clone)]
 pub struct Worker {
-    pub engine: Arc<Mutex<Engine>>,
+    pub engine: SharedEngine,
     pub health: Arc<Health>,
     pub metrics: PipelineMetrics,
 }
@@ -38,7 +38,7 @@ impl Worker {
     /// A worker around `engine`, with fresh health and pipeline metrics.
     pub fn new(engine: Engine) -> Worker {
         Worker {
-            engine: Arc::new(Mutex::new(engine)),
+            engine: SharedEngine::new(engine),
             health: Arc::new(Health::default()),
             metrics: PipelineMetrics::new(),
         }
@@ -124,7 +124,7 @@ pub fn run_worker(
         let revocations = context.revocations.load(Ordering::Relaxed);
         let batch = poll_batch(&consumer, batch_size);
         if last_maintain.elapsed() >= MAINTAIN_EVERY {
-            lock(&worker.engine).maintain(wall_ms());
+            worker.engine.with(|engine| engine.maintain(wall_ms()));
             last_maintain = Instant::now();
         }
         if !batch.is_empty() {
@@ -194,7 +194,7 @@ pub fn run_worker(
     drain_until_unassigned(&consumer, stop_deadline.saturating_duration_since(Instant::now()) / 2);
     drop(dead_letters);
     close_within(consumer, stop_deadline.saturating_duration_since(Instant::now()));
-    let pipeline = lock(&worker.engine).pipeline().clone();
+    let pipeline = worker.engine.pipeline();
     let rejected: u64 = pipeline.rejected.iter().sum();
     info!(
         consumed = pipeline.consumed,
@@ -224,17 +224,18 @@ fn process_batch(
             .replaying()
             .map(|((topic, partition), until)| (context.source(topic, *partition), until))
             .collect();
-        let mut engine = lock(&worker.engine);
-        count_batch(
-            &mut engine,
-            context,
-            batch,
-            &replay_until,
-            now,
-            dead_lettering,
-            &mut letters,
-            &mut consumed_by_topic,
-        )
+        worker.engine.with(|engine| {
+            count_batch(
+                engine,
+                context,
+                batch,
+                &replay_until,
+                now,
+                dead_lettering,
+                &mut letters,
+                &mut consumed_by_topic,
+            )
+        })
     };
     for (counter, count) in consumed.iter().zip(consumed_by_topic) {
         counter.inc_by(count);

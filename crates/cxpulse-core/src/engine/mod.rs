@@ -10,6 +10,7 @@ mod budget;
 mod partition;
 mod persist;
 mod series;
+mod shared;
 
 use std::collections::HashMap;
 
@@ -28,6 +29,7 @@ use partition::{survey_category_index, survey_counter, Answer, PartitionState};
 pub use persist::{CheckpointBatch, RestoreError};
 pub use series::SeriesId;
 use series::SeriesTable;
+pub use shared::SharedEngine;
 
 type FastMap<K, V> = HashMap<K, V, RandomState>;
 
