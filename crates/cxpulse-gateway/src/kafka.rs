@@ -79,7 +79,7 @@ impl Sink {
                     let Some(dead_letter_topic) = &self.dead_letter_topic else { continue };
                     let letter = DeadLetter {
                         source_topic: self.topic.clone(),
-                        source_partition: -1,
+                        source: cxpulse_core::SourcePartition { topic: 0, partition: -1 },
                         source_offset: -1,
                         key: None,
                         payload: payload.clone(),

@@ -25,17 +25,15 @@ use tracing::{debug, info, warn};
 
 use crate::client_log;
 use crate::metrics::PipelineMetrics;
-use crate::partitions::{replay_end, start_offset, Partitions};
+use crate::partitions::{replay_end, start_offset, Partitions, Topics};
 use crate::state_store::StateStore;
 use crate::util::{lock, wall_ms};
-
-pub use crate::partitions::TopicPartition;
 
 pub(crate) struct WorkerContext {
     pub engine: SharedEngine,
     pub health: Arc<Health>,
     pub metrics: PipelineMetrics,
-    pub topics: Vec<String>,
+    pub topics: Topics,
     pub group: String,
     /// The partition bookkeeping, one owner for all of it. Lock order: `store`, then
     /// `partitions`, then `engine`.
@@ -56,13 +54,26 @@ pub(crate) struct WorkerContext {
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl WorkerContext {
-    pub fn source(&self, topic: &str, partition: i32) -> SourcePartition {
-        let index = self.topics.iter().position(|t| t == topic).unwrap_or(self.topics.len());
-        SourcePartition { topic: index as u32, partition }
+    fn state_key(&self, source: SourcePartition) -> String {
+        format!("{}/{}/{}", self.group, self.topics.name(source), source.partition)
     }
 
-    fn state_key(&self, topic: &str, partition: i32) -> String {
-        format!("{}/{topic}/{partition}", self.group)
+    /// The partitions of a list librdkafka handed over.
+    fn partitions_of(&self, tpl: &TopicPartitionList) -> BTreeSet<SourcePartition> {
+        tpl.elements().iter().map(|e| self.topics.source(e.topic(), e.partition())).collect()
+    }
+
+    /// The real offsets of a list; logical ones (-1 "end", unset) are left out.
+    fn known_offsets(&self, tpl: &TopicPartitionList) -> HashMap<SourcePartition, i64> {
+        tpl.elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => {
+                    Some((self.topics.source(e.topic(), e.partition()), o))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     fn stopping(&self) -> bool {
@@ -77,7 +88,7 @@ impl WorkerContext {
         if tpl.count() == 0 {
             return;
         }
-        let wanted = known_offsets(&tpl);
+        let wanted = self.known_offsets(&tpl);
         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             warn!(error = %e, "commit of processed offsets failed; the next owner re-reads from the last commit");
             return;
@@ -90,7 +101,7 @@ impl WorkerContext {
             }
             let ask = left.min(Duration::from_millis(500));
             if let Ok(committed) = consumer.committed_offsets(tpl.clone(), ask) {
-                let committed = known_offsets(&committed);
+                let committed = self.known_offsets(&committed);
                 if wanted.iter().all(|(key, offset)| committed.get(key) >= Some(offset)) {
                     info!(partitions = wanted.len(), "committed processed offsets");
                     return;
@@ -100,10 +111,11 @@ impl WorkerContext {
         }
     }
 
-    fn offsets_to_commit(&self, only: Option<&BTreeSet<TopicPartition>>) -> TopicPartitionList {
+    fn offsets_to_commit(&self, only: Option<&BTreeSet<SourcePartition>>) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in lock(&self.partitions).to_commit(only) {
-            if let Err(e) = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset)) {
+        for (source, offset) in lock(&self.partitions).to_commit(only) {
+            let (topic, partition) = (self.topics.name(source), source.partition);
+            if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
                 warn!(%topic, partition, error = %e, "cannot add offset to commit");
             }
         }
@@ -114,7 +126,7 @@ impl WorkerContext {
     pub fn commit_processed(
         &self,
         consumer: &BaseConsumer<WorkerContext>,
-        partitions: Option<&BTreeSet<TopicPartition>>,
+        partitions: Option<&BTreeSet<SourcePartition>>,
     ) {
         let tpl = self.offsets_to_commit(partitions);
         if tpl.count() == 0 {
@@ -133,7 +145,7 @@ impl WorkerContext {
     /// past their safe offset (a dead letter pending) are left out: their windows hold messages
     /// the next owner reads again. A failed write is logged, and those partitions' next
     /// checkpoints write their whole state anew.
-    pub fn checkpoint(&self, only: Option<&BTreeSet<TopicPartition>>, deadline: Instant) {
+    pub fn checkpoint(&self, only: Option<&BTreeSet<SourcePartition>>, deadline: Instant) {
         let mut store = lock(&self.store);
         let Some(store) = store.as_mut() else { return };
         let due = lock(&self.partitions).to_checkpoint(only);
@@ -143,9 +155,8 @@ impl WorkerContext {
         let started = Instant::now();
         let batches: Vec<(String, cxpulse_core::CheckpointBatch)> = self.engine.with(|engine| {
             due.iter()
-                .map(|((topic, partition), offset)| {
-                    let source = self.source(topic, *partition);
-                    (self.state_key(topic, *partition), engine.checkpoint(source, *offset))
+                .map(|(source, offset)| {
+                    (self.state_key(*source), engine.checkpoint(*source, *offset))
                 })
                 .collect()
         });
@@ -159,8 +170,8 @@ impl WorkerContext {
             Err(e) => {
                 warn!(error = %e, "checkpoints not written; the next ones write the whole state");
                 self.engine.with(|engine| {
-                    for (((topic, partition), _), (_, batch)) in due.iter().zip(batches) {
-                        engine.checkpoint_failed(self.source(topic, *partition), batch);
+                    for ((source, _), (_, batch)) in due.iter().zip(batches) {
+                        engine.checkpoint_failed(*source, batch);
                     }
                 });
             }
@@ -190,8 +201,8 @@ impl WorkerContext {
         }
         let started = Instant::now();
         let mut tpl = TopicPartitionList::new();
-        for (topic, partition) in &awaiting {
-            tpl.add_partition(topic, *partition);
+        for source in &awaiting {
+            tpl.add_partition(self.topics.name(*source), source.partition);
         }
         let replays = self.prepare_assignment(consumer, &mut tpl);
         if self.stop.load(Ordering::Relaxed) {
@@ -221,24 +232,49 @@ impl WorkerContext {
         self.publish_restoring();
     }
 
+    /// First offsets at or after `since_ms`; partitions the broker cannot answer for are left out.
+    fn offsets_for_time(
+        &self,
+        consumer: &BaseConsumer<WorkerContext>,
+        partitions: &[(SourcePartition, Option<i64>)],
+        since_ms: i64,
+    ) -> HashMap<SourcePartition, i64> {
+        let mut query = TopicPartitionList::new();
+        for (source, _) in partitions {
+            let (topic, partition) = (self.topics.name(*source), source.partition);
+            let _ = query.add_partition_offset(topic, partition, Offset::Offset(since_ms));
+        }
+        match consumer.offsets_for_times(query, IO_TIMEOUT) {
+            Ok(answer) => self.known_offsets(&answer),
+            Err(e) => {
+                warn!(error = %e, "offsets by time unavailable; replaying from the beginning");
+                HashMap::new()
+            }
+        }
+    }
+
     /// Sets where each newly assigned partition starts and restores or clears its state.
     /// Returns each partition with the end of its replay.
     fn prepare_assignment(
         &self,
         consumer: &BaseConsumer<Self>,
         tpl: &mut TopicPartitionList,
-    ) -> Vec<(TopicPartition, Option<i64>)> {
-        let partitions: Vec<TopicPartition> =
-            tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+    ) -> Vec<(SourcePartition, Option<i64>)> {
+        let partitions = self.partitions_of(tpl);
         let asked = Instant::now();
-        let committed = committed_offsets(consumer, tpl);
+        let committed = match consumer.committed_offsets(tpl.clone(), IO_TIMEOUT) {
+            Ok(committed) => self.known_offsets(&committed),
+            Err(e) => {
+                warn!(error = %e, "cannot read committed offsets; replays start without a known end");
+                HashMap::new()
+            }
+        };
         let committed_ms = asked.elapsed().as_millis() as u64;
         let (longest_ms, clock) = self.engine.with(|engine| {
             let config = engine.config();
             (config.windows.iter().map(|w| w.size_ms).max().unwrap_or(0), config.clock)
         });
-        let keys: Vec<String> =
-            partitions.iter().map(|(topic, partition)| self.state_key(topic, *partition)).collect();
+        let keys: Vec<String> = partitions.iter().map(|source| self.state_key(*source)).collect();
         // The state topic is read once for the whole assignment.
         let read = Instant::now();
         let mut checkpoints = match lock(&self.store).as_mut() {
@@ -255,8 +291,8 @@ impl WorkerContext {
         );
         let mut replay_from_time = Vec::new();
         let mut replays = Vec::new();
-        for ((topic, partition), key) in partitions.iter().zip(&keys) {
-            let source = self.source(topic, *partition);
+        for (&source, key) in partitions.iter().zip(&keys) {
+            let (topic, partition) = (self.topics.name(source), &source.partition);
             let records = checkpoints.remove(key).unwrap_or_default();
             let restored = self.engine.with(|e| e.restore(source, &records, wall_ms() as u64));
             let restored = match restored {
@@ -271,18 +307,18 @@ impl WorkerContext {
                     None
                 }
             };
-            let committed = committed.get(&(topic.clone(), *partition)).copied();
+            let committed = committed.get(&source).copied();
             match restored {
                 Some(offset) => {
                     info!(%topic, partition, offset, "restored from checkpoint");
                     self.metrics.restores.with_label_values(&["checkpoint"]).inc();
                     set_start(tpl, topic, *partition, Offset::Offset(offset));
-                    replays.push(((topic.clone(), *partition), replay_end(offset, committed)));
+                    replays.push((source, replay_end(offset, committed)));
                 }
                 None => {
                     // The engine left the partition empty (remembering what to tombstone).
                     self.metrics.restores.with_label_values(&["replay"]).inc();
-                    replay_from_time.push((topic.clone(), *partition, source, committed));
+                    replay_from_time.push((source, committed));
                 }
             }
         }
@@ -292,14 +328,15 @@ impl WorkerContext {
             // events are then only re-read, never counted.
             let since = wall_ms() - longest_ms;
             let starts = match clock {
-                ClockMode::Wall => offsets_for_time(consumer, &replay_from_time, since),
+                ClockMode::Wall => self.offsets_for_time(consumer, &replay_from_time, since),
                 ClockMode::Event => HashMap::new(),
             };
-            for (topic, partition, _, committed) in replay_from_time {
-                let start = start_offset(None, starts.get(&(topic.clone(), partition)).copied());
+            for (source, committed) in replay_from_time {
+                let start = start_offset(None, starts.get(&source).copied());
+                let (topic, partition) = (self.topics.name(source), source.partition);
                 info!(%topic, partition, start = ?start, "rebuilding by replay");
-                set_start(tpl, &topic, partition, start.map_or(Offset::Beginning, Offset::Offset));
-                replays.push(((topic, partition), replay_end(start.unwrap_or(0), committed)));
+                set_start(tpl, topic, partition, start.map_or(Offset::Beginning, Offset::Offset));
+                replays.push((source, replay_end(start.unwrap_or(0), committed)));
             }
         }
         replays
@@ -324,53 +361,6 @@ fn set_start(tpl: &mut TopicPartitionList, topic: &str, partition: i32, offset: 
     }
 }
 
-fn committed_offsets(
-    consumer: &BaseConsumer<WorkerContext>,
-    tpl: &TopicPartitionList,
-) -> HashMap<TopicPartition, i64> {
-    match consumer.committed_offsets(tpl.clone(), IO_TIMEOUT) {
-        Ok(committed) => known_offsets(&committed),
-        Err(e) => {
-            warn!(error = %e, "cannot read committed offsets; replays start without a known end");
-            HashMap::new()
-        }
-    }
-}
-
-/// The real offsets of a list; logical ones (-1 "end", unset) are left out.
-fn known_offsets(tpl: &TopicPartitionList) -> HashMap<TopicPartition, i64> {
-    tpl.elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) if o >= 0 => Some(((e.topic().to_string(), e.partition()), o)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// First offsets at or after `since_ms`; partitions the broker cannot answer for are left out.
-fn offsets_for_time(
-    consumer: &BaseConsumer<WorkerContext>,
-    partitions: &[(String, i32, SourcePartition, Option<i64>)],
-    since_ms: i64,
-) -> HashMap<TopicPartition, i64> {
-    let mut query = TopicPartitionList::new();
-    for (topic, partition, _, _) in partitions {
-        let _ = query.add_partition_offset(topic, *partition, Offset::Offset(since_ms));
-    }
-    match consumer.offsets_for_times(query, IO_TIMEOUT) {
-        Ok(answer) => known_offsets(&answer),
-        Err(e) => {
-            warn!(error = %e, "offsets by time unavailable; replaying from the beginning");
-            HashMap::new()
-        }
-    }
-}
-
-fn partitions_of(tpl: &TopicPartitionList) -> BTreeSet<TopicPartition> {
-    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
-}
-
 impl ClientContext for WorkerContext {
     fn stats(&self, statistics: Statistics) {
         let up = statistics.brokers.values().any(|b| b.state == "UP");
@@ -381,7 +371,7 @@ impl ClientContext for WorkerContext {
         let partitions = lock(&self.partitions);
         self.metrics.consumer_lag.reset();
         for (topic, stats) in &statistics.topics {
-            if self.topics.contains(topic) {
+            if self.topics.names().contains(topic) {
                 let partitions = stats.partitions.keys().filter(|p| **p >= 0).count();
                 self.metrics
                     .topic_partitions
@@ -389,7 +379,7 @@ impl ClientContext for WorkerContext {
                     .set(partitions as i64);
             }
             for (partition, p) in &stats.partitions {
-                if !partitions.is_assigned(&(topic.clone(), *partition)) {
+                if !partitions.is_assigned(&self.topics.source(topic, *partition)) {
                     continue;
                 }
                 let lag =
@@ -478,7 +468,7 @@ impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                let revoked = partitions_of(tpl);
+                let revoked = self.partitions_of(tpl);
                 self.revocations.fetch_add(1, Ordering::Relaxed);
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
                 if self.closing.load(Ordering::Relaxed) {
@@ -492,10 +482,7 @@ impl ConsumerContext for WorkerContext {
                     self.checkpoint(Some(&revoked), Instant::now() + IO_TIMEOUT);
                     self.commit_processed(consumer, Some(&revoked));
                 }
-                let sources: Vec<SourcePartition> = revoked
-                    .iter()
-                    .map(|(topic, partition)| self.source(topic, *partition))
-                    .collect();
+                let sources: Vec<SourcePartition> = revoked.iter().copied().collect();
                 let now = {
                     let mut partitions = lock(&self.partitions);
                     partitions.revoke(&revoked);
@@ -507,11 +494,11 @@ impl ConsumerContext for WorkerContext {
                 info!(revoked = revoked.len(), now, "partitions revoked");
             }
             Rebalance::Assign(tpl) => {
-                let added = partitions_of(tpl);
+                let added = self.partitions_of(tpl);
                 self.metrics.rebalances.with_label_values(&["assign"]).inc();
                 let now = {
                     let mut partitions = lock(&self.partitions);
-                    partitions.assign(added.iter().cloned());
+                    partitions.assign(added.iter().copied());
                     partitions.assigned()
                 };
                 self.publish_assignment(now);

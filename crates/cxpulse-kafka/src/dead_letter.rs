@@ -19,15 +19,16 @@ use rdkafka::{ClientConfig, ClientContext};
 use tracing::{info, warn};
 
 use crate::client_log::{self, QuietContext, Throttle};
-use crate::context::TopicPartition;
 use crate::metrics::PipelineMetrics;
+use crate::partitions::SourcePartition;
 use crate::util::lock;
 
 /// A rejected message, copied out of the consumer's buffer.
 #[derive(Clone, Debug)]
 pub struct DeadLetter {
+    /// The source topic's name, for the letter's headers.
     pub source_topic: String,
-    pub source_partition: i32,
+    pub source: SourcePartition,
     pub source_offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
@@ -219,10 +220,10 @@ impl DeadLetterProducer {
     }
 
     /// Per partition, the offset of its first letter not yet settled: offsets stop there.
-    pub fn floors(&self) -> BTreeMap<TopicPartition, i64> {
+    pub fn floors(&self) -> BTreeMap<SourcePartition, i64> {
         let mut floors = BTreeMap::new();
         for p in self.pending.values() {
-            let key = (p.letter.source_topic.clone(), p.letter.source_partition);
+            let key = p.letter.source;
             let floor = floors.entry(key).or_insert(p.letter.source_offset);
             *floor = (*floor).min(p.letter.source_offset);
         }
@@ -230,12 +231,12 @@ impl DeadLetterProducer {
     }
 
     /// Partitions with a letter pending for longer than `BLOCKED_AFTER`.
-    pub fn blocked(&self) -> BTreeSet<TopicPartition> {
+    pub fn blocked(&self) -> BTreeSet<SourcePartition> {
         let now = Instant::now();
         self.pending
             .values()
             .filter(|p| now.saturating_duration_since(p.submitted) >= BLOCKED_AFTER)
-            .map(|p| (p.letter.source_topic.clone(), p.letter.source_partition))
+            .map(|p| p.letter.source)
             .collect()
     }
 
@@ -249,10 +250,8 @@ impl DeadLetterProducer {
     }
 
     /// Lets go of the letters of partitions no longer ours: their new owner reads them again.
-    pub fn forget(&mut self, partitions: &BTreeSet<TopicPartition>) {
-        self.pending.retain(|_, p| {
-            !partitions.contains(&(p.letter.source_topic.clone(), p.letter.source_partition))
-        });
+    pub fn forget(&mut self, partitions: &BTreeSet<SourcePartition>) {
+        self.pending.retain(|_, p| !partitions.contains(&p.letter.source));
     }
 
     /// On shutdown: services until nothing is pending or `deadline`.
@@ -300,7 +299,7 @@ impl DeadLetterProducer {
                         reason,
                         error = %code,
                         topic = %letter.source_topic,
-                        partition = letter.source_partition,
+                        partition = letter.source.partition,
                         offset = letter.source_offset,
                         dead_letter_topic = %self.topic,
                         held_back,
@@ -343,7 +342,7 @@ pub fn fit(mut letter: DeadLetter, max_bytes: usize) -> (DeadLetter, OwnedHeader
 }
 
 fn base_headers(letter: &DeadLetter) -> OwnedHeaders {
-    let partition = letter.source_partition.to_string();
+    let partition = letter.source.partition.to_string();
     let offset = letter.source_offset.to_string();
     OwnedHeaders::new()
         .insert(Header { key: "cxpulse-error", value: Some(letter.reason) })

@@ -1,12 +1,42 @@
 //! The partition bookkeeping, in one place: for each assigned partition, whether it still awaits
 //! its restore, how far it was read, what offset is stored for commit, what the last checkpoint
 //! reflects, and where its replay ends. `Partitions` is the one owner (behind one mutex in the
-//! consumer context); its decisions are the pure functions at the top, tested below.
+//! consumer context); its decisions are the pure functions at the top, tested below. Partitions
+//! are [`SourcePartition`]s here as in the engine; [`Topics`] names them for librdkafka.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A source partition as librdkafka names it.
-pub type TopicPartition = (String, i32);
+pub use cxpulse_core::SourcePartition;
+
+/// The subscribed topics, numbered in the order `[source] topics` lists them: a partition is a
+/// [`SourcePartition`] everywhere inside the worker (the engine's identity too), and a topic's
+/// name is looked up only at librdkafka's edge.
+#[derive(Clone, Debug, Default)]
+pub struct Topics {
+    names: Vec<String>,
+}
+
+impl Topics {
+    pub fn new(names: &[String]) -> Topics {
+        Topics { names: names.to_vec() }
+    }
+
+    /// The partition `partition` of topic `topic`. A topic not subscribed gets the number after
+    /// the last, which no assigned partition has (librdkafka only hands out subscribed ones).
+    pub fn source(&self, topic: &str, partition: i32) -> SourcePartition {
+        let index = self.names.iter().position(|name| name == topic).unwrap_or(self.names.len());
+        SourcePartition { topic: index as u32, partition }
+    }
+
+    /// The topic's name, as librdkafka takes it.
+    pub fn name(&self, source: SourcePartition) -> &str {
+        self.names.get(source.topic as usize).map_or("", String::as_str)
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
 
 /// The offset that is safe to store for a partition read up to `read_next` (the offset after the
 /// last message counted): never past its first dead letter still pending.
@@ -59,19 +89,19 @@ pub struct PartitionBook {
 /// then the engine; never the other way round.
 #[derive(Debug, Default)]
 pub struct Partitions {
-    books: BTreeMap<TopicPartition, PartitionBook>,
+    books: BTreeMap<SourcePartition, PartitionBook>,
 }
 
 impl Partitions {
     /// New partitions, awaiting their restore.
-    pub fn assign(&mut self, added: impl IntoIterator<Item = TopicPartition>) {
+    pub fn assign(&mut self, added: impl IntoIterator<Item = SourcePartition>) {
         for key in added {
             self.books.insert(key, PartitionBook { awaiting_restore: true, ..Default::default() });
         }
     }
 
     /// What a revoke drops: the revoked partitions' books, all of them.
-    pub fn revoke(&mut self, revoked: &BTreeSet<TopicPartition>) {
+    pub fn revoke(&mut self, revoked: &BTreeSet<SourcePartition>) {
         self.books.retain(|key, _| !revoked.contains(key));
     }
 
@@ -79,12 +109,12 @@ impl Partitions {
         self.books.len()
     }
 
-    pub fn is_assigned(&self, key: &TopicPartition) -> bool {
+    pub fn is_assigned(&self, key: &SourcePartition) -> bool {
         self.books.contains_key(key)
     }
 
     /// Messages of this partition may be counted: assigned and restored.
-    pub fn accepts(&self, key: &TopicPartition) -> bool {
+    pub fn accepts(&self, key: &SourcePartition) -> bool {
         self.books.get(key).is_some_and(|b| !b.awaiting_restore)
     }
 
@@ -93,24 +123,24 @@ impl Partitions {
         self.books.values().filter(|b| b.awaiting_restore || b.replay_until.is_some()).count()
     }
 
-    pub fn awaiting_restore(&self) -> Vec<TopicPartition> {
-        self.books.iter().filter(|(_, b)| b.awaiting_restore).map(|(k, _)| k.clone()).collect()
+    pub fn awaiting_restore(&self) -> Vec<SourcePartition> {
+        self.books.iter().filter(|(_, b)| b.awaiting_restore).map(|(k, _)| *k).collect()
     }
 
     /// The partition's state was restored (or cleared for a rebuild); reading starts afresh.
-    pub fn restored(&mut self, key: &TopicPartition, replay_until: Option<i64>) {
+    pub fn restored(&mut self, key: &SourcePartition, replay_until: Option<i64>) {
         if let Some(book) = self.books.get_mut(key) {
             *book = PartitionBook { replay_until, ..Default::default() };
         }
     }
 
     /// The replaying partitions with the end of their replay.
-    pub fn replaying(&self) -> impl Iterator<Item = (&TopicPartition, i64)> {
+    pub fn replaying(&self) -> impl Iterator<Item = (&SourcePartition, i64)> {
         self.books.iter().filter_map(|(k, b)| b.replay_until.map(|until| (k, until)))
     }
 
     /// Reading reached `read_next`; true when that ended the partition's replay.
-    pub fn read(&mut self, key: &TopicPartition, read_next: i64) -> bool {
+    pub fn read(&mut self, key: &SourcePartition, read_next: i64) -> bool {
         let Some(book) = self.books.get_mut(key) else { return false };
         book.read_next = Some(read_next);
         match book.replay_until {
@@ -125,48 +155,51 @@ impl Partitions {
     /// The offsets to store now, given each partition's first pending dead letter; records them.
     pub fn offsets_to_store(
         &mut self,
-        first_pending: &BTreeMap<TopicPartition, i64>,
-    ) -> Vec<(TopicPartition, i64)> {
+        first_pending: &BTreeMap<SourcePartition, i64>,
+    ) -> Vec<(SourcePartition, i64)> {
         let mut moved = Vec::new();
         for (key, book) in &mut self.books {
             let Some(read_next) = book.read_next else { continue };
             let safe = safe_offset(read_next, first_pending.get(key).copied());
             if book.stored != Some(safe) {
                 book.stored = Some(safe);
-                moved.push((key.clone(), safe));
+                moved.push((*key, safe));
             }
         }
         moved
     }
 
     /// Partitions read but not fully stored: a dead letter of theirs is pending.
-    pub fn held_back(&self) -> BTreeSet<TopicPartition> {
-        self.books.iter().filter(|(_, b)| b.read_next != b.stored).map(|(k, _)| k.clone()).collect()
+    pub fn held_back(&self) -> BTreeSet<SourcePartition> {
+        self.books.iter().filter(|(_, b)| b.read_next != b.stored).map(|(k, _)| *k).collect()
     }
 
     /// The stored offsets of `only` (all when `None`), to commit.
-    pub fn to_commit(&self, only: Option<&BTreeSet<TopicPartition>>) -> Vec<(TopicPartition, i64)> {
+    pub fn to_commit(
+        &self,
+        only: Option<&BTreeSet<SourcePartition>>,
+    ) -> Vec<(SourcePartition, i64)> {
         self.books
             .iter()
             .filter(|(k, _)| only.is_none_or(|set| set.contains(*k)))
-            .filter_map(|(k, b)| b.stored.map(|offset| (k.clone(), offset)))
+            .filter_map(|(k, b)| b.stored.map(|offset| (*k, offset)))
             .collect()
     }
 
     /// The partitions of `only` (all when `None`) due a checkpoint, with its offset.
     pub fn to_checkpoint(
         &self,
-        only: Option<&BTreeSet<TopicPartition>>,
-    ) -> Vec<(TopicPartition, i64)> {
+        only: Option<&BTreeSet<SourcePartition>>,
+    ) -> Vec<(SourcePartition, i64)> {
         self.books
             .iter()
             .filter(|(k, _)| only.is_none_or(|set| set.contains(*k)))
-            .filter_map(|(k, b)| checkpoint_due(b).map(|offset| (k.clone(), offset)))
+            .filter_map(|(k, b)| checkpoint_due(b).map(|offset| (*k, offset)))
             .collect()
     }
 
     /// Checkpoints acknowledged.
-    pub fn checkpointed(&mut self, written: &[(TopicPartition, i64)]) {
+    pub fn checkpointed(&mut self, written: &[(SourcePartition, i64)]) {
         for (key, offset) in written {
             if let Some(book) = self.books.get_mut(key) {
                 book.checkpointed = Some(*offset);
@@ -179,8 +212,17 @@ impl Partitions {
 mod tests {
     use super::*;
 
-    fn tp(p: i32) -> TopicPartition {
-        ("t".to_string(), p)
+    fn tp(p: i32) -> SourcePartition {
+        SourcePartition { topic: 0, partition: p }
+    }
+
+    #[test]
+    fn topics_are_numbered_as_listed_and_unknown_ones_have_no_name() {
+        let topics = Topics::new(&["a".to_string(), "b".to_string()]);
+        let b3 = topics.source("b", 3);
+        assert_eq!(b3, SourcePartition { topic: 1, partition: 3 });
+        assert_eq!(topics.name(b3), "b");
+        assert_eq!(topics.name(topics.source("c", 0)), "");
     }
 
     #[test]

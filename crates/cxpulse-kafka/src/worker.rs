@@ -22,7 +22,7 @@ use crate::config::{consumer_config, producer_config, KafkaSettings, SourceConfi
 use crate::context::WorkerContext;
 use crate::dead_letter::{DeadLetter, DeadLetterProducer};
 use crate::metrics::PipelineMetrics;
-use crate::partitions::Partitions;
+use crate::partitions::{Partitions, Topics};
 use crate::state_store::StateStore;
 use crate::util::{lock, wall_ms};
 
@@ -79,7 +79,7 @@ pub fn run_worker(
         engine: worker.engine.clone(),
         health: worker.health.clone(),
         metrics: worker.metrics.clone(),
-        topics: source.topics.clone(),
+        topics: Topics::new(&source.topics),
         group: consumer_config(settings).get("group.id").unwrap_or("cxpulse").to_string(),
         partitions: Mutex::new(Partitions::default()),
         revocations: AtomicU64::new(0),
@@ -143,7 +143,9 @@ pub fn run_worker(
                 } else {
                     batch
                         .into_iter()
-                        .filter(|m| partitions.accepts(&(m.topic().to_string(), m.partition())))
+                        .filter(|m| {
+                            partitions.accepts(&context.topics.source(m.topic(), m.partition()))
+                        })
                         .collect()
                 }
             };
@@ -220,10 +222,8 @@ fn process_batch(
     let mut letters = Vec::new();
     let mut consumed_by_topic = vec![0u64; consumed.len()];
     let runs = {
-        let replay_until: HashMap<SourcePartition, i64> = lock(&context.partitions)
-            .replaying()
-            .map(|((topic, partition), until)| (context.source(topic, *partition), until))
-            .collect();
+        let replay_until: HashMap<SourcePartition, i64> =
+            lock(&context.partitions).replaying().map(|(source, until)| (*source, until)).collect();
         worker.engine.with(|engine| {
             count_batch(
                 engine,
@@ -243,8 +243,7 @@ fn process_batch(
     {
         let mut partitions = lock(&context.partitions);
         for run in runs {
-            if partitions.read(&(run.topic.to_string(), run.source.partition), run.last_offset + 1)
-            {
+            if partitions.read(&run.source, run.last_offset + 1) {
                 info!(topic = %run.topic, partition = run.source.partition, "partition rebuilt: caught up with the previous owner");
             }
         }
@@ -264,8 +263,8 @@ fn bound_pending_letters(
 ) {
     let bytes = producer.pending_bytes();
     if paused.count() == 0 && bytes > MAX_PENDING_LETTER_BYTES {
-        for (topic, partition) in producer.floors().into_keys() {
-            paused.add_partition(&topic, partition);
+        for source in producer.floors().into_keys() {
+            paused.add_partition(consumer.context().topics.name(source), source.partition);
         }
         warn!(
             partitions = paused.count(),
@@ -301,8 +300,9 @@ fn store_safe_offsets(
     worker.health.set_blocked(blocked);
     worker.metrics.partitions_blocked.set(blocked as i64);
     let mut store = TopicPartitionList::new();
-    for ((topic, partition), offset) in moved {
-        if let Err(e) = store.add_partition_offset(&topic, partition, Offset::Offset(offset)) {
+    for (source, offset) in moved {
+        let (topic, partition) = (context.topics.name(source), source.partition);
+        if let Err(e) = store.add_partition_offset(topic, partition, Offset::Offset(offset)) {
             warn!(%topic, partition, error = %e, "cannot record offset");
         }
     }
@@ -335,7 +335,7 @@ fn count_batch<'a>(
     letters: &mut Vec<DeadLetter>,
     consumed_by_topic: &mut [u64],
 ) -> Vec<Run<'a>> {
-    let single_topic = context.topics.len() == 1;
+    let single_topic = context.topics.names().len() == 1;
     let mut runs = Vec::new();
     let mut start = 0;
     while let Some(first) = batch.get(start) {
@@ -346,7 +346,7 @@ fn count_batch<'a>(
                 .position(|m| m.partition() != partition || (!single_topic && m.topic() != topic))
                 .unwrap_or(batch.len() - start);
         let run = &batch[start..end];
-        let source = context.source(topic, partition);
+        let source = context.topics.source(topic, partition);
         // Messages a previous owner already handled go back into the windows only.
         let until = replay_until.get(&source).copied();
         let replayed = |m: &BorrowedMessage<'_>| until.is_some_and(|until| m.offset() < until);
@@ -371,7 +371,7 @@ fn count_batch<'a>(
                     if let (Outcome::Rejected(rejection), Some(message), true) =
                         (outcome, part.get(i), dead_lettering)
                     {
-                        letters.push(dead_letter_of(message, rejection));
+                        letters.push(dead_letter_of(message, source, rejection));
                     }
                 });
             }
@@ -437,10 +437,14 @@ fn poll_batch(
     batch
 }
 
-fn dead_letter_of(message: &BorrowedMessage<'_>, rejection: cxpulse_core::Rejection) -> DeadLetter {
+fn dead_letter_of(
+    message: &BorrowedMessage<'_>,
+    source: SourcePartition,
+    rejection: cxpulse_core::Rejection,
+) -> DeadLetter {
     DeadLetter {
         source_topic: message.topic().to_string(),
-        source_partition: message.partition(),
+        source,
         source_offset: message.offset(),
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
