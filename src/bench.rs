@@ -20,6 +20,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
+use crate::settings::Settings;
 
 const TOPIC: &str = "bench";
 
@@ -145,16 +146,15 @@ struct ScrapeFigures {
 /// every step of the 30-day window, then one scrape's snapshot and render timed.
 fn scrape_at_pairs(pairs: usize) -> anyhow::Result<ScrapeFigures> {
     let before = current_rss_kib().unwrap_or(0);
-    let config = Config::default();
+    let settings = Config::default().compile()?;
     let now = cxpulse_kafka::util::wall_ms();
-    let mut engine = engine_with_pairs(&config, pairs, now)?;
+    let mut engine = engine_with_pairs(&settings, pairs, now)?;
     let engine_rss_kib = current_rss_kib().unwrap_or(0).saturating_sub(before);
     let started = Instant::now();
     let snapshot = engine.snapshot(now);
     let snapshot_time = started.elapsed();
     let started = Instant::now();
-    let text =
-        cxpulse_http::render::render_metrics(&snapshot, &config.alert_policy(), None, "bench");
+    let text = cxpulse_http::render::render_metrics(&snapshot, &settings.alerts, None, "bench");
     Ok(ScrapeFigures {
         snapshot: snapshot_time,
         render: started.elapsed(),
@@ -165,8 +165,8 @@ fn scrape_at_pairs(pairs: usize) -> anyhow::Result<ScrapeFigures> {
 
 /// An engine with `pairs` brand/segment pairs spread over 64 partitions, each with answers in
 /// every step of the 30-day window.
-fn engine_with_pairs(config: &Config, pairs: usize, now: i64) -> anyhow::Result<Engine> {
-    let mut engine_config = config.engine_config()?;
+fn engine_with_pairs(settings: &Settings, pairs: usize, now: i64) -> anyhow::Result<Engine> {
+    let mut engine_config = settings.engine.clone();
     engine_config.max_series = pairs;
     let mut engine = Engine::new(engine_config).map_err(|e| anyhow!(e))?;
     let step = 12 * 3_600_000; // the 30-day window's step: one answer in each of its 60 panes
@@ -197,14 +197,14 @@ fn freshness(partitions: i32, rate: u64, duration: Duration) -> anyhow::Result<(
     cluster.create_topic(FRESH, partitions, 1).map_err(|e| anyhow!("create topic: {e}"))?;
     let brokers = cluster.bootstrap_servers();
     let brokers = brokers.as_str();
-    let BenchWorker { config, engine, worker, stop, thread } =
+    let BenchWorker { settings, engine, worker, stop, thread } =
         start_worker(brokers, "bench-fresh", FRESH)?;
     // Let the group form before the clock starts.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !worker.health.is_ready(cxpulse_kafka::util::wall_ms()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let producer_config = cxpulse_kafka::config::producer_config(&config.kafka_settings());
+    let producer_config = cxpulse_kafka::config::producer_config(&settings.kafka);
     let options = cxpulse_kafka::produce::ProduceOptions {
         topic: FRESH.into(),
         rate,
@@ -394,7 +394,7 @@ fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<D
 }
 
 struct BenchWorker {
-    config: Config,
+    settings: Settings,
     engine: SharedEngine,
     worker: Worker,
     stop: Arc<AtomicBool>,
@@ -408,19 +408,20 @@ fn start_worker(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Bench
     config.set_kafka("group.id", group);
     config.source.topics = vec![topic.into()];
     config.source.dead_letter_topic = Some(String::new());
-    let worker = Worker::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?);
+    let settings = config.compile()?;
+    let worker = Worker::new(Engine::new(settings.engine.clone()).map_err(|e| anyhow!(e))?);
     let engine = worker.engine.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
-        let (worker, stop, settings, source) =
-            (worker.clone(), stop.clone(), config.kafka_settings(), config.source.clone());
-        std::thread::spawn(move || cxpulse_kafka::run_worker(&worker, &settings, &source, &stop))
+        let (worker, stop, kafka, source) =
+            (worker.clone(), stop.clone(), settings.kafka.clone(), settings.source.clone());
+        std::thread::spawn(move || cxpulse_kafka::run_worker(&worker, &kafka, &source, &stop))
     };
-    Ok(BenchWorker { config, engine, worker, stop, thread })
+    Ok(BenchWorker { settings, engine, worker, stop, thread })
 }
 
 fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Duration)> {
-    let BenchWorker { config, engine, worker, stop, thread } =
+    let BenchWorker { settings, engine, worker, stop, thread } =
         start_worker(brokers, "bench-pipeline", TOPIC)?;
     let consumed = || engine.pipeline().consumed;
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -436,7 +437,7 @@ fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Durati
     let snapshot = engine.snapshot(cxpulse_kafka::util::wall_ms());
     let text = cxpulse_http::render::render_metrics(
         &snapshot,
-        &config.alert_policy(),
+        &settings.alerts,
         Some(&worker.metrics.registry),
         "bench",
     );
@@ -478,14 +479,14 @@ pub struct ScrapeMemory {
 /// before the first scrape, sampled every 5 ms.
 pub fn scrape_memory(pairs: usize, scrapers: usize, rounds: usize) -> anyhow::Result<ScrapeMemory> {
     use std::io::{Read, Write};
-    let config = Config::default();
+    let settings = Config::default().compile()?;
     let now = cxpulse_kafka::util::wall_ms();
-    let engine = SharedEngine::new(engine_with_pairs(&config, pairs, now)?);
+    let engine = SharedEngine::new(engine_with_pairs(&settings, pairs, now)?);
     let state = Arc::new(cxpulse_http::HttpState::new(
         engine.clone(),
         Arc::new(Health::default()),
         None,
-        config.alert_policy(),
+        settings.alerts.clone(),
         "bench",
     ));
     let listener = cxpulse_http::listener::bind("127.0.0.1:0")?;
@@ -494,14 +495,14 @@ pub fn scrape_memory(pairs: usize, scrapers: usize, rounds: usize) -> anyhow::Re
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let stop = Arc::new(AtomicBool::new(false));
     let server_stop = stop.clone();
-    let http_config = config.http.clone();
+    let http_settings = settings.http.clone();
     let server = runtime.spawn(async move {
         let shutdown = async move {
             while !server_stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        cxpulse_http::serve(&http_config, listener, state, shutdown).await
+        cxpulse_http::serve(&http_settings, listener, state, shutdown).await
     });
     let counter = {
         let (engine, stop) = (engine.clone(), stop.clone());

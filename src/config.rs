@@ -13,6 +13,8 @@ use cxpulse_core::{ClockMode, EngineConfig, WindowSpec};
 use cxpulse_http::HttpConfig;
 use cxpulse_kafka::config::is_secret_key;
 use cxpulse_kafka::{KafkaSettings, SourceConfig};
+
+use crate::settings::{LogSettings, Settings};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -214,61 +216,59 @@ impl Config {
             &serde_json::to_value(&input).unwrap_or_default(),
             &serde_json::to_value(&config).unwrap_or_default(),
         ));
-        // Errors from here on may quote a value (a librdkafka refusal, say): scrubbed.
-        config.validate().map_err(|e| anyhow!(config.redact(&format!("{e:#}"))))?;
-        if let Ok(Some(token)) = config.http.token() {
-            config.redactor.add(&token);
-        }
         Ok(config)
     }
 
-    /// Sets a `[kafka]` setting that is not a secret (a command-line override).
-    pub fn set_kafka(&mut self, key: &str, value: &str) {
-        self.kafka.insert(key.into(), KafkaValue::Plain(toml::Value::String(value.into())));
+    /// Checks every setting and compiles each section into what its component runs with. Each
+    /// error is one line naming the key; a secret it might quote (a librdkafka refusal, say) is
+    /// redacted.
+    pub fn compile(&self) -> anyhow::Result<Settings> {
+        self.compile_unredacted().map_err(|e| anyhow!(self.redact(&format!("{e:#}"))))
     }
 
-    pub fn validate(&self) -> anyhow::Result<()> {
-        self.engine_config()?;
+    fn compile_unredacted(&self) -> anyhow::Result<Settings> {
+        let engine = self.engine_config()?;
         if self.source.topics.is_empty() || self.source.topics.iter().any(String::is_empty) {
             bail!("invalid config: [source] topics must name at least one topic");
         }
-        self.http.limits.resolve("http").map_err(|e| anyhow!("invalid config: {e}"))?;
-        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            bail!(
-                "invalid config: [http] listen `{}` is not an address like 127.0.0.1:9898",
-                self.http.listen
-            );
-        }
-        self.http.token().map_err(|e| anyhow!("invalid config: {e}"))?;
-        self.http.tls().map_err(|e| anyhow!("invalid config: {e}"))?;
-        if !["text", "json"].contains(&self.log.format.as_str()) {
-            bail!("invalid config: [log] format must be `text` or `json`");
-        }
-        for (key, value) in self.kafka_settings() {
+        let http = self.http.compile().map_err(|e| anyhow!("invalid config: {e}"))?;
+        let json = match self.log.format.as_str() {
+            "text" => false,
+            "json" => true,
+            _ => bail!("invalid config: [log] format must be `text` or `json`"),
+        };
+        let kafka = self.kafka_settings();
+        for (key, value) in &kafka {
             // An empty secret would silently connect without credentials.
             if value.is_empty() {
                 bail!("invalid config: [kafka] `{key}` is empty");
             }
         }
-        crate::kafka_check::check(&self.kafka_settings())?;
-        self.gateway.validate().map_err(|e| anyhow!("invalid config: {e}"))?;
-        self.gateway.tls().map_err(|e| anyhow!("invalid config: {e}"))?;
-        let churn_share = |value: f64| (0.0..=1.0).contains(&value);
-        if !churn_share(self.alerts.churn_threshold) {
-            bail!("invalid config: [alerts] churn_threshold is a share of customers, 0 to 1");
+        crate::kafka_check::check(&kafka)?;
+        let gateway = self
+            .gateway
+            .compile(self.source.topics.first().map(String::as_str))
+            .map_err(|e| anyhow!("invalid config: {e}"))?;
+        let alerts = self.alert_policy()?;
+        let mut redactor = self.redactor.clone();
+        if let Some(token) = &http.token_value {
+            redactor.add(token);
         }
-        for o in &self.alerts.overrides {
-            if o.brand.is_empty() {
-                bail!("invalid config: [[alerts.override]] needs a brand");
-            }
-            if o.churn_threshold.is_some_and(|value| !churn_share(value)) {
-                bail!(
-                    "invalid config: [[alerts.override]] churn_threshold of brand {} is a share of customers, 0 to 1",
-                    o.brand
-                );
-            }
-        }
-        Ok(())
+        Ok(Settings {
+            engine,
+            kafka,
+            source: self.source.clone(),
+            http,
+            gateway,
+            alerts,
+            log: LogSettings { level: self.log.level.clone(), json },
+            redactor,
+        })
+    }
+
+    /// Sets a `[kafka]` setting that is not a secret (a command-line override).
+    pub fn set_kafka(&mut self, key: &str, value: &str) {
+        self.kafka.insert(key.into(), KafkaValue::Plain(toml::Value::String(value.into())));
     }
 
     pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
@@ -320,13 +320,28 @@ impl Config {
         self.kafka.iter().map(|(key, value)| (key.clone(), value.text())).collect()
     }
 
-    pub fn alert_policy(&self) -> AlertPolicy {
-        AlertPolicy {
+    fn alert_policy(&self) -> anyhow::Result<AlertPolicy> {
+        let churn_share = |value: f64| (0.0..=1.0).contains(&value);
+        if !churn_share(self.alerts.churn_threshold) {
+            bail!("invalid config: [alerts] churn_threshold is a share of customers, 0 to 1");
+        }
+        for o in &self.alerts.overrides {
+            if o.brand.is_empty() {
+                bail!("invalid config: [[alerts.override]] needs a brand");
+            }
+            if o.churn_threshold.is_some_and(|value| !churn_share(value)) {
+                bail!(
+                    "invalid config: [[alerts.override]] churn_threshold of brand {} is a share of customers, 0 to 1",
+                    o.brand
+                );
+            }
+        }
+        Ok(AlertPolicy {
             nps_threshold: self.alerts.nps_threshold,
             min_responses: self.alerts.min_responses,
             churn_threshold: self.alerts.churn_threshold,
             overrides: self.alerts.overrides.clone(),
-        }
+        })
     }
 
     /// The resolved configuration as TOML; every secret prints as `<redacted>`.
@@ -339,7 +354,8 @@ impl Config {
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
-    /// `text` with every secret of this configuration replaced by `<redacted>`.
+    /// `text` with every secret of this configuration replaced by `<redacted>` (the settings'
+    /// own redactor also knows a token read from a file).
     pub fn redact(&self, text: &str) -> String {
         self.redactor.redact(text)
     }
@@ -458,13 +474,20 @@ fn one_line(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Reads and compiles, as `run` and `check-config` do.
+    fn load(text: &str, env: impl Iterator<Item = (String, String)>) -> anyhow::Result<Config> {
+        let config = Config::from_toml_and_env(text, env)?;
+        config.compile()?;
+        Ok(config)
+    }
+
     fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
     }
 
     #[test]
     fn defaults_match_the_design() {
-        let config = Config::from_toml_and_env("", env(&[])).unwrap();
+        let config = load("", env(&[])).unwrap();
         let engine = config.engine_config().unwrap();
         let names: Vec<_> = engine.windows.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(names, ["1h", "24h", "7d", "30d"]);
@@ -476,7 +499,7 @@ mod tests {
 
     #[test]
     fn environment_overrides_every_section() {
-        let config = Config::from_toml_and_env(
+        let config = load(
             "[kafka]\n\"bootstrap.servers\" = \"a:1\"\n[limits]\nmax_series = 5\n",
             env(&[
                 ("CXPULSE_KAFKA__BOOTSTRAP_SERVERS", "b:2"),
@@ -511,7 +534,7 @@ mod tests {
             ("[http]\nheader_read_timeout = \"1s\"\nnonsense = 1", "unknown field `nonsense`"),
             ("[kafka]\n\"sasl.password\" = \"\"", "sasl.password"),
         ] {
-            let error = Config::from_toml_and_env(text, env(&[])).unwrap_err().to_string();
+            let error = load(text, env(&[])).unwrap_err().to_string();
             assert!(error.contains(needle), "{text}: {error}");
             assert!(!error.contains('\n'), "{error}");
         }
@@ -520,15 +543,13 @@ mod tests {
     #[test]
     fn environment_strings_are_taken_raw() {
         for raw in ["987654321", "true", "1e3", "a,b", "[1]"] {
-            let config =
-                Config::from_toml_and_env("", env(&[("CXPULSE_HTTP__BEARER_TOKEN", raw)])).unwrap();
+            let config = load("", env(&[("CXPULSE_HTTP__BEARER_TOKEN", raw)])).unwrap();
             assert_eq!(config.http.bearer_token.as_ref().map(Secret::expose), Some(raw));
-            let config =
-                Config::from_toml_and_env("", env(&[("CXPULSE_LOG__LEVEL", raw)])).unwrap();
+            let config = load("", env(&[("CXPULSE_LOG__LEVEL", raw)])).unwrap();
             assert_eq!(config.log.level, raw);
         }
         // Typed keys still read numbers and lists.
-        let config = Config::from_toml_and_env(
+        let config = load(
             "",
             env(&[("CXPULSE_HTTP__MAX_CONNECTIONS", "9"), ("CXPULSE_WINDOWS__SIZES", "1h,2h")]),
         )
@@ -545,13 +566,12 @@ mod tests {
             ("[http]\nbearer_token = 987654321\n", vec![], "987654321"),
             ("", vec![("CXPULSE_LIMITS__MAX_SERIES", "SECRET-ENV-1")], "SECRET-ENV-1"),
         ] {
-            let error = Config::from_toml_and_env(text, env(&env_pairs)).unwrap_err().to_string();
+            let error = load(text, env(&env_pairs)).unwrap_err().to_string();
             assert!(error.starts_with("invalid config: "), "{error}");
             assert!(!error.contains(secret), "{error}");
             assert!(!error.contains('\n'), "{error}");
         }
-        let error =
-            Config::from_toml_and_env("a = 1\nb = = 2\n", env(&[])).unwrap_err().to_string();
+        let error = load("a = 1\nb = = 2\n", env(&[])).unwrap_err().to_string();
         assert!(error.contains("line 2"), "{error}");
     }
 
@@ -566,7 +586,7 @@ mod tests {
             ("[kafka]\n\"no.such.setting\" = \"1\"\n", "no.such.setting"),
             ("[http]\nheader_read_timeout = \"0s\"\n", "[http] header_read_timeout"),
         ] {
-            let error = Config::from_toml_and_env(text, env(&[])).unwrap_err().to_string();
+            let error = load(text, env(&[])).unwrap_err().to_string();
             assert!(error.contains(needle), "{text}: {error}");
             assert!(!error.contains("]]") && !error.contains("skew]"), "{error}");
         }
@@ -576,11 +596,12 @@ mod tests {
     fn durations_and_the_clock_are_read_once_and_shown_as_written() {
         let text = "[source]\ncheckpoint_interval = \"1h30m\"\n[windows]\nclock = \"event\"\n\
                     [gateway]\ndrain_timeout = \"90s\"\nkeep_alive_timeout = \"2m\"\n";
-        let config = Config::from_toml_and_env(text, env(&[])).unwrap();
+        let config = load(text, env(&[])).unwrap();
         assert_eq!(config.source.checkpoint_interval.get().as_secs(), 5_400);
         assert_eq!(config.windows.clock, ClockMode::Event);
-        assert_eq!(config.gateway.drain_timeout().as_secs(), 90);
-        assert_eq!(config.gateway.listener_limits().unwrap().keep_alive.as_secs(), 120);
+        let gateway = config.compile().unwrap().gateway;
+        assert_eq!(gateway.drain_timeout.as_secs(), 90);
+        assert_eq!(gateway.listener.keep_alive.as_secs(), 120);
         let shown = config.redacted_toml();
         for line in
             ["checkpoint_interval = \"1h30m\"", "clock = \"event\"", "dedup_horizon = \"24h\""]
@@ -588,7 +609,7 @@ mod tests {
             assert!(shown.contains(line), "{line}: {shown}");
         }
         // What check-config prints reads back to the same configuration.
-        let again = Config::from_toml_and_env(&shown, env(&[])).unwrap();
+        let again = load(&shown, env(&[])).unwrap();
         assert_eq!(again.source.checkpoint_interval, config.source.checkpoint_interval);
         assert_eq!(again.windows.clock, config.windows.clock);
         assert_eq!(again.gateway.limits, config.gateway.limits);
@@ -597,14 +618,14 @@ mod tests {
             ("[source]\nstall_timeout = \"1h \"", "[source] stall_timeout: `1h` has spaces"),
             ("[windows]\nclock = \"moon\"", "[windows] clock: must be `wall` or `event`"),
         ] {
-            let got = Config::from_toml_and_env(text, env(&[])).unwrap_err().to_string();
+            let got = load(text, env(&[])).unwrap_err().to_string();
             assert!(got.starts_with(&format!("invalid config: {error}")), "{got}");
         }
     }
 
     #[test]
     fn redaction_replaces_every_secret_longest_first() {
-        let config = Config::from_toml_and_env(
+        let config = load(
             "[kafka]\n\"sasl.password\" = \"abc\"\n\"ssl.key.password\" = \"abcdef\"\n",
             env(&[("CXPULSE_HTTP__BEARER_TOKEN", "tok-1")]),
         )
@@ -640,7 +661,7 @@ secret = "PLANT-source-secret"
 
     #[test]
     fn every_secret_field_is_redacted_in_check_config_and_in_error_text() {
-        let config = Config::from_toml_and_env(PLANTED, env(&[])).unwrap();
+        let config = load(PLANTED, env(&[])).unwrap();
         let planted: Vec<&str> =
             PLANTED.split('"').filter(|part| part.starts_with("PLANT-")).collect();
         assert_eq!(planted.len(), 9, "{planted:?}");
@@ -657,15 +678,16 @@ secret = "PLANT-source-secret"
     #[test]
     fn churn_threshold_has_a_default_and_per_brand_overrides() {
         let text = "[alerts]\nchurn_threshold = 0.03\n[[alerts.override]]\nbrand = \"acme\"\nchurn_threshold = 0.1\n";
-        let policy = Config::from_toml_and_env(text, env(&[])).unwrap().alert_policy();
+        let policy = load(text, env(&[])).unwrap().compile().unwrap().alerts;
         assert_eq!(policy.churn_threshold_for("acme", "smb"), 0.1);
         assert_eq!(policy.churn_threshold_for("globex", "smb"), 0.03);
-        assert_eq!(Config::default().alert_policy().churn_threshold_for("globex", "smb"), 0.05);
+        let default = Config::default().compile().unwrap().alerts;
+        assert_eq!(default.churn_threshold_for("globex", "smb"), 0.05);
         for bad in [
             "[alerts]\nchurn_threshold = 5",
             "[[alerts.override]]\nbrand = \"acme\"\nchurn_threshold = -0.1",
         ] {
-            let error = Config::from_toml_and_env(bad, env(&[])).unwrap_err().to_string();
+            let error = load(bad, env(&[])).unwrap_err().to_string();
             assert!(error.contains("churn_threshold"), "{bad}: {error}");
         }
     }

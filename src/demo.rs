@@ -73,7 +73,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     }
     config.http.listen = options.listen.clone();
     config.alerts.nps_threshold = NPS_THRESHOLD;
-    config.validate()?;
+    let settings = config.compile()?;
 
     let run_id = format!("demo{}", cxpulse_kafka::util::wall_ms());
     let history = options.rate.max(1) * HISTORY_SECONDS_OF_TRAFFIC;
@@ -82,7 +82,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let producer_stop = stop.clone();
-    let producer_config = cxpulse_kafka::config::producer_config(&config.kafka_settings());
+    let producer_config = cxpulse_kafka::config::producer_config(&settings.kafka);
     let live = ProduceOptions {
         topic: TOPIC.into(),
         rate: options.rate,
@@ -108,7 +108,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
         });
     }
 
-    let gateway = crate::gateway::spawn_demo(&config, gateway_listener, stop.clone())?;
+    let gateway = crate::gateway::spawn_demo(&settings, gateway_listener, stop.clone())?;
     // The alerting stack starts once the worker listens, and is stopped as soon as the demo is
     // told to stop, before the worker goes away (or its disappearance would alert).
     let alerting_failed: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
@@ -116,7 +116,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     let (failed, watcher) = (alerting_failed.clone(), alerting_watcher.clone());
     let alerting_stop = stop.clone();
     let dip_after = options.dip_after;
-    let result = crate::pipeline::run_bound(&config, listener, Some(stop.clone()), move |addr| {
+    let result = crate::pipeline::run_bound(&settings, listener, Some(stop.clone()), move |addr| {
         println!("cxpulse demo is running (Ctrl-C to stop):");
         println!("  page     http://{addr}/");
         println!("  metrics  http://{addr}/metrics");

@@ -9,60 +9,42 @@ use std::time::Duration;
 use anyhow::anyhow;
 use cxpulse_gateway::kafka::Sink;
 use cxpulse_gateway::metrics::GatewayMetrics;
-use cxpulse_gateway::Gateway;
+use cxpulse_gateway::{Gateway, GatewayConfig, GatewaySettings};
+use cxpulse_kafka::KafkaSettings;
 use tracing::info;
 
-use crate::config::Config;
+use crate::settings::Settings;
 
 /// Runs the gateway until SIGINT/SIGTERM.
-pub fn run(config: &Config) -> anyhow::Result<()> {
+pub fn run(settings: &Settings) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     crate::pipeline::stop_on_signal(stop.clone())?;
-    run_until(config, stop, |_| {})
-}
-
-/// Runs the gateway until `stop` is set; `on_bound` learns the address once it listens.
-pub fn run_until(
-    config: &Config,
-    stop: Arc<AtomicBool>,
-    on_bound: impl FnOnce(SocketAddr),
-) -> anyhow::Result<()> {
-    let settings = &config.gateway;
-    settings.validate().map_err(|e| anyhow!("invalid config: {e}"))?;
     // Bound first, so that a taken address fails at once, before Kafka is touched.
-    let listener = cxpulse_http::listener::bind(&settings.listen)?;
-    run_bound(config, listener, stop, on_bound)
+    let listener = cxpulse_http::listener::bind(&settings.gateway.listen.to_string())?;
+    let dead_letter_topic = settings.source.dead_letter_topic();
+    run_bound(&settings.kafka, dead_letter_topic, settings.gateway.clone(), listener, stop, |_| {})
 }
 
-/// [`run_until`] on a listener the caller bound already (from `cxpulse_http::listener::bind`).
-pub fn run_bound(
-    config: &Config,
+/// Runs `gateway` on a listener the caller bound already (from `cxpulse_http::listener::bind`)
+/// until `stop` is set; `on_bound` learns the address once it listens.
+fn run_bound(
+    kafka: &KafkaSettings,
+    dead_letter_topic: Option<String>,
+    gateway: GatewaySettings,
     listener: std::net::TcpListener,
     stop: Arc<AtomicBool>,
     on_bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    let settings = &config.gateway;
-    settings.validate().map_err(|e| anyhow!("invalid config: {e}"))?;
-    let tls = settings.tls().map_err(|e| anyhow!("invalid config: {e}"))?;
-    let topic = settings
-        .topic
-        .clone()
-        .or_else(|| config.source.topics.first().cloned())
-        .ok_or_else(|| anyhow!("invalid config: no [gateway] topic and no [source] topics"))?;
-    let sink = Sink::new(
-        &config.kafka_settings(),
-        topic.clone(),
-        config.source.dead_letter_topic(),
-        settings.ack_timeout(),
-    )?;
+    let topic = gateway.topic.clone();
+    let sink = Sink::new(kafka, topic.clone(), dead_letter_topic, gateway.ack_timeout)?;
     let addr = cxpulse_http::listener::local_addr(&listener)?;
-    let gateway =
-        Arc::new(Gateway { config: settings.clone(), sink, metrics: GatewayMetrics::new() });
+    let gateway = Arc::new(Gateway { settings: gateway, sink, metrics: GatewayMetrics::new() });
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let served = runtime.block_on(async {
-        let tls_on = tls.is_some();
-        info!(%addr, %topic, tls = tls_on, sources = gateway.config.sources.len(), "gateway listening");
+        let tls_on = gateway.settings.tls.is_some();
+        let sources = gateway.settings.sources.len();
+        info!(%addr, %topic, tls = tls_on, sources, "gateway listening");
         on_bound(addr);
         let shutdown = async move {
             while !stop.load(Ordering::Relaxed) {
@@ -71,7 +53,7 @@ pub fn run_bound(
             info!("gateway stopping: draining requests in flight");
         };
         let router = cxpulse_gateway::router(gateway.clone());
-        cxpulse_gateway::serve(router, listener, &gateway.config, tls, shutdown)
+        cxpulse_gateway::serve(router, listener, &gateway.settings, shutdown)
             .await
             .map_err(|e| anyhow!("gateway server failed: {e}"))
     });
@@ -95,17 +77,16 @@ pub fn bind_demo(worker_listen: &str) -> anyhow::Result<std::net::TcpListener> {
 /// The demo's gateway on `listener` (from [`bind_demo`]), with one Delighted source (brand
 /// `demo`, token `demo`), so a `curl` shows an answer going from webhook to `/metrics`.
 pub fn spawn_demo(
-    config: &Config,
+    settings: &Settings,
     listener: std::net::TcpListener,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let addr = cxpulse_http::listener::local_addr(&listener)?;
-    let mut config = config.clone();
-    config.gateway.listen = addr.to_string();
+    let mut config = GatewayConfig { listen: addr.to_string(), ..GatewayConfig::default() };
     if !addr.ip().is_loopback() {
-        config.gateway.token = Some(cxpulse_core::secret::Secret::new("demo"));
+        config.token = Some(cxpulse_core::secret::Secret::new("demo"));
     }
-    config.gateway.sources = vec![cxpulse_gateway::SourceSpec {
+    config.sources = vec![cxpulse_gateway::SourceSpec {
         name: "delighted".into(),
         kind: cxpulse_gateway::Kind::Delighted,
         brand: Some("demo".into()),
@@ -118,9 +99,12 @@ pub fn spawn_demo(
         score_field: None,
         customer_from: None,
     }];
-    config.gateway.validate().map_err(|e| anyhow!("demo gateway: {e}"))?;
+    let gateway = config
+        .compile(settings.source.topics.first().map(String::as_str))
+        .map_err(|e| anyhow!("demo gateway: {e}"))?;
+    let (kafka, dead_letter_topic) = (settings.kafka.clone(), settings.source.dead_letter_topic());
     Ok(std::thread::spawn(move || {
-        let printed = run_bound(&config, listener, stop, |addr| {
+        let printed = run_bound(&kafka, dead_letter_topic, gateway, listener, stop, |addr| {
             println!("  gateway  http://{addr}/v1/events   http://{addr}/v1/webhooks/delighted?token=demo");
         });
         if let Err(e) = printed {

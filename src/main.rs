@@ -9,6 +9,7 @@ mod gateway;
 mod kafka_check;
 mod memory_limit;
 mod pipeline;
+mod settings;
 mod soak;
 
 use std::path::PathBuf;
@@ -141,10 +142,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckConfig { file, connect } => Config::load(Some(&file)).and_then(|config| {
+            let settings = config.compile()?;
             print!("{}", config.redacted_toml());
             if connect {
-                pipeline::check_topics_connected(&config)
-                    .map_err(|e| anyhow::anyhow!(config.redact(&format!("{e:#}"))))?;
+                pipeline::check_topics_connected(&settings)
+                    .map_err(|e| anyhow::anyhow!(settings.redact(&format!("{e:#}"))))?;
             }
             Ok(())
         }),
@@ -166,13 +168,13 @@ fn main() -> ExitCode {
                 config.windows.clock = crate::config::clock_name::parse(&clock)
                     .map_err(|e| anyhow::anyhow!("--clock: {e}"))?;
             }
-            config.validate()?;
+            let settings = config.compile()?;
             pipeline::init_logging(
-                cli.log_level.as_deref().unwrap_or(&config.log.level),
-                &config.log.format,
+                cli.log_level.as_deref().unwrap_or(&settings.log.level),
+                settings.log.json,
             )?;
-            pipeline::run(&config, None)
-                .map_err(|e| anyhow::anyhow!(config.redact(&format!("{e:#}"))))
+            pipeline::run(&settings, None)
+                .map_err(|e| anyhow::anyhow!(settings.redact(&format!("{e:#}"))))
         })(),
         Command::Gateway { config, brokers, listen } => (|| {
             let mut config = Config::load(config.as_deref())?;
@@ -182,12 +184,12 @@ fn main() -> ExitCode {
             if let Some(listen) = listen {
                 config.gateway.listen = listen;
             }
-            config.validate()?;
+            let settings = config.compile()?;
             pipeline::init_logging(
-                cli.log_level.as_deref().unwrap_or(&config.log.level),
-                &config.log.format,
+                cli.log_level.as_deref().unwrap_or(&settings.log.level),
+                settings.log.json,
             )?;
-            gateway::run(&config).map_err(|e| anyhow::anyhow!(config.redact(&format!("{e:#}"))))
+            gateway::run(&settings).map_err(|e| anyhow::anyhow!(settings.redact(&format!("{e:#}"))))
         })(),
         Command::Bench {
             events,
@@ -197,7 +199,7 @@ fn main() -> ExitCode {
             rate,
             state_partitions,
         } => (|| {
-            pipeline::init_logging(cli.log_level.as_deref().unwrap_or("warn"), "text")?;
+            pipeline::init_logging(cli.log_level.as_deref().unwrap_or("warn"), false)?;
             if let Some(seconds) = soak_seconds {
                 return soak::run(&soak::SoakOptions {
                     seconds,
@@ -212,11 +214,11 @@ fn main() -> ExitCode {
             bench::run(events, partitions.unwrap_or(64))
         })(),
         Command::Demo { listen, rate, duration, dip_after, alerting } => (|| {
-            pipeline::init_logging(cli.log_level.as_deref().unwrap_or("info"), "text")?;
+            pipeline::init_logging(cli.log_level.as_deref().unwrap_or("info"), false)?;
             demo::run(&demo::DemoOptions { listen, rate, duration, dip_after, alerting })
         })(),
         Command::Produce { brokers, topic, rate, count, invalid_ratio, run_id, seed } => (|| {
-            pipeline::init_logging(cli.log_level.as_deref().unwrap_or("info"), "text")?;
+            pipeline::init_logging(cli.log_level.as_deref().unwrap_or("info"), false)?;
             let stop = std::sync::Arc::new(AtomicBool::new(false));
             pipeline::stop_on_signal(stop.clone())?;
             let options = cxpulse_kafka::produce::ProduceOptions {

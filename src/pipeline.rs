@@ -14,9 +14,9 @@ use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
 use tracing::{error, info};
 
-use crate::config::Config;
+use crate::settings::Settings;
 
-pub fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
+pub fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .map_err(|e| anyhow!("invalid log level `{filter}`: {e}"))?;
@@ -25,7 +25,7 @@ pub fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let result = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let result = if json { builder.json().try_init() } else { builder.try_init() };
     result.map_err(|e| anyhow!("cannot start logging: {e}"))
 }
 
@@ -105,33 +105,27 @@ fn wait_for_brokers(config: &ClientConfig, brokers: &str, stop: &AtomicBool) -> 
 }
 
 /// The topics a worker uses, by role, for the topic settings check.
-pub fn topic_roles(config: &Config) -> TopicRoles {
-    let state = &config.source.state_topic;
+pub fn topic_roles(settings: &Settings) -> TopicRoles {
+    let state = &settings.source.state_topic;
     TopicRoles {
-        events: config.source.topics.clone(),
-        dead_letter: config.source.dead_letter_topic(),
+        events: settings.source.topics.clone(),
+        dead_letter: settings.source.dead_letter_topic(),
         state: (!state.is_empty()).then(|| state.clone()),
         feed: None,
     }
 }
 
-fn longest_window_ms(config: &Config) -> anyhow::Result<i64> {
-    Ok(config.engine_config()?.windows.iter().map(|w| w.size_ms).max().unwrap_or(0))
-}
-
 /// `check-config --connect`: reaches the brokers (an error when none answers within 10 s), then
 /// prints the topic settings that will hurt as TOML comments, so the output stays valid TOML.
 /// Warnings are not errors: the worker runs with them.
-pub fn check_topics_connected(config: &Config) -> anyhow::Result<()> {
-    let settings = config.kafka_settings();
-    let brokers =
-        settings.get("bootstrap.servers").cloned().unwrap_or_else(|| "localhost:9092".into());
-    let client = cxpulse_kafka::config::producer_config(&settings);
+pub fn check_topics_connected(settings: &Settings) -> anyhow::Result<()> {
+    let brokers = settings.brokers();
+    let client = cxpulse_kafka::config::producer_config(&settings.kafka);
     check_brokers(&client, &brokers)?;
-    let roles = topic_roles(config);
+    let roles = topic_roles(settings);
     match topic_check::describe(&client, &roles.all(), topic_check::DESCRIBE_TIMEOUT) {
         Ok(configs) => {
-            let warnings = topic_check::evaluate(&roles, &configs, longest_window_ms(config)?);
+            let warnings = topic_check::evaluate(&roles, &configs, settings.longest_window_ms());
             for w in &warnings {
                 println!("# warning: topic {} {}: {}", w.topic, w.setting, w.problem);
             }
@@ -148,39 +142,29 @@ pub fn check_topics_connected(config: &Config) -> anyhow::Result<()> {
 
 /// Runs the worker and the HTTP server until a signal (or `stop`, when given) asks to stop.
 /// `on_bound` learns the HTTP address once it listens.
-pub fn run(config: &Config, stop: Option<Arc<AtomicBool>>) -> anyhow::Result<()> {
-    run_with(config, stop, |_| {})
-}
-
-pub fn run_with(
-    config: &Config,
-    stop: Option<Arc<AtomicBool>>,
-    on_bound: impl FnOnce(SocketAddr) + Send + 'static,
-) -> anyhow::Result<()> {
+pub fn run(settings: &Settings, stop: Option<Arc<AtomicBool>>) -> anyhow::Result<()> {
     // First of all: a worker that cannot serve must not join its group and take partitions.
-    let listener = cxpulse_http::listener::bind(&config.http.listen)?;
-    run_bound(config, listener, stop, on_bound)
+    let listener = cxpulse_http::listener::bind(&settings.http.listen.to_string())?;
+    run_bound(settings, listener, stop, |_| {})
 }
 
 /// [`run_with`] on a listener the caller bound already (from `cxpulse_http::listener::bind`).
 pub fn run_bound(
-    config: &Config,
+    settings: &Settings,
     listener: std::net::TcpListener,
     stop: Option<Arc<AtomicBool>>,
     on_bound: impl FnOnce(SocketAddr) + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = cxpulse_http::listener::local_addr(&listener)?;
-    let worker = Worker::new(Engine::new(config.engine_config()?).map_err(|e| anyhow!(e))?);
+    let worker = Worker::new(Engine::new(settings.engine.clone()).map_err(|e| anyhow!(e))?);
     let engine = worker.engine.clone();
     let stop = stop.unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
     stop_on_signal(stop.clone())?;
 
-    let settings = config.kafka_settings();
-    let brokers =
-        settings.get("bootstrap.servers").cloned().unwrap_or_else(|| "localhost:9092".into());
-    let probe = cxpulse_kafka::config::producer_config(&settings);
-    let roles = topic_roles(config);
-    let longest_window_ms = longest_window_ms(config)?;
+    let brokers = settings.brokers();
+    let probe = cxpulse_kafka::config::producer_config(&settings.kafka);
+    let roles = topic_roles(settings);
+    let longest_window_ms = settings.longest_window_ms();
     let check_metrics = worker.metrics.clone();
     let probe_stop = stop.clone();
     // Off the consume thread: neither joining the group nor counting waits for these answers.
@@ -200,15 +184,15 @@ pub fn run_bound(
         engine,
         worker.health.clone(),
         Some(worker.metrics.registry.clone()),
-        config.alert_policy(),
+        settings.alerts.clone(),
         env!("CARGO_PKG_VERSION"),
     ));
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let http_stop = stop.clone();
-    let http_config = config.http.clone();
     info!(%addr, "serving /metrics /healthz /readyz /api/v1/scores");
     on_bound(addr);
+    let http_settings = settings.http.clone();
     let http = runtime.spawn(async move {
         let stopping = http_stop.clone();
         let shutdown = async move {
@@ -216,13 +200,14 @@ pub fn run_bound(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        let served = cxpulse_http::serve(&http_config, listener, state, shutdown).await;
+        let served = cxpulse_http::serve(&http_settings, listener, state, shutdown).await;
         // A worker that no longer serves stops too, rather than run on invisibly.
         http_stop.store(true, Ordering::Relaxed);
         served
     });
 
-    let worker_result = cxpulse_kafka::run_worker(&worker, &settings, &config.source, &stop);
+    let worker_result =
+        cxpulse_kafka::run_worker(&worker, &settings.kafka, &settings.source, &stop);
     stop.store(true, Ordering::Relaxed);
     let http_result =
         runtime.block_on(http).map_err(|e| anyhow!("http server task failed: {e}"))?;

@@ -31,8 +31,9 @@ fn main() -> anyhow::Result<()> {
         limits: cxpulse_http::HttpLimits { max_body_bytes: 4 << 20, ..Default::default() },
         ..GatewayConfig::default()
     };
-    let sink = Sink::new(&settings, "cx-events".into(), None, config.ack_timeout())?;
-    let gateway = Arc::new(Gateway { config, sink, metrics: GatewayMetrics::new() });
+    let compiled = config.compile(Some("cx-events"))?;
+    let sink = Sink::new(&settings, compiled.topic.clone(), None, compiled.ack_timeout)?;
+    let gateway = Arc::new(Gateway { settings: compiled, sink, metrics: GatewayMetrics::new() });
 
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -47,9 +48,9 @@ fn main() -> anyhow::Result<()> {
             }
         };
         let router = cxpulse_gateway::router(gateway.clone());
-        let config = gateway.config.clone();
+        let served = gateway.clone();
         let server = tokio::spawn(async move {
-            cxpulse_gateway::serve(router, listener, &config, None, shutdown).await
+            cxpulse_gateway::serve(router, listener, &served.settings, shutdown).await
         });
         let requests = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(AtomicU64::new(0));

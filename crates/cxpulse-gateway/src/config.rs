@@ -126,9 +126,65 @@ pub struct SourceSpec {
     pub customer_from: Option<String>,
 }
 
+/// `[gateway]` compiled: checked once, with its defaults resolved, the TLS key loaded and the
+/// listener's limits in effect. What the running gateway takes.
+#[derive(Clone)]
+pub struct GatewaySettings {
+    pub listen: std::net::SocketAddr,
+    /// The topic events are produced to.
+    pub topic: String,
+    pub token: Option<Secret>,
+    pub tls: Option<openssl::ssl::SslAcceptor>,
+    /// The listener's limits, with requests in flight given `drain_timeout` on shutdown. The
+    /// body limit is left to the router ([`GatewaySettings::max_body_bytes`]), which applies it
+    /// after authentication: a stranger hears 401, never 413, and every 413 is counted under
+    /// its source.
+    pub listener: Limits,
+    pub max_body_bytes: usize,
+    pub ack_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub retry_after_seconds: u64,
+    pub sources: Vec<SourceSpec>,
+}
+
+impl GatewaySettings {
+    pub fn source(&self, name: &str) -> Option<&SourceSpec> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
 impl GatewayConfig {
-    /// Checks what serde cannot; every message is one line and names no secret.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The settings the gateway runs with; `default_topic` (the first `[source] topics` entry)
+    /// when `topic` is not set. Every error is one line naming the key, and no secret.
+    pub fn compile(&self, default_topic: Option<&str>) -> anyhow::Result<GatewaySettings> {
+        let listen = self.validate().map_err(anyhow::Error::msg)?;
+        let topic = self
+            .topic
+            .clone()
+            .or_else(|| default_topic.map(str::to_string))
+            .ok_or_else(|| anyhow::anyhow!("no [gateway] topic and no [source] topics"))?;
+        let drain_timeout = self.drain_timeout.get().max(Duration::from_millis(1));
+        let limits = self.limits.resolve("gateway")?;
+        Ok(GatewaySettings {
+            listen,
+            topic,
+            token: self.token.clone(),
+            tls: self.tls.acceptor("gateway")?,
+            listener: Limits {
+                shutdown_grace: drain_timeout,
+                max_body_bytes: usize::MAX,
+                ..limits
+            },
+            max_body_bytes: self.limits.max_body_bytes,
+            ack_timeout: self.ack_timeout(),
+            drain_timeout,
+            retry_after_seconds: self.retry_after_seconds,
+            sources: self.sources.clone(),
+        })
+    }
+
+    /// Checks what serde cannot; the listen address.
+    fn validate(&self) -> Result<std::net::SocketAddr, String> {
         let listen: std::net::SocketAddr = self.listen.parse().map_err(|_| {
             format!("[gateway] listen `{}` is not an address like 127.0.0.1:9899", self.listen)
         })?;
@@ -169,33 +225,11 @@ impl GatewayConfig {
                 return Err(format!("[[gateway.sources]] `{}` is listed twice", source.name));
             }
         }
-        Ok(())
+        Ok(listen)
     }
 
-    pub fn ack_timeout(&self) -> Duration {
+    fn ack_timeout(&self) -> Duration {
         self.ack_timeout.get().max(Duration::from_millis(1))
-    }
-
-    pub fn drain_timeout(&self) -> Duration {
-        self.drain_timeout.get().max(Duration::from_millis(1))
-    }
-
-    /// The listener's limits, with requests in flight given `drain_timeout` on shutdown. The body
-    /// limit is left to the router, which applies it after authentication: a stranger hears 401,
-    /// never 413, and every 413 is counted under its source.
-    pub fn listener_limits(&self) -> anyhow::Result<Limits> {
-        let limits = self.limits.resolve("gateway")?;
-        Ok(Limits { shutdown_grace: self.drain_timeout(), max_body_bytes: usize::MAX, ..limits })
-    }
-
-    /// The TLS acceptor when `tls_cert` and `tls_key` are set; the key is never asked for on a
-    /// terminal.
-    pub fn tls(&self) -> anyhow::Result<Option<openssl::ssl::SslAcceptor>> {
-        self.tls.acceptor("gateway")
-    }
-
-    pub fn source(&self, name: &str) -> Option<&SourceSpec> {
-        self.sources.iter().find(|s| s.name == name)
     }
 }
 
@@ -264,6 +298,10 @@ mod tests {
     use super::*;
     use crate::kinds::test_support::source;
 
+    fn check(config: &GatewayConfig) -> Result<(), String> {
+        config.compile(Some("t")).map(|_| ()).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn listener_limits_and_tls_are_read_from_the_gateway_section() {
         let config: GatewayConfig = serde_json::from_value(serde_json::json!({
@@ -275,13 +313,15 @@ mod tests {
             "sources": [],
         }))
         .unwrap();
-        assert_eq!(config.validate(), Ok(()));
-        let limits = config.listener_limits().unwrap();
+        assert_eq!(check(&config), Ok(()));
+        let settings = config.compile(Some("t")).unwrap();
+        let limits = settings.listener;
         assert_eq!(limits.header_read, Duration::from_secs(2));
         assert_eq!(limits.keep_alive, Duration::from_secs(30), "[http]'s default");
         assert_eq!(limits.max_connections, 64);
         assert_eq!(limits.shutdown_grace, Duration::from_secs(3), "the drain, not the worker's");
-        assert_eq!(config.limits.max_body_bytes, 1000, "applied by the router, after the token");
+        assert_eq!(settings.max_body_bytes, 1000, "applied by the router, after the token");
+        assert_eq!(settings.topic, "t", "the first [source] topic when [gateway] names none");
         assert!(!format!("{config:?}").contains("pem-secret"));
         let unknown = serde_json::from_value::<GatewayConfig>(
             serde_json::json!({ "header_read_timout": "2s" }),
@@ -293,50 +333,50 @@ mod tests {
     fn a_bad_listener_limit_or_half_a_tls_pair_is_refused() {
         let mut config = GatewayConfig::default();
         config.limits.header_read_timeout = DurationSetting::secs(0);
-        assert!(config.validate().unwrap_err().contains("[gateway] header_read_timeout"));
+        assert!(check(&config).unwrap_err().contains("[gateway] header_read_timeout"));
         let mut config =
             GatewayConfig { ack_timeout: DurationSetting::secs(30), ..GatewayConfig::default() };
-        assert!(config.validate().unwrap_err().contains("longer than ack_timeout"));
+        assert!(check(&config).unwrap_err().contains("longer than ack_timeout"));
         config.limits.keep_alive_timeout = DurationSetting::secs(31);
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(check(&config), Ok(()));
         config.tls.tls_cert = Some("cert.pem".into());
-        assert!(config.validate().unwrap_err().contains("tls_cert and tls_key go together"));
+        assert!(check(&config).unwrap_err().contains("tls_cert and tls_key go together"));
     }
 
     #[test]
     fn defaults_are_valid_on_loopback_and_need_a_token_elsewhere() {
         let mut config = GatewayConfig::default();
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(check(&config), Ok(()));
         config.listen = "0.0.0.0:9899".into();
-        assert!(config.validate().unwrap_err().contains("token is required"));
+        assert!(check(&config).unwrap_err().contains("token is required"));
         config.token = Some(Secret::new("x"));
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(check(&config), Ok(()));
     }
 
     #[test]
     fn sources_need_their_credential_and_one_brand() {
         let mut config = GatewayConfig::default();
         config.sources.push(source(Kind::Delighted));
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(check(&config), Ok(()));
         config.sources[0].token = None;
-        assert!(config.validate().unwrap_err().contains("needs a token"));
+        assert!(check(&config).unwrap_err().contains("needs a token"));
         let mut typeform = source(Kind::Typeform);
         typeform.score_field = Some("nps".into());
         config.sources = vec![typeform];
-        assert!(config.validate().unwrap_err().contains("needs a secret"));
+        assert!(check(&config).unwrap_err().contains("needs a secret"));
         config.sources[0].secret = Some(Secret::new("k"));
-        assert!(config.validate().unwrap_err().contains("one, not empty"), "token and secret");
+        assert!(check(&config).unwrap_err().contains("one, not empty"), "token and secret");
         config.sources[0].token = None;
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(check(&config), Ok(()));
         let mut wootric = source(Kind::Wootric);
         wootric.secret = Some(Secret::new("k"));
         config.sources.push(wootric);
-        assert!(config.validate().unwrap_err().contains("a token or a secret"));
+        assert!(check(&config).unwrap_err().contains("a token or a secret"));
         config.sources[1].token = None;
         config.sources[1].name = "w".into();
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(check(&config), Ok(()));
         config.sources[0].brand_from = Some("a.b".into());
-        assert!(config.validate().unwrap_err().contains("brand or brand_from"));
+        assert!(check(&config).unwrap_err().contains("brand or brand_from"));
     }
 
     #[test]

@@ -16,6 +16,6 @@ pub mod router;
 pub mod serve;
 pub mod time;
 
-pub use config::{GatewayConfig, Kind, SourceSpec};
+pub use config::{GatewayConfig, GatewaySettings, Kind, SourceSpec};
 pub use router::{router, Gateway};
 pub use serve::serve;

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 use crate::auth;
-use crate::config::{GatewayConfig, SourceSpec};
+use crate::config::{GatewaySettings, SourceSpec};
 use crate::kafka::{Record, Sink};
 use crate::kinds;
 use crate::mapping::{event_json, Mapped};
@@ -26,13 +26,13 @@ use crate::metrics::GatewayMetrics;
 
 /// Everything a request needs; one per process.
 pub struct Gateway {
-    pub config: GatewayConfig,
+    pub settings: GatewaySettings,
     pub sink: Sink,
     pub metrics: GatewayMetrics,
 }
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let limit = gateway.config.limits.max_body_bytes;
+    let limit = gateway.settings.max_body_bytes;
     // The token is checked before the body is read: a stranger cannot make us buffer it.
     let events_route = post(events)
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), events_token));
@@ -107,7 +107,7 @@ async fn events_token(
     next: axum::middleware::Next,
 ) -> Response {
     let started = Instant::now();
-    if let Some(token) = &gateway.config.token {
+    if let Some(token) = &gateway.settings.token {
         let authorization = header_str(request.headers(), header::AUTHORIZATION);
         if !auth::token_matches(authorization, request.uri().query(), token.expose()) {
             return gateway.finish(EVENTS_SOURCE, started, unauthorized());
@@ -125,7 +125,7 @@ async fn webhook_gate(
     next: axum::middleware::Next,
 ) -> Response {
     let started = Instant::now();
-    let Some(source) = gateway.config.source(&name) else {
+    let Some(source) = gateway.settings.source(&name) else {
         let response = (StatusCode::NOT_FOUND, "unknown source\n").into_response();
         return gateway.finish("unknown", started, response);
     };
@@ -156,7 +156,7 @@ async fn webhook(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let Some(source) = gateway.config.source(&name) else {
+    let Some(source) = gateway.settings.source(&name) else {
         let response = (StatusCode::NOT_FOUND, "unknown source\n").into_response();
         return gateway.finish("unknown", started, response);
     };
@@ -209,7 +209,7 @@ impl Gateway {
         if let Err(unavailable) = self.sink.deliver(&outcome.records).await {
             warn!(source, error = %unavailable.0, "Kafka did not acknowledge; answering 503");
             self.metrics.events.with_label_values(&[source, "unavailable"]).inc_by(items as u64);
-            let retry_after = self.config.retry_after_seconds.to_string();
+            let retry_after = self.settings.retry_after_seconds.to_string();
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, retry_after)],

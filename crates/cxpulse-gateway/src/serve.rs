@@ -6,18 +6,17 @@ use std::future::Future;
 
 use axum::Router;
 
-use crate::config::GatewayConfig;
+use crate::config::GatewaySettings;
 
-/// Serves `router` on `listener` (from `cxpulse_http::listener::bind`) with `config`'s limits,
-/// over TLS when `tls` is given, until `shutdown` completes; requests in flight then get
+/// Serves `router` on `listener` (from `cxpulse_http::listener::bind`) with the settings' limits,
+/// over TLS when they have it, until `shutdown` completes; requests in flight then get
 /// `drain_timeout` to finish, and whatever still runs after that is dropped.
 pub async fn serve(
     router: Router,
     listener: std::net::TcpListener,
-    config: &GatewayConfig,
-    tls: Option<openssl::ssl::SslAcceptor>,
+    settings: &GatewaySettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let limits = config.listener_limits()?;
-    cxpulse_http::listener::serve(listener, router, limits, tls, shutdown).await
+    let tls = settings.tls.clone();
+    cxpulse_http::listener::serve(listener, router, settings.listener, tls, shutdown).await
 }

@@ -2,8 +2,20 @@
 
 use cxpulse_core::secret::Secret;
 
-use crate::listener::HttpLimits;
-use crate::security::TlsFiles;
+use crate::listener::{HttpLimits, Limits};
+use crate::security::{BearerToken, TlsFiles};
+
+/// `[http]` compiled: the address parsed, the token read (from the file, if so), the TLS key
+/// loaded and the limits checked. What the running listener takes.
+#[derive(Clone)]
+pub struct HttpSettings {
+    pub listen: std::net::SocketAddr,
+    pub token: BearerToken,
+    pub tls: Option<openssl::ssl::SslAcceptor>,
+    pub limits: Limits,
+    /// The token's value, for the configuration's redaction (a file's token is learnt here).
+    pub token_value: Option<Secret>,
+}
 
 /// `[http]`.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -38,8 +50,24 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
+    /// The settings the listener runs with; every error is one line naming the key.
+    pub fn compile(&self) -> anyhow::Result<HttpSettings> {
+        let listen = self.listen.parse().map_err(|_| {
+            anyhow::anyhow!("[http] listen `{}` is not an address like 127.0.0.1:9898", self.listen)
+        })?;
+        let limits = self.limits.resolve("http")?;
+        let token_value = self.token()?;
+        Ok(HttpSettings {
+            listen,
+            token: BearerToken::new(token_value.as_ref()),
+            tls: self.tls.acceptor("http")?,
+            limits,
+            token_value,
+        })
+    }
+
     /// The token in effect; an empty one is an error, never "no authentication".
-    pub fn token(&self) -> anyhow::Result<Option<Secret>> {
+    fn token(&self) -> anyhow::Result<Option<Secret>> {
         let token = match (&self.bearer_token, &self.bearer_token_file) {
             (Some(_), Some(_)) => {
                 anyhow::bail!("[http] set bearer_token or bearer_token_file, not both")
@@ -58,10 +86,5 @@ impl HttpConfig {
             anyhow::bail!("[http] bearer token is empty: set a real token or remove the setting");
         }
         Ok(token)
-    }
-
-    /// The TLS acceptor, when both files are set; one without the other is an error.
-    pub fn tls(&self) -> anyhow::Result<Option<openssl::ssl::SslAcceptor>> {
-        self.tls.acceptor("http")
     }
 }

@@ -13,7 +13,7 @@ pub mod security;
 pub mod server;
 pub mod state;
 
-pub use config::HttpConfig;
+pub use config::{HttpConfig, HttpSettings};
 pub use listener::HttpLimits;
 pub use server::serve;
 pub use state::HttpState;

@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::config::HttpConfig;
+use crate::config::HttpSettings;
 use crate::scrape::SharedScrape;
 use crate::security::BearerToken;
 use crate::state::{wall_ms, HttpState};
@@ -34,17 +34,16 @@ pub fn router(state: Arc<HttpState>, token: BearerToken) -> Router {
 }
 
 /// Serves the worker's routes on `listener` (from [`crate::listener::bind`]) with `[http]`'s
-/// limits, token and TLS, until `shutdown` completes.
+/// compiled limits, token and TLS, until `shutdown` completes.
 pub async fn serve(
-    config: &HttpConfig,
+    settings: &HttpSettings,
     listener: std::net::TcpListener,
     state: Arc<HttpState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let token = BearerToken::new(config.token()?.as_ref());
-    let tls = config.tls()?;
-    let limits = config.limits.resolve("http")?;
-    crate::listener::serve(listener, router(state, token), limits, tls, shutdown).await
+    let router = router(state, settings.token.clone());
+    let (limits, tls) = (settings.limits, settings.tls.clone());
+    crate::listener::serve(listener, router, limits, tls, shutdown).await
 }
 
 async fn metrics(

@@ -57,6 +57,9 @@ impl SourceConfig {
     }
 }
 
+/// The broker list when `[kafka]` names none.
+pub const DEFAULT_BOOTSTRAP_SERVERS: &str = "localhost:9092";
+
 /// Settings cxpulse's correctness rests on; a user's `[kafka]` value wins only where it is safe.
 const CONSUMER_DEFAULTS: [(&str, &str); 11] = [
     // A crashed worker's partitions move after at most this (plus the rebalance itself).
@@ -66,7 +69,7 @@ const CONSUMER_DEFAULTS: [(&str, &str); 11] = [
     ("fetch.wait.max.ms", "100"),
     // librdkafka's default (1 s) idles a consumer that falls behind a full prefetch queue.
     ("fetch.queue.backoff.ms", "10"),
-    ("bootstrap.servers", "localhost:9092"),
+    ("bootstrap.servers", DEFAULT_BOOTSTRAP_SERVERS),
     ("group.id", "cxpulse"),
     ("auto.offset.reset", "earliest"),
     ("partition.assignment.strategy", "cooperative-sticky"),
@@ -102,7 +105,7 @@ pub fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
 /// settings from `[kafka]`, without the consumer-only ones.
 pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", "localhost:9092");
+    config.set("bootstrap.servers", DEFAULT_BOOTSTRAP_SERVERS);
     for (key, value) in settings {
         let consumer_only = key.starts_with("group.")
             || key.starts_with("enable.auto")
