@@ -236,7 +236,8 @@ fn main() -> ExitCode {
             let mut settings = cxpulse_kafka::KafkaSettings::new();
             settings.insert("bootstrap.servers".into(), brokers.clone());
             let producer_config = cxpulse_kafka::config::producer_config(&settings);
-            pipeline::check_brokers(&producer_config, &brokers)?;
+            let log = cxpulse_kafka::client_log::ClientLog::default();
+            pipeline::check_brokers(&producer_config, &brokers, &log)?;
             let sent =
                 cxpulse_kafka::produce::produce_synthetic(&producer_config, &options, &stop)?;
             println!("produced {sent} events to {}", options.topic);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use cxpulse_core::Engine;
 use cxpulse_http::HttpState;
+use cxpulse_kafka::client_log::{ClientLog, QuietContext};
 use cxpulse_kafka::topic_check::{self, TopicRoles};
 use cxpulse_kafka::Worker;
 use rdkafka::producer::{BaseProducer, Producer};
@@ -70,9 +71,11 @@ async fn wait_for_signal() {
 }
 
 /// Fails with one clear line when no broker answers a metadata request within 10 s.
-pub fn check_brokers(config: &ClientConfig, brokers: &str) -> anyhow::Result<()> {
-    let producer: BaseProducer<cxpulse_kafka::client_log::QuietContext> = config
-        .create_with_context(cxpulse_kafka::client_log::QuietContext)
+/// Its client reports through `log`, the process's other clients' (so that a broker that is away
+/// is one line, whoever noticed).
+pub fn check_brokers(config: &ClientConfig, brokers: &str, log: &ClientLog) -> anyhow::Result<()> {
+    let producer: BaseProducer<QuietContext> = config
+        .create_with_context(QuietContext(log.clone()))
         .map_err(|e| anyhow!("invalid Kafka settings: {e}"))?;
     // Short tries with a poll between them, so the first connection failure is reported at once.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -92,10 +95,15 @@ const TOPIC_CHECK_PATIENCE: Duration = Duration::from_secs(300);
 
 /// Retries [`check_brokers`] (its failures are already reported) until a broker answers, `stop`
 /// is set or [`TOPIC_CHECK_PATIENCE`] passes; whether a broker answered.
-fn wait_for_brokers(config: &ClientConfig, brokers: &str, stop: &AtomicBool) -> bool {
+fn wait_for_brokers(
+    config: &ClientConfig,
+    brokers: &str,
+    stop: &AtomicBool,
+    log: &ClientLog,
+) -> bool {
     let deadline = std::time::Instant::now() + TOPIC_CHECK_PATIENCE;
     while std::time::Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-        if check_brokers(config, brokers).is_ok() {
+        if check_brokers(config, brokers, log).is_ok() {
             return true;
         }
         // An attempt lasts 10 s when the broker is away; this bounds the loop when it fails fast.
@@ -121,9 +129,10 @@ pub fn topic_roles(settings: &Settings) -> TopicRoles {
 pub fn check_topics_connected(settings: &Settings) -> anyhow::Result<()> {
     let brokers = settings.brokers();
     let client = cxpulse_kafka::config::producer_config(&settings.kafka);
-    check_brokers(&client, &brokers)?;
+    let log = ClientLog::default();
+    check_brokers(&client, &brokers, &log)?;
     let roles = topic_roles(settings);
-    match topic_check::describe(&client, &roles.all(), topic_check::DESCRIBE_TIMEOUT) {
+    match topic_check::describe(&client, &roles.all(), topic_check::DESCRIBE_TIMEOUT, &log) {
         Ok(configs) => {
             let warnings = topic_check::evaluate(&roles, &configs, settings.longest_window_ms());
             for w in &warnings {
@@ -166,18 +175,23 @@ pub fn run_bound(
     let roles = topic_roles(settings);
     let longest_window_ms = settings.longest_window_ms();
     let check_metrics = worker.metrics.clone();
+    let client_log = worker.client_log.clone();
     let probe_stop = stop.clone();
     // Off the consume thread: neither joining the group nor counting waits for these answers.
     std::thread::spawn(move || {
-        if let Err(e) = check_brokers(&probe, &brokers) {
-            cxpulse_kafka::client_log::connectivity(&format!(
-                "{e}; /readyz stays false until it answers"
-            ));
-            if !wait_for_brokers(&probe, &brokers, &probe_stop) {
+        if let Err(e) = check_brokers(&probe, &brokers, &client_log) {
+            client_log.connectivity(&format!("{e}; /readyz stays false until it answers"));
+            if !wait_for_brokers(&probe, &brokers, &probe_stop, &client_log) {
                 return;
             }
         }
-        topic_check::check_and_report(&probe, &roles, longest_window_ms, &check_metrics);
+        topic_check::check_and_report(
+            &probe,
+            &roles,
+            longest_window_ms,
+            &check_metrics,
+            &client_log,
+        );
     });
 
     let state = Arc::new(HttpState::new(

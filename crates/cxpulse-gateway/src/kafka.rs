@@ -57,7 +57,7 @@ impl Sink {
         // Connection trouble is reported through the shared limiter: one line at once, then at
         // most one every 30 s, as for the worker's clients.
         let producer: FutureProducer<QuietContext> = config
-            .create_with_context(QuietContext)
+            .create_with_context(QuietContext::default())
             .map_err(|e| anyhow::anyhow!("cannot create the producer: {e}"))?;
         Ok(Sink { producer, topic, dead_letter_topic, ack_timeout })
     }

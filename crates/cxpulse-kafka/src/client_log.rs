@@ -1,9 +1,10 @@
-//! What librdkafka says, said once. Every Kafka client of the process (consumer, dead-letter
+//! What librdkafka says, said once. Every Kafka client of a worker (consumer, dead-letter
 //! producer, state-store clients, the startup probe) routes its log lines and error callbacks
-//! through here. Lost connectivity is one line at once, then at most one line every
-//! `CONNECTIVITY_EVERY` while it lasts (with how many were held back); other lines pass through.
+//! through the worker's one [`ClientLog`]. Lost connectivity is one line at once, then at most
+//! one line every `CONNECTIVITY_EVERY` while it lasts (with how many were held back); other
+//! lines pass through.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
@@ -51,25 +52,69 @@ impl Throttle {
     }
 }
 
-static CONNECTIVITY: Mutex<Throttle> = Mutex::new(Throttle::new(CONNECTIVITY_EVERY));
+/// Where a process's Kafka clients report: cloned into each client's context, so that they all
+/// share one connectivity limiter.
+#[derive(Clone, Debug)]
+pub struct ClientLog {
+    connectivity: Arc<Mutex<Throttle>>,
+}
 
-/// Reports a connectivity problem through the process-wide limiter.
-pub fn connectivity(what: &str) {
-    if let Some(held_back) = lock(&CONNECTIVITY).allow(Instant::now()) {
-        warn!(
-            held_back,
-            "cannot reach Kafka ({what}); retrying, next report in {} s at the latest if it lasts",
-            CONNECTIVITY_EVERY.as_secs()
-        );
+impl Default for ClientLog {
+    fn default() -> Self {
+        ClientLog { connectivity: Arc::new(Mutex::new(Throttle::new(CONNECTIVITY_EVERY))) }
     }
 }
 
-/// A broker answered again: the next problem is reported at once.
-pub fn connectivity_restored() {
-    let mut throttle = lock(&CONNECTIVITY);
-    if throttle.last.is_some() {
-        throttle.reset();
-        info!("Kafka reachable again");
+impl ClientLog {
+    /// Reports a connectivity problem through the shared limiter.
+    pub fn connectivity(&self, what: &str) {
+        if let Some(held_back) = lock(&self.connectivity).allow(Instant::now()) {
+            warn!(
+                held_back,
+                "cannot reach Kafka ({what}); retrying, next report in {} s at the latest if it lasts",
+                CONNECTIVITY_EVERY.as_secs()
+            );
+        }
+    }
+
+    /// A broker answered again: the next problem is reported at once.
+    pub fn connectivity_restored(&self) {
+        let mut throttle = lock(&self.connectivity);
+        if throttle.last.is_some() {
+            throttle.reset();
+            info!("Kafka reachable again");
+        }
+    }
+
+    /// librdkafka's log callback, shared by every client context.
+    pub fn log_line(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if (level as i32) <= RDKafkaLogLevel::Warning as i32 && is_connectivity_line(fac, message) {
+            self.connectivity(message);
+            return;
+        }
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => error!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Warning => warn!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(target: "librdkafka", "{fac} {message}")
+            }
+            RDKafkaLogLevel::Debug => debug!(target: "librdkafka", "{fac} {message}"),
+        }
+    }
+
+    /// librdkafka's error callback, shared by every client context.
+    pub fn client_error(&self, error: &KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            // The state-topic reader asks for these to know it read everything; not a problem.
+            debug!(reason, "end of partition");
+        } else if is_connectivity_error(error) {
+            self.connectivity(reason);
+        } else {
+            warn!(error = %error, reason, "kafka client error");
+        }
     }
 }
 
@@ -102,48 +147,18 @@ fn is_connectivity_line(fac: &str, message: &str) -> bool {
         .any(|needle| message.contains(needle))
 }
 
-/// librdkafka's log callback, shared by every client context.
-pub fn log_line(level: RDKafkaLogLevel, fac: &str, message: &str) {
-    if (level as i32) <= RDKafkaLogLevel::Warning as i32 && is_connectivity_line(fac, message) {
-        connectivity(message);
-        return;
-    }
-    match level {
-        RDKafkaLogLevel::Emerg
-        | RDKafkaLogLevel::Alert
-        | RDKafkaLogLevel::Critical
-        | RDKafkaLogLevel::Error => error!(target: "librdkafka", "{fac} {message}"),
-        RDKafkaLogLevel::Warning => warn!(target: "librdkafka", "{fac} {message}"),
-        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-            info!(target: "librdkafka", "{fac} {message}")
-        }
-        RDKafkaLogLevel::Debug => debug!(target: "librdkafka", "{fac} {message}"),
-    }
-}
-
-/// librdkafka's error callback, shared by every client context.
-pub fn client_error(error: &KafkaError, reason: &str) {
-    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
-        // The state-topic reader asks for these to know it read everything; not a problem.
-        debug!(reason, "end of partition");
-    } else if is_connectivity_error(error) {
-        connectivity(reason);
-    } else {
-        warn!(error = %error, reason, "kafka client error");
-    }
-}
-
-/// A client context that only routes logs and errors through here (state store, startup probe).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct QuietContext;
+/// A client context that only routes logs and errors to a [`ClientLog`] (state store, startup
+/// probe, admin clients).
+#[derive(Clone, Debug, Default)]
+pub struct QuietContext(pub ClientLog);
 
 impl ClientContext for QuietContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        log_line(level, fac, message);
+        self.0.log_line(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        client_error(&error, reason);
+        self.0.client_error(&error, reason);
     }
 }
 

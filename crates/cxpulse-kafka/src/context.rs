@@ -23,7 +23,7 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
-use crate::client_log;
+use crate::client_log::ClientLog;
 use crate::metrics::PipelineMetrics;
 use crate::partitions::{replay_end, start_offset, Partitions, Topics};
 use crate::state_store::StateStore;
@@ -33,6 +33,7 @@ pub(crate) struct WorkerContext {
     pub engine: SharedEngine,
     pub health: Arc<Health>,
     pub metrics: PipelineMetrics,
+    pub client_log: ClientLog,
     pub topics: Topics,
     pub group: String,
     /// The partition bookkeeping, one owner for all of it. Lock order: `store`, then
@@ -366,7 +367,7 @@ impl ClientContext for WorkerContext {
         let up = statistics.brokers.values().any(|b| b.state == "UP");
         self.health.set_broker_up(up);
         if up {
-            client_log::connectivity_restored();
+            self.client_log.connectivity_restored();
         }
         let partitions = lock(&self.partitions);
         self.metrics.consumer_lag.reset();
@@ -395,14 +396,14 @@ impl ClientContext for WorkerContext {
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        client_log::log_line(level, fac, message);
+        self.client_log.log_line(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)) {
             self.health.set_broker_up(false);
         }
-        client_log::client_error(&error, reason);
+        self.client_log.client_error(&error, reason);
     }
 }
 

@@ -18,7 +18,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 use tracing::{info, warn};
 
-use crate::client_log::{self, QuietContext, Throttle};
+use crate::client_log::{ClientLog, QuietContext, Throttle};
 use crate::metrics::PipelineMetrics;
 use crate::partitions::SourcePartition;
 use crate::util::lock;
@@ -88,15 +88,16 @@ pub fn permanent_failure(code: RDKafkaErrorCode) -> Option<&'static str> {
 struct DeliveryContext {
     /// Letter ids with their delivery outcome, collected by `poll`.
     results: Mutex<Vec<(usize, Result<(), RDKafkaErrorCode>)>>,
+    log: ClientLog,
 }
 
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        client_log::log_line(level, fac, message);
+        self.log.log_line(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        client_log::client_error(&error, reason);
+        self.log.client_error(&error, reason);
     }
 }
 
@@ -140,8 +141,9 @@ impl DeadLetterProducer {
         topic: String,
         metrics: PipelineMetrics,
         fallback_max_bytes: usize,
+        log: ClientLog,
     ) -> anyhow::Result<Self> {
-        let max_bytes = match topic_max_bytes(config, &topic) {
+        let max_bytes = match topic_max_bytes(config, &topic, &log) {
             Some(limit) => {
                 info!(%topic, max_bytes = limit, "dead-letter size limit from the topic");
                 limit
@@ -160,7 +162,7 @@ impl DeadLetterProducer {
             // A report within half a minute, so an unreachable topic is retried and shown.
             config.set("message.timeout.ms", "30000");
         }
-        let context = DeliveryContext { results: Mutex::new(Vec::new()) };
+        let context = DeliveryContext { results: Mutex::new(Vec::new()), log };
         let producer = config.create_with_context(context)?;
         Ok(DeadLetterProducer {
             producer,
@@ -314,7 +316,8 @@ impl DeadLetterProducer {
                 pending.retry_at = now + pending.backoff;
                 pending.backoff = (pending.backoff * 2).min(MAX_BACKOFF);
                 if code != RDKafkaErrorCode::QueueFull {
-                    client_log::connectivity(&format!("dead letter not acknowledged: {code}"));
+                    let what = format!("dead letter not acknowledged: {code}");
+                    self.producer.context().log.connectivity(&what);
                 }
             }
         }
@@ -362,8 +365,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The topic's `max.message.bytes`, when the broker answers DescribeConfigs within 3 s.
-fn topic_max_bytes(config: &ClientConfig, topic: &str) -> Option<usize> {
-    let admin: AdminClient<QuietContext> = config.create_with_context(QuietContext).ok()?;
+fn topic_max_bytes(config: &ClientConfig, topic: &str, log: &ClientLog) -> Option<usize> {
+    let admin: AdminClient<QuietContext> =
+        config.create_with_context(QuietContext(log.clone())).ok()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().ok()?;
     let timeout = Duration::from_secs(3);
     let options = AdminOptions::new().request_timeout(Some(timeout));

@@ -21,7 +21,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tracing::warn;
 
-use crate::client_log::{self, QuietContext};
+use crate::client_log::{ClientLog, QuietContext};
 use crate::util::lock;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,15 +29,15 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A restore gives up after this long without a record or an end of partition.
 const READ_STALL: Duration = Duration::from_secs(10);
 
-struct Acks(Mutex<Vec<bool>>);
+struct Acks(Mutex<Vec<bool>>, ClientLog);
 
 impl ClientContext for Acks {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        client_log::log_line(level, fac, message);
+        self.1.log_line(level, fac, message);
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        client_log::client_error(&error, reason);
+        self.1.client_error(&error, reason);
     }
 }
 
@@ -74,9 +74,10 @@ impl StateStore {
         mut producer: ClientConfig,
         mut consumer: ClientConfig,
         topic: String,
+        log: ClientLog,
     ) -> anyhow::Result<Self> {
         producer.set("compression.type", "lz4");
-        let producer = producer.create_with_context(Acks(Mutex::new(Vec::new())))?;
+        let producer = producer.create_with_context(Acks(Mutex::new(Vec::new()), log.clone()))?;
         consumer
             .set("group.id", "cxpulse-state-reader")
             .set("enable.auto.commit", "false")
@@ -87,7 +88,7 @@ impl StateStore {
             .set("enable.partition.eof", "true")
             .set("partition.assignment.strategy", "range")
             .set("statistics.interval.ms", "0");
-        let reader = consumer.create_with_context(QuietContext)?;
+        let reader = consumer.create_with_context(QuietContext(log))?;
         let abort_in_round = std::env::var(FAILPOINT)
             .ok()
             .and_then(|v| v.strip_prefix("abort-mid-checkpoint:")?.parse().ok());

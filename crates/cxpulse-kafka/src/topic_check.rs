@@ -14,7 +14,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use tracing::{info, warn};
 
-use crate::client_log::QuietContext;
+use crate::client_log::{ClientLog, QuietContext};
 use crate::metrics::PipelineMetrics;
 
 /// The largest checkpoint record (`checkpoint::MAX_RECORD_BYTES`, 990,000 bytes) plus room for
@@ -197,9 +197,10 @@ pub fn describe(
     config: &ClientConfig,
     topics: &[String],
     timeout: Duration,
+    log: &ClientLog,
 ) -> Result<TopicConfigs, DescribeError> {
     let admin: AdminClient<QuietContext> = config
-        .create_with_context(QuietContext)
+        .create_with_context(QuietContext(log.clone()))
         .map_err(|e| DescribeError::Unreachable(e.to_string()))?;
     let metadata = admin
         .inner()
@@ -274,8 +275,9 @@ pub fn check_and_report(
     roles: &TopicRoles,
     longest_window_ms: i64,
     metrics: &PipelineMetrics,
+    log: &ClientLog,
 ) -> Option<Vec<TopicWarning>> {
-    match describe(config, &roles.all(), DESCRIBE_TIMEOUT) {
+    match describe(config, &roles.all(), DESCRIBE_TIMEOUT, log) {
         Ok(configs) => {
             let warnings = evaluate(roles, &configs, longest_window_ms);
             for w in &warnings {

@@ -17,7 +17,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use crate::client_log;
+use crate::client_log::{self, ClientLog};
 use crate::config::{consumer_config, producer_config, KafkaSettings, SourceConfig};
 use crate::context::WorkerContext;
 use crate::dead_letter::{DeadLetter, DeadLetterProducer};
@@ -32,6 +32,8 @@ pub struct Worker {
     pub engine: SharedEngine,
     pub health: Arc<Health>,
     pub metrics: PipelineMetrics,
+    /// Where every Kafka client of the worker reports.
+    pub client_log: ClientLog,
 }
 
 impl Worker {
@@ -41,6 +43,7 @@ impl Worker {
             engine: SharedEngine::new(engine),
             health: Arc::new(Health::default()),
             metrics: PipelineMetrics::new(),
+            client_log: ClientLog::default(),
         }
     }
 }
@@ -71,6 +74,7 @@ pub fn run_worker(
                 producer_config(settings),
                 consumer_config(settings),
                 topic.to_string(),
+                worker.client_log.clone(),
             )
             .map_err(|e| anyhow::anyhow!("cannot create the state-topic clients: {e}"))?,
         ),
@@ -79,6 +83,7 @@ pub fn run_worker(
         engine: worker.engine.clone(),
         health: worker.health.clone(),
         metrics: worker.metrics.clone(),
+        client_log: worker.client_log.clone(),
         topics: Topics::new(&source.topics),
         group: consumer_config(settings).get("group.id").unwrap_or("cxpulse").to_string(),
         partitions: Mutex::new(Partitions::default()),
@@ -101,6 +106,7 @@ pub fn run_worker(
                 topic,
                 worker.metrics.clone(),
                 source.dead_letter_max_bytes,
+                worker.client_log.clone(),
             )
             .map_err(|e| anyhow::anyhow!("cannot create the dead-letter producer: {e}"))?,
         ),
@@ -129,7 +135,7 @@ pub fn run_worker(
         }
         if !batch.is_empty() {
             worker.health.set_broker_up(true);
-            client_log::connectivity_restored();
+            worker.client_log.connectivity_restored();
             // A revoke inside a poll may leave messages of partitions no longer ours in the
             // batch: their new owner counts them from the committed offset.
             // Partitions awaiting their restore were paused; what was fetched before is read
@@ -424,7 +430,7 @@ fn poll_batch(
             Some(Ok(message)) => batch.push(message),
             Some(Err(e)) => {
                 if client_log::is_connectivity_error(&e) {
-                    client_log::connectivity(&e.to_string());
+                    consumer.context().client_log.connectivity(&e.to_string());
                 } else {
                     warn!(error = %e, "poll error");
                 }
