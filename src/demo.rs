@@ -13,8 +13,8 @@ use cxpulse_kafka::produce::{preload, produce_synthetic, Preload, ProduceOptions
 use rdkafka::mocking::MockCluster;
 use tracing::{error, info};
 
-use crate::alerting::{LocalAlerting, Programs};
 use crate::config::Config;
+use crate::tools::alerting::{LocalAlerting, Programs};
 
 const TOPIC: &str = "cx-events";
 const PARTITIONS: i32 = 12;
@@ -131,8 +131,12 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
             // Prometheus starts once the history is read: a worker busy with it may answer
             // scrapes late, and with `for:` in seconds a few late scrapes would page "no worker
             // is up".
-            let caught_up =
-                crate::alerting::wait_until_consumed(addr, history, CATCH_UP_LIMIT, &alerting_stop);
+            let caught_up = crate::tools::alerting::wait_until_consumed(
+                addr,
+                history,
+                CATCH_UP_LIMIT,
+                &alerting_stop,
+            );
             println!("  history  read by the worker {caught_up}");
             match LocalAlerting::start(&programs, addr, started) {
                 Ok(stack) => {

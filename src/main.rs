@@ -1,8 +1,6 @@
 //! cxpulse: Kafka customer-experience events in, live NPS/CSAT/CES/churn metrics out.
 //! This is the binary: command line, wiring and signal handling; the logic lives in `crates/`.
 
-mod alerting;
-mod bench;
 mod config;
 mod demo;
 mod gateway;
@@ -10,7 +8,7 @@ mod kafka_check;
 mod memory_limit;
 mod pipeline;
 mod settings;
-mod soak;
+mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -201,7 +199,7 @@ fn main() -> ExitCode {
         } => (|| {
             pipeline::init_logging(cli.log_level.as_deref().unwrap_or("warn"), false)?;
             if let Some(seconds) = soak_seconds {
-                return soak::run(&soak::SoakOptions {
+                return tools::soak::run(&tools::soak::SoakOptions {
                     seconds,
                     rate,
                     partitions: partitions.unwrap_or(12),
@@ -209,9 +207,9 @@ fn main() -> ExitCode {
                 });
             }
             if scrape_memory {
-                return bench::print_scrape_memory();
+                return tools::bench::print_scrape_memory();
             }
-            bench::run(events, partitions.unwrap_or(64))
+            tools::bench::run(events, partitions.unwrap_or(64))
         })(),
         Command::Demo { listen, rate, duration, dip_after, alerting } => (|| {
             pipeline::init_logging(cli.log_level.as_deref().unwrap_or("info"), false)?;

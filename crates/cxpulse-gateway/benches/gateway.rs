@@ -4,7 +4,7 @@
 //! valid events. Every request is answered only after Kafka acknowledged its events, so the
 //! figures include the round trip to the broker.
 //!
-//! `cargo run --release -p cxpulse-gateway --example bench -- [connections] [seconds] [batch]`
+//! `cargo bench -p cxpulse-gateway --bench gateway -- [connections] [seconds] [batch]`
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Sizes and build times of `/api/v1/scores` and the page at many brand/segment pairs (figures for
-//! docs/api.md; no thresholds). `cargo run --release -p cxpulse-http --example
-//! people_views_at_scale [PAIRS]` (default 10,000).
+//! docs/api.md; no thresholds). `cargo bench -p cxpulse-http --bench people_views -- [PAIRS]`
+//! (default 10,000).
 
 use std::time::Instant;
 
@@ -12,7 +12,8 @@ use cxpulse_http::scores::{document, ScoresQuery};
 const NOW: i64 = 1_795_428_000_000;
 
 fn main() {
-    let pairs: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    // `cargo bench` adds `--bench`; the first number is the pair count.
+    let pairs: usize = std::env::args().skip(1).find_map(|n| n.parse().ok()).unwrap_or(10_000);
     let config = EngineConfig { clock: ClockMode::Event, ..EngineConfig::default() };
     let Ok(mut engine) = Engine::new(config) else { return eprintln!("engine config refused") };
     for pair in 0..pairs {

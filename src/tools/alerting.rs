@@ -15,8 +15,8 @@ use anyhow::{anyhow, bail, Context};
 use cxpulse_core::duration::parse_duration_ms;
 use serde_json::Value;
 
-const RECORDING_RULES: &str = include_str!("../deploy/prometheus/rules/recording.yml");
-const ALERT_RULES: &str = include_str!("../deploy/prometheus/rules/alerts.yml");
+const RECORDING_RULES: &str = include_str!("../../deploy/prometheus/rules/recording.yml");
+const ALERT_RULES: &str = include_str!("../../deploy/prometheus/rules/alerts.yml");
 
 /// How much shorter every `for:` is in the generated copy: a minute becomes a second.
 const FOR_DIVISOR: i64 = 60;
