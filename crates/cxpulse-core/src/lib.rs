@@ -9,6 +9,7 @@ pub mod age;
 pub mod alerts;
 pub mod buckets;
 pub mod checkpoint;
+pub mod drop_evidence;
 pub mod duration;
 pub mod engine;
 pub mod event;
