@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
-use cxpulse_core::alerts::{AlertOverride, AlertPolicy, DEFAULT_CHURN_THRESHOLD};
+use cxpulse_core::alerts::{
+    AlertOverride, AlertPolicy, DEFAULT_CHURN_THRESHOLD, DEFAULT_SILENCE_MIN_RATE,
+};
+use cxpulse_core::drop_evidence::DropSettings;
 use cxpulse_core::duration::DurationSetting;
 use cxpulse_core::secret::{secrets_in, Redactor, Secret};
 use cxpulse_core::{ClockMode, EngineConfig, WindowSpec};
@@ -139,6 +142,11 @@ pub struct AlertsConfig {
     pub min_responses: u64,
     /// Churn share (0..1) over 30 days above which CxpulseChurnRateHigh fires.
     pub churn_threshold: f64,
+    /// Answers an hour (7-day average) from which a brand's silence raises
+    /// CxpulseBrandFeedSilent.
+    pub silence_min_rate: f64,
+    /// `[alerts.nps_drop]`: the sequential NPS-drop evidence behind CxpulseNpsDropDetected.
+    pub nps_drop: DropSettings,
     #[serde(rename = "override", skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<AlertOverride>,
 }
@@ -149,6 +157,8 @@ impl Default for AlertsConfig {
             nps_threshold: 0.0,
             min_responses: 30,
             churn_threshold: DEFAULT_CHURN_THRESHOLD,
+            silence_min_rate: DEFAULT_SILENCE_MIN_RATE,
+            nps_drop: DropSettings::default(),
             overrides: Vec::new(),
         }
     }
@@ -288,6 +298,10 @@ impl Config {
         if self.limits.max_series == 0 {
             bail!("invalid config: [limits] max_series must be at least 1");
         }
+        self.alerts
+            .nps_drop
+            .validate()
+            .map_err(|e| anyhow!("invalid config: [alerts.nps_drop] {e}"))?;
         let longest = windows.iter().map(|w| w.size_ms).max().unwrap_or(0);
         let correction_horizon_ms = match &self.limits.correction_horizon {
             Some(horizon) if horizon.ms() > longest => bail!(
@@ -312,6 +326,7 @@ impl Config {
             dedup_horizon_ms: self.limits.dedup_horizon.ms(),
             correction_horizon_ms,
             state_memory_bytes,
+            drop: self.alerts.nps_drop.clone(),
         })
     }
 
@@ -336,10 +351,14 @@ impl Config {
                 );
             }
         }
+        if !(self.alerts.silence_min_rate >= 0.0 && self.alerts.silence_min_rate.is_finite()) {
+            bail!("invalid config: [alerts] silence_min_rate is answers an hour, 0 or more");
+        }
         Ok(AlertPolicy {
             nps_threshold: self.alerts.nps_threshold,
             min_responses: self.alerts.min_responses,
             churn_threshold: self.alerts.churn_threshold,
+            silence_min_rate: self.alerts.silence_min_rate,
             overrides: self.alerts.overrides.clone(),
         })
     }

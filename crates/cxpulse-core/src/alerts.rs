@@ -21,6 +21,8 @@ pub struct AlertPolicy {
     pub min_responses: u64,
     /// Share (0..1) of the customers active at the 30-day window's start who churned in it.
     pub churn_threshold: f64,
+    /// Answers an hour (7-day average) from which a brand that falls silent alerts.
+    pub silence_min_rate: f64,
     pub overrides: Vec<AlertOverride>,
 }
 
@@ -28,12 +30,17 @@ pub struct AlertPolicy {
 /// churn of a healthy subscription business, so it flags a real change rather than noise.
 pub const DEFAULT_CHURN_THRESHOLD: f64 = 0.05;
 
+/// The silence alert's traffic floor when `[alerts]` sets none: a brand with fewer answers an
+/// hour than this has quiet hours too often for a gap to mean anything.
+pub const DEFAULT_SILENCE_MIN_RATE: f64 = 5.0;
+
 impl Default for AlertPolicy {
     fn default() -> Self {
         AlertPolicy {
             nps_threshold: 0.0,
             min_responses: 30,
             churn_threshold: DEFAULT_CHURN_THRESHOLD,
+            silence_min_rate: DEFAULT_SILENCE_MIN_RATE,
             overrides: Vec::new(),
         }
     }
@@ -84,6 +91,7 @@ mod tests {
             nps_threshold: 0.0,
             min_responses: 30,
             churn_threshold: 0.05,
+            silence_min_rate: 5.0,
             overrides: vec![
                 AlertOverride {
                     brand: "acme".into(),

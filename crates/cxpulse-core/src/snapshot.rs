@@ -44,9 +44,14 @@ pub struct SeriesSnapshot {
     pub active_at_start: Vec<Option<(i64, bool)>>,
     pub active_now: Option<(i64, bool)>,
     pub survey_totals: [u64; 7],
+    /// When this worker last counted an answer of the series (wall clock); `None` since start.
+    pub last_answer_wall_ms: Option<i64>,
     /// Per window, its steps oldest first, each step's NPS counts `[promoter, passive,
     /// detractor]`; empty unless asked for (`Engine::snapshot_with_steps`).
     pub nps_steps: Vec<Vec<[u32; 3]>>,
+    /// Sequential evidence that the series' NPS dropped, 1.0 at the alarm (`drop_evidence`);
+    /// the largest of its partitions' where several count it.
+    pub nps_drop_evidence: f64,
 }
 
 #[derive(Clone, Debug)]

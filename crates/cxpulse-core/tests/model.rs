@@ -301,6 +301,7 @@ fn config(mode: ClockMode) -> EngineConfig {
         dedup_horizon_ms: HORIZON_MS,
         correction_horizon_ms: CORRECTION_HORIZON_MS,
         state_memory_bytes: None,
+        ..EngineConfig::default()
     }
 }
 

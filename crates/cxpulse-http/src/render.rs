@@ -27,6 +27,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "cxpulse_nps_alert_threshold",
     "cxpulse_nps_alert_min_responses",
     "cxpulse_churn_alert_threshold",
+    "cxpulse_nps_drop_evidence",
+    "cxpulse_alert_silence_min_rate",
     "cxpulse_events_consumed_total",
     "cxpulse_events_rejected_total",
     "cxpulse_events_duplicate_total",
@@ -197,6 +199,28 @@ fn render_series_gauges(out: &mut String, snapshot: &Snapshot, policy: &AlertPol
             );
         }
     }
+    header(
+        out,
+        "cxpulse_nps_drop_evidence",
+        "gauge",
+        "Sequential evidence that the NPS dropped; the alert fires at 1 (docs/alerting.md).",
+    );
+    for series in &snapshot.series {
+        let _ = writeln!(
+            out,
+            r#"cxpulse_nps_drop_evidence{{brand="{}",segment="{}"}} {}"#,
+            series.brand,
+            series.segment,
+            (series.nps_drop_evidence * 1000.0).round() / 1000.0
+        );
+    }
+    header(
+        out,
+        "cxpulse_alert_silence_min_rate",
+        "gauge",
+        "Answers an hour (7-day average) from which a silent brand alerts (config).",
+    );
+    let _ = writeln!(out, "cxpulse_alert_silence_min_rate {}", policy.silence_min_rate);
     header(
         out,
         "cxpulse_customers_active",

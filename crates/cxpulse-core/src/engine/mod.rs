@@ -18,7 +18,8 @@ use ahash::RandomState;
 
 use crate::age::AgeHistogram;
 use crate::buckets::{live_from, span_of};
-use crate::event::{Event, Payload, RejectReason, Rejection};
+use crate::drop_evidence::DropSettings;
+use crate::event::{Event, NpsCategory, Payload, RejectReason, Rejection, Survey};
 // Re-exported where they used to live, for callers that name them by this path.
 pub use crate::event::{SourcePartition, OVERFLOW_LABEL};
 use crate::parse::parse_event;
@@ -65,6 +66,8 @@ pub struct EngineConfig {
     pub correction_horizon_ms: i64,
     /// Bytes of state past which the oldest ids and answers are forgotten early; `None`: no limit.
     pub state_memory_bytes: Option<u64>,
+    /// The NPS-drop detector's settings (`[alerts]`), the same for every series.
+    pub drop: DropSettings,
 }
 
 impl Default for EngineConfig {
@@ -81,6 +84,7 @@ impl Default for EngineConfig {
             dedup_horizon_ms: 86_400_000,
             correction_horizon_ms: 86_400_000,
             state_memory_bytes: None,
+            drop: DropSettings::default(),
         }
     }
 }
@@ -366,10 +370,20 @@ impl Engine {
 
         let contribution = match &event.payload {
             Payload::Survey { survey, .. } => {
+                if let Survey::Nps { score } = survey {
+                    let value = match Survey::nps_category(*score) {
+                        NpsCategory::Promoter => 1,
+                        NpsCategory::Passive => 0,
+                        NpsCategory::Detractor => -1,
+                    };
+                    let detector = state.drops.entry(series).or_default();
+                    detector.observe(value, occurred, &self.config.drop);
+                }
                 let (counter, ces_score) = survey_counter(*survey);
                 if !self.replaying {
-                    self.series.list[series as usize].survey_totals
-                        [survey_category_index(*survey)] += 1;
+                    let info = &mut self.series.list[series as usize];
+                    info.survey_totals[survey_category_index(*survey)] += 1;
+                    info.last_answer_wall_ms = Some(wall_ms);
                 }
                 Contribution::One { counter, ces_score, active_delta: 0 }
             }
@@ -501,13 +515,23 @@ impl Engine {
                 active_at_start: vec![None; window_count],
                 active_now: None,
                 survey_totals: info.survey_totals,
+                last_answer_wall_ms: info.last_answer_wall_ms,
                 nps_steps: if with_steps {
                     vec![vec![[0; 3]; PANES_PER_WINDOW as usize]; window_count]
                 } else {
                     Vec::new()
                 },
+                nps_drop_evidence: 0.0,
             })
             .collect();
+        for state in self.partitions.values() {
+            for (&id, detector) in &state.drops {
+                if let Some(out) = series.get_mut(id as usize) {
+                    let evidence = detector.evidence(&self.config.drop);
+                    out.nps_drop_evidence = out.nps_drop_evidence.max(evidence);
+                }
+            }
+        }
         if self.clock.now.is_some() {
             for state in self.partitions.values_mut() {
                 for &id in &state.present {

@@ -2,7 +2,12 @@
 //! correctable answers (both in time buckets), and what its checkpoints have written so far.
 //! A partition's state goes whole when the partition does, so a revoke is one removal.
 
+use std::collections::HashMap;
+
+use ahash::RandomState;
+
 use crate::buckets::TimeBuckets;
+use crate::drop_evidence::DropDetector;
 use crate::event::Survey;
 use crate::window::{Counter, Counts, Ring};
 
@@ -76,6 +81,9 @@ pub(crate) struct PartitionState {
     /// The series of the partition's last counted event.
     pub last_series: Option<SeriesId>,
     pub book: PersistBook,
+    /// NPS-drop evidence of each series this partition took NPS answers for (not checkpointed:
+    /// a restored partition learns its baselines again).
+    pub drops: HashMap<SeriesId, DropDetector, RandomState>,
 }
 
 impl PartitionState {
@@ -87,6 +95,7 @@ impl PartitionState {
             answers: TimeBuckets::new(correction_horizon_ms),
             last_series: None,
             book: PersistBook::default(),
+            drops: HashMap::default(),
         }
     }
 
@@ -109,10 +118,12 @@ impl PartitionState {
         })
     }
 
-    /// Heap bytes of the window rings.
+    /// Heap bytes of the window rings (and of the drop detectors beside them).
     pub fn window_bytes(&self) -> usize {
+        let detector = std::mem::size_of::<(SeriesId, DropDetector)>() + 1;
         let slots = self.series.capacity() * std::mem::size_of::<Option<Box<[Ring]>>>()
-            + self.present.capacity() * std::mem::size_of::<SeriesId>();
+            + self.present.capacity() * std::mem::size_of::<SeriesId>()
+            + self.drops.capacity() * detector;
         let rings: usize = self
             .present
             .iter()

@@ -18,6 +18,8 @@ pub(crate) struct SeriesInfo {
     pub segment: Arc<str>,
     /// `cxpulse_survey_responses_total` by `snapshot::SURVEY_CATEGORIES` index.
     pub survey_totals: [u64; 7],
+    /// The wall-clock time the last of those answers was counted at.
+    pub last_answer_wall_ms: Option<i64>,
 }
 
 /// Two-level so that lookups borrow the event's strings.
@@ -73,6 +75,7 @@ impl SeriesTable {
             brand: brand.into(),
             segment: segment.into(),
             survey_totals: [0; 7],
+            last_answer_wall_ms: None,
         });
         (self.list.len() - 1) as SeriesId
     }

@@ -220,3 +220,38 @@ fn the_memory_budget_forgets_the_oldest_ids_early_and_says_so_but_keeps_every_co
     assert_eq!(limited.process(SOURCE, again(0).as_bytes(), now), Outcome::Counted);
     assert_eq!(unlimited.process(SOURCE, again(0).as_bytes(), now), Outcome::Duplicate);
 }
+
+#[test]
+fn drop_evidence_rises_for_the_series_whose_nps_falls_and_only_for_it() {
+    let windows = ["1h", "24h"].iter().filter_map(|w| WindowSpec::named(w).ok()).collect();
+    let drop = DropSettings { warmup_answers: 100, ..DropSettings::default() };
+    let config = EngineConfig { windows, clock: ClockMode::Event, drop, ..EngineConfig::default() };
+    let mut engine = Engine::new(config).unwrap();
+    // 60 answers an hour for each of two series: five promoters, three passives and two
+    // detractors in every ten; after 20 hours, "falls" gets nothing but detractors.
+    let scores = [10, 9, 8, 10, 6, 9, 7, 3, 9, 8];
+    let mut highest = std::collections::BTreeMap::<(String, bool), f64>::new();
+    for i in 0..1_500i64 {
+        let at = 1_800_000_000_000 + i * 60_000;
+        let dropping = i >= 1_200;
+        for brand in ["steady", "falls"] {
+            let score = if brand == "falls" && dropping { 2 } else { scores[i as usize % 10] };
+            let event = format!(
+                r#"{{"event_id":"{brand}-{i}","type":"survey_response","occurred_at":{at},"brand":"{brand}","survey":"nps","score":{score}}}"#
+            );
+            assert_eq!(engine.process(SOURCE, event.as_bytes(), at), Outcome::Counted);
+        }
+        for series in engine.snapshot(at).series {
+            let top = highest.entry((series.brand.to_string(), dropping)).or_default();
+            *top = top.max(series.nps_drop_evidence);
+        }
+    }
+    let top = |brand: &str, dropping: bool| highest[&(brand.to_string(), dropping)];
+    assert!(top("falls", false) < 1.0, "before the drop: {highest:?}");
+    assert!(top("falls", true) >= 1.0, "during the drop: {highest:?}");
+    assert!(top("steady", false) < 1.0 && top("steady", true) < 1.0, "{highest:?}");
+    assert!(top("falls", false) > 0.0 || top("steady", false) > 0.0, "evidence moves: {highest:?}");
+    // A revoked partition takes its evidence along.
+    engine.drop_partitions(&[SOURCE]);
+    assert!(engine.snapshot(0).series.iter().all(|s| s.nps_drop_evidence == 0.0));
+}

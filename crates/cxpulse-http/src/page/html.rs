@@ -45,6 +45,34 @@ struct Row<'a> {
     min_responses: u64,
     scores: Scores,
     below: bool,
+    /// Evidence that the NPS dropped, 1.0 at the alarm.
+    drop_evidence: f64,
+    /// No answer for longer than the series' own rate makes likely (`silent_for`).
+    silent_for_ms: Option<i64>,
+}
+
+/// How long a series has had no answer, when its rate says it should have had some: at least
+/// `min_rate` answers an hour on average over the longest window of at most 7 days, and nothing
+/// for as long as 10 of them normally take (at least 30 minutes). The page's reading of
+/// `CxpulseBrandFeedSilent`, from this worker's own counts.
+fn silent_for(snapshot: &Snapshot, series: usize, min_rate: f64, now_ms: i64) -> Option<i64> {
+    const WEEK_MS: i64 = 7 * 86_400_000;
+    let s = &snapshot.series[series];
+    let (w, spec) = snapshot
+        .windows
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.size_ms <= WEEK_MS)
+        .max_by_key(|(_, w)| w.size_ms)?;
+    let counts = s.windows.get(w)?;
+    let answers: u32 = counts.nps.iter().chain(&counts.csat).chain(&counts.ces).sum();
+    let per_hour = f64::from(answers) / (spec.size_ms as f64 / 3_600_000.0);
+    if per_hour <= 0.0 || per_hour < min_rate {
+        return None;
+    }
+    let quiet_ms = now_ms - s.last_answer_wall_ms?;
+    let expected_ms = ((10.0 / per_hour * 3_600_000.0) as i64).max(30 * 60_000);
+    (quiet_ms >= expected_ms).then_some(quiet_ms)
 }
 
 fn known(value: Option<(i64, bool)>) -> Option<i64> {
@@ -88,6 +116,13 @@ pub fn render_page(snapshot: &Snapshot, view: &PageView) -> String {
                 min_responses,
                 scores,
                 below,
+                drop_evidence: s.nps_drop_evidence,
+                silent_for_ms: silent_for(
+                    snapshot,
+                    index,
+                    view.policy.silence_min_rate,
+                    view.now_ms,
+                ),
             }
         })
         .collect();
@@ -291,7 +326,9 @@ fn render_row(out: &mut String, snapshot: &Snapshot, row: &Row, window: usize) {
         s.nps_responses
     );
     margin_bar(out, s, row.threshold);
-    let status = if row.below {
+    let status = if row.silent_for_ms.is_some() {
+        "<span class=\"st silent\" title=\"no answer for longer than its rate makes likely\">SILENT</span>"
+    } else if row.below {
         "<span class=\"st bad\">BELOW</span>"
     } else if s.nps_score.is_some_and(|v| v < row.threshold) {
         "<span class=\"st few\" title=\"below, but on too few answers to alert\">few answers</span>"
@@ -302,10 +339,19 @@ fn render_row(out: &mut String, snapshot: &Snapshot, row: &Row, window: usize) {
     };
     let _ = write!(
         out,
-        "<small>threshold {}</small></td><td>{status}<br><small>min {} answers</small></td><td>",
+        "<small>threshold {}</small></td><td>{status}<br><small>min {} answers</small>",
         fmt_threshold(row.threshold),
         row.min_responses
     );
+    if let Some(quiet) = row.silent_for_ms {
+        let _ = write!(
+            out,
+            "<br><small>none for {}</small>",
+            format_duration_ms(quiet / 60_000 * 60_000)
+        );
+    }
+    evidence_bar(out, row.drop_evidence);
+    out.push_str("</td><td>");
     let counts = snapshot.series[row.index].windows.get(window).copied().unwrap_or_default();
     shares(out, counts.nps);
     out.push_str("</td><td>");
@@ -330,6 +376,23 @@ fn render_row(out: &mut String, snapshot: &Snapshot, row: &Row, window: usize) {
         let _ = write!(out, "<span>{} {}{mark}</span>", esc(&spec.name), score(other.nps_score));
     }
     out.push_str("</td></tr>");
+}
+
+/// The drop evidence as a bar filling up to the alert level (1.0): amber from half way, red at
+/// the alarm.
+fn evidence_bar(out: &mut String, evidence: f64) {
+    let filled = (evidence.clamp(0.0, 1.0) * 100.0).round();
+    let level = if evidence >= 1.0 {
+        "bad"
+    } else if evidence >= 0.5 {
+        "warn"
+    } else {
+        "ok"
+    };
+    let _ = write!(
+        out,
+        "<div class=\"ev {level}\" data-evidence=\"{evidence:.3}\" title=\"NPS drop evidence {evidence:.2}          (CxpulseNpsDropDetected at 1.00)\"><i style=\"width:{filled}%\"></i></div>"
+    );
 }
 
 /// NPS against the threshold: the axis is centred on the threshold and spans 50 points either

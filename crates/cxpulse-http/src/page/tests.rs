@@ -128,3 +128,30 @@ fn rates_cover_the_last_minute() {
     // The sample at 0 is dropped: the one at 10 s is also over a minute old.
     assert_eq!(rates.record(80_000, 9_000, 10), Some((8_000.0 / 70.0, 0.0)));
 }
+
+#[test]
+fn the_drop_evidence_fills_a_bar_and_a_silent_series_is_marked() {
+    let mut engine = engine_with(3);
+    let mut snapshot = engine.snapshot_with_steps(T0);
+    snapshot.series[0].nps_drop_evidence = 1.4;
+    snapshot.series[1].nps_drop_evidence = 0.3;
+    // 180 answers in the hour, none before: over the 7-day window that is about 1.07 an hour,
+    // at which 10 answers take 9.3 hours. Series 2 has had none for 10 hours.
+    snapshot.series[2].last_answer_wall_ms = Some(T0 - 10 * 3_600_000);
+    snapshot.series[1].last_answer_wall_ms = Some(T0 - 60_000);
+    let policy = AlertPolicy { silence_min_rate: 1.0, ..AlertPolicy::default() };
+    let html = render_page(&snapshot, &view(&policy));
+    assert!(html.contains(r#"class="ev bad" data-evidence="1.400""#), "{html}");
+    assert!(html.contains(r#"<i style="width:100%">"#), "a full bar at the alarm");
+    assert!(html.contains(r#"class="ev ok" data-evidence="0.300""#));
+    assert!(html.contains(r#"<i style="width:30%">"#));
+    assert_eq!(html.matches(">SILENT<").count(), 1, "only series 2");
+    assert!(html.contains("none for 10h"), "how long");
+    snapshot.series[2].last_answer_wall_ms = Some(T0 - 9 * 3_600_000);
+    let html = render_page(&snapshot, &view(&policy));
+    assert!(!html.contains(">SILENT<"), "9 hours is within its usual gaps");
+    let quiet = AlertPolicy { silence_min_rate: 5.0, ..AlertPolicy::default() };
+    snapshot.series[2].last_answer_wall_ms = Some(T0 - 48 * 3_600_000);
+    let html = render_page(&snapshot, &view(&quiet));
+    assert!(!html.contains(">SILENT<"), "below the rate that makes a gap mean anything");
+}
