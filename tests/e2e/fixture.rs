@@ -1,7 +1,6 @@
 //! Helpers for the end-to-end tests: an in-process mock Kafka cluster, the real `cxpulse` binary
 //! as a child process, a plain HTTP scraper and a Prometheus text parser. Loopback only, every
 //! wait bounded.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
@@ -131,11 +130,6 @@ impl Scenario {
             topics.iter().map(|t| (format!("{prefix}{}", t.name), *t)).collect();
         create_topics(&brokers, &named);
         Scenario { cluster: None, brokers, prefix }
-    }
-
-    /// Whether this scenario runs on the real broker.
-    pub fn is_real(&self) -> bool {
-        self.cluster.is_none()
     }
 
     /// The mock cluster, for fault injection; only scenarios made by [`Scenario::new`] have one.
@@ -311,11 +305,6 @@ impl WorkerConfig {
     pub fn topics(mut self, topics: &[&str]) -> WorkerConfig {
         self.topics = topics.iter().map(|t| t.to_string()).collect();
         self
-    }
-
-    /// `[source] dead_letter_topic`.
-    pub fn dead_letter_topic(self, topic: &str) -> WorkerConfig {
-        self.source_line(&format!("dead_letter_topic = \"{topic}\""))
     }
 
     /// `[source] state_topic`.

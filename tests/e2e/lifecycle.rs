@@ -2,12 +2,10 @@
 //! mid-stream commits exactly what it processed, so a second run in the same group neither
 //! re-counts nor skips.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::fixture::*;
 
 #[test]
 fn demo_serves_nps_for_every_brand_within_15_seconds() {

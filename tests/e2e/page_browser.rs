@@ -4,14 +4,12 @@
 //! stays silent. Screenshots (wide and phone width) are kept under `target/tmp/page_browser/`.
 //! Behind a bearer token, the browser gets in with Basic credentials and keeps refreshing.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::fixture::*;
 use serde_json::Value;
 
 /// How long the demo may take to bring globex below its threshold (it takes about 60-90 s).
