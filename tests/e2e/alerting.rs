@@ -774,7 +774,7 @@ fn demo_alerting_prints_globex_nps_alerts_and_nothing_else() {
     required_program("prometheus");
     required_program("prometheus-alertmanager");
     let dir = TempDir::new("demo-alerting");
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", free_port_pair());
     let stderr = std::fs::File::create(dir.0.join("demo.log")).expect("demo log");
     let child = Command::new(binary())
         .args(["demo", "--alerting", "--listen", &listen, "--duration", "240"])

@@ -367,6 +367,22 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// A free loopback port whose next port is free too, for `cxpulse demo` (its gateway listens on
+/// the worker's port + 1). A port from [`free_port`] alone is not enough: Linux gives `bind` ports
+/// of one parity and `connect` the other, so the port after it is of the kind the outgoing
+/// connections of a concurrent test hold (`http_limits` opens a thousand), and a listener cannot
+/// bind a port a connection holds.
+pub fn free_port_pair() -> u16 {
+    (0..50)
+        .find_map(|_| {
+            let first = TcpListener::bind("127.0.0.1:0").ok()?;
+            let port = first.local_addr().ok()?.port();
+            let _next = TcpListener::bind(("127.0.0.1", port.checked_add(1)?)).ok()?;
+            Some(port)
+        })
+        .expect("a free loopback port with a free next port")
+}
+
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cxpulse"))
 }
@@ -382,12 +398,13 @@ pub struct WorkerProcess {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// A new directory named by `tag`, this process and a number no other `TempDir` of this
+    /// process has: tests of every module share one process, and several use the same tag.
     pub fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "cxpulse-test-{tag}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("cxpulse-test-{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         TempDir(dir)
     }

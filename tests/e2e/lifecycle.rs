@@ -9,7 +9,7 @@ use crate::fixture::*;
 
 #[test]
 fn demo_serves_nps_for_every_brand_within_15_seconds() {
-    let port = free_port();
+    let port = free_port_pair();
     let addr = format!("127.0.0.1:{port}");
     let started = Instant::now();
     let child = Command::new(binary())

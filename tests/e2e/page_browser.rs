@@ -208,7 +208,7 @@ fn the_console_capture_sees_errors() {
 
 #[test]
 fn the_demo_page_in_chromium() {
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", free_port_pair());
     let log_dir = TempDir::new("page-demo");
     let log = log_dir.0.join("stderr.log");
     let _demo = Process(
