@@ -3,7 +3,7 @@
 # exactly the rules that promtool tests. Run it after changing a rule file:
 #   deploy/kubernetes/gen-prometheusrule.sh
 # The rule files' groups are copied verbatim (comments too), indented under
-# spec.groups. tests/deploy.rs fails if the committed file is out of date.
+# spec.groups. tests/e2e/deploy.rs fails if the committed file is out of date.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 rules="$here/../prometheus/rules"

@@ -16,7 +16,7 @@
 //! Oracles beyond "no panic": a checkpoint's manifest is its last record; checkpointing a
 //! partition into its topic and restoring it from there returns the checkpoint's offset and
 //! changes no series a snapshot shows, also after checkpoints cut short (the model test,
-//! `crates/cxpulse-core/tests/model.rs`, holds the engine to the same); a topic holding a manifest
+//! `crates/cxpulse-core/tests/core/model.rs`, holds the engine to the same); a topic holding a manifest
 //! restores, into its own partition or another; and no two series of a snapshot share a label
 //! set.
 //!

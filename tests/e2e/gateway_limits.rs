@@ -4,14 +4,12 @@
 //! line, and a taken address (for `gateway`, and for the demo's gateway on the worker's port + 1)
 //! stops the process at once with one line. Every wait is bounded.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::fixture::*;
 
 struct Gateway {
     child: Child,

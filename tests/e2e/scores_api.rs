@@ -2,13 +2,11 @@
 //! error, the alert verdict and each window's per-step history, validated against
 //! `docs/scores.schema.json`; and the page and the API behind the bearer token.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::*;
+use crate::fixture::*;
 use serde_json::Value;
 
 fn schema_validator() -> jsonschema::Validator {

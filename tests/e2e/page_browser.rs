@@ -4,14 +4,12 @@
 //! stays silent. Screenshots (wide and phone width) are kept under `target/tmp/page_browser/`.
 //! Behind a bearer token, the browser gets in with Basic credentials and keeps refreshing.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::fixture::*;
 use serde_json::Value;
 
 /// How long the demo may take to bring globex below its threshold (it takes about 60-90 s).
@@ -210,7 +208,7 @@ fn the_console_capture_sees_errors() {
 
 #[test]
 fn the_demo_page_in_chromium() {
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", free_port_pair());
     let log_dir = TempDir::new("page-demo");
     let log = log_dir.0.join("stderr.log");
     let _demo = Process(

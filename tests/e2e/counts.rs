@@ -2,11 +2,9 @@
 //! the expected windowed counts, rejections and dead letters: on librdkafka's mock cluster, or on
 //! the real broker named by `CXPULSE_TEST_BROKERS` (CI runs them on tansu).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::fixture::*;
 
 const T0: i64 = 1_795_428_000_000; // 2026-11-23T10:00:00Z
 const MIN: i64 = 60_000;

@@ -7,7 +7,7 @@
 //! horizons are full, each id and answer costs what the docs say, the checkpoints write no more
 //! than the input and the topics stay the size of the live state, the counts equal a naive model
 //! kept beside the engine, and a fresh engine restored from the topics shows the same counts.
-//! `cargo test --release -p cxpulse-core --test long_run -- --nocapture` prints the figures.
+//! `cargo test --release -p cxpulse-core --test core long_run -- --nocapture` prints the figures.
 
 use std::collections::{BTreeMap, VecDeque};
 

@@ -1,12 +1,10 @@
 //! The HTTP listener's protection: a bearer token on the data endpoints, TLS, and unsafe
 //! settings refused at startup. Uses the openssl and curl command-line tools.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::fixture::*;
 
 fn curl(args: &[&str]) -> (String, String) {
     let output = Command::new("curl")

@@ -3,14 +3,12 @@
 //! once in the worker's `/metrics`; updates correct, retries do not double, bad credentials get
 //! 401, and a broker outage answers 503 until the tool's retry goes through, counted once.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::fixture::*;
 use serde_json::{json, Value};
 
 const TYPEFORM_SECRET: &str = "tf-secret";

@@ -2,16 +2,14 @@
 //! mid-stream commits exactly what it processed, so a second run in the same group neither
 //! re-counts nor skips.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::fixture::*;
 
 #[test]
 fn demo_serves_nps_for_every_brand_within_15_seconds() {
-    let port = free_port();
+    let port = free_port_pair();
     let addr = format!("127.0.0.1:{port}");
     let started = Instant::now();
     let child = Command::new(binary())

@@ -3,12 +3,10 @@
 //! `cxpulse_topic_config_warnings`, and `check-config --connect` prints it; on the mock cluster,
 //! which cannot answer DescribeConfigs, the worker says so in one info line and counts as usual.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::fixture::*;
 
 fn now_ms() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())

@@ -4,12 +4,10 @@
 //! `CXPULSE_TEST_BROKERS` when it is set; the rest need the mock cluster's fault injection (or
 //! meet a tansu defect, below) and always run on it.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::fixture::*;
 use rdkafka::types::RDKafkaApiKey;
 use rdkafka::types::RDKafkaRespErr;
 

@@ -9,8 +9,6 @@
 //! Needs the Debian packages `prometheus` and `prometheus-alertmanager`; without them the test
 //! fails (it never skips).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -21,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use common::*;
+use crate::fixture::*;
 
 const TOPIC: &str = "cxa";
 /// Every `for:` of the rules becomes this in the test's copy.
@@ -412,7 +410,7 @@ impl Stack {
         let started = Instant::now();
         loop {
             if let Some(value) = check(self) {
-                eprintln!("[e2e_alerting] {what}: after {:.1}s", started.elapsed().as_secs_f64());
+                eprintln!("[alerting] {what}: after {:.1}s", started.elapsed().as_secs_f64());
                 return value;
             }
             for daemon in [&mut self.prometheus, &mut self.alertmanager] {
@@ -721,7 +719,7 @@ scrape_configs:
     assert!(!business_ever.is_empty(), "ALERTS has the acme/smb alert{context}");
 
     eprintln!(
-        "[e2e_alerting] fired {:.1}s after the drop, resolved {:.1}s after the recovery, {} notifications, total {:.1}s",
+        "[alerting] fired {:.1}s after the drop, resolved {:.1}s after the recovery, {} notifications, total {:.1}s",
         fired_after.as_secs_f64(),
         resolved_after.as_secs_f64(),
         stack.webhook.bodies().len(),
@@ -776,7 +774,7 @@ fn demo_alerting_prints_globex_nps_alerts_and_nothing_else() {
     required_program("prometheus");
     required_program("prometheus-alertmanager");
     let dir = TempDir::new("demo-alerting");
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", free_port_pair());
     let stderr = std::fs::File::create(dir.0.join("demo.log")).expect("demo log");
     let child = Command::new(binary())
         .args(["demo", "--alerting", "--listen", &listen, "--duration", "240"])
@@ -834,7 +832,7 @@ fn demo_alerting_prints_globex_nps_alerts_and_nothing_else() {
     }
     assert!(exit.is_some_and(|s| s.success()), "demo exit {exit:?}\n{}", demo.0.log());
     eprintln!(
-        "[e2e_alerting] demo --alerting: both globex NPS alerts printed {:.0}s after start; {} alert lines:\n{}",
+        "[alerting] demo --alerting: both globex NPS alerts printed {:.0}s after start; {} alert lines:\n{}",
         arrived.as_secs_f64(),
         printed.len(),
         printed.iter().map(|a| a.line.as_str()).collect::<Vec<_>>().join("\n")

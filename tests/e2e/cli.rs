@@ -1,11 +1,9 @@
 //! The command line as a user meets it: check-config, one-line errors, produce.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::fixture::*;
 
 fn cxpulse(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let output =

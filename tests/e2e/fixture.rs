@@ -1,7 +1,6 @@
 //! Helpers for the end-to-end tests: an in-process mock Kafka cluster, the real `cxpulse` binary
 //! as a child process, a plain HTTP scraper and a Prometheus text parser. Loopback only, every
 //! wait bounded.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
@@ -131,11 +130,6 @@ impl Scenario {
             topics.iter().map(|t| (format!("{prefix}{}", t.name), *t)).collect();
         create_topics(&brokers, &named);
         Scenario { cluster: None, brokers, prefix }
-    }
-
-    /// Whether this scenario runs on the real broker.
-    pub fn is_real(&self) -> bool {
-        self.cluster.is_none()
     }
 
     /// The mock cluster, for fault injection; only scenarios made by [`Scenario::new`] have one.
@@ -313,11 +307,6 @@ impl WorkerConfig {
         self
     }
 
-    /// `[source] dead_letter_topic`.
-    pub fn dead_letter_topic(self, topic: &str) -> WorkerConfig {
-        self.source_line(&format!("dead_letter_topic = \"{topic}\""))
-    }
-
     /// `[source] state_topic`.
     pub fn state_topic(self, topic: &str) -> WorkerConfig {
         self.source_line(&format!("state_topic = \"{topic}\""))
@@ -378,6 +367,22 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// A free loopback port whose next port is free too, for `cxpulse demo` (its gateway listens on
+/// the worker's port + 1). A port from [`free_port`] alone is not enough: Linux gives `bind` ports
+/// of one parity and `connect` the other, so the port after it is of the kind the outgoing
+/// connections of a concurrent test hold (`http_limits` opens a thousand), and a listener cannot
+/// bind a port a connection holds.
+pub fn free_port_pair() -> u16 {
+    (0..50)
+        .find_map(|_| {
+            let first = TcpListener::bind("127.0.0.1:0").ok()?;
+            let port = first.local_addr().ok()?.port();
+            let _next = TcpListener::bind(("127.0.0.1", port.checked_add(1)?)).ok()?;
+            Some(port)
+        })
+        .expect("a free loopback port with a free next port")
+}
+
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cxpulse"))
 }
@@ -393,12 +398,13 @@ pub struct WorkerProcess {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// A new directory named by `tag`, this process and a number no other `TempDir` of this
+    /// process has: tests of every module share one process, and several use the same tag.
     pub fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "cxpulse-test-{tag}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("cxpulse-test-{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         TempDir(dir)
     }

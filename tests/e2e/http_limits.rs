@@ -2,14 +2,12 @@
 //! connections by the thousand, a stalled TLS handshake, oversized bodies; and a worker whose
 //! address is taken. Every wait is bounded.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::fixture::*;
 
 /// A worker with `http` lines added to `[http]`, its descriptor limit lowered to `nofile` when
 /// given, once it answers `/healthz`.
@@ -269,7 +267,7 @@ fn sixty_four_concurrent_scrapes_stay_within_the_memory_bound() {
     let more = {
         let brokers = brokers.clone();
         std::thread::spawn(move || {
-            let producer = common::producer(&brokers);
+            let producer = crate::fixture::producer(&brokers);
             let events = pair_events(PAIRS, 2_000, PAIRS);
             let refs: Vec<_> = events.iter().map(|(p, k, v)| (*p, k.as_str(), v.clone())).collect();
             produce(&producer, "mem", &refs);

@@ -3,12 +3,10 @@
 //! keeps a restarted worker's partitions without a rebalance, and a 64-partition group converges
 //! to exact counts soon after a worker is SIGKILLed and another stopped mid-stream.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::fixture::*;
 
 fn now_ms() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())

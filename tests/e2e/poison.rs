@@ -1,13 +1,11 @@
 //! Nothing stalls, nothing hides: hostile messages and a hostile dead-letter topic never stop
 //! counting on other partitions, show up in the probes and metrics, and never delay a stop.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::fixture::*;
 use rdkafka::producer::BaseProducer;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::ClientConfig;

@@ -11,6 +11,7 @@ use cxpulse_core::{
     SourcePartition, WindowSpec,
 };
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 const BASE_MS: i64 = 1_800_000_000_000;
 const WINDOWS_MS: [i64; 3] = [60_000, 300_000, 900_000];
@@ -377,8 +378,21 @@ fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// `n` cases, after the ones saved in `model.proptest-regressions` beside this file. Named here
+/// on purpose: proptest's default walks up to the nearest `main.rs`, this binary's own, and would
+/// read a `proptest-regressions` directory beside `core/` instead, without a word.
+fn cases(n: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: n,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(cases(300))]
 
     #[test]
     fn event_clock_matches_model(ops in prop::collection::vec(op_strategy(), 1..150)) {
@@ -455,7 +469,7 @@ fn batched_like_one_by_one(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(cases(200))]
 
     #[test]
     fn batches_match_one_by_one_on_the_event_clock(runs in prop::collection::vec(run_strategy(), 1..12)) {

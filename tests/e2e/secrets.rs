@@ -2,14 +2,12 @@
 //! (TOML syntax, a wrongly typed value, librdkafka's refusal, an environment override, an
 //! encrypted key) and greps everything the binary printed, stdout and stderr, for every one.
 
-mod common;
-
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::fixture::*;
 
 /// Runs `cxpulse` (stdin closed) and returns its exit code and everything it printed; a process
 /// still running after `limit` (one asking for a passphrase, say) is killed and reported as None.
