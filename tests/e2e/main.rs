@@ -20,6 +20,7 @@ mod gateway_limits;
 mod http_limits;
 mod http_security;
 mod lifecycle;
+mod module_graph;
 mod page_browser;
 mod poison;
 mod rebalance;
