@@ -134,6 +134,26 @@ fn stable_traffic_for_two_weeks_raises_no_alarm() {
     }
 }
 
+/// The budget is honoured, and not by a threshold so high that nothing ever fires: at the
+/// loosest budget the settings allow (one false alarm per series-month) the alarms on stable
+/// traffic can be counted in a short run, and must come in under the budget (the threshold aims
+/// at half of it) but not far under it.
+#[test]
+fn false_alarms_on_stable_traffic_come_in_under_the_budget() {
+    let s = DropSettings { false_alarms_per_100_series_months: 100.0, ..DropSettings::default() };
+    let (series, days, rate) = (40, 30, 100);
+    let mut alarms = 0;
+    for seed in 0..series {
+        let mut det = DropDetector::new();
+        let mut feed = Feed::new(1_000 + seed, rate);
+        alarms += stable(&mut det, &mut feed, (days * 24 * rate) as usize, &s);
+    }
+    let months = f64::from(series as u32) * days as f64 * 24.0 / 730.5;
+    // Budget: 1 per series-month, so about 39 here.
+    assert!((alarms as f64) < months, "{alarms} false alarms in {months:.0} series-months");
+    assert!(alarms >= 3, "only {alarms} false alarms in {months:.0} series-months");
+}
+
 #[test]
 fn an_alarm_is_held_then_the_baseline_is_learned_again_from_the_new_level() {
     let s = DropSettings::default();
