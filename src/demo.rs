@@ -24,10 +24,9 @@ const NPS_THRESHOLD: f64 = 10.0;
 const HISTORY_FROM_MS: i64 = 6 * 3_600_000;
 const HISTORY_TO_MS: i64 = 65 * 60_000;
 /// The history holds as many events as this many seconds of live traffic. Sized for one story:
-/// globex's 24h NPS (history plus dip) falls under the threshold about 40 s into the dip, while
-/// its 1h NPS has already dropped significantly below the 24h one; that comparison holds until
-/// the dip outweighs the history (about 100 s into the dip), when the 24h window stops being a
-/// baseline for the hour (see CxpulseNpsDroppedSignificantly).
+/// the history teaches each series' drop detector its baseline, so globex's drop evidence
+/// reaches the alarm within seconds of the dip, well before its 24h NPS (history plus dip) falls
+/// under the threshold, about 40 s into the dip.
 const HISTORY_SECONDS_OF_TRAFFIC: u64 = 110;
 
 /// Longest wait for the worker to read the history before Prometheus starts anyway.

@@ -151,6 +151,7 @@ fn setup(mode: u8) -> Setup {
                 dedup_horizon_ms: 120_000,
                 correction_horizon_ms: 180_000,
                 state_memory_bytes,
+                ..EngineConfig::default()
             },
             time_unit_ms: 1_000,
         }

@@ -30,8 +30,13 @@ const SHORT_INTERVAL: &str = "1s";
 
 const ALERT: &str = "CxpulseNpsBelowThreshold";
 /// Alerts about customers: each of them may only ever fire for the brand/segment driven down.
-const BUSINESS_ALERTS: [&str; 3] =
-    ["CxpulseNpsBelowThreshold", "CxpulseNpsDroppedSignificantly", "CxpulseChurnRateHigh"];
+const BUSINESS_ALERTS: [&str; 5] = [
+    "CxpulseNpsBelowThreshold",
+    "CxpulseNpsDropDetected",
+    "CxpulseChurnRateHigh",
+    "CxpulseBrandFeedSilent",
+    "CxpulseResponseVolumeAnomaly",
+];
 
 const ALERTS_CONFIG: &str = r#"
 [alerts]
@@ -734,7 +739,7 @@ scrape_configs:
 // The one-command local alerting path: `cxpulse demo --alerting`.
 
 /// The demo's NPS alerts; globex is the brand whose NPS dips.
-const DEMO_NPS_ALERTS: [&str; 2] = ["CxpulseNpsBelowThreshold", "CxpulseNpsDroppedSignificantly"];
+const DEMO_NPS_ALERTS: [&str; 2] = ["CxpulseNpsBelowThreshold", "CxpulseNpsDropDetected"];
 /// How long the receiver may take to print both of globex's alerts (docs/alerting.md says about
 /// 40 s for the drop and 80-90 s for the threshold; this leaves room for a loaded machine).
 const DEMO_ALERTS_WITHIN: Duration = Duration::from_secs(150);

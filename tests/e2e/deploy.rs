@@ -498,7 +498,7 @@ fn alertmanager_config_is_valid_and_routes_by_severity() {
     );
     assert_eq!(route(&["alertname=CxpulseWorkerDown", "severity=warning"]), "cxpulse-team");
     // A brand's warning alerts (NPS drop, churn) go to the team together, apart from its page.
-    for alert in ["CxpulseNpsDroppedSignificantly", "CxpulseChurnRateHigh"] {
+    for alert in ["CxpulseNpsDropDetected", "CxpulseChurnRateHigh", "CxpulseBrandFeedSilent"] {
         let name = format!("alertname={alert}");
         assert_eq!(route(&[&name, "severity=warning", "brand=acme"]), "cxpulse-team");
     }
@@ -550,7 +550,9 @@ fn every_alert_has_severity_summary_description_and_runbook() {
     }
     for required in [
         "CxpulseNpsBelowThreshold",
-        "CxpulseNpsDroppedSignificantly",
+        "CxpulseNpsDropDetected",
+        "CxpulseBrandFeedSilent",
+        "CxpulseResponseVolumeAnomaly",
         "CxpulseChurnRateHigh",
         "CxpulseWorkerDown",
         "CxpulseAllWorkersDown",
