@@ -293,7 +293,7 @@ fn render_table(out: &mut String, snapshot: &Snapshot, rows: &[Row], window: usi
     let _ = write!(
         out,
         "<div class=wrap><table><thead><tr><th>brand / segment</th><th>NPS ±95&nbsp;%</th>\
-         <th>vs threshold</th><th>alert</th><th>promoters / passives / detractors&nbsp;%</th>\
+         <th>vs threshold</th><th>alert<br><small>drop evidence</small></th><th>promoters / passives / detractors&nbsp;%</th>\
          <th>NPS per {} step</th><th>CSAT top&#8209;2</th><th>CES 1–7</th><th>churn</th>\
          <th>retention</th><th>other windows</th></tr></thead><tbody>",
         esc(&step)
