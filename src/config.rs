@@ -653,36 +653,21 @@ mod tests {
         assert_eq!(shown, "x <redacted> y <redacted> z <redacted> localhost:9092");
     }
 
-    /// A distinct secret in every secret field of the configuration.
-    pub(crate) const PLANTED: &str = r#"
-[kafka]
-"sasl.password" = "PLANT-kafka-sasl"
-"ssl.key.password" = "PLANT-kafka-sslkey"
-"ssl.keystore.password" = "PLANT-kafka-keystore"
-[http]
-bearer_token = "PLANT-http-token"
-tls_key_password = "PLANT-http-keypass"
-[gateway]
-token = "PLANT-gateway-token"
-tls_key_password = "PLANT-gateway-keypass"
-[[gateway.sources]]
-name = "d"
-kind = "delighted"
-brand = "acme"
-token = "PLANT-source-token"
-[[gateway.sources]]
-name = "t"
-kind = "typeform"
-brand = "acme"
-score_field = "nps"
-secret = "PLANT-source-secret"
-"#;
+    /// A distinct secret in every secret field of the configuration (`PLANT-…`).
+    fn planted() -> String {
+        include_str!("../tests/fixtures/planted-secrets.toml")
+            .replace("BROKERS", "127.0.0.1:9092")
+            .replace("TOPIC", "cx-events")
+            .replace("HTTP_LISTEN", "127.0.0.1:9898")
+            .replace("GATEWAY_LISTEN", "127.0.0.1:9899")
+    }
 
     #[test]
     fn every_secret_field_is_redacted_in_check_config_and_in_error_text() {
-        let config = load(PLANTED, env(&[])).unwrap();
+        let text = planted();
+        let config = load(&text, env(&[])).unwrap();
         let planted: Vec<&str> =
-            PLANTED.split('"').filter(|part| part.starts_with("PLANT-")).collect();
+            text.split('"').filter(|part| part.starts_with("PLANT-")).collect();
         assert_eq!(planted.len(), 9, "{planted:?}");
         let shown = config.redacted_toml() + &format!("{config:?}");
         let all = planted.join(" ");

@@ -204,52 +204,21 @@ fn an_encrypted_kafka_key_takes_its_password_or_fails_in_one_line() {
     assert_no_secret("check-config", &printed, &[passphrase]);
 }
 
-/// A distinct secret in every secret field of the configuration, for [`every_secret_stays_unsaid`].
-const PLANTED: [&str; 9] = [
-    "PLANT-kafka-sasl",
-    "PLANT-kafka-sslkey",
-    "PLANT-kafka-keystore",
-    "PLANT-http-token",
-    "PLANT-http-keypass",
-    "PLANT-gateway-token",
-    "PLANT-gateway-keypass",
-    "PLANT-source-token",
-    "PLANT-source-secret",
-];
+/// A distinct secret in every secret field of the configuration (`PLANT-…`), with the addresses
+/// to fill in.
+const PLANTED_TOML: &str = include_str!("../fixtures/planted-secrets.toml");
+
+/// The planted secrets themselves.
+fn planted() -> Vec<&'static str> {
+    PLANTED_TOML.split('"').filter(|part| part.starts_with("PLANT-")).collect()
+}
 
 fn planted_config(brokers: &str, topic: &str, http: &str, gateway: &str) -> String {
-    format!(
-        r#"[kafka]
-"bootstrap.servers" = "{brokers}"
-"group.id" = "planted"
-"debug" = "conf,security,broker"
-"sasl.password" = "PLANT-kafka-sasl"
-"ssl.key.password" = "PLANT-kafka-sslkey"
-"ssl.keystore.password" = "PLANT-kafka-keystore"
-[source]
-topics = ["{topic}"]
-state_topic = ""
-[http]
-listen = "{http}"
-bearer_token = "PLANT-http-token"
-tls_key_password = "PLANT-http-keypass"
-[gateway]
-listen = "{gateway}"
-token = "PLANT-gateway-token"
-tls_key_password = "PLANT-gateway-keypass"
-[[gateway.sources]]
-name = "d"
-kind = "delighted"
-brand = "acme"
-token = "PLANT-source-token"
-[[gateway.sources]]
-name = "t"
-kind = "typeform"
-brand = "acme"
-score_field = "nps"
-secret = "PLANT-source-secret"
-"#
-    )
+    PLANTED_TOML
+        .replace("BROKERS", brokers)
+        .replace("\"TOPIC\"", &format!("\"{topic}\""))
+        .replace("HTTP_LISTEN", http)
+        .replace("GATEWAY_LISTEN", gateway)
 }
 
 /// `curl` with the given arguments: the status line, headers and body it received.
@@ -296,7 +265,9 @@ fn every_secret_stays_unsaid() {
 
     let (code, printed) = cxpulse(&["check-config", &path], &[], WAIT);
     assert_eq!(code, Some(0), "{printed}");
-    assert_eq!(printed.matches("<redacted>").count(), PLANTED.len(), "{printed}");
+    let planted = planted();
+    assert_eq!(planted.len(), 9, "{planted:?}");
+    assert_eq!(printed.matches("<redacted>").count(), planted.len(), "{printed}");
     said.push(("check-config".to_string(), printed));
 
     let mut worker = spawn_logged(&dir.0, "run", &path);
@@ -366,6 +337,6 @@ fn every_secret_stays_unsaid() {
     assert!(said.iter().any(|(_, text)| text.contains("DEBUG")), "no debug lines:\n{logged}");
     for (what, text) in &said {
         assert!(!text.is_empty(), "{what}: nothing said");
-        assert_no_secret(what, text, &PLANTED);
+        assert_no_secret(what, text, &planted);
     }
 }
