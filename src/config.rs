@@ -552,6 +552,9 @@ mod tests {
             ("[nonsense]\nx = 1", "unknown field"),
             ("[http]\nheader_read_timeout = \"1s\"\nnonsense = 1", "unknown field `nonsense`"),
             ("[kafka]\n\"sasl.password\" = \"\"", "sasl.password"),
+            ("[alerts.nps_drop]\nmin_drop_points = 0", "[alerts.nps_drop] min_drop_points"),
+            ("[alerts.nps_drop]\nwarmup = 5", "unknown field `warmup`"),
+            ("[alerts]\nsilence_min_rate = -1", "[alerts] silence_min_rate"),
         ] {
             let error = load(text, env(&[])).unwrap_err().to_string();
             assert!(error.contains(needle), "{text}: {error}");
