@@ -5,7 +5,7 @@
 #![no_main]
 
 use cxpulse_core::event::{
-    is_label_value, Event, Payload, Survey, MAX_EVENT_BYTES, MAX_OCCURRED_AT_MS,
+    is_label_value, Event, Payload, Survey, MAX_COMMENT_BYTES, MAX_EVENT_BYTES, MAX_OCCURRED_AT_MS,
 };
 use cxpulse_core::parse::{parse_event, parse_event_reference};
 use cxpulse_core::RejectReason;
@@ -27,7 +27,7 @@ fn check(event: &Event<'_>) {
         event.occurred_at_ms
     );
     match &event.payload {
-        Payload::Survey { survey, response_id } => {
+        Payload::Survey { survey, response_id, customer_id, comment } => {
             match *survey {
                 Survey::Nps { score } => assert!(score <= 10, "nps score {score}"),
                 Survey::Csat { score, scale } => {
@@ -38,6 +38,12 @@ fn check(event: &Event<'_>) {
             if let Some(id) = response_id {
                 check_id("response_id", id);
             }
+            if let Some(id) = customer_id {
+                check_id("customer_id", id);
+            }
+            if let Some(comment) = comment {
+                assert!(comment.len() <= MAX_COMMENT_BYTES, "comment of {} bytes", comment.len());
+            }
         }
         Payload::Lifecycle { customer_id, .. } => check_id("customer_id", customer_id),
         Payload::CustomerBase { .. } => {}
@@ -46,7 +52,12 @@ fn check(event: &Event<'_>) {
 
 fuzz_target!(|data: &[u8]| {
     let parsed = parse_event(data);
-    assert_eq!(parsed, parse_event_reference(data), "fast and reference paths differ on {:?}", String::from_utf8_lossy(data));
+    assert_eq!(
+        parsed,
+        parse_event_reference(data),
+        "fast and reference paths differ on {:?}",
+        String::from_utf8_lossy(data)
+    );
     match parsed {
         Ok(event) => {
             assert!(data.len() <= MAX_EVENT_BYTES);

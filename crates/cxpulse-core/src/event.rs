@@ -185,9 +185,21 @@ impl Action {
 /// What the event says, by `type`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload<'a> {
-    Survey { survey: Survey, response_id: Option<Cow<'a, str>> },
-    Lifecycle { action: Action, customer_id: Cow<'a, str> },
-    CustomerBase { active_customers: u64 },
+    /// `customer_id` and `comment` are optional; the comment is only passed on (to the detractor
+    /// feed), never stored.
+    Survey {
+        survey: Survey,
+        response_id: Option<Cow<'a, str>>,
+        customer_id: Option<Cow<'a, str>>,
+        comment: Option<Cow<'a, str>>,
+    },
+    Lifecycle {
+        action: Action,
+        customer_id: Cow<'a, str>,
+    },
+    CustomerBase {
+        active_customers: u64,
+    },
 }
 
 /// A fully validated schema-1 event. Time checks against the clock (too_old,
@@ -206,6 +218,9 @@ pub struct Event<'a> {
 /// small enough that counts built from it (summed over partitions, moved by lifecycle events)
 /// never reach the limits of an i64, where saturating arithmetic would stop being exact.
 pub const MAX_ACTIVE_CUSTOMERS: u64 = 999_999_999_999_999;
+
+/// Longest `comment` of a survey answer, in bytes.
+pub const MAX_COMMENT_BYTES: usize = 4 * 1024;
 
 /// Longest label value (brand, segment), in bytes.
 pub const MAX_LABEL_BYTES: usize = 64;

@@ -69,6 +69,7 @@ schema_fields! {
     ResponseId => "response_id",
     Action => "action",
     ActiveCustomers => "active_customers",
+    Comment => "comment",
 }
 
 /// How many fields schema 1 knows.
@@ -127,14 +128,15 @@ pub(crate) fn parse_event_slow(payload: &[u8]) -> Result<Event<'_>, Rejection> {
         Some(raw) => label(Field::Segment, raw)?,
         None => Cow::Borrowed("all"),
     };
-    // Only lifecycle events keep it, but a malformed one is rejected on any type.
+    // Lifecycle events need it, survey answers may carry it; a malformed one is rejected on any
+    // type.
     let customer_id = match f.optional(Field::CustomerId) {
         Some(raw) => Some(id_string(Field::CustomerId, raw)?),
         None => None,
     };
 
     let payload = match event_type {
-        EventType::SurveyResponse => survey_response(&f)?,
+        EventType::SurveyResponse => survey_response(&f, customer_id)?,
         EventType::CustomerLifecycle => {
             let Some(customer_id) = customer_id else {
                 return Err(missing(Field::CustomerId, f.get(Field::CustomerId)));
@@ -187,7 +189,10 @@ fn event_type(raw: Option<&RawValue>) -> Result<EventType, Rejection> {
     }
 }
 
-fn survey_response<'a>(f: &RawFields<'a>) -> Result<Payload<'a>, Rejection> {
+fn survey_response<'a>(
+    f: &RawFields<'a>,
+    customer_id: Option<Cow<'a, str>>,
+) -> Result<Payload<'a>, Rejection> {
     let raw = f.required(Field::Survey)?;
     let name = json_string(Field::Survey, raw)?;
     let survey = match name.as_deref() {
@@ -208,7 +213,28 @@ fn survey_response<'a>(f: &RawFields<'a>) -> Result<Payload<'a>, Rejection> {
         Some(raw) => Some(id_string(Field::ResponseId, raw)?),
         None => None,
     };
-    Ok(Payload::Survey { survey, response_id })
+    let comment = match f.optional(Field::Comment) {
+        Some(raw) => Some(comment(raw)?),
+        None => None,
+    };
+    Ok(Payload::Survey { survey, response_id, customer_id, comment })
+}
+
+/// Any string of at most `MAX_COMMENT_BYTES` bytes (empty too).
+fn comment(raw: &str) -> Result<Cow<'_, str>, Rejection> {
+    let Some(text) = json_string(Field::Comment, raw)? else {
+        return Err(invalid(
+            Field::Comment,
+            format_args!("expected a string, got {}", kind_of(raw)),
+        ));
+    };
+    if text.len() > MAX_COMMENT_BYTES {
+        return Err(invalid(
+            Field::Comment,
+            format_args!("must be at most {MAX_COMMENT_BYTES} bytes, got {}", text.len()),
+        ));
+    }
+    Ok(text)
 }
 
 /// A score is a JSON integer or a string of ASCII digits. Anything integral outside the range,

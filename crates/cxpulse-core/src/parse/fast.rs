@@ -34,7 +34,8 @@ fn key_slot(body: &[u8]) -> Option<(usize, usize)> {
         (b'e', _) => known(body, Field::EventId),
         (b'o', _) => known(body, Field::OccurredAt),
         (b'b', _) => known(body, Field::Brand),
-        (b'c', _) => known(body, Field::CustomerId),
+        (b'c', b'u') => known(body, Field::CustomerId),
+        (b'c', _) => known(body, Field::Comment),
         (b'r', _) => known(body, Field::ResponseId),
         (b's', b'e') => known(body, Field::Segment),
         (b's', b'u') => known(body, Field::Survey),
@@ -229,7 +230,7 @@ fn build<'a>(f: &[&'a [u8]; FIELDS]) -> Option<Event<'a>> {
         Some(raw) => fast_label(raw)?,
         None => "all",
     };
-    // Checked on every type, kept only by lifecycle events.
+    // Checked on every type, kept by lifecycle events and survey answers.
     let customer_id = match present(slot(Field::CustomerId)) {
         Some(raw) => Some(id(raw)?),
         None => None,
@@ -253,7 +254,19 @@ fn build<'a>(f: &[&'a [u8]; FIELDS]) -> Option<Event<'a>> {
             Some(raw) => Some(Cow::Borrowed(id(raw)?)),
             None => None,
         };
-        Payload::Survey { survey, response_id }
+        // A comment without escapes, in bounds; anything else as the reference path reads it.
+        let comment = match present(slot(Field::Comment)) {
+            Some(raw) => {
+                Some(Cow::Borrowed(string_body(raw).filter(|s| s.len() <= MAX_COMMENT_BYTES)?))
+            }
+            None => None,
+        };
+        Payload::Survey {
+            survey,
+            response_id,
+            customer_id: customer_id.map(Cow::Borrowed),
+            comment,
+        }
     } else if is(event_type, b"\"customer_lifecycle\"") {
         let action = present(slot(Field::Action))?;
         let action = Action::ALL.into_iter().find(|a| action_literal(*a) == action)?;

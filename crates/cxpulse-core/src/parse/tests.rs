@@ -67,7 +67,12 @@ fn design_example() {
             occurred_at_ms: EXAMPLE_MS,
             brand: Cow::Borrowed("acme"),
             segment: Cow::Borrowed("smb"),
-            payload: Payload::Survey { survey: Survey::Nps { score: 9 }, response_id: None },
+            payload: Payload::Survey {
+                survey: Survey::Nps { score: 9 },
+                response_id: None,
+                customer_id: None,
+                comment: None
+            },
         }
     );
     // Plain strings are borrowed from the payload, not copied.
@@ -189,7 +194,10 @@ fn duplicate_known_fields_are_invalid_json() {
 fn escaped_keys_are_matched_after_decoding() {
     let input = survey(r#""\u0073urvey":"nps","sc\u006fre":3"#);
     let e = parse(&input).unwrap();
-    assert_eq!(e.payload, Payload::Survey { survey: Survey::Nps { score: 3 }, response_id: None });
+    let nps3 = Survey::Nps { score: 3 };
+    let expected =
+        Payload::Survey { survey: nps3, response_id: None, customer_id: None, comment: None };
+    assert_eq!(e.payload, expected);
 }
 
 #[test]
@@ -666,6 +674,7 @@ mod prop {
             field("score", &["0", "1", "5", "7", "9", "10", "\"6\""]),
             field("scale_max", &["5", "7", "10"]),
             field("response_id", &["\"r-1\""]),
+            field("comment", &["\"ok\"", "\"\\u00e9\"", "3"]),
             field("action", &["\"churn\"", "\"signup\""]),
             field("active_customers", &["0", "42"]),
             field("other", &["{\"a\":[1,{}]}"]),
@@ -730,4 +739,33 @@ fn the_overflow_label_is_reserved() {
     let rejection = parse_event(payload).unwrap_err();
     assert_eq!(rejection.reason, RejectReason::InvalidField);
     assert!(rejection.detail.contains("reserved"), "{}", rejection.detail);
+}
+
+#[test]
+fn an_answer_keeps_its_customer_and_its_comment_up_to_4_kib() {
+    for body in [
+        r#""survey":"nps","score":3,"customer_id":"c-9","comment":"slow delivery""#,
+        r#""survey":"nps","score":3,"customer_id":"c-9","comment":"slow \u0064elivery""#,
+    ] {
+        let input = survey(body);
+        let e = parse(&input).unwrap();
+        let Payload::Survey { customer_id, comment, .. } = &e.payload else {
+            panic!("{:?}", e.payload)
+        };
+        assert_eq!(customer_id.as_deref(), Some("c-9"));
+        assert_eq!(comment.as_deref(), Some("slow delivery"));
+        assert_eq!(Ok(&e), parse_event_reference(input.as_bytes()).as_ref());
+    }
+    let longest = "é".repeat(MAX_COMMENT_BYTES / 2);
+    let input = survey(&format!(r#""survey":"nps","score":3,"comment":"{longest}""#));
+    assert!(parse(&input).is_ok());
+    for (body, detail) in [
+        (format!(r#""survey":"nps","score":3,"comment":"{longest}x""#), "at most 4096 bytes"),
+        (r#""survey":"nps","score":3,"comment":7"#.to_string(), "expected a string"),
+        (r#""survey":"nps","score":3,"customer_id":"""#.to_string(), "customer_id"),
+    ] {
+        let rejection = parse(&survey(&body)).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::InvalidField, "{body}");
+        assert!(rejection.detail.contains(detail), "{body}: {}", rejection.detail);
+    }
 }

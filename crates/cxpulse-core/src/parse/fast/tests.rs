@@ -339,7 +339,8 @@ mod prop {
                     .boxed(),
             ),
             field("scale_max", good(&["5", "7", "10"])),
-            field("response_id", id),
+            field("response_id", id.clone()),
+            field("comment", prop_oneof![3 => id, 1 => Just("\"\"".to_string()), 1 => "\"[a\\\\n]{0,4}\"".boxed()].boxed()),
             field(
                 "action",
                 good(&[
