@@ -13,6 +13,7 @@ pub mod drop_evidence;
 pub mod duration;
 pub mod engine;
 pub mod event;
+pub mod feed;
 pub mod health;
 pub mod parse;
 pub mod secret;

@@ -20,6 +20,7 @@ use crate::age::AgeHistogram;
 use crate::buckets::{live_from, span_of};
 use crate::drop_evidence::DropSettings;
 use crate::event::{Event, NpsCategory, Payload, RejectReason, Rejection, Survey};
+use crate::feed::{FeedItem, FeedParts, FeedStatus};
 // Re-exported where they used to live, for callers that name them by this path.
 pub use crate::event::{SourcePartition, OVERFLOW_LABEL};
 use crate::parse::parse_event;
@@ -68,6 +69,9 @@ pub struct EngineConfig {
     pub state_memory_bytes: Option<u64>,
     /// The NPS-drop detector's settings (`[alerts]`), the same for every series.
     pub drop: DropSettings,
+    /// Whether detractor answers (and corrections that resolve them) make feed messages, taken
+    /// with `Engine::take_feed`.
+    pub detractor_feed: bool,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +89,7 @@ impl Default for EngineConfig {
             correction_horizon_ms: 86_400_000,
             state_memory_bytes: None,
             drop: DropSettings::default(),
+            detractor_feed: false,
         }
     }
 }
@@ -141,6 +146,10 @@ pub struct Engine {
     pipeline: PipelineCounts,
     evictions: budget::Evictions,
     age: AgeHistogram,
+    /// Detractor feed messages not yet taken (`take_feed`), and the index in the current batch
+    /// of the message being counted.
+    feed: Vec<FeedItem>,
+    batch_index: usize,
 }
 
 /// Why an engine cannot be built from a configuration.
@@ -198,7 +207,15 @@ impl Engine {
             pipeline: PipelineCounts::default(),
             evictions: budget::Evictions::default(),
             age: AgeHistogram::new(),
+            feed: Vec::new(),
+            batch_index: 0,
         })
+    }
+
+    /// The detractor feed messages of the messages counted since the last call, each with its
+    /// message's index in the batch it came in (`EngineConfig::detractor_feed`).
+    pub fn take_feed(&mut self) -> Vec<FeedItem> {
+        std::mem::take(&mut self.feed)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -222,6 +239,7 @@ impl Engine {
     /// Parses, validates and counts one Kafka message. `wall_ms` is the caller's clock reading.
     pub fn process(&mut self, partition: SourcePartition, payload: &[u8], wall_ms: i64) -> Outcome {
         self.pipeline.consumed += 1;
+        self.batch_index = 0;
         let outcome = match parse_event(payload) {
             Ok(event) => self.apply(partition, &event, id_hash(&event), wall_ms),
             Err(rejection) => Outcome::Rejected(rejection),
@@ -279,6 +297,7 @@ impl Engine {
                 } else {
                     self.pipeline.consumed += 1;
                 }
+                self.batch_index = chunk_index * BATCH_CHUNK + i;
                 let outcome = match event {
                     Ok((event, hash)) => self.apply(partition, event, *hash, wall_ms),
                     Err(rejection) => Outcome::Rejected(rejection.clone()),
@@ -408,6 +427,7 @@ impl Engine {
             ring.apply(panes.pane(w, occurred), &contribution, false);
         }
 
+        let mut replaced_detractor = false;
         if let Payload::Survey { response_id: Some(response_id), survey, .. } = &event.payload {
             let key = xxhash_rust::xxh3::xxh3_128(response_id.as_bytes());
             let live_from = self.clock.answers_live_from;
@@ -415,6 +435,7 @@ impl Engine {
                 state.answers.expire(live_from);
             }
             if let Some(old) = state.answers.get(key, live_from).copied() {
+                replaced_detractor = old.category() == NpsCategory::Detractor as u8;
                 // The replaced answer leaves every window it is still in.
                 if let Some(Some(rings)) = state.series.get_mut(old.series() as usize) {
                     let old_counts = Contribution::Counts(old.counts());
@@ -436,12 +457,37 @@ impl Engine {
                 self.grew |= state.answers.insert(key, answer, clock, track);
             }
         }
+        if self.config.detractor_feed && !self.replaying {
+            self.feed_message(event, replaced_detractor);
+        }
         self.pipeline.last_event_ms =
             Some(self.pipeline.last_event_ms.map_or(occurred, |t| t.max(occurred)));
         if !self.replaying {
             self.age.record(wall_ms, wall_ms.saturating_sub(occurred));
         }
         Outcome::Counted
+    }
+
+    /// The feed message of a counted NPS answer, if it makes one: `open` for a score of 0–6,
+    /// `resolved` for a correction that lifts an answer that was 0–6 above it. (An answer replayed
+    /// from before the partition's committed offset made its message with its first owner.)
+    fn feed_message(&mut self, event: &Event<'_>, replaced_detractor: bool) {
+        let Payload::Survey { survey: Survey::Nps { score }, response_id, customer_id, comment } =
+            &event.payload
+        else {
+            return;
+        };
+        let status = match Survey::nps_category(*score) {
+            NpsCategory::Detractor => FeedStatus::Open,
+            _ if replaced_detractor => FeedStatus::Resolved,
+            _ => return,
+        };
+        let parts = FeedParts {
+            response_id: response_id.as_deref(),
+            customer_id: customer_id.as_deref(),
+            comment: comment.as_deref(),
+        };
+        self.feed.push(FeedItem::new(self.batch_index, event, parts, *score, status));
     }
 
     /// Moves the clock forward (never back).

@@ -255,3 +255,63 @@ fn drop_evidence_rises_for_the_series_whose_nps_falls_and_only_for_it() {
     engine.drop_partitions(&[SOURCE]);
     assert!(engine.snapshot(0).series.iter().all(|s| s.nps_drop_evidence == 0.0));
 }
+
+#[test]
+fn detractor_answers_open_feed_messages_and_corrections_resolve_them() {
+    let windows = ["1h", "24h"].iter().filter_map(|w| WindowSpec::named(w).ok()).collect();
+    let config = EngineConfig {
+        windows,
+        clock: ClockMode::Event,
+        detractor_feed: true,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config.clone()).unwrap();
+    let at = 1_800_000_000_000i64;
+    let answer = |id: &str, response: Option<&str>, score: u8, minutes: i64| {
+        let response = response.map_or(String::new(), |r| format!(r#","response_id":"{r}""#));
+        format!(
+            r#"{{"event_id":"{id}","type":"survey_response","occurred_at":{},"brand":"acme","segment":"smb","survey":"nps","score":{score},"customer_id":"c-1","comment":"late"{response}}}"#,
+            at + minutes * 60_000
+        )
+    };
+    let batch = [
+        answer("e1", Some("r1"), 3, 0), // open r1
+        answer("e2", None, 2, 1),       // open e2 (no response_id)
+        answer("e3", Some("r3"), 9, 2), // a promoter: nothing
+        answer("e4", Some("r1"), 5, 3), // still a detractor: open r1 again, with score 5
+        answer("e5", Some("r1"), 9, 4), // lifted out of 0-6: resolved r1
+        answer("e6", Some("r3"), 8, 5), // a promoter corrected to passive: nothing
+        answer("e1", Some("r1"), 3, 0), // a duplicate: nothing
+    ];
+    let payloads: Vec<&[u8]> = batch.iter().map(|p| p.as_bytes()).collect();
+    let wall = at + 3_600_000;
+    engine.process_batch(SOURCE, &payloads, wall, |_, _| {});
+    let feed = engine.take_feed();
+    let summary: Vec<(usize, &str, &str)> =
+        feed.iter().map(|f| (f.index, f.key.as_str(), f.status.as_str())).collect();
+    assert_eq!(
+        summary,
+        [(0, "r1", "open"), (1, "e2", "open"), (3, "r1", "open"), (4, "r1", "resolved")]
+    );
+    let first: serde_json::Value = serde_json::from_slice(&feed[0].value).unwrap();
+    assert_eq!(
+        first,
+        serde_json::json!({"brand": "acme", "segment": "smb", "customer_id": "c-1",
+            "response_id": "r1", "event_id": "e1", "score": 3,
+            "occurred_at": "2027-01-15T08:00:00.000Z", "comment": "late", "status": "open"})
+    );
+    assert!(engine.take_feed().is_empty(), "taken once");
+
+    // The same message again (a replay after a crash, on a fresh engine): the same bytes.
+    let mut again = Engine::new(config.clone()).unwrap();
+    again.process(SOURCE, batch[0].as_bytes(), wall);
+    assert_eq!(again.take_feed(), vec![feed[0].clone()]);
+    // Messages an earlier owner handled (a rebuild by replay) make none; nor does a worker
+    // without the feed.
+    let mut replaying = Engine::new(config).unwrap();
+    replaying.replay_batch(SOURCE, &payloads, wall);
+    assert!(replaying.take_feed().is_empty());
+    let mut off = engine_with(&["1h"]).unwrap();
+    assert_eq!(off.process(SOURCE, batch[0].as_bytes(), wall), Outcome::Counted);
+    assert!(off.take_feed().is_empty());
+}
