@@ -327,6 +327,8 @@ impl Config {
             correction_horizon_ms,
             state_memory_bytes,
             drop: self.alerts.nps_drop.clone(),
+            // The worker does not write the feed yet; nothing would take its messages.
+            detractor_feed: false,
         })
     }
 
