@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
-use cxpulse_core::alerts::{
-    AlertOverride, AlertPolicy, DEFAULT_CHURN_THRESHOLD, DEFAULT_SILENCE_MIN_RATE,
-};
+use cxpulse_core::alerts::{AlertOverride, AlertPolicy};
 use cxpulse_core::drop_evidence::DropSettings;
 use cxpulse_core::duration::DurationSetting;
 use cxpulse_core::secret::{secrets_in, Redactor, Secret};
@@ -96,11 +94,13 @@ pub struct WindowsConfig {
 }
 
 impl Default for WindowsConfig {
+    /// The engine's own defaults, so they live in one place.
     fn default() -> Self {
+        let engine = EngineConfig::default();
         WindowsConfig {
-            sizes: ["1h", "24h", "7d", "30d"].map(String::from).to_vec(),
-            clock: ClockMode::Wall,
-            max_future_skew: DurationSetting::mins(5),
+            sizes: engine.windows.iter().map(|w| w.name.clone()).collect(),
+            clock: engine.clock,
+            max_future_skew: DurationSetting::of_ms(engine.max_future_skew_ms),
         }
     }
 }
@@ -124,10 +124,13 @@ pub struct LimitsConfig {
 }
 
 impl Default for LimitsConfig {
+    /// The engine's own defaults, so they live in one place.
     fn default() -> Self {
+        let engine = EngineConfig::default();
         LimitsConfig {
-            max_series: 10_000,
-            dedup_horizon: DurationSetting::hours(24),
+            max_series: engine.max_series,
+            // Written in hours, as the docs give it (`24h`).
+            dedup_horizon: DurationSetting::hours((engine.dedup_horizon_ms / 3_600_000) as u32),
             correction_horizon: None,
             state_memory: None,
         }
@@ -152,14 +155,16 @@ pub struct AlertsConfig {
 }
 
 impl Default for AlertsConfig {
+    /// The alert policy's own defaults (`cxpulse_core::alerts`), so they live in one place.
     fn default() -> Self {
+        let policy = AlertPolicy::default();
         AlertsConfig {
-            nps_threshold: 0.0,
-            min_responses: 30,
-            churn_threshold: DEFAULT_CHURN_THRESHOLD,
-            silence_min_rate: DEFAULT_SILENCE_MIN_RATE,
+            nps_threshold: policy.nps_threshold,
+            min_responses: policy.min_responses,
+            churn_threshold: policy.churn_threshold,
+            silence_min_rate: policy.silence_min_rate,
             nps_drop: DropSettings::default(),
-            overrides: Vec::new(),
+            overrides: policy.overrides,
         }
     }
 }

@@ -110,6 +110,11 @@ impl DurationSetting {
         DurationSetting { text: format!("{n}h"), ms: i64::from(n) * 3_600_000 }
     }
 
+    /// A default given in milliseconds, written the shortest way (`24h`, `1h30m`).
+    pub fn of_ms(ms: i64) -> Self {
+        DurationSetting { text: format_duration_ms(ms), ms }
+    }
+
     pub fn ms(&self) -> i64 {
         self.ms
     }
