@@ -48,15 +48,26 @@ segment = "smb"
 nps_threshold = 20
 "#;
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as i64
 }
 
 /// `count` NPS answers of `score` for brand/segment, occurred now (`None`: no segment field, so
 /// the default segment "all").
 fn answers(tag: &str, brand: &str, segment: Option<&str>, score: u8, count: usize) -> Vec<Vec<u8>> {
+    answers_at(tag, brand, segment, score, count, now_ms())
+}
+
+/// [`answers`] that occurred at `at` (Unix milliseconds), each with an event id of its own.
+pub(crate) fn answers_at(
+    tag: &str,
+    brand: &str,
+    segment: Option<&str>,
+    score: u8,
+    count: usize,
+    at: i64,
+) -> Vec<Vec<u8>> {
     static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
-    let at = now_ms();
     let segment_field = segment.map(|s| format!(r#","segment":"{s}""#)).unwrap_or_default();
     let segment_name = segment.unwrap_or("all");
     (0..count)
@@ -107,7 +118,7 @@ fn without_timing_lines(text: &str) -> Vec<&str> {
 
 /// Writes the shortened copies into `dir/rules/`, checks they differ from the originals only in
 /// timing lines, and returns their paths.
-fn copy_rules(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn copy_rules(dir: &Path) -> Vec<PathBuf> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/rules");
     let target = dir.join("rules");
     std::fs::create_dir_all(&target).expect("rules dir");
@@ -192,7 +203,7 @@ impl Drop for Daemon {
 }
 
 /// The installed program `name` (on PATH or in /usr/bin); fails the test if it is missing.
-fn required_program(name: &str) -> PathBuf {
+pub(crate) fn required_program(name: &str) -> PathBuf {
     let mut dirs: Vec<PathBuf> =
         std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     dirs.push(PathBuf::from("/usr/bin"));
@@ -221,12 +232,12 @@ fn get_json(addr: &str, path: &str) -> Option<Value> {
 }
 
 /// An instant query: the `data.result` vector.
-fn query(prometheus: &str, promql: &str) -> Option<Vec<Value>> {
+pub(crate) fn query(prometheus: &str, promql: &str) -> Option<Vec<Value>> {
     let json = get_json(prometheus, &format!("/api/v1/query?query={}", percent_encode(promql)))?;
     json["data"]["result"].as_array().cloned()
 }
 
-fn label<'a>(value: &'a Value, name: &str) -> &'a str {
+pub(crate) fn label<'a>(value: &'a Value, name: &str) -> &'a str {
     value[name].as_str().unwrap_or("")
 }
 
@@ -234,7 +245,7 @@ fn label<'a>(value: &'a Value, name: &str) -> &'a str {
 // The webhook receiver: a plain HTTP/1.1 server that keeps every POSTed body.
 
 #[derive(Clone, Default)]
-struct Webhook {
+pub(crate) struct Webhook {
     bodies: Arc<Mutex<Vec<String>>>,
 }
 
@@ -256,12 +267,12 @@ impl Webhook {
         (webhook, addr)
     }
 
-    fn bodies(&self) -> Vec<String> {
+    pub(crate) fn bodies(&self) -> Vec<String> {
         self.bodies.lock().unwrap().clone()
     }
 
     /// Every notification's alerts: `(notification status, alert)`.
-    fn alerts(&self) -> Vec<(String, Value)> {
+    pub(crate) fn alerts(&self) -> Vec<(String, Value)> {
         self.bodies()
             .iter()
             .flat_map(|body| {
@@ -279,7 +290,13 @@ impl Webhook {
     }
 
     /// The first alert (its own status `status`) named `alertname` for brand/segment.
-    fn find(&self, status: &str, alertname: &str, brand: &str, segment: &str) -> Option<Value> {
+    pub(crate) fn find(
+        &self,
+        status: &str,
+        alertname: &str,
+        brand: &str,
+        segment: &str,
+    ) -> Option<Value> {
         self.alerts().into_iter().map(|(_, a)| a).find(|a| {
             a["status"] == status
                 && label(&a["labels"], "alertname") == alertname
@@ -356,24 +373,204 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 // ---------------------------------------------------------------------------------------------
 
-struct Stack {
-    worker: WorkerProcess,
+/// The worker, a Prometheus scraping it and evaluating the copied rules every second, an
+/// Alertmanager, and the webhook it delivers to; every process is stopped on drop.
+pub(crate) struct Stack {
+    /// Prefix of the progress lines (`[tag] ...`).
+    tag: &'static str,
+    pub(crate) worker: WorkerProcess,
     prometheus: Daemon,
     alertmanager: Daemon,
-    prometheus_addr: String,
+    pub(crate) prometheus_addr: String,
     alertmanager_addr: String,
-    webhook: Webhook,
+    pub(crate) webhook: Webhook,
+    /// Queries whose results [`Stack::context`] prints besides its own.
+    watch: Vec<&'static str>,
 }
 
 impl Stack {
+    /// Starts the webhook, Alertmanager (every alert to the webhook, grouped by alert and
+    /// brand/segment, 1 s waits) and Prometheus (scraping `worker` as job `cxpulse` and evaluating
+    /// `rule_files` every second), their files and logs in `dir`.
+    pub(crate) fn start(
+        tag: &'static str,
+        dir: &Path,
+        worker: WorkerProcess,
+        rule_files: &[PathBuf],
+    ) -> Stack {
+        let prometheus_bin = required_program("prometheus");
+        let alertmanager_bin = required_program("prometheus-alertmanager");
+
+        let (webhook, webhook_addr) = Webhook::start();
+        let alertmanager_addr = format!("127.0.0.1:{}", free_port());
+        let alertmanager_yml = dir.join("alertmanager.yml");
+        std::fs::write(
+            &alertmanager_yml,
+            format!(
+                r#"global:
+  resolve_timeout: 5m
+route:
+  receiver: test-webhook
+  group_by: ["alertname", "brand", "segment"]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 10s
+receivers:
+  - name: test-webhook
+    webhook_configs:
+      - url: "http://{webhook_addr}/alerts"
+        send_resolved: true
+"#
+            ),
+        )
+        .expect("write alertmanager.yml");
+        std::fs::create_dir_all(dir.join("am-data")).expect("am dir");
+        let alertmanager = Daemon::start(
+            "alertmanager",
+            &alertmanager_bin,
+            &[
+                format!("--config.file={}", alertmanager_yml.display()),
+                format!("--storage.path={}", dir.join("am-data").display()),
+                format!("--web.listen-address={alertmanager_addr}"),
+                "--cluster.listen-address=".into(),
+                "--log.level=debug".into(),
+            ],
+            dir.join("alertmanager.log"),
+        );
+
+        let prometheus_addr = format!("127.0.0.1:{}", free_port());
+        let prometheus_yml = dir.join("prometheus.yml");
+        let rule_list: String =
+            rule_files.iter().map(|p| format!("  - \"{}\"\n", p.display())).collect();
+        std::fs::write(
+            &prometheus_yml,
+            format!(
+                r#"global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files:
+{rule_list}alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["{alertmanager_addr}"]
+scrape_configs:
+  - job_name: cxpulse
+    metrics_path: /metrics
+    static_configs:
+      - targets: ["{worker}"]
+"#,
+                worker = worker.addr
+            ),
+        )
+        .expect("write prometheus.yml");
+        let prometheus = Daemon::start(
+            "prometheus",
+            &prometheus_bin,
+            &[
+                format!("--config.file={}", prometheus_yml.display()),
+                format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+                format!("--web.listen-address={prometheus_addr}"),
+            ],
+            dir.join("prometheus.log"),
+        );
+        Stack {
+            tag,
+            worker,
+            prometheus,
+            alertmanager,
+            prometheus_addr,
+            alertmanager_addr,
+            webhook,
+            watch: Vec::new(),
+        }
+    }
+
+    /// Also print these queries' results when the test fails.
+    pub(crate) fn watch(mut self, queries: &[&'static str]) -> Stack {
+        self.watch.extend_from_slice(queries);
+        self
+    }
+
+    /// Waits (each step within `limit`) until the worker is ready with `partitions` partitions,
+    /// Alertmanager is ready, Prometheus has loaded the copied rules (every group, with the short
+    /// `for:` in effect), scrapes the worker, and `cxpulse:counts_incomplete` is absent (it
+    /// silences the business alerts). Returns the rules as Prometheus loaded them.
+    pub(crate) fn wait_until_watching(&mut self, partitions: f64, limit: Duration) -> Value {
+        self.wait(&format!("worker ready with {partitions} partitions"), limit, |s| {
+            let ready =
+                http_get(&s.worker.addr, "/readyz").is_some_and(|(status, _)| status == 200);
+            let assigned =
+                s.worker.metrics().and_then(|m| m.get("cxpulse_partitions_assigned", &[]));
+            (ready && assigned == Some(partitions)).then_some(())
+        });
+        self.wait("alertmanager ready", limit, |s| {
+            http_get(&s.alertmanager_addr, "/-/ready")
+                .is_some_and(|(status, _)| status == 200)
+                .then_some(())
+        });
+        let rules = self.wait("prometheus loaded the rules", limit, |s| {
+            get_json(&s.prometheus_addr, "/api/v1/rules")
+        });
+        let groups = rules["data"]["groups"].as_array().cloned().unwrap_or_default();
+        let group_names: Vec<&str> =
+            groups.iter().map(|g| g["name"].as_str().unwrap_or("")).collect();
+        for group in ["cxpulse-scores", "cxpulse-helpers", "cxpulse-business", "cxpulse-pipeline"] {
+            assert!(
+                group_names.contains(&group),
+                "rule group {group} not loaded: {group_names:?}{}",
+                self.context()
+            );
+        }
+        let nps_rule = groups
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .find(|r| r["name"] == ALERT)
+            .unwrap_or_else(|| panic!("{ALERT} not loaded{}", self.context()));
+        assert_eq!(
+            nps_rule["duration"].as_f64(),
+            Some(SHORT_FOR_SECONDS),
+            "the copy's `for:` is in effect: {nps_rule}"
+        );
+        self.wait("prometheus scrapes the worker as job cxpulse", limit, |s| {
+            let up = query(&s.prometheus_addr, r#"up{job="cxpulse"}"#)?;
+            (up.len() == 1 && up[0]["value"][1] == "1").then_some(())
+        });
+        let assigned = partitions.to_string();
+        self.wait(
+            &format!(
+                "cxpulse:partitions_assigned:sum = {partitions} and cxpulse:counts_incomplete absent"
+            ),
+            limit,
+            |s| {
+                let sum = query(&s.prometheus_addr, "cxpulse:partitions_assigned:sum")?;
+                let incomplete = query(&s.prometheus_addr, "cxpulse:counts_incomplete")?;
+                (sum.len() == 1 && sum[0]["value"][1] == assigned.as_str() && incomplete.is_empty())
+                    .then_some(())
+            },
+        );
+        rules
+    }
+
     /// Everything worth reading when the test fails.
-    fn context(&self) -> String {
+    pub(crate) fn context(&self) -> String {
         let api = |path: &str| {
             http_get(&self.prometheus_addr, path)
                 .map(|(s, b)| format!("{s} {b}"))
                 .unwrap_or_else(|| "(no answer)".into())
         };
-        let series = |q: &str| format!("{q} = {:?}", query(&self.prometheus_addr, q));
+        let series = |q: &str| format!("{q} = {:?}\n", query(&self.prometheus_addr, q));
+        let watched: String = [
+            "cxpulse:nps_score",
+            "sum by (brand, segment, window) (cxpulse_nps_responses)",
+            "cxpulse_nps_alert_threshold",
+            "cxpulse:counts_incomplete",
+            "cxpulse:partitions_assigned:sum",
+        ]
+        .iter()
+        .chain(&self.watch)
+        .map(|q| series(q))
+        .collect();
         let worker_log = self.worker.log();
         let worker_tail: Vec<&str> = worker_log.lines().collect();
         format!(
@@ -381,8 +578,8 @@ impl Stack {
              \n--- prometheus /api/v1/alerts:\n{alerts}\
              \n--- prometheus /api/v1/rules:\n{rules}\
              \n--- prometheus /api/v1/targets:\n{targets}\
-             \n--- series:\n{s1}\n{s2}\n{s3}\n{s4}\n{s5}\
-             \n--- alertmanager /api/v2/alerts:\n{am}\
+             \n--- series:\n{watched}\
+             --- alertmanager /api/v2/alerts:\n{am}\
              \n--- worker log (tail):\n{worker}\
              \n--- prometheus log (tail):\n{plog}\
              \n--- alertmanager log (tail):\n{alog}\n",
@@ -391,11 +588,6 @@ impl Stack {
             alerts = api("/api/v1/alerts"),
             rules = api("/api/v1/rules"),
             targets = api("/api/v1/targets"),
-            s1 = series("cxpulse:nps_score"),
-            s2 = series("sum by (brand, segment, window) (cxpulse_nps_responses)"),
-            s3 = series("cxpulse_nps_alert_threshold"),
-            s4 = series("cxpulse:counts_incomplete"),
-            s5 = series("cxpulse:partitions_assigned:sum"),
             am = http_get(&self.alertmanager_addr, "/api/v2/alerts")
                 .map(|(s, b)| format!("{s} {b}"))
                 .unwrap_or_default(),
@@ -406,7 +598,7 @@ impl Stack {
     }
 
     /// Waits for `check`, failing with `what` and the whole context after `limit`.
-    fn wait<T>(
+    pub(crate) fn wait<T>(
         &mut self,
         what: &str,
         limit: Duration,
@@ -415,7 +607,7 @@ impl Stack {
         let started = Instant::now();
         loop {
             if let Some(value) = check(self) {
-                eprintln!("[alerting] {what}: after {:.1}s", started.elapsed().as_secs_f64());
+                eprintln!("[{}] {what}: after {:.1}s", self.tag, started.elapsed().as_secs_f64());
                 return value;
             }
             for daemon in [&mut self.prometheus, &mut self.alertmanager] {
@@ -441,8 +633,6 @@ impl Stack {
 #[test]
 fn nps_drop_fires_and_recovery_resolves_through_real_prometheus_and_alertmanager() {
     let started = Instant::now();
-    let prometheus_bin = required_program("prometheus");
-    let alertmanager_bin = required_program("prometheus-alertmanager");
     let dir = TempDir::new("alerting");
     let rule_files = copy_rules(&dir.0);
 
@@ -451,137 +641,12 @@ fn nps_drop_fires_and_recovery_resolves_through_real_prometheus_and_alertmanager
     let brokers = scenario.brokers.clone();
     let worker = scenario
         .start("alerting", &WorkerConfig::new("cxpulse-alerting", TOPIC).extra(ALERTS_CONFIG));
-
-    // The webhook and Alertmanager.
-    let (webhook, webhook_addr) = Webhook::start();
-    let alertmanager_addr = format!("127.0.0.1:{}", free_port());
-    let alertmanager_yml = dir.0.join("alertmanager.yml");
-    std::fs::write(
-        &alertmanager_yml,
-        format!(
-            r#"global:
-  resolve_timeout: 5m
-route:
-  receiver: test-webhook
-  group_by: ["alertname", "brand", "segment"]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 10s
-receivers:
-  - name: test-webhook
-    webhook_configs:
-      - url: "http://{webhook_addr}/alerts"
-        send_resolved: true
-"#
-        ),
-    )
-    .expect("write alertmanager.yml");
-    std::fs::create_dir_all(dir.0.join("am-data")).expect("am dir");
-    let alertmanager = Daemon::start(
-        "alertmanager",
-        &alertmanager_bin,
-        &[
-            format!("--config.file={}", alertmanager_yml.display()),
-            format!("--storage.path={}", dir.0.join("am-data").display()),
-            format!("--web.listen-address={alertmanager_addr}"),
-            "--cluster.listen-address=".into(),
-            "--log.level=debug".into(),
-        ],
-        dir.0.join("alertmanager.log"),
-    );
-
-    // Prometheus: scrapes the worker as job `cxpulse`, evaluates the copied rules every second.
-    let prometheus_addr = format!("127.0.0.1:{}", free_port());
-    let prometheus_yml = dir.0.join("prometheus.yml");
-    let rule_list: String =
-        rule_files.iter().map(|p| format!("  - \"{}\"\n", p.display())).collect();
-    std::fs::write(
-        &prometheus_yml,
-        format!(
-            r#"global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-rule_files:
-{rule_list}alerting:
-  alertmanagers:
-    - static_configs:
-        - targets: ["{alertmanager_addr}"]
-scrape_configs:
-  - job_name: cxpulse
-    metrics_path: /metrics
-    static_configs:
-      - targets: ["{worker}"]
-"#,
-            worker = worker.addr
-        ),
-    )
-    .expect("write prometheus.yml");
-    let prometheus = Daemon::start(
-        "prometheus",
-        &prometheus_bin,
-        &[
-            format!("--config.file={}", prometheus_yml.display()),
-            format!("--storage.tsdb.path={}", dir.0.join("tsdb").display()),
-            format!("--web.listen-address={prometheus_addr}"),
-        ],
-        dir.0.join("prometheus.log"),
-    );
-
-    let mut stack =
-        Stack { worker, prometheus, alertmanager, prometheus_addr, alertmanager_addr, webhook };
+    let mut stack = Stack::start("alerting", &dir.0, worker, &rule_files);
     let limit = Duration::from_secs(30);
 
     // 1. Everything is up: the worker owns both partitions, Alertmanager is ready, Prometheus has
     //    loaded the copied rules (with the short `for:`), scrapes the worker and records its helpers.
-    stack.wait("worker ready with 2 partitions", limit, |s| {
-        let ready = http_get(&s.worker.addr, "/readyz").is_some_and(|(status, _)| status == 200);
-        let assigned = s.worker.metrics().and_then(|m| m.get("cxpulse_partitions_assigned", &[]));
-        (ready && assigned == Some(2.0)).then_some(())
-    });
-    stack.wait("alertmanager ready", limit, |s| {
-        http_get(&s.alertmanager_addr, "/-/ready")
-            .is_some_and(|(status, _)| status == 200)
-            .then_some(())
-    });
-    let rules = stack.wait("prometheus loaded the rules", limit, |s| {
-        get_json(&s.prometheus_addr, "/api/v1/rules")
-    });
-    let groups = rules["data"]["groups"].as_array().cloned().unwrap_or_default();
-    let group_names: Vec<&str> = groups.iter().map(|g| g["name"].as_str().unwrap_or("")).collect();
-    for group in ["cxpulse-scores", "cxpulse-helpers", "cxpulse-business", "cxpulse-pipeline"] {
-        assert!(
-            group_names.contains(&group),
-            "rule group {group} not loaded: {group_names:?}{}",
-            stack.context()
-        );
-    }
-    let nps_rule = groups
-        .iter()
-        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-        .find(|r| r["name"] == ALERT)
-        .unwrap_or_else(|| panic!("{ALERT} not loaded{}", stack.context()));
-    assert_eq!(
-        nps_rule["duration"].as_f64(),
-        Some(SHORT_FOR_SECONDS),
-        "the copy's `for:` is in effect: {nps_rule}"
-    );
-    stack.wait("prometheus scrapes the worker as job cxpulse", limit, |s| {
-        let up = query(&s.prometheus_addr, r#"up{job="cxpulse"}"#)?;
-        (up.len() == 1 && up[0]["value"][1] == "1").then_some(())
-    });
-    // The business alerts are silenced while cxpulse:counts_incomplete exists (a worker restoring,
-    // or fewer partitions owned than the topics have). With one stable worker that
-    // owns both partitions and has restored them, it must be absent.
-    stack.wait(
-        "cxpulse:partitions_assigned:sum = 2 and cxpulse:counts_incomplete absent",
-        limit,
-        |s| {
-            let sum = query(&s.prometheus_addr, "cxpulse:partitions_assigned:sum")?;
-            let incomplete = query(&s.prometheus_addr, "cxpulse:counts_incomplete")?;
-            (sum.len() == 1 && sum[0]["value"][1] == "2" && incomplete.is_empty()).then_some(())
-        },
-    );
+    stack.wait_until_watching(2.0, limit);
 
     // 2. NPS answers of now. acme/smb: 3 promoters, 3 passives, 6 detractors = NPS -25, under its
     //    override of 20, with 12 >= min_responses 10 answers.

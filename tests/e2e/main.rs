@@ -13,6 +13,7 @@ mod alerting;
 mod cli;
 mod counts;
 mod deploy;
+mod early_warning;
 mod event_schema;
 mod faults;
 mod gateway;
