@@ -24,12 +24,14 @@ struct Segment {
     heads: Vec<i64>,
     /// Times below are relative to this.
     base_ms: i64,
-    /// (series number, window index, head, steps).
-    rings: Vec<(u32, u8, i64, Vec<(i64, Tally)>)>,
+    rings: Vec<RingRecord>,
     customers: Vec<Record>,
     /// Customers forgotten since the previous segment: (series number, customer hash).
     forgotten: Vec<(u32, [u8; 8])>,
 }
+
+/// A ring's image: (series number, window index, head, steps).
+type RingRecord = (u32, u8, i64, Vec<(i64, Tally)>);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Record {
@@ -187,7 +189,8 @@ impl CustomerBook {
 
     /// Rebuilds a book from segments, a full one first and then its changes in the order written,
     /// mapping series numbers back to ids with `id_of`. It has the counts the book that wrote them
-    /// had, at the clock of the last segment.
+    /// had, at the clock of the last segment (a clock move alone writes no segment: set the clock
+    /// after).
     pub fn restore<'a>(
         windows: &[WindowSpec],
         future_steps: &[usize],
@@ -232,6 +235,11 @@ impl CustomerBook {
                 .ok_or(CustomerRestoreError::Invalid("window index"))?;
             ring.merge(&(*head, steps.clone()));
         }
+        // Forgettings first: a customer forgotten and then seen again is among the customers too.
+        for (number, hash) in &segment.forgotten {
+            let (series, hash) = (series_of(*number)?, u64::from_le_bytes(*hash));
+            self.table.remove(hash, series);
+        }
         let base = segment.base_ms;
         let time = |t: i64| {
             t.checked_add(base)
@@ -255,10 +263,6 @@ impl CustomerBook {
             if customer.newest().is_some() {
                 self.table.put(u64::from_le_bytes(record.customer), series, &customer);
             }
-        }
-        for (number, hash) in &segment.forgotten {
-            let (series, hash) = (series_of(*number)?, u64::from_le_bytes(*hash));
-            self.table.remove(hash, series);
         }
         Ok(())
     }
