@@ -9,6 +9,7 @@ pub mod age;
 pub mod alerts;
 pub mod buckets;
 pub mod checkpoint;
+pub mod customers;
 pub mod drop_evidence;
 pub mod duration;
 pub mod engine;
