@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The test command CI runs: `cargo test --workspace`, with the tests that support both brokers on
-# a real one. Unless CXPULSE_TEST_BROKERS already names a broker, starts tansu (memory storage,
+# The test command CI runs: every test of the workspace, with the tests that support both brokers
+# on a real one. Unless CXPULSE_TEST_BROKERS already names a broker, starts tansu (memory storage,
 # loopback only, a free port), waits until it answers, sets CXPULSE_TEST_BROKERS for the tests
-# and stops tansu by its pid on exit. Arguments go to `cargo test`.
+# and stops tansu by its pid on exit.
+#
+# With cargo-nextest installed (CI has it) the tests run as one pool across every test binary,
+# CXPULSE_TEST_THREADS at a time (default 4: most of them wait on processes, brokers and
+# Prometheus rather than compute), then the doc tests; without it, `cargo test --workspace`.
+# Arguments go to the test runner (`--test e2e alerting::`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,4 +60,11 @@ if [[ -z "${CXPULSE_TEST_BROKERS:-}" ]]; then
   export CXPULSE_TEST_BROKERS="127.0.0.1:$port"
 fi
 
-cargo test --workspace "$@"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast --test-threads "${CXPULSE_TEST_THREADS:-4}" "$@"
+  if [[ $# -eq 0 ]]; then
+    cargo test --workspace --doc
+  fi
+else
+  cargo test --workspace "$@"
+fi
