@@ -19,6 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::cpu::PhaseCpu;
 use crate::config::Config;
 use crate::settings::Settings;
 
@@ -27,10 +28,11 @@ const TOPIC: &str = "bench";
 pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
     // The embedded broker keeps about 5 MiB or 100k messages per partition and deletes older ones.
     let per_partition = events / partitions.max(1) as u64;
-    if per_partition * 250 > 4 * 1024 * 1024 || per_partition > 90_000 {
+    // ~210 bytes an event, a little under the ~5 MiB a partition keeps; `preload` checks.
+    if per_partition * 210 > 5 * 1024 * 1024 || per_partition > 90_000 {
         anyhow::bail!(
             "{events} events over {partitions} partitions exceed what the embedded broker keeps per partition (~5 MiB, 100k messages): use at least {} partitions",
-            (events * 250 / (4 * 1024 * 1024)).max(events / 90_000) + 1
+            (events * 210 / (5 * 1024 * 1024)).max(events / 90_000) + 1
         );
     }
     // First, while the process is small, so the memory figure is the engine's alone.
@@ -53,12 +55,17 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
         events as f64 / keyed.as_secs_f64()
     );
 
-    // The ceiling swings by a third from one run to the next on a shared 2-core machine (the
-    // embedded broker's thread competes with the consumer's), so each figure is the median of
-    // ROUNDS runs, each round on a fresh broker with the same data (the embedded broker lets
-    // only one consumer group join).
-    const ROUNDS: usize = 3;
-    let (mut ceilings, mut pipelines, mut binaries) = (Vec::new(), Vec::new(), Vec::new());
+    // Short rounds mislead: a round of 1M events lasts a second or two, in which the embedded
+    // broker's thread, the allocator's first growth and the machine's other work weigh as much as
+    // the pipeline itself (docs/performance.md). So: ROUNDS rounds of several seconds each, each on
+    // a fresh broker with the same data, drain and cxpulse taking turns to go first, each timed
+    // from its first to its last message inside this process, and the CPU of the threads each one
+    // started (not the broker's) per million events.
+    const ROUNDS: usize = 5;
+    let (mut ratios, mut drain_cpu, mut pipeline_cpu, mut binaries) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ceilings, mut pipelines) = (Vec::new(), Vec::new());
+    let per_million = |cpu: f64| cpu / (events as f64 / 1e6);
     for round in 1..=ROUNDS {
         let cluster =
             MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
@@ -70,32 +77,49 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
             bytes as f64 / events as f64,
             took.as_secs_f64()
         );
-        let ceiling = events as f64 / bare_consume(&brokers, events, partitions)?.as_secs_f64();
-        let (pipeline, render) = full_pipeline(&brokers, events)?;
-        let pipeline = events as f64 / pipeline.as_secs_f64();
+        let drain_first = round % 2 == 1;
+        let mut drain = None;
+        if drain_first {
+            drain = Some(bare_consume(&brokers, events, partitions)?);
+        }
+        let pipeline = full_pipeline(&brokers, events)?;
+        let (drain_took, drain_seconds) = match drain {
+            Some(drain) => drain,
+            None => bare_consume(&brokers, events, partitions)?,
+        };
+        let ceiling = events as f64 / drain_took.as_secs_f64();
+        let rate = events as f64 / pipeline.took.as_secs_f64();
         println!(
-            "round {round}: (a) bare librdkafka consume {ceiling:.0} events/s, (b) cxpulse full pipeline {pipeline:.0} events/s, (b)/(a) {:.2}; /metrics render after the run {:.2} ms",
-            pipeline / ceiling,
-            render.as_secs_f64() * 1000.0
+            "round {round} ({} first): (a) bare librdkafka consume {ceiling:.0} events/s, {:.2} CPU-s per million; (b) cxpulse full pipeline {rate:.0} events/s, {:.2} CPU-s per million; (b)/(a) {:.2}; /metrics render after the run {:.2} ms",
+            if drain_first { "drain" } else { "cxpulse" },
+            per_million(drain_seconds),
+            per_million(pipeline.cpu_seconds),
+            rate / ceiling,
+            pipeline.render.as_secs_f64() * 1000.0
         );
         let binary = events as f64 / binary_pipeline(&brokers, events)?.as_secs_f64();
         println!(
             "round {round}: (b') the cxpulse binary as its own process {binary:.0} events/s, (b')/(a) {:.2}",
             binary / ceiling
         );
+        ratios.push(rate / ceiling);
+        drain_cpu.push(per_million(drain_seconds));
+        pipeline_cpu.push(per_million(pipeline.cpu_seconds));
         ceilings.push(ceiling);
-        pipelines.push(pipeline);
-        binaries.push(binary);
+        pipelines.push(rate);
+        binaries.push(binary / ceiling);
     }
-    let (ceiling, pipeline) = (median(&mut ceilings), median(&mut pipelines));
-    let binary = median(&mut binaries);
-    println!("(a) bare librdkafka consume: {ceiling:.0} events/s (median of {ROUNDS})");
-    println!("(b) cxpulse full pipeline:   {pipeline:.0} events/s (median of {ROUNDS}, first to last event)");
-    println!("(b') `cxpulse run` process:  {binary:.0} events/s (median of {ROUNDS}, from no event to every event consumed in its /metrics)");
+    let cpu_ratios: Vec<f64> = pipeline_cpu.iter().zip(&drain_cpu).map(|(p, d)| p / d).collect();
+    println!("over {ROUNDS} rounds of {events} events, median [range]:");
+    println!("  (a) bare librdkafka consume: {} events/s", median_range(&ceilings, 0));
+    println!("  (b) cxpulse full pipeline:   {} events/s", median_range(&pipelines, 0));
+    println!("  throughput (b)/(a):          {}", median_range(&ratios, 2));
+    println!("  CPU-s per million, drain:    {}", median_range(&drain_cpu, 2));
+    println!("  CPU-s per million, cxpulse:  {}", median_range(&pipeline_cpu, 2));
+    println!("  CPU per event, cxpulse/drain: {}", median_range(&cpu_ratios, 2));
     println!(
-        "    ratios of the medians (b)/(a): {:.2}, (b')/(a): {:.2}",
-        pipeline / ceiling,
-        binary / ceiling
+        "  (b') `cxpulse run` process / (a): {} (from no event to every event in its /metrics)",
+        median_range(&binaries, 2)
     );
 
     let (p50, p99, rate) = freshness(partitions, 100_000, Duration::from_secs(10))?;
@@ -130,9 +154,20 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
+/// `median [lowest–highest]`, with `decimals` decimals.
+fn median_range(values: &[f64], decimals: usize) -> String {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |i: usize| sorted.get(i).copied().unwrap_or(0.0);
+    format!(
+        "{:.*} [{:.*}–{:.*}]",
+        decimals,
+        at(sorted.len() / 2),
+        decimals,
+        at(0),
+        decimals,
+        at(sorted.len().saturating_sub(1))
+    )
 }
 
 struct ScrapeFigures {
@@ -256,7 +291,23 @@ fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, 
     let bytes = produce::preload(&plan, |i| {
         realistic_message(&mut synth, produce::spread_over_ten_minutes(end_ms, i, events))
     })?;
-    Ok((bytes, started.elapsed()))
+    let took = started.elapsed();
+    // The embedded broker deletes a partition's oldest messages past its size limit: a round
+    // must read every event it wrote.
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-watermarks")
+        .create()?;
+    let mut kept = 0i64;
+    for partition in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(TOPIC, partition, Duration::from_secs(10))?;
+        kept += high - low;
+    }
+    anyhow::ensure!(
+        kept as u64 == events,
+        "the embedded broker kept {kept} of the {events} events (about 5 MiB per partition): use more partitions"
+    );
+    Ok((bytes, took))
 }
 
 struct StateFigures {
@@ -369,7 +420,10 @@ fn core_alone(events: u64, partitioning: Partitioning) -> anyhow::Result<Duratio
     Ok(took)
 }
 
-fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<Duration> {
+/// The drain: every message read and its bytes touched, nothing else. Its time from the first to
+/// the last message, and the CPU seconds of the threads it started.
+fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(Duration, f64)> {
+    let cpu = PhaseCpu::start();
     let mut config = cxpulse_kafka::config::consumer_config(&Default::default());
     config.set("bootstrap.servers", brokers).set("group.id", "bench-ceiling");
     let consumer: BaseConsumer = config.create()?;
@@ -390,7 +444,9 @@ fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<D
         }
     }
     std::hint::black_box(bytes);
-    Ok(started.map_or(Duration::ZERO, |s| s.elapsed()))
+    let took = started.map_or(Duration::ZERO, |s| s.elapsed());
+    anyhow::ensure!(seen >= events, "the drain read {seen} of {events} events in 600 s");
+    Ok((took, cpu.seconds()))
 }
 
 struct BenchWorker {
@@ -420,7 +476,18 @@ fn start_worker(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Bench
     Ok(BenchWorker { settings, engine, worker, stop, thread })
 }
 
-fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Duration)> {
+/// What one run of the full pipeline took.
+struct PipelineRun {
+    /// From the first event consumed to the last.
+    took: Duration,
+    /// CPU of the threads the worker started (its consume loop, librdkafka's) and of this one.
+    cpu_seconds: f64,
+    /// One `/metrics` render afterwards.
+    render: Duration,
+}
+
+fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<PipelineRun> {
+    let cpu = PhaseCpu::start();
     let BenchWorker { settings, engine, worker, stop, thread } =
         start_worker(brokers, "bench-pipeline", TOPIC)?;
     let consumed = || engine.pipeline().consumed;
@@ -433,6 +500,8 @@ fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Durati
         std::thread::sleep(Duration::from_millis(2));
     }
     let took = started.elapsed();
+    anyhow::ensure!(consumed() >= events, "the pipeline consumed {} of {events}", consumed());
+    let cpu_seconds = cpu.seconds();
     let render_started = Instant::now();
     let snapshot = engine.snapshot(cxpulse_kafka::util::wall_ms());
     let text = cxpulse_http::render::render_metrics(
@@ -445,7 +514,7 @@ fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, Durati
     std::hint::black_box(text.len());
     stop.store(true, Ordering::Relaxed);
     thread.join().map_err(|_| anyhow!("worker thread panicked"))??;
-    Ok((took, render))
+    Ok(PipelineRun { took, cpu_seconds, render })
 }
 
 /// Prints [`scrape_memory`] at 10k pairs x 4 windows, 64 scrapers.

@@ -4,4 +4,5 @@
 
 pub mod alerting;
 pub mod bench;
+mod cpu;
 pub mod soak;
