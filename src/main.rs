@@ -98,7 +98,7 @@ enum Command {
     Bench {
         #[arg(long, default_value_t = 3_000_000)]
         events: u64,
-        /// Partitions of the event topic [default: 128; 12 with --soak].
+        /// Partitions of the event topic [default: 160; 12 with --soak].
         #[arg(long)]
         partitions: Option<i32>,
         /// Only measure what concurrent /metrics scrapers cost in memory (10k pairs x 4 windows).
@@ -209,7 +209,7 @@ fn main() -> ExitCode {
             if scrape_memory {
                 return tools::bench::print_scrape_memory();
             }
-            tools::bench::run(events, partitions.unwrap_or(128))
+            tools::bench::run(events, partitions.unwrap_or(160))
         })(),
         Command::Demo { listen, rate, duration, dip_after, alerting } => (|| {
             pipeline::init_logging(cli.log_level.as_deref().unwrap_or("info"), false)?;
