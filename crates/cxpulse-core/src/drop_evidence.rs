@@ -225,11 +225,12 @@ impl DropSettings {
 }
 
 /// Threshold of a CUSUM whose alternative is `information` nats per answer away from the baseline,
-/// for a mean of `arl` answers between false alarms, with the bank's union bound: a CUSUM restarted
-/// at 0 crosses `h` about once in `e^h / information` answers of stable traffic.
-fn threshold(arl: f64, information: f64) -> f64 {
+/// for a mean of `arl` answers between false alarms, given `ln(arl · information)`, with the
+/// bank's union bound: a CUSUM restarted at 0 crosses `h` about once in `e^h / information`
+/// answers of stable traffic.
+fn threshold_of_ln(ln_arl_information: f64) -> f64 {
     let bank = (BANK as f64).ln();
-    ((arl * information).ln() + bank + SAFETY).max(1.0 + bank + SAFETY)
+    (ln_arl_information + bank + SAFETY).max(1.0 + bank + SAFETY)
 }
 
 /// What one answer did.
@@ -314,19 +315,23 @@ impl DropDetector {
             return Step::WarmingUp;
         }
 
-        let before = self.evidence_now(settings);
+        // This runs for every NPS answer: the logarithms and the exponential shared by the
+        // bank's three CUSUMs are taken once (design drop j is j+1 times the first).
         let variance = self.variance();
+        let ln_arl = settings.answers_between_false_alarms(self.rate_or_high()).ln();
+        let h = self.thresholds(ln_arl, variance, settings);
+        let before = self.sums.iter().zip(&h).map(|(s, h)| f64::from(*s) / h).fold(0.0, f64::max);
         let (p, d) = self.shares();
         let a = (1.0 - p - d).max(0.0);
         let n = f64::from(self.n.max(1));
-        let arl = settings.answers_between_false_alarms(self.rate_or_high());
-        for (j, sum) in self.sums.iter_mut().enumerate() {
+        let first_up = (settings.design_drop(0) / variance).exp();
+        let mut up = 1.0;
+        for (j, (sum, h)) in self.sums.iter_mut().zip(h).enumerate() {
             let delta = settings.design_drop(j);
             let lambda = delta / variance;
-            let h = threshold(arl, lambda * delta / 2.0);
-            let up = lambda.exp();
-            // ψ(λ) = λμ̂ + ln(p·e^−λ + a + d·e^λ): the baseline's cumulant generating function of
-            // μ̂ − x, exact for a three-valued answer.
+            up *= first_up; // e^λ, λ being (j+1) times the first design's
+                            // ψ(λ) = λμ̂ + ln(p·e^−λ + a + d·e^λ): the baseline's cumulant generating function of
+                            // μ̂ − x, exact for a three-valued answer.
             let psi = lambda * self.mean + (p / up + a + d * up).ln();
             let margin = h * variance / (delta * n);
             let step = lambda * (self.mean - margin - x) - psi;
@@ -335,7 +340,9 @@ impl DropDetector {
         if before < FREEZE_AT {
             self.learn(x, settings);
         }
-        let evidence = self.evidence_now(settings);
+        // The baseline may have learned from this answer: the thresholds move with its variance.
+        let h = self.thresholds(ln_arl, self.variance(), settings);
+        let evidence = self.sums.iter().zip(&h).map(|(s, h)| f64::from(*s) / h).fold(0.0, f64::max);
         if evidence >= 1.0 {
             self.alarm_evidence = evidence as f32;
             self.alarm_at_ms = occurred_at_ms;
@@ -359,15 +366,17 @@ impl DropDetector {
 
     /// max_j S_j / h_j, ignoring the warm-up and a held alarm.
     fn evidence_now(&self, settings: &DropSettings) -> f64 {
-        let variance = self.variance();
-        let arl = settings.answers_between_false_alarms(self.rate_or_high());
-        let mut evidence = 0.0f64;
-        for (j, sum) in self.sums.iter().enumerate() {
-            let delta = settings.design_drop(j);
-            let h = threshold(arl, delta * delta / (2.0 * variance));
-            evidence = evidence.max(f64::from(*sum) / h);
-        }
-        evidence
+        let ln_arl = settings.answers_between_false_alarms(self.rate_or_high()).ln();
+        let h = self.thresholds(ln_arl, self.variance(), settings);
+        self.sums.iter().zip(&h).map(|(s, h)| f64::from(*s) / h).fold(0.0, f64::max)
+    }
+
+    /// Each CUSUM's threshold `h_j` for `ln_arl` = ln of the answers between false alarms:
+    /// [`threshold_of_ln`] with the information `δ_j²/(2σ̂²)` taken apart into logarithms,
+    /// `ln δ_j = ln δ_1 + ln(j+1)`, so that one logarithm serves the whole bank.
+    fn thresholds(&self, ln_arl: f64, variance: f64, settings: &DropSettings) -> [f64; BANK] {
+        let common = ln_arl + 2.0 * settings.design_drop(0).ln() - (2.0 * variance).ln();
+        std::array::from_fn(|j| threshold_of_ln(common + 2.0 * ((j + 1) as f64).ln()))
     }
 
     /// Whether an alarm is being held.
