@@ -17,6 +17,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::drop_evidence::DropDetector;
 use crate::window::RingState;
 
 const MAGIC: &[u8; 4] = b"CXP2";
@@ -282,9 +283,31 @@ fn check_magic(header: &[u8]) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// The partition's NPS-drop detectors, by local series number, as a manifest carries them.
+pub type Drops = Vec<(u32, DropDetector)>;
+
+/// Largest list of drop detectors a manifest carries; past it (a partition answering for
+/// thousands of series) they are left out and learn their baselines again after a restore.
+pub const MAX_DROPS_BYTES: usize = 256 * 1024;
+
 impl Manifest {
     pub fn encode(&self) -> Result<Vec<u8>, CheckpointError> {
-        let body = postcard::to_stdvec(self).map_err(CheckpointError::Encode)?;
+        self.encode_with_drops(&[])
+    }
+
+    /// The manifest, followed in the same body by the drop detectors when there are any and they
+    /// fit [`MAX_DROPS_BYTES`]. A decoder that knows only the manifest reads it and ignores them.
+    pub fn encode_with_drops(
+        &self,
+        drops: &[(u32, DropDetector)],
+    ) -> Result<Vec<u8>, CheckpointError> {
+        let mut body = postcard::to_stdvec(self).map_err(CheckpointError::Encode)?;
+        if !drops.is_empty() {
+            let tail = postcard::to_stdvec(drops).map_err(CheckpointError::Encode)?;
+            if tail.len() <= MAX_DROPS_BYTES {
+                body.extend_from_slice(&tail);
+            }
+        }
         let mut out = Vec::with_capacity(body.len() + 12);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -294,6 +317,11 @@ impl Manifest {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Manifest, CheckpointError> {
+        Manifest::decode_with_drops(bytes).map(|(manifest, _)| manifest)
+    }
+
+    /// The manifest and the drop detectors after it (none in a manifest written without).
+    pub fn decode_with_drops(bytes: &[u8]) -> Result<(Manifest, Drops), CheckpointError> {
         let header = bytes.get(..12).ok_or(CheckpointError::TooShort)?;
         check_magic(header)?;
         let crc = u32::from_le_bytes(header[8..12].try_into().unwrap_or([0; 4]));
@@ -301,7 +329,14 @@ impl Manifest {
         if crc32fast::hash(body) != crc {
             return Err(CheckpointError::Corrupted);
         }
-        postcard::from_bytes(body).map_err(CheckpointError::Undecodable)
+        let (manifest, rest) =
+            postcard::take_from_bytes(body).map_err(CheckpointError::Undecodable)?;
+        let drops = if rest.is_empty() {
+            Vec::new()
+        } else {
+            postcard::from_bytes(rest).map_err(CheckpointError::Undecodable)?
+        };
+        Ok((manifest, drops))
     }
 }
 
@@ -399,6 +434,25 @@ mod tests {
         };
         let bytes = manifest.encode().unwrap();
         assert_eq!(Manifest::decode(&bytes).unwrap(), manifest);
+        // Drop detectors ride after the manifest; a reader of the manifest alone ignores them.
+        let mut detector = DropDetector::new();
+        let settings = crate::drop_evidence::DropSettings::default();
+        for i in 0..500 {
+            detector.observe(
+                [1, 0, -1, 1][i % 4],
+                1_800_000_000_000 + i as i64 * 60_000,
+                &settings,
+            );
+        }
+        let drops = vec![(3u32, detector.clone())];
+        let with = manifest.encode_with_drops(&drops).unwrap();
+        assert_eq!(Manifest::decode(&with).unwrap(), manifest);
+        assert_eq!(Manifest::decode_with_drops(&with).unwrap(), (manifest.clone(), drops));
+        assert_eq!(Manifest::decode_with_drops(&bytes).unwrap(), (manifest.clone(), vec![]));
+        let many: Drops = (0..10_000).map(|i| (i, detector.clone())).collect();
+        let capped = manifest.encode_with_drops(&many).unwrap();
+        assert!(capped.len() < MAX_DROPS_BYTES, "too many to carry: left out");
+        assert_eq!(Manifest::decode_with_drops(&capped).unwrap().1, vec![]);
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;

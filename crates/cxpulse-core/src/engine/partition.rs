@@ -81,8 +81,8 @@ pub(crate) struct PartitionState {
     /// The series of the partition's last counted event.
     pub last_series: Option<SeriesId>,
     pub book: PersistBook,
-    /// NPS-drop evidence of each series this partition took NPS answers for (not checkpointed:
-    /// a restored partition learns its baselines again).
+    /// NPS-drop evidence of each series this partition took NPS answers for, checkpointed in
+    /// the manifest (`checkpoint::Manifest::encode_with_drops`).
     pub drops: HashMap<SeriesId, DropDetector, RandomState>,
 }
 

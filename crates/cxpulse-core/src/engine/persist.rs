@@ -20,6 +20,7 @@ use crate::SourcePartition;
 
 use super::partition::{Answer, PartitionState};
 use super::{ClockMode, Engine};
+use crate::drop_evidence::DropDetector;
 
 /// A windows generation is rewritten whole once its changes pass its first segment's size, and
 /// never for less than this (small states would otherwise start generations all the time).
@@ -299,7 +300,17 @@ impl Engine {
             dedup: book.dedup.values().map(|g| g.reference).collect(),
             answers: book.answers.values().map(|g| g.reference).collect(),
         };
-        match manifest.encode() {
+        // The drop detectors are small and change with every NPS answer: the manifest carries
+        // them whole, by the series' local number (every present series is saved by now).
+        let numbers: HashMap<u32, u32> =
+            state.present.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect();
+        let mut drops: Vec<(u32, DropDetector)> = state
+            .drops
+            .iter()
+            .filter_map(|(id, detector)| Some((*numbers.get(id)?, detector.clone())))
+            .collect();
+        drops.sort_by_key(|(number, _)| *number);
+        match manifest.encode_with_drops(&drops) {
             Ok(bytes) => records.push((RecordKey::Manifest, bytes)),
             Err(_) => book.rewrite = true,
         }
@@ -365,8 +376,8 @@ impl Engine {
         &mut self,
         records: &[(RecordKey, &[u8])],
     ) -> Result<(PartitionState, i64, u64), RestoreError> {
-        let manifest = match records.iter().find(|(k, _)| *k == RecordKey::Manifest) {
-            Some((_, bytes)) => Manifest::decode(bytes)?,
+        let (manifest, drops) = match records.iter().find(|(k, _)| *k == RecordKey::Manifest) {
+            Some((_, bytes)) => Manifest::decode_with_drops(bytes)?,
             None if records.is_empty() => return Err(RestoreError::NoCheckpoint),
             None => return Err(RestoreError::NoManifest),
         };
@@ -497,6 +508,12 @@ impl Engine {
             }
         }
         book.series_saved = series.len();
+        for (number, detector) in drops {
+            let Some(&id) = ids.get(number as usize) else {
+                return Err(RestoreError::InvalidSeriesLabels);
+            };
+            state.drops.insert(id, detector);
+        }
 
         for &index in book.dedup.keys() {
             let body = bodies.get(&(SegmentKind::Dedup, index));

@@ -315,3 +315,51 @@ fn detractor_answers_open_feed_messages_and_corrections_resolve_them() {
     assert_eq!(off.process(SOURCE, batch[0].as_bytes(), wall), Outcome::Counted);
     assert!(off.take_feed().is_empty());
 }
+
+#[test]
+fn drop_detectors_are_checkpointed_and_carry_on_after_a_restore_exactly() {
+    let windows: Vec<WindowSpec> =
+        ["1h", "24h"].iter().filter_map(|w| WindowSpec::named(w).ok()).collect();
+    let drop = DropSettings { warmup_answers: 100, ..DropSettings::default() };
+    let config = EngineConfig { windows, clock: ClockMode::Event, drop, ..EngineConfig::default() };
+    let scores = [10, 9, 8, 10, 6, 9, 7, 3, 9, 8];
+    let event = |i: i64, brand: &str| {
+        let at = 1_800_000_000_000 + i * 60_000;
+        let score = if brand == "falls" && i >= 300 { 2 } else { scores[i as usize % 10] };
+        let text = format!(
+            r#"{{"event_id":"{brand}-{i}","type":"survey_response","occurred_at":{at},"brand":"{brand}","survey":"nps","score":{score}}}"#
+        );
+        (text, at)
+    };
+    let feed = |engine: &mut Engine, from: i64, to: i64| {
+        for i in from..to {
+            for brand in ["steady", "falls"] {
+                let (text, at) = event(i, brand);
+                assert_eq!(engine.process(SOURCE, text.as_bytes(), at), Outcome::Counted);
+            }
+        }
+    };
+    let evidence = |engine: &mut Engine| -> Vec<(String, f64)> {
+        let mut all: Vec<(String, f64)> = engine
+            .snapshot(0)
+            .series
+            .iter()
+            .map(|s| (s.brand.to_string(), s.nps_drop_evidence))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    };
+    let mut original = Engine::new(config.clone()).unwrap();
+    feed(&mut original, 0, 305);
+    let batch = original.checkpoint(SOURCE, 610);
+    let mut restored = Engine::new(config).unwrap();
+    assert_eq!(restored.restore(SOURCE, &records(&batch), 0), Ok(610));
+    let before = evidence(&mut original);
+    assert!(before.iter().any(|(_, e)| *e > 0.0), "a baseline was learned: {before:?}");
+    assert_eq!(evidence(&mut restored), before, "the same evidence right after the restore");
+    feed(&mut original, 305, 340);
+    feed(&mut restored, 305, 340);
+    let after = evidence(&mut original);
+    assert_eq!(evidence(&mut restored), after, "and the same after more answers");
+    assert!(after.iter().any(|(brand, e)| brand == "falls" && *e >= 1.0), "{after:?}");
+}
