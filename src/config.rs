@@ -629,7 +629,7 @@ mod tests {
         assert_eq!(config.source.checkpoint_interval.get().as_secs(), 5_400);
         assert_eq!(config.windows.clock, ClockMode::Event);
         let gateway = config.compile().unwrap().gateway;
-        assert_eq!(gateway.drain_timeout.as_secs(), 90);
+        assert_eq!(gateway.listener.shutdown_grace.as_secs(), 90);
         assert_eq!(gateway.listener.keep_alive.as_secs(), 120);
         let shown = config.redacted_toml();
         for line in

@@ -320,7 +320,7 @@ impl DropDetector {
         let variance = self.variance();
         let ln_arl = settings.answers_between_false_alarms(self.rate_or_high()).ln();
         let h = self.thresholds(ln_arl, variance, settings);
-        let before = self.sums.iter().zip(&h).map(|(s, h)| f64::from(*s) / h).fold(0.0, f64::max);
+        let before = self.over_thresholds(&h);
         let (p, d) = self.shares();
         let a = (1.0 - p - d).max(0.0);
         let n = f64::from(self.n.max(1));
@@ -342,7 +342,7 @@ impl DropDetector {
         }
         // The baseline may have learned from this answer: the thresholds move with its variance.
         let h = self.thresholds(ln_arl, self.variance(), settings);
-        let evidence = self.sums.iter().zip(&h).map(|(s, h)| f64::from(*s) / h).fold(0.0, f64::max);
+        let evidence = self.over_thresholds(&h);
         if evidence >= 1.0 {
             self.alarm_evidence = evidence as f32;
             self.alarm_at_ms = occurred_at_ms;
@@ -368,7 +368,12 @@ impl DropDetector {
     fn evidence_now(&self, settings: &DropSettings) -> f64 {
         let ln_arl = settings.answers_between_false_alarms(self.rate_or_high()).ln();
         let h = self.thresholds(ln_arl, self.variance(), settings);
-        self.sums.iter().zip(&h).map(|(s, h)| f64::from(*s) / h).fold(0.0, f64::max)
+        self.over_thresholds(&h)
+    }
+
+    /// max_j S_j / h_j.
+    fn over_thresholds(&self, h: &[f64; BANK]) -> f64 {
+        self.sums.iter().zip(h).map(|(s, h)| f64::from(*s) / h).fold(0.0, f64::max)
     }
 
     /// Each CUSUM's threshold `h_j` for `ln_arl` = ln of the answers between false alarms:

@@ -142,7 +142,6 @@ pub struct GatewaySettings {
     pub listener: Limits,
     pub max_body_bytes: usize,
     pub ack_timeout: Duration,
-    pub drain_timeout: Duration,
     pub retry_after_seconds: u64,
     pub sources: Vec<SourceSpec>,
 }
@@ -177,7 +176,6 @@ impl GatewayConfig {
             },
             max_body_bytes: self.limits.max_body_bytes,
             ack_timeout: self.ack_timeout(),
-            drain_timeout,
             retry_after_seconds: self.retry_after_seconds,
             sources: self.sources.clone(),
         })
