@@ -37,6 +37,8 @@ pub enum SegmentKind {
     Dedup,
     Answers,
     Windows,
+    /// A customer book's segments (`customers::CustomerBook::encode_full` / `encode_changes`).
+    Customers,
 }
 
 impl SegmentKind {
@@ -45,6 +47,7 @@ impl SegmentKind {
             SegmentKind::Dedup => 'd',
             SegmentKind::Answers => 'a',
             SegmentKind::Windows => 'w',
+            SegmentKind::Customers => 'c',
         }
     }
 }
@@ -77,6 +80,7 @@ impl RecordKey {
             "d" => SegmentKind::Dedup,
             "a" => SegmentKind::Answers,
             "w" => SegmentKind::Windows,
+            "c" => SegmentKind::Customers,
             _ => return None,
         };
         let group = fields.next()?.parse().ok()?;
@@ -290,23 +294,37 @@ pub type Drops = Vec<(u32, DropDetector)>;
 /// thousands of series) they are left out and learn their baselines again after a restore.
 pub const MAX_DROPS_BYTES: usize = 256 * 1024;
 
+/// What a manifest carries after its own fields: the drop detectors, and the group of the
+/// customer book's segments when the partition has one. Both were added after the manifest's
+/// format was fixed: they ride in the same body, after it, where a reader of the manifest alone
+/// does not look (so no format change), the detectors first (possibly an empty list) and the
+/// customers' group after them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ManifestTail {
+    pub drops: Drops,
+    pub customers: Option<GroupRef>,
+}
+
 impl Manifest {
     pub fn encode(&self) -> Result<Vec<u8>, CheckpointError> {
-        self.encode_with_drops(&[])
+        self.encode_with_tail(&ManifestTail::default())
     }
 
-    /// The manifest, followed in the same body by the drop detectors when there are any and they
-    /// fit [`MAX_DROPS_BYTES`]. A decoder that knows only the manifest reads it and ignores them.
-    pub fn encode_with_drops(
-        &self,
-        drops: &[(u32, DropDetector)],
-    ) -> Result<Vec<u8>, CheckpointError> {
+    /// The manifest followed by `tail`. Drop detectors past [`MAX_DROPS_BYTES`] are left out.
+    pub fn encode_with_tail(&self, tail: &ManifestTail) -> Result<Vec<u8>, CheckpointError> {
         let mut body = postcard::to_stdvec(self).map_err(CheckpointError::Encode)?;
-        if !drops.is_empty() {
-            let tail = postcard::to_stdvec(drops).map_err(CheckpointError::Encode)?;
-            if tail.len() <= MAX_DROPS_BYTES {
-                body.extend_from_slice(&tail);
+        if !tail.drops.is_empty() || tail.customers.is_some() {
+            let drops = postcard::to_stdvec(&tail.drops).map_err(CheckpointError::Encode)?;
+            if drops.len() <= MAX_DROPS_BYTES {
+                body.extend_from_slice(&drops);
+            } else {
+                body.push(0); // an empty list
             }
+        }
+        if let Some(customers) = &tail.customers {
+            body.extend_from_slice(
+                &postcard::to_stdvec(customers).map_err(CheckpointError::Encode)?,
+            );
         }
         let mut out = Vec::with_capacity(body.len() + 12);
         out.extend_from_slice(MAGIC);
@@ -317,11 +335,11 @@ impl Manifest {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Manifest, CheckpointError> {
-        Manifest::decode_with_drops(bytes).map(|(manifest, _)| manifest)
+        Manifest::decode_with_tail(bytes).map(|(manifest, _)| manifest)
     }
 
-    /// The manifest and the drop detectors after it (none in a manifest written without).
-    pub fn decode_with_drops(bytes: &[u8]) -> Result<(Manifest, Drops), CheckpointError> {
+    /// The manifest and what follows it (nothing, in a manifest written without).
+    pub fn decode_with_tail(bytes: &[u8]) -> Result<(Manifest, ManifestTail), CheckpointError> {
         let header = bytes.get(..12).ok_or(CheckpointError::TooShort)?;
         check_magic(header)?;
         let crc = u32::from_le_bytes(header[8..12].try_into().unwrap_or([0; 4]));
@@ -331,12 +349,17 @@ impl Manifest {
         }
         let (manifest, rest) =
             postcard::take_from_bytes(body).map_err(CheckpointError::Undecodable)?;
-        let drops = if rest.is_empty() {
-            Vec::new()
-        } else {
-            postcard::from_bytes(rest).map_err(CheckpointError::Undecodable)?
-        };
-        Ok((manifest, drops))
+        let mut tail = ManifestTail::default();
+        if !rest.is_empty() {
+            let (drops, rest) =
+                postcard::take_from_bytes(rest).map_err(CheckpointError::Undecodable)?;
+            tail.drops = drops;
+            if !rest.is_empty() {
+                tail.customers =
+                    Some(postcard::from_bytes(rest).map_err(CheckpointError::Undecodable)?);
+            }
+        }
+        Ok((manifest, tail))
     }
 }
 
@@ -389,6 +412,7 @@ mod tests {
             RecordKey::Manifest,
             RecordKey::Part { kind: SegmentKind::Dedup, group: -3, seq: 7, part: 0 },
             RecordKey::Part { kind: SegmentKind::Windows, group: 12, seq: 1 << 40, part: 9 },
+            RecordKey::Part { kind: SegmentKind::Customers, group: 5, seq: 2, part: 0 },
         ] {
             assert_eq!(RecordKey::parse(&key.to_string()), Some(key));
         }
@@ -445,14 +469,23 @@ mod tests {
             );
         }
         let drops = vec![(3u32, detector.clone())];
-        let with = manifest.encode_with_drops(&drops).unwrap();
+        let tail = ManifestTail { drops: drops.clone(), customers: None };
+        let with = manifest.encode_with_tail(&tail).unwrap();
         assert_eq!(Manifest::decode(&with).unwrap(), manifest);
-        assert_eq!(Manifest::decode_with_drops(&with).unwrap(), (manifest.clone(), drops));
-        assert_eq!(Manifest::decode_with_drops(&bytes).unwrap(), (manifest.clone(), vec![]));
+        assert_eq!(Manifest::decode_with_tail(&with).unwrap(), (manifest.clone(), tail));
+        assert_eq!(
+            Manifest::decode_with_tail(&bytes).unwrap(),
+            (manifest.clone(), ManifestTail::default())
+        );
         let many: Drops = (0..10_000).map(|i| (i, detector.clone())).collect();
-        let capped = manifest.encode_with_drops(&many).unwrap();
+        let customers = Some(GroupRef { group: 17, segments: 3, crc_xor: 0xdead_beef });
+        let capped = manifest.encode_with_tail(&ManifestTail { drops: many, customers }).unwrap();
         assert!(capped.len() < MAX_DROPS_BYTES, "too many to carry: left out");
-        assert_eq!(Manifest::decode_with_drops(&capped).unwrap().1, vec![]);
+        let expected = ManifestTail { drops: vec![], customers };
+        assert_eq!(Manifest::decode_with_tail(&capped).unwrap(), (manifest.clone(), expected));
+        let both = ManifestTail { drops, customers };
+        let with = manifest.encode_with_tail(&both).unwrap();
+        assert_eq!(Manifest::decode_with_tail(&with).unwrap(), (manifest.clone(), both));
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;

@@ -95,6 +95,18 @@ pub struct CustomerCounts {
 }
 
 impl CustomerCounts {
+    /// Adds another partition's counts of the same series and window.
+    pub fn add(&mut self, other: &CustomerCounts) {
+        self.purchasers = self.purchasers.wrapping_add(other.purchasers);
+        self.repeat_purchasers = self.repeat_purchasers.wrapping_add(other.repeat_purchasers);
+        for (a, b) in self.nps_respondents.iter_mut().zip(other.nps_respondents) {
+            *a = a.wrapping_add(b);
+        }
+        for (a, b) in self.churned_by_nps.iter_mut().zip(other.churned_by_nps) {
+            *a = a.wrapping_add(b);
+        }
+    }
+
     fn of(tally: &Tally) -> Self {
         let [purchasers, repeat_purchasers, p, q, d, cp, cq, cd, cu] = *tally;
         CustomerCounts {

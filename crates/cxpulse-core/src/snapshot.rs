@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::customers::CustomerCounts;
 use crate::window::{Counts, WindowSpec};
 
 /// `(survey, category)` label pairs of `cxpulse_survey_responses_total`, in index order.
@@ -52,6 +53,9 @@ pub struct SeriesSnapshot {
     /// Sequential evidence that the series' NPS dropped, 1.0 at the alarm (`drop_evidence`);
     /// the largest of its partitions' where several count it.
     pub nps_drop_evidence: f64,
+    /// Per window, distinct customers: purchasers, repeat purchasers, NPS respondents and churns
+    /// by NPS category (`customers`), summed over partitions; zero where none was seen.
+    pub customers: Vec<CustomerCounts>,
 }
 
 #[derive(Clone, Debug)]
@@ -69,22 +73,23 @@ pub struct Snapshot {
 }
 
 /// The `kind` label values of the state metrics, in `StateStats` index order.
-pub const STATE_KINDS: [&str; 3] = ["dedup", "answers", "windows"];
+pub const STATE_KINDS: [&str; 4] = ["dedup", "answers", "windows", "customers"];
 
 /// What the engine remembers, per kind of `STATE_KINDS`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateStats {
     /// Heap bytes, every slot of every table counted.
-    pub bytes: [u64; 3],
-    /// Remembered ids, answers, and series windows (a series on a partition).
-    pub entries: [u64; 3],
+    pub bytes: [u64; 4],
+    /// Remembered ids, answers, series windows (a series on a partition) and customers (a
+    /// customer of a series).
+    pub entries: [u64; 4],
     /// The horizon actually kept, in ms: the configured one unless the memory budget forgot
     /// more (windows: the longest window, never shortened).
-    pub horizon_ms: [i64; 3],
+    pub horizon_ms: [i64; 4],
     /// The horizons configured: `horizon_ms` is shorter while the budget binds.
-    pub horizon_configured_ms: [i64; 3],
+    pub horizon_configured_ms: [i64; 4],
     /// Entries forgotten early by the memory budget.
-    pub evictions: [u64; 3],
+    pub evictions: [u64; 4],
 }
 
 /// Scores of one window of one series, as Prometheus's recording rules define them.

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use cxpulse_core::alerts::AlertPolicy;
+use cxpulse_core::customers::CustomerCounts;
 use cxpulse_core::engine::OVERFLOW_LABEL;
 use cxpulse_core::event::{Action, RejectReason};
 use cxpulse_core::snapshot::{STATE_KINDS, SURVEY_CATEGORIES};
@@ -13,6 +14,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 const NPS: [&str; 3] = ["promoter", "passive", "detractor"];
 const CSAT: [&str; 2] = ["satisfied", "unsatisfied"];
 const CES: [&str; 2] = ["easy", "not_easy"];
+const CHURN_CATEGORIES: [&str; 4] = ["promoter", "passive", "detractor", "unknown"];
 
 /// Names of every metric `/metrics` can show; tests and the dashboard check use it.
 pub const METRIC_NAMES: &[&str] = &[
@@ -22,6 +24,10 @@ pub const METRIC_NAMES: &[&str] = &[
     "cxpulse_ces_score_sum",
     "cxpulse_customer_events",
     "cxpulse_customers_active_at_window_start",
+    "cxpulse_purchasers",
+    "cxpulse_repeat_purchasers",
+    "cxpulse_nps_respondents",
+    "cxpulse_churned_by_nps",
     "cxpulse_survey_responses_total",
     "cxpulse_customers_active",
     "cxpulse_nps_alert_threshold",
@@ -140,20 +146,12 @@ fn render_windows(out: &mut String, snapshot: &Snapshot) {
             for (w, counts) in series.windows.iter().enumerate() {
                 let series_labels = &labels[s * windows + w];
                 for (value, count) in values.iter().zip(pick(counts)) {
-                    out.push_str(name);
-                    out.push('{');
-                    out.push_str(series_labels);
-                    out.push(',');
-                    out.push_str(label);
-                    out.push_str("=\"");
-                    out.push_str(value);
-                    out.push_str("\"} ");
-                    out.push_str(number.format(*count));
-                    out.push('\n');
+                    push_sample(out, name, series_labels, Some((label, value)), *count);
                 }
             }
         }
     }
+    render_customers(out, snapshot, &labels);
     header(out, "cxpulse_ces_score_sum", "gauge", "Sum of CES scores in the window, for the mean.");
     for (s, series) in snapshot.series.iter().enumerate() {
         for (w, counts) in series.windows.iter().enumerate() {
@@ -181,6 +179,82 @@ fn render_windows(out: &mut String, snapshot: &Snapshot) {
             }
         }
     }
+}
+
+/// The distinct-customer gauges, for the series that have any customer in some window (the
+/// others would only add zeros to every scrape).
+fn render_customers(out: &mut String, snapshot: &Snapshot, labels: &[String]) {
+    type Pick = fn(&CustomerCounts) -> &[u32];
+    // A family without a label of its own has "" for it.
+    let families: [(&str, &str, &str, &[&str], Pick); 4] = [
+        (
+            "cxpulse_purchasers",
+            "Distinct customers with at least one purchase in the window.",
+            "",
+            &[""],
+            |c| std::slice::from_ref(&c.purchasers),
+        ),
+        (
+            "cxpulse_repeat_purchasers",
+            "Distinct customers with at least two purchases in the window.",
+            "",
+            &[""],
+            |c| std::slice::from_ref(&c.repeat_purchasers),
+        ),
+        (
+            "cxpulse_nps_respondents",
+            "Distinct customers whose latest NPS answer is in the window, by its category.",
+            "category",
+            &NPS,
+            |c| &c.nps_respondents,
+        ),
+        (
+            "cxpulse_churned_by_nps",
+            "Churns in the window by the customer's latest NPS answer at or before the churn.",
+            "category",
+            &CHURN_CATEGORIES,
+            |c| &c.churned_by_nps,
+        ),
+    ];
+    let windows = snapshot.windows.len();
+    let active: Vec<usize> = (0..snapshot.series.len())
+        .filter(|&s| snapshot.series[s].customers.iter().any(|c| *c != CustomerCounts::default()))
+        .collect();
+    for (name, help, label, values, pick) in families {
+        header(out, name, "gauge", help);
+        for &s in &active {
+            for (w, counts) in snapshot.series[s].customers.iter().enumerate() {
+                for (value, count) in values.iter().zip(pick(counts)) {
+                    let extra = (!label.is_empty()).then_some((label, *value));
+                    push_sample(out, name, &labels[s * windows + w], extra, *count);
+                }
+            }
+        }
+    }
+}
+
+/// One sample line: `name{series_labels[,label="value"]} count`, with plain pushes (the bulk of
+/// a large exposition).
+fn push_sample(
+    out: &mut String,
+    name: &str,
+    series_labels: &str,
+    extra: Option<(&str, &str)>,
+    count: u32,
+) {
+    out.push_str(name);
+    out.push('{');
+    out.push_str(series_labels);
+    if let Some((label, value)) = extra {
+        out.push(',');
+        out.push_str(label);
+        out.push_str("=\"");
+        out.push_str(value);
+        out.push('"');
+    }
+    out.push_str("} ");
+    out.push_str(itoa::Buffer::new().format(count));
+    out.push('\n');
 }
 
 fn render_series_gauges(out: &mut String, snapshot: &Snapshot, policy: &AlertPolicy) {
@@ -349,9 +423,8 @@ fn render_pipeline(out: &mut String, snapshot: &Snapshot, version: &str) {
 
 /// What the worker remembers, by kind: size, entries, the horizon kept, early evictions.
 fn render_state(out: &mut String, state: &cxpulse_core::StateStats) {
-    let seconds: Vec<String> =
-        state.horizon_ms.iter().map(|ms| (*ms as f64 / 1000.0).to_string()).collect();
-    let show = |values: &[u64; 3]| values.map(|v| v.to_string());
+    let seconds = state.horizon_ms.map(|ms| (ms as f64 / 1000.0).to_string());
+    let show = |values: &[u64; 4]| values.map(|v| v.to_string());
     let families = [
         (
             "cxpulse_state_bytes",
@@ -362,14 +435,14 @@ fn render_state(out: &mut String, state: &cxpulse_core::StateStats) {
         (
             "cxpulse_state_entries",
             "gauge",
-            "Remembered event ids (dedup), correctable answers (answers) and series windows per partition (windows).",
+            "Remembered event ids (dedup), correctable answers (answers), series windows per partition (windows) and customers of a series (customers).",
             show(&state.entries),
         ),
         (
             "cxpulse_state_horizon_seconds",
             "gauge",
             "How far back state is kept: the configured horizon, less when the memory budget forgot the oldest early.",
-            [seconds[0].clone(), seconds[1].clone(), seconds[2].clone()],
+            seconds,
         ),
         (
             "cxpulse_state_evictions_total",
@@ -401,6 +474,15 @@ mod tests {
         engine.process(p, format!(r#"{{"event_id":"a","type":"survey_response","occurred_at":{at},"brand":"acme","segment":"smb","survey":"nps","score":10}}"#).as_bytes(), at);
         engine.process(p, format!(r#"{{"event_id":"b","type":"customer_base","occurred_at":{at},"brand":"acme","segment":"smb","active_customers":5}}"#).as_bytes(), at);
         engine.process(p, b"nope", at);
+        for (id, action, customer) in
+            [("c", "purchase", "ann"), ("d", "purchase", "ann"), ("e", "churn", "bob")]
+        {
+            let json = format!(
+                r#"{{"event_id":"{id}","type":"customer_lifecycle","occurred_at":{at},"brand":"acme","segment":"smb","action":"{action}","customer_id":"{customer}"}}"#
+            );
+            engine.process(p, json.as_bytes(), at);
+        }
+        engine.process(p, format!(r#"{{"event_id":"f","type":"survey_response","occurred_at":{at},"brand":"quiet","survey":"csat","score":"5"}}"#).as_bytes(), at);
         let policy = AlertPolicy {
             overrides: vec![AlertOverride {
                 brand: "acme".into(),
@@ -415,25 +497,32 @@ mod tests {
         for line in [
             r#"cxpulse_nps_responses{brand="acme",segment="smb",window="1h",category="promoter"} 1"#,
             r#"cxpulse_nps_responses{brand="acme",segment="smb",window="30d",category="detractor"} 0"#,
-            r#"cxpulse_customers_active{brand="acme",segment="smb"} 5"#,
+            r#"cxpulse_customers_active{brand="acme",segment="smb"} 4"#,
             r#"cxpulse_customers_active_at_window_start{brand="acme",segment="smb",window="24h"} 5"#,
             r#"cxpulse_nps_alert_threshold{brand="acme",segment="smb"} 25"#,
             r#"cxpulse_nps_alert_min_responses{brand="acme",segment="smb"} 30"#,
             r#"cxpulse_churn_alert_threshold{brand="acme",segment="smb"} 0.02"#,
             r#"cxpulse_survey_responses_total{brand="acme",segment="smb",survey="nps",category="promoter"} 1"#,
             r#"cxpulse_events_rejected_total{reason="invalid_json"} 1"#,
-            "cxpulse_events_counted_total 2",
-            "cxpulse_series 1",
+            "cxpulse_events_counted_total 6",
+            "cxpulse_series 2",
+            r#"cxpulse_purchasers{brand="acme",segment="smb",window="1h"} 1"#,
+            r#"cxpulse_repeat_purchasers{brand="acme",segment="smb",window="30d"} 1"#,
+            r#"cxpulse_nps_respondents{brand="acme",segment="smb",window="24h",category="promoter"} 0"#,
+            r#"cxpulse_churned_by_nps{brand="acme",segment="smb",window="7d",category="unknown"} 1"#,
+            r#"cxpulse_state_entries{kind="customers"} 1"#,
             r#"cxpulse_build_info{version="9.9.9"} 1"#,
-            r#"cxpulse_state_entries{kind="dedup"} 2"#,
+            r#"cxpulse_state_entries{kind="dedup"} 6"#,
             r#"cxpulse_state_entries{kind="answers"} 0"#,
-            r#"cxpulse_state_entries{kind="windows"} 1"#,
+            r#"cxpulse_state_entries{kind="windows"} 2"#,
             r#"cxpulse_state_horizon_seconds{kind="dedup"} 86400"#,
             r#"cxpulse_state_evictions_total{kind="dedup"} 0"#,
             "cxpulse_corrections_unmatched_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
         }
+        // A series without customers adds no zeros to the customer families.
+        assert!(!text.contains(r#"cxpulse_purchasers{brand="quiet""#), "{text}");
         // Every sample line belongs to a family announced with # TYPE.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap_or_default();

@@ -13,9 +13,9 @@ const ANSWERS: usize = 1;
 /// What the budget has forgotten, per kind.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Evictions {
-    entries: [u64; 3],
+    entries: [u64; 4],
     /// The end (on T) of the newest bucket forgotten early: nothing stored before it is known.
-    through_ms: [Option<i64>; 3],
+    through_ms: [Option<i64>; 4],
 }
 
 impl Evictions {

@@ -18,8 +18,9 @@ use ahash::RandomState;
 
 use crate::age::AgeHistogram;
 use crate::buckets::{live_from, span_of};
+use crate::customers::{CustomerBook, CustomerCounts, CustomerEvent, Touch};
 use crate::drop_evidence::DropSettings;
-use crate::event::{Event, NpsCategory, Payload, RejectReason, Rejection, Survey};
+use crate::event::{Action, Event, NpsCategory, Payload, RejectReason, Rejection, Survey};
 use crate::feed::{FeedItem, FeedParts, FeedStatus};
 // Re-exported where they used to live, for callers that name them by this path.
 pub use crate::event::{SourcePartition, OVERFLOW_LABEL};
@@ -457,6 +458,25 @@ impl Engine {
                 self.grew |= state.answers.insert(key, answer, clock, track);
             }
         }
+        if let Some(touch) = customer_touch(&event.payload) {
+            let book = state.customers.get_or_insert_with(|| {
+                Box::new(CustomerBook::new(
+                    &self.config.windows,
+                    &self.future_panes,
+                    &self.clock.heads,
+                ))
+            });
+            book.set_clock(&self.clock.heads);
+            let customer = match &event.payload {
+                Payload::Survey { customer_id: Some(id), .. }
+                | Payload::Lifecycle { customer_id: id, .. } => {
+                    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+                }
+                _ => 0,
+            };
+            // The engine refused events outside the windows already: the book takes the rest.
+            book.apply(&CustomerEvent { series, customer, occurred_at_ms: occurred, touch });
+        }
         if self.config.detractor_feed && !self.replaying {
             self.feed_message(event, replaced_detractor);
         }
@@ -529,6 +549,10 @@ impl Engine {
             if !state.dedup.compact_one() {
                 state.answers.compact_one();
             }
+            if let Some(book) = state.customers.as_mut() {
+                book.set_clock(&self.clock.heads);
+                book.maintain();
+            }
         }
         self.enforce_budget();
     }
@@ -568,6 +592,7 @@ impl Engine {
                     Vec::new()
                 },
                 nps_drop_evidence: 0.0,
+                customers: vec![CustomerCounts::default(); window_count],
             })
             .collect();
         for state in self.partitions.values() {
@@ -604,6 +629,14 @@ impl Engine {
                         }
                     }
                 }
+                let Some(book) = state.customers.as_mut() else { continue };
+                book.set_clock(&self.clock.heads);
+                for id in book.series().to_vec() {
+                    let Some(out) = series.get_mut(id as usize) else { continue };
+                    for (total, counts) in out.customers.iter_mut().zip(book.counts(id)) {
+                        total.add(&counts);
+                    }
+                }
             }
         }
         Snapshot {
@@ -629,18 +662,39 @@ impl Engine {
             stats.entries[1] += state.answers.len() as u64;
             stats.bytes[2] += state.window_bytes() as u64;
             stats.entries[2] += state.present.len() as u64;
+            if let Some(book) = &state.customers {
+                stats.bytes[3] += book.bytes() as u64;
+                stats.entries[3] += book.entries() as u64;
+            }
         }
-        let horizons = [
-            self.config.dedup_horizon_ms,
-            self.config.correction_horizon_ms,
-            self.config.windows[self.longest].size_ms,
-        ];
+        let longest = self.config.windows[self.longest].size_ms;
+        let horizons =
+            [self.config.dedup_horizon_ms, self.config.correction_horizon_ms, longest, longest];
         for (kind, horizon) in horizons.into_iter().enumerate() {
             stats.horizon_ms[kind] = self.evictions.horizon_kept(kind, horizon, self.clock.now);
             stats.horizon_configured_ms[kind] = horizon;
             stats.evictions[kind] = self.evictions.entries(kind);
         }
         stats
+    }
+}
+
+/// What an event tells the customer book, if anything: a purchase, a churn, or an NPS answer of
+/// a named customer.
+fn customer_touch(payload: &Payload<'_>) -> Option<Touch> {
+    match payload {
+        Payload::Lifecycle { action: Action::Purchase, .. } => Some(Touch::Purchase),
+        Payload::Lifecycle { action: Action::Churn, .. } => Some(Touch::Churn),
+        Payload::Survey {
+            survey: Survey::Nps { score },
+            customer_id: Some(_),
+            response_id,
+            ..
+        } => Some(Touch::Answer {
+            category: Survey::nps_category(*score),
+            response: response_id.as_ref().map(|id| xxhash_rust::xxh3::xxh3_64(id.as_bytes())),
+        }),
+        _ => None,
     }
 }
 

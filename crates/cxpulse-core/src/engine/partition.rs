@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use ahash::RandomState;
 
 use crate::buckets::TimeBuckets;
+use crate::customers::CustomerBook;
 use crate::drop_evidence::DropDetector;
 use crate::event::Survey;
 use crate::window::{Counter, Counts, Ring};
@@ -84,6 +85,9 @@ pub(crate) struct PartitionState {
     /// NPS-drop evidence of each series this partition took NPS answers for, checkpointed in
     /// the manifest (`checkpoint::Manifest::encode_with_drops`).
     pub drops: HashMap<SeriesId, DropDetector, RandomState>,
+    /// The customers of the partition's series (purchases, NPS answers, churns), made on the
+    /// first event that names a customer.
+    pub customers: Option<Box<CustomerBook>>,
 }
 
 impl PartitionState {
@@ -96,6 +100,7 @@ impl PartitionState {
             last_series: None,
             book: PersistBook::default(),
             drops: HashMap::default(),
+            customers: None,
         }
     }
 

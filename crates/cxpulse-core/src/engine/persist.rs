@@ -11,9 +11,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::checkpoint::{
-    self, AnswerRecord, CheckpointError, GroupRef, Manifest, Part, RecordKey, SegmentKind,
-    WindowsSegment,
+    self, AnswerRecord, CheckpointError, GroupRef, Manifest, ManifestTail, Part, RecordKey,
+    SegmentKind, WindowsSegment,
 };
+use crate::customers::CustomerBook;
 use crate::event::{is_label_value, MAX_ACTIVE_CUSTOMERS, MAX_OCCURRED_AT_MS, OVERFLOW_LABEL};
 use crate::window::{Base, Ring, RingState, WindowSpec, PANES_PER_WINDOW};
 use crate::SourcePartition;
@@ -61,6 +62,11 @@ pub(crate) struct PersistBook {
     series_saved: usize,
     dedup: BTreeMap<i64, Group>,
     answers: BTreeMap<i64, Group>,
+    /// The customer book's generation: a whole segment, then segments of its changes, rewritten
+    /// whole on the same rule as the windows.
+    customers: Group,
+    customers_base_bytes: usize,
+    customers_delta_bytes: usize,
     garbage: Vec<RecordKey>,
 }
 
@@ -75,6 +81,9 @@ impl Default for PersistBook {
             series_saved: 0,
             dedup: BTreeMap::new(),
             answers: BTreeMap::new(),
+            customers: Group::default(),
+            customers_base_bytes: 0,
+            customers_delta_bytes: 0,
             garbage: Vec::new(),
         }
     }
@@ -90,7 +99,8 @@ impl PersistBook {
     fn all_keys(&self) -> impl Iterator<Item = RecordKey> + '_ {
         let dedup = self.dedup.values().flat_map(|g| g.keys(SegmentKind::Dedup));
         let answers = self.answers.values().flat_map(|g| g.keys(SegmentKind::Answers));
-        self.windows.keys(SegmentKind::Windows).chain(dedup).chain(answers)
+        let customers = self.customers.keys(SegmentKind::Customers);
+        self.windows.keys(SegmentKind::Windows).chain(dedup).chain(answers).chain(customers)
     }
 }
 
@@ -127,6 +137,7 @@ pub enum RestoreError {
     RingOutOfRange,
     ImpossibleActiveCounts,
     InvalidAnswer,
+    InvalidCustomers(String),
 }
 
 impl std::fmt::Display for RestoreError {
@@ -153,6 +164,7 @@ impl std::fmt::Display for RestoreError {
                 f.write_str("checkpoint ring holds active-customer counts no events can make")
             }
             RestoreError::InvalidAnswer => f.write_str("checkpoint answer is invalid"),
+            RestoreError::InvalidCustomers(e) => write!(f, "checkpoint customers: {e}"),
         }
     }
 }
@@ -185,6 +197,7 @@ impl Engine {
             book.dedup.clear();
             book.answers.clear();
             book.windows = Group::default();
+            book.customers = Group::default();
         }
         let mut records = Vec::new();
 
@@ -200,7 +213,8 @@ impl Engine {
         let live: Vec<i64> = state.dedup.buckets().iter().map(|b| b.index).collect();
         retire_groups(&mut book.dedup, &live, SegmentKind::Dedup, &mut book.garbage);
 
-        // Answers: the current value of each one stored or changed, by bucket.
+        // Answers: the current value of each one stored or changed, by bucket. Series go by
+        // their local number (their place in `present`), here, in customers and in drops.
         let local: HashMap<u32, u32> =
             state.present.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
         for bucket in state.answers.buckets_mut() {
@@ -291,6 +305,48 @@ impl Engine {
             }
         }
 
+        // Customers, by the local series numbers the windows segments define.
+        let mut customers_ref = None;
+        if let Some(customers) = state.customers.as_mut() {
+            let new_generation = rewrite
+                || book.customers.segments.is_empty()
+                || book.customers_delta_bytes > book.customers_base_bytes.max(MIN_REWRITE_BYTES);
+            let number_of = |id| local.get(&id).copied();
+            let body = if new_generation {
+                customers.encode_full(number_of).map(Some)
+            } else {
+                customers.encode_changes(number_of)
+            };
+            match body {
+                Ok(Some(body)) => {
+                    if new_generation {
+                        let old: Vec<RecordKey> =
+                            book.customers.keys(SegmentKind::Customers).collect();
+                        book.garbage.extend(old);
+                        book.customers = Group::default();
+                        book.customers_base_bytes = body.len();
+                        book.customers_delta_bytes = 0;
+                    } else {
+                        book.customers_delta_bytes += body.len();
+                    }
+                    let group =
+                        if new_generation { seq as i64 } else { book.customers.reference.group };
+                    push_segment(
+                        &mut records,
+                        &mut book.customers,
+                        SegmentKind::Customers,
+                        group,
+                        seq,
+                        &body,
+                    );
+                }
+                Ok(None) => {}
+                Err(_) => book.rewrite = true,
+            }
+            customers_ref =
+                (book.customers.reference.segments > 0).then_some(book.customers.reference);
+        }
+
         let manifest = Manifest {
             seq,
             offset,
@@ -302,15 +358,14 @@ impl Engine {
         };
         // The drop detectors are small and change with every NPS answer: the manifest carries
         // them whole, by the series' local number (every present series is saved by now).
-        let numbers: HashMap<u32, u32> =
-            state.present.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect();
         let mut drops: Vec<(u32, DropDetector)> = state
             .drops
             .iter()
-            .filter_map(|(id, detector)| Some((*numbers.get(id)?, detector.clone())))
+            .filter_map(|(id, detector)| Some((*local.get(id)?, detector.clone())))
             .collect();
         drops.sort_by_key(|(number, _)| *number);
-        match manifest.encode_with_drops(&drops) {
+        let tail = ManifestTail { drops, customers: customers_ref };
+        match manifest.encode_with_tail(&tail) {
             Ok(bytes) => records.push((RecordKey::Manifest, bytes)),
             Err(_) => book.rewrite = true,
         }
@@ -376,8 +431,8 @@ impl Engine {
         &mut self,
         records: &[(RecordKey, &[u8])],
     ) -> Result<(PartitionState, i64, u64), RestoreError> {
-        let (manifest, drops) = match records.iter().find(|(k, _)| *k == RecordKey::Manifest) {
-            Some((_, bytes)) => Manifest::decode_with_drops(bytes)?,
+        let (manifest, tail) = match records.iter().find(|(k, _)| *k == RecordKey::Manifest) {
+            Some((_, bytes)) => Manifest::decode_with_tail(bytes)?,
             None if records.is_empty() => return Err(RestoreError::NoCheckpoint),
             None => return Err(RestoreError::NoManifest),
         };
@@ -394,6 +449,7 @@ impl Engine {
                 SegmentKind::Windows => group == manifest.windows.group,
                 SegmentKind::Dedup => manifest.dedup.iter().any(|g| g.group == group),
                 SegmentKind::Answers => manifest.answers.iter().any(|g| g.group == group),
+                SegmentKind::Customers => tail.customers.is_some_and(|g| g.group == group),
             }
         };
         let mut segments: BTreeMap<(SegmentKind, i64, u64), Vec<Part<'_>>> = BTreeMap::new();
@@ -442,6 +498,7 @@ impl Engine {
                     SegmentKind::Dedup => "an id segment",
                     SegmentKind::Answers => "an answer segment",
                     SegmentKind::Windows => "a windows segment",
+                    SegmentKind::Customers => "a customers segment",
                 }));
             }
             Ok(group)
@@ -452,6 +509,9 @@ impl Engine {
         }
         for reference in &manifest.answers {
             book.answers.insert(reference.group, check(SegmentKind::Answers, reference)?);
+        }
+        if let Some(reference) = &tail.customers {
+            book.customers = check(SegmentKind::Customers, reference)?;
         }
 
         // Windows: the generation's segments in order, merged per ring.
@@ -508,7 +568,7 @@ impl Engine {
             }
         }
         book.series_saved = series.len();
-        for (number, detector) in drops {
+        for (number, detector) in tail.drops {
             let Some(&id) = ids.get(number as usize) else {
                 return Err(RestoreError::InvalidSeriesLabels);
             };
@@ -546,6 +606,20 @@ impl Engine {
                 }
             }
             state.answers.restore(index, all.into_iter());
+        }
+        if let Some(reference) = &tail.customers {
+            let bodies = bodies.get(&(SegmentKind::Customers, reference.group));
+            let bodies: Vec<&[u8]> =
+                bodies.into_iter().flatten().map(|(_, _, body)| body.as_slice()).collect();
+            book.customers_base_bytes = bodies.first().map_or(0, |b| b.len());
+            book.customers_delta_bytes = bodies.iter().skip(1).map(|b| b.len()).sum();
+            let segments = bodies.iter().copied();
+            let id_of = |number: u32| ids.get(number as usize).copied();
+            let mut customers =
+                CustomerBook::restore(&self.config.windows, &self.future_panes, segments, id_of)
+                    .map_err(|e| RestoreError::InvalidCustomers(e.to_string()))?;
+            customers.set_clock(&self.clock.heads);
+            state.customers = Some(Box::new(customers));
         }
         state.book = book;
         Ok((state, manifest.offset, manifest.seq))

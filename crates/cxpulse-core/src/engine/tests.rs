@@ -363,3 +363,98 @@ fn drop_detectors_are_checkpointed_and_carry_on_after_a_restore_exactly() {
     assert_eq!(evidence(&mut restored), after, "and the same after more answers");
     assert!(after.iter().any(|(brand, e)| brand == "falls" && *e >= 1.0), "{after:?}");
 }
+
+/// A crafted stream of purchases, NPS answers (one corrected) and churns on two partitions, with
+/// the counts worked out by hand; then the same after an incremental checkpoint and a restore.
+#[test]
+fn customer_counts_follow_purchases_answers_and_churns_through_checkpoints() {
+    const H: i64 = 3_600_000;
+    let t0 = 1_000 * H; // the start of an hour: every event below is in the 1h window at t0 + 50 min
+    let ev = |id: &str, minute: i64, body: &str| {
+        format!(
+            r#"{{"event_id":"{id}","occurred_at":{},"brand":"acme",{body}}}"#,
+            t0 + minute * 60_000
+        )
+    };
+    let purchase =
+        |c: &str| format!(r#""type":"customer_lifecycle","action":"purchase","customer_id":"{c}""#);
+    let churn =
+        |c: &str| format!(r#""type":"customer_lifecycle","action":"churn","customer_id":"{c}""#);
+    let nps = |c: &str, score: u8, r: &str| {
+        format!(
+            r#""type":"survey_response","survey":"nps","score":{score},"customer_id":"{c}","response_id":"{r}""#
+        )
+    };
+    let p0 = SOURCE;
+    let p1 = SourcePartition { topic: 0, partition: 1 };
+    let mut engine = engine_with(&["1h", "24h"]).unwrap();
+    let first = [
+        (p0, ev("a1", 10, &purchase("ann"))),
+        (p0, ev("a2", 5, &purchase("ann"))), // out of order: ann is a repeat purchaser
+        (p0, ev("a1", 10, &purchase("ann"))), // duplicate id: not a third purchase
+        (p0, ev("b1", 12, &purchase("bob"))),
+        (p0, ev("n1", 20, &nps("ann", 3, "r1"))), // ann: detractor
+        (p0, ev("n2", 21, &nps("bob", 9, "r2"))), // bob: promoter
+        (p1, ev("n3", 22, &nps("cid", 7, "r3"))), // cid: passive, on the other partition
+        (p0, ev("c1", 30, &churn("ann"))),        // churns as a detractor
+    ];
+    for (partition, json) in &first {
+        let outcome = engine.process(*partition, json.as_bytes(), t0 + H);
+        assert!(!matches!(outcome, Outcome::Rejected(_)), "{json}: {outcome:?}");
+    }
+    let mut topic = std::collections::BTreeMap::new();
+    let write = |batch: &CheckpointBatch,
+                 topic: &mut std::collections::BTreeMap<String, Vec<u8>>| {
+        for (key, value) in &batch.records {
+            topic.insert(key.to_string(), value.clone());
+        }
+        for key in &batch.tombstones {
+            topic.remove(&key.to_string());
+        }
+    };
+    write(&engine.checkpoint(p0, 8), &mut topic);
+    let second = [
+        (p0, ev("n1b", 25, &nps("ann", 10, "r1"))), // ann's answer corrected: promoter
+        (p0, ev("c2", 40, &churn("bob"))),          // bob churns as a promoter
+        (p0, ev("c3", 41, &churn("dan"))),          // dan never answered: unknown
+        (p0, ev("b2", 45, &purchase("bob"))),       // bob buys again
+        (p0, ev("c4", 15, &churn("bob"))),          // before bob's answer: unknown
+        (p0, ev("x1", 50, r#""type":"survey_response","survey":"csat","score":"5""#)),
+    ];
+    for (partition, json) in &second {
+        assert_eq!(engine.process(*partition, json.as_bytes(), t0 + H), Outcome::Counted, "{json}");
+    }
+    let expected = |engine: &mut Engine| {
+        let snapshot = engine.snapshot(t0 + H);
+        let series = &snapshot.series[0];
+        for counts in &series.customers {
+            assert_eq!((counts.purchasers, counts.repeat_purchasers), (2, 2), "{counts:?}");
+            assert_eq!(counts.nps_respondents, [2, 1, 0], "ann and bob promoters, cid passive");
+            assert_eq!(counts.churned_by_nps, [1, 0, 1, 2], "bob, ann; dan and bob's early one");
+        }
+        assert_eq!(snapshot.state.entries[3], 3, "ann, bob and cid (dan only churned)");
+        assert!(snapshot.state.bytes[3] > 0);
+    };
+    expected(&mut engine);
+
+    let batch = engine.checkpoint(p0, 14);
+    let kinds: Vec<String> = batch.records.iter().map(|(k, _)| k.to_string()).collect();
+    assert!(kinds.iter().any(|k| k.starts_with("c/")), "customers written: {kinds:?}");
+    write(&batch, &mut topic);
+    let records: Vec<(String, Vec<u8>)> = topic.into_iter().collect();
+    let mut restored = engine_with(&["1h", "24h"]).unwrap();
+    assert_eq!(restored.restore(p0, &records, 0), Ok(14));
+    for (partition, json) in first.iter().filter(|(p, _)| *p == p1) {
+        restored.process(*partition, json.as_bytes(), t0 + H);
+    }
+    expected(&mut restored);
+
+    // Without the customers' segments the manifest names, the restore is refused.
+    let without: Vec<(String, Vec<u8>)> =
+        records.iter().filter(|(k, _)| !k.starts_with("c/")).cloned().collect();
+    let mut refused = engine_with(&["1h", "24h"]).unwrap();
+    assert_eq!(
+        refused.restore(p0, &without, 0),
+        Err(RestoreError::Incomplete("a customers segment"))
+    );
+}

@@ -38,6 +38,8 @@ struct Ev {
     brand: usize,
     segment: usize,
     kind: Kind,
+    /// c0..c2 (NPS answers: 3 for none).
+    customer: u8,
 }
 
 #[derive(Clone, Debug)]
@@ -63,12 +65,17 @@ const ACTIONS: [&str; 5] = ["signup", "renewal", "purchase", "churn", "reactivat
 impl Ev {
     fn json(&self, time_ms: i64) -> String {
         let body = match self.kind {
+            Kind::Nps(s) if self.customer < 3 => format!(
+                r#""type":"survey_response","survey":"nps","score":{s},"customer_id":"c{}""#,
+                self.customer
+            ),
             Kind::Nps(s) => format!(r#""type":"survey_response","survey":"nps","score":{s}"#),
             Kind::Csat(s) => format!(r#""type":"survey_response","survey":"csat","score":"{s}""#),
             Kind::Ces(s) => format!(r#""type":"survey_response","survey":"ces","score":{s}"#),
             Kind::Lifecycle(a) => format!(
-                r#""type":"customer_lifecycle","action":"{}","customer_id":"c1""#,
-                ACTIONS[a]
+                r#""type":"customer_lifecycle","action":"{}","customer_id":"c{}""#,
+                ACTIONS[a],
+                self.customer % 3
             ),
         };
         let response =
@@ -121,10 +128,11 @@ fn ev_strategy() -> impl Strategy<Value = Ev> {
         0usize..3,
         0usize..2,
         kind,
+        0u8..4,
     )
-        .prop_map(|(id, response_id, offset_ms, brand, segment, kind)| {
+        .prop_map(|(id, response_id, offset_ms, brand, segment, kind, customer)| {
             let response_id = if matches!(kind, Kind::Lifecycle(_)) { None } else { response_id };
-            Ev { id, response_id, offset_ms, brand, segment, kind }
+            Ev { id, response_id, offset_ms, brand, segment, kind, customer }
         })
 }
 
@@ -308,7 +316,10 @@ fn config(mode: ClockMode) -> EngineConfig {
 
 fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
     let config = config(mode);
-    let mut engine = Engine::new(config).unwrap();
+    let mut engine = Engine::new(config.clone()).unwrap();
+    // The same events, drops and upkeep without any checkpoint: the customer counts (which the
+    // model leaves to `customers.rs`'s own) must come out of round trips and crashes unchanged.
+    let mut reference = Engine::new(config).unwrap();
     let mut model = Model::default();
     let mut wall = BASE_MS;
     let mut topics: [BTreeMap<String, Vec<u8>>; 3] = Default::default();
@@ -321,6 +332,7 @@ fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
                 let json = event.json(time_ms);
                 let source = SourcePartition { topic: 0, partition: *partition };
                 let got = engine.process(source, json.as_bytes(), wall);
+                reference.process(source, json.as_bytes(), wall);
                 let want = model.process(mode, *partition, event, time_ms, wall);
                 let same = match (&got, &want) {
                     (Outcome::Rejected(a), Outcome::Rejected(b)) => a.reason == b.reason,
@@ -330,10 +342,14 @@ fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Drop(partition) => {
                 engine.drop_partition(SourcePartition { topic: 0, partition: *partition });
+                reference.drop_partition(SourcePartition { topic: 0, partition: *partition });
                 model.epochs[*partition as usize] += 1;
                 topics[*partition as usize].clear();
             }
-            Op::Maintain => engine.maintain(wall),
+            Op::Maintain => {
+                engine.maintain(wall);
+                reference.maintain(wall);
+            }
             Op::RoundTrip(partition) => {
                 let source = SourcePartition { topic: 0, partition: *partition };
                 let topic = &mut topics[*partition as usize];
@@ -366,6 +382,12 @@ fn run(mode: ClockMode, ops: &[Op]) -> Result<(), TestCaseError> {
         for (i, &w) in WINDOWS_MS.iter().enumerate() {
             prop_assert_eq!(s.windows[i], model.window(&key, w), "series {:?} window {}", key, w);
         }
+    }
+    let unbroken = reference.snapshot(wall);
+    for s in &snapshot.series {
+        let r = unbroken.series.iter().find(|r| r.brand == s.brand && r.segment == s.segment);
+        let want = r.map(|r| r.customers.clone()).unwrap_or_default();
+        prop_assert_eq!(&s.customers, &want, "customers of {}/{}", s.brand, s.segment);
     }
     let known: usize = snapshot.series.len();
     prop_assert_eq!(known, model.series.len() + usize::from(model.overflow > 0));
