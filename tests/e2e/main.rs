@@ -12,6 +12,7 @@ mod fixture;
 mod alerting;
 mod cli;
 mod counts;
+mod customers;
 mod deploy;
 mod early_warning;
 mod event_schema;

@@ -107,6 +107,22 @@ impl CustomerCounts {
         }
     }
 
+    /// Repeat purchasers over purchasers (`cxpulse:repeat_purchase_ratio`); `None` without any.
+    pub fn repeat_purchase_ratio(&self) -> Option<f64> {
+        (self.purchasers > 0).then(|| f64::from(self.repeat_purchasers) / f64::from(self.purchasers))
+    }
+
+    /// Churns over respondents per category, promoter, passive, detractor
+    /// (`cxpulse:churn_ratio_by_nps`); `None` for a category without respondents. The `unknown`
+    /// churns have no respondents to divide by.
+    pub fn churn_ratio_by_nps(&self) -> [Option<f64>; 3] {
+        std::array::from_fn(|c| {
+            let respondents = self.nps_respondents[c];
+            (respondents > 0)
+                .then(|| f64::from(self.churned_by_nps[c]) / f64::from(respondents))
+        })
+    }
+
     fn of(tally: &Tally) -> Self {
         let [purchasers, repeat_purchasers, p, q, d, cp, cq, cd, cu] = *tally;
         CustomerCounts {

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use cxpulse_core::alerts::AlertPolicy;
+use cxpulse_core::customers::CustomerCounts;
 use cxpulse_core::event::Action;
 use cxpulse_core::window::PANES_PER_WINDOW;
 use cxpulse_core::{Counts, Scores, Snapshot};
@@ -83,6 +84,7 @@ pub struct WindowScores {
     pub ces: CesCounts,
     pub customer_events: BTreeMap<&'static str, u32>,
     pub customers_active_at_window_start: Option<i64>,
+    pub customers: CustomerJourney,
     pub scores: Scores,
     /// The score is below the threshold with at least the minimum number of answers.
     pub nps_below_threshold: bool,
@@ -101,6 +103,48 @@ pub struct NpsCounts {
 impl From<[u32; 3]> for NpsCounts {
     fn from([promoter, passive, detractor]: [u32; 3]) -> Self {
         NpsCounts { promoter, passive, detractor }
+    }
+}
+
+/// Distinct customers in the window (this worker's partitions) and the ratios of the recording
+/// rules `cxpulse:repeat_purchase_ratio` and `cxpulse:churn_ratio_by_nps`.
+#[derive(Serialize)]
+pub struct CustomerJourney {
+    pub purchasers: u32,
+    pub repeat_purchasers: u32,
+    pub repeat_purchase_ratio: Option<f64>,
+    pub nps_respondents: NpsCounts,
+    pub churned_by_nps: ChurnedByNps,
+    pub churn_ratio_by_nps: NpsRatios,
+}
+
+#[derive(Serialize)]
+pub struct ChurnedByNps {
+    pub promoter: u32,
+    pub passive: u32,
+    pub detractor: u32,
+    pub unknown: u32,
+}
+
+#[derive(Serialize)]
+pub struct NpsRatios {
+    pub promoter: Option<f64>,
+    pub passive: Option<f64>,
+    pub detractor: Option<f64>,
+}
+
+impl From<&CustomerCounts> for CustomerJourney {
+    fn from(c: &CustomerCounts) -> Self {
+        let [promoter, passive, detractor, unknown] = c.churned_by_nps;
+        let [p, q, d] = c.churn_ratio_by_nps();
+        CustomerJourney {
+            purchasers: c.purchasers,
+            repeat_purchasers: c.repeat_purchasers,
+            repeat_purchase_ratio: c.repeat_purchase_ratio(),
+            nps_respondents: NpsCounts::from(c.nps_respondents),
+            churned_by_nps: ChurnedByNps { promoter, passive, detractor, unknown },
+            churn_ratio_by_nps: NpsRatios { promoter: p, passive: q, detractor: d },
+        }
     }
 }
 
@@ -169,8 +213,11 @@ pub fn document<'a>(
                             .map(|steps| steps.iter().map(|&c| NpsCounts::from(c)).collect())
                             .unwrap_or_default()
                     });
-                    let values =
+                    let mut values =
                         window_scores(&counts, start, active_now, threshold, min_responses, steps);
+                    if let Some(customers) = s.customers.get(i) {
+                        values.customers = CustomerJourney::from(customers);
+                    }
                     (snapshot.windows[i].name.as_str(), values)
                 })
                 .collect();
@@ -209,6 +256,7 @@ fn window_scores(
             .map(|a| (a.as_str(), counts.actions[a.index()]))
             .collect(),
         customers_active_at_window_start: start,
+        customers: CustomerJourney::from(&CustomerCounts::default()),
         nps_below_threshold: scores.nps_below_threshold(threshold, min_responses),
         scores,
         steps,
