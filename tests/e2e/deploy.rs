@@ -27,6 +27,10 @@ const CONTRACT_METRICS: &[&str] = &[
     "cxpulse_ces_score_sum",
     "cxpulse_customer_events",
     "cxpulse_customers_active_at_window_start",
+    "cxpulse_purchasers",
+    "cxpulse_repeat_purchasers",
+    "cxpulse_nps_respondents",
+    "cxpulse_churned_by_nps",
     "cxpulse_survey_responses_total",
     "cxpulse_customers_active",
     "cxpulse_nps_alert_threshold",
@@ -64,6 +68,8 @@ const CONTRACT_RULES: &[&str] = &[
     "cxpulse:ces_mean",
     "cxpulse:churn_ratio",
     "cxpulse:retention_ratio",
+    "cxpulse:repeat_purchase_ratio",
+    "cxpulse:churn_ratio_by_nps",
 ];
 
 const DASHBOARD_UID: &str = "cxpulse-overview";
@@ -456,8 +462,9 @@ fn recording_rules_cover_the_contract() {
         let at = src.find(&format!("- record: {r}\n")).unwrap();
         let body = &src[at..];
         let end = body[1..].find("- record:").map(|e| e + 1).unwrap_or(body.len());
+        // (A rule by category sums by it too: `sum by (brand, segment, window, category)`.)
         assert!(
-            body[..end].contains("sum by (brand, segment, window)"),
+            body[..end].contains("sum by (brand, segment, window"),
             "{r} does not sum by (brand, segment, window)"
         );
     }
