@@ -19,11 +19,8 @@ const WINDOWS: [&str; 4] = ["1h", "24h", "7d", "30d"];
 fn event(id: &str, at: i64, series: (&str, &str), customer: &str, body: &str) -> (i32, Vec<u8>) {
     // Keyed by customer: all of a customer's events reach one partition.
     let partition = i32::from(customer.bytes().map(u16::from).sum::<u16>() % 2 == 1);
-    let customer = if customer.is_empty() {
-        String::new()
-    } else {
-        format!(r#","customer_id":"{customer}""#)
-    };
+    let customer =
+        if customer.is_empty() { String::new() } else { format!(r#","customer_id":"{customer}""#) };
     let json = format!(
         r#"{{"event_id":"{id}","occurred_at":{at},"brand":"{}","segment":"{}"{customer},{body}}}"#,
         series.0, series.1

@@ -109,7 +109,8 @@ impl CustomerCounts {
 
     /// Repeat purchasers over purchasers (`cxpulse:repeat_purchase_ratio`); `None` without any.
     pub fn repeat_purchase_ratio(&self) -> Option<f64> {
-        (self.purchasers > 0).then(|| f64::from(self.repeat_purchasers) / f64::from(self.purchasers))
+        (self.purchasers > 0)
+            .then(|| f64::from(self.repeat_purchasers) / f64::from(self.purchasers))
     }
 
     /// Churns over respondents per category, promoter, passive, detractor
@@ -118,8 +119,7 @@ impl CustomerCounts {
     pub fn churn_ratio_by_nps(&self) -> [Option<f64>; 3] {
         std::array::from_fn(|c| {
             let respondents = self.nps_respondents[c];
-            (respondents > 0)
-                .then(|| f64::from(self.churned_by_nps[c]) / f64::from(respondents))
+            (respondents > 0).then(|| f64::from(self.churned_by_nps[c]) / f64::from(respondents))
         })
     }
 

@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use cxpulse_core::alerts::AlertPolicy;
+use cxpulse_core::customers::CustomerCounts;
 use cxpulse_core::duration::format_duration_ms;
 use cxpulse_core::event::Action;
 use cxpulse_core::{Scores, Snapshot};
@@ -295,7 +296,8 @@ fn render_table(out: &mut String, snapshot: &Snapshot, rows: &[Row], window: usi
         "<div class=wrap><table><thead><tr><th>brand / segment</th><th>NPS ±95&nbsp;%</th>\
          <th>vs threshold</th><th>alert<br><small>drop evidence</small></th><th>promoters / passives / detractors&nbsp;%</th>\
          <th>NPS per {} step</th><th>CSAT top&#8209;2</th><th>CES 1–7</th><th>churn</th>\
-         <th>retention</th><th>other windows</th></tr></thead><tbody>",
+         <th>retention</th><th>repeat purchase</th><th>churn by NPS<br><small>P / Q / D</small></th>\
+         <th>other windows</th></tr></thead><tbody>",
         esc(&step)
     );
     for row in rows {
@@ -361,7 +363,7 @@ fn render_row(out: &mut String, snapshot: &Snapshot, row: &Row, window: usize) {
     let _ = write!(
         out,
         "</td><td>{}<br><small>{} answers</small></td><td>{}<br><small>{} answers</small></td>\
-         <td>{}<br><small>{churns} churned</small></td><td>{}</td><td class=other>",
+         <td>{}<br><small>{churns} churned</small></td><td>{}</td>",
         percent(s.csat_ratio, 1),
         s.csat_responses,
         s.ces_mean.map_or("–".into(), |m| format!("{m:.2}")),
@@ -369,6 +371,9 @@ fn render_row(out: &mut String, snapshot: &Snapshot, row: &Row, window: usize) {
         percent(s.churn_ratio, 2),
         percent(s.retention_ratio, 1),
     );
+    let customers = snapshot.series[row.index].customers.get(window).copied().unwrap_or_default();
+    customer_journey(out, &customers);
+    out.push_str("<td class=other>");
     for (w, spec) in snapshot.windows.iter().enumerate().filter(|(w, _)| *w != window) {
         let other = scores_of(snapshot, row.index, w);
         let mark =
@@ -376,6 +381,35 @@ fn render_row(out: &mut String, snapshot: &Snapshot, row: &Row, window: usize) {
         let _ = write!(out, "<span>{} {}{mark}</span>", esc(&spec.name), score(other.nps_score));
     }
     out.push_str("</td></tr>");
+}
+
+/// Repeat purchase rate, and churn by the category of the customer's last NPS answer (the
+/// detractors' in red when they churn more than the promoters).
+fn customer_journey(out: &mut String, c: &CustomerCounts) {
+    if *c == CustomerCounts::default() {
+        out.push_str("<td>–</td><td>–</td>");
+        return;
+    }
+    let _ = write!(
+        out,
+        "<td class=repeat>{}<br><small>{} of {} buyers</small></td><td class=churn-nps>",
+        percent(c.repeat_purchase_ratio(), 1),
+        c.repeat_purchasers,
+        c.purchasers
+    );
+    let [promoter, passive, detractor] = c.churn_ratio_by_nps();
+    let worse = detractor.is_some_and(|d| promoter.is_none_or(|p| d > p));
+    let detractor_class = if worse { " class=bad" } else { "" };
+    let _ = write!(
+        out,
+        "<span title=promoters>{}</span> / <span title=passives>{}</span> / \
+         <span title=detractors{detractor_class}>{}</span><br><small>{} churned, {} unknown</small></td>",
+        percent(promoter, 1),
+        percent(passive, 1),
+        percent(detractor, 1),
+        c.churned_by_nps.iter().sum::<u32>(),
+        c.churned_by_nps[3]
+    );
 }
 
 /// The drop evidence as a bar filling up to the alert level (1.0): amber from half way, red at

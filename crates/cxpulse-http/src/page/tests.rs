@@ -155,3 +155,47 @@ fn the_drop_evidence_fills_a_bar_and_a_silent_series_is_marked() {
     let html = render_page(&snapshot, &view(&quiet));
     assert!(!html.contains(">SILENT<"), "below the rate that makes a gap mean anything");
 }
+
+#[test]
+fn a_row_shows_repeat_purchases_and_churn_by_nps_category() {
+    let mut engine = engine_with(2);
+    let p = SourcePartition { topic: 0, partition: 0 };
+    let lifecycle = |id: &str, action: &str, customer: &str| {
+        format!(
+            r#"{{"event_id":"{id}","type":"customer_lifecycle","occurred_at":{T0},"brand":"b0","segment":"s1","action":"{action}","customer_id":"{customer}"}}"#
+        )
+    };
+    let answer = |id: &str, score: u8, customer: &str| {
+        format!(
+            r#"{{"event_id":"{id}","type":"survey_response","occurred_at":{},"brand":"b0","segment":"s1","survey":"nps","score":{score},"customer_id":"{customer}"}}"#,
+            T0 - 60_000
+        )
+    };
+    for json in [
+        lifecycle("p1", "purchase", "ann"),
+        lifecycle("p2", "purchase", "ann"),
+        lifecycle("p3", "purchase", "bob"),
+        lifecycle("p4", "purchase", "cid"),
+        lifecycle("p5", "purchase", "dan"),
+        answer("a1", 2, "ann"),
+        answer("a2", 3, "bob"),
+        answer("a3", 10, "cid"),
+        lifecycle("c1", "churn", "ann"),
+        lifecycle("c2", "churn", "eve"),
+    ] {
+        engine.process(p, json.as_bytes(), T0);
+    }
+    let policy = policy();
+    let html = render_page(&engine.snapshot_with_steps(T0), &view(&policy));
+    let row = html.split("<tr id=r").find(|r| r.contains("data-segment=\"s1\"")).unwrap();
+    assert!(row.contains("<td class=repeat>25.0 %<br><small>1 of 4 buyers</small>"), "{row}");
+    assert!(
+        row.contains(
+            "<span title=promoters>0.0 %</span> / <span title=passives>–</span> / \
+             <span title=detractors class=bad>50.0 %</span><br><small>2 churned, 1 unknown"
+        ),
+        "{row}"
+    );
+    let other = html.split("<tr id=r").find(|r| r.contains("data-segment=\"s0\"")).unwrap();
+    assert!(other.contains("<td>–</td><td>–</td>"), "no customers, no figures: {other}");
+}
