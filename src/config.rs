@@ -13,6 +13,7 @@ use cxpulse_core::secret::{secrets_in, Redactor, Secret};
 use cxpulse_core::{ClockMode, EngineConfig, WindowSpec};
 use cxpulse_http::HttpConfig;
 use cxpulse_kafka::config::is_secret_key;
+use cxpulse_kafka::feed::FeedConfig;
 use cxpulse_kafka::{KafkaSettings, SourceConfig};
 
 use crate::settings::{LogSettings, Settings};
@@ -31,6 +32,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub log: LogConfig,
     pub gateway: cxpulse_gateway::GatewayConfig,
+    pub feed: FeedConfig,
     /// Scrubs this configuration's secret values from error text; found by [`secrets_in`].
     #[serde(skip)]
     redactor: Redactor,
@@ -273,6 +275,7 @@ impl Config {
             engine,
             kafka,
             source: self.source.clone(),
+            feed: self.feed.clone(),
             http,
             gateway,
             alerts,
@@ -332,8 +335,7 @@ impl Config {
             correction_horizon_ms,
             state_memory_bytes,
             drop: self.alerts.nps_drop.clone(),
-            // The worker does not write the feed yet; nothing would take its messages.
-            detractor_feed: false,
+            detractor_feed: self.feed.topic().is_some(),
         })
     }
 
@@ -521,6 +523,8 @@ mod tests {
         assert_eq!(engine.dedup_horizon_ms, 86_400_000);
         assert_eq!(config.http.listen, "127.0.0.1:9898");
         assert_eq!(config.source.dead_letter_topic().as_deref(), Some("cx-events.dlq"));
+        assert_eq!(config.feed.topic(), None, "the detractor feed is off by default");
+        assert!(!engine.detractor_feed);
     }
 
     #[test]
@@ -534,6 +538,7 @@ mod tests {
                 ("CXPULSE_SOURCE__TOPICS", "x,y"),
                 ("CXPULSE_WINDOWS__CLOCK", "event"),
                 ("CXPULSE_HTTP__LISTEN", "0.0.0.0:9898"),
+                ("CXPULSE_FEED__DETRACTORS_TOPIC", "1234"),
                 ("UNRELATED", "1"),
             ]),
         )
@@ -543,6 +548,8 @@ mod tests {
         assert_eq!(config.limits.max_series, 7);
         assert_eq!(config.source.topics, ["x", "y"]);
         assert_eq!(config.engine_config().unwrap().clock, ClockMode::Event);
+        assert_eq!(config.feed.topic(), Some("1234"));
+        assert!(config.engine_config().unwrap().detractor_feed);
         let shown = config.redacted_toml();
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("<redacted>"));

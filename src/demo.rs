@@ -17,6 +17,8 @@ use crate::config::Config;
 use crate::tools::alerting::{LocalAlerting, Programs};
 
 const TOPIC: &str = "cx-events";
+/// The detractor feed's topic: one message per detractor answer, for someone to call back.
+const FEED_TOPIC: &str = "cx-events.detractors";
 const PARTITIONS: i32 = 12;
 /// The demo's NPS threshold for every brand: healthy brands sit near 40, globex's dip near -80.
 const NPS_THRESHOLD: f64 = 10.0;
@@ -58,6 +60,9 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     cluster
         .create_topic(&format!("{TOPIC}.dlq"), 1, 1)
         .map_err(|e| anyhow!("cannot create the DLQ: {e}"))?;
+    cluster
+        .create_topic(FEED_TOPIC, 1, 1)
+        .map_err(|e| anyhow!("cannot create the detractor feed: {e}"))?;
     let brokers = cluster.bootstrap_servers();
     info!(%brokers, "embedded Kafka-protocol broker up");
 
@@ -72,6 +77,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     }
     config.http.listen = options.listen.clone();
     config.alerts.nps_threshold = NPS_THRESHOLD;
+    config.feed.detractors_topic = FEED_TOPIC.into();
     let settings = config.compile()?;
 
     let run_id = format!("demo{}", cxpulse_kafka::util::wall_ms());
@@ -121,7 +127,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
         println!("  metrics  http://{addr}/metrics");
         println!("  scores   http://{addr}/api/v1/scores");
         println!("  health   http://{addr}/healthz   http://{addr}/readyz");
-        println!("  broker   {brokers} (topic {TOPIC}, {PARTITIONS} partitions; DLQ {TOPIC}.dlq)");
+        println!("  broker   {brokers} (topic {TOPIC}, {PARTITIONS} partitions; DLQ {TOPIC}.dlq; detractor feed {FEED_TOPIC})");
         println!("  history  {history} events of normal traffic from 6h to 65m ago");
         println!("  globex's NPS starts dipping {dip_after} s in.");
         let Some(programs) = programs else { return };

@@ -119,7 +119,7 @@ pub fn topic_roles(settings: &Settings) -> TopicRoles {
         events: settings.source.topics.clone(),
         dead_letter: settings.source.dead_letter_topic(),
         state: (!state.is_empty()).then(|| state.clone()),
-        feed: None,
+        feed: settings.feed.topic().map(str::to_string),
     }
 }
 
@@ -220,8 +220,13 @@ pub fn run_bound(
         served
     });
 
-    let worker_result =
-        cxpulse_kafka::run_worker(&worker, &settings.kafka, &settings.source, &stop);
+    let worker_result = cxpulse_kafka::run_worker(
+        &worker,
+        &settings.kafka,
+        &settings.source,
+        &settings.feed,
+        &stop,
+    );
     stop.store(true, Ordering::Relaxed);
     let http_result =
         runtime.block_on(http).map_err(|e| anyhow!("http server task failed: {e}"))?;

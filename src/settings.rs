@@ -8,6 +8,7 @@ use cxpulse_core::secret::Redactor;
 use cxpulse_core::EngineConfig;
 use cxpulse_gateway::GatewaySettings;
 use cxpulse_http::HttpSettings;
+use cxpulse_kafka::feed::FeedConfig;
 use cxpulse_kafka::{KafkaSettings, SourceConfig};
 
 pub struct Settings {
@@ -15,6 +16,8 @@ pub struct Settings {
     /// `[kafka]` as librdkafka takes it (secrets in clear: for librdkafka only).
     pub kafka: KafkaSettings,
     pub source: SourceConfig,
+    /// `[feed]`: the detractor feed's topic, if any.
+    pub feed: FeedConfig,
     pub http: HttpSettings,
     pub gateway: GatewaySettings,
     pub alerts: AlertPolicy,

@@ -470,9 +470,16 @@ fn start_worker(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Bench
     let engine = worker.engine.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
-        let (worker, stop, kafka, source) =
-            (worker.clone(), stop.clone(), settings.kafka.clone(), settings.source.clone());
-        std::thread::spawn(move || cxpulse_kafka::run_worker(&worker, &kafka, &source, &stop))
+        let (worker, stop, kafka, source, feed) = (
+            worker.clone(),
+            stop.clone(),
+            settings.kafka.clone(),
+            settings.source.clone(),
+            settings.feed.clone(),
+        );
+        std::thread::spawn(move || {
+            cxpulse_kafka::run_worker(&worker, &kafka, &source, &feed, &stop)
+        })
     };
     Ok(BenchWorker { settings, engine, worker, stop, thread })
 }

@@ -660,9 +660,10 @@ fn normalize(series: &str) -> String {
     }
 }
 
-/// A dead letter read back: payload and headers.
+/// A message read back (a dead letter, a feed message): key, payload and headers.
 #[derive(Debug)]
 pub struct Letter {
+    pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: BTreeMap<String, String>,
 }
@@ -704,8 +705,11 @@ pub fn read_topic(
                         .collect()
                 })
                 .unwrap_or_default();
-            letters
-                .push(Letter { payload: message.payload().unwrap_or_default().to_vec(), headers });
+            letters.push(Letter {
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
         }
     }
     // A moment more, to see any message beyond what was expected.
@@ -713,6 +717,7 @@ pub fn read_topic(
     while Instant::now() < extra_deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
             letters.push(Letter {
+                key: message.key().map(<[u8]>::to_vec),
                 payload: message.payload().unwrap_or_default().to_vec(),
                 headers: BTreeMap::new(),
             });

@@ -17,6 +17,7 @@ mod deploy;
 mod early_warning;
 mod event_schema;
 mod faults;
+mod feed;
 mod gateway;
 mod gateway_limits;
 mod http_limits;

@@ -51,6 +51,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "cxpulse_series_overflow_total",
     "cxpulse_dead_letters_total",
     "cxpulse_dead_letter_retries_total",
+    "cxpulse_feed_messages_total",
+    "cxpulse_feed_failures_total",
     "cxpulse_consumer_lag",
     "cxpulse_partitions_assigned",
     "cxpulse_partitions_restoring",

@@ -13,6 +13,8 @@ pub struct PipelineMetrics {
     pub dead_letter_retries: IntCounter,
     pub dead_letter_failures: IntCounterVec,
     pub partitions_blocked: IntGauge,
+    pub feed_messages: IntCounterVec,
+    pub feed_failures: IntCounter,
     pub restore_seconds: Histogram,
     pub consumer_lag: IntGaugeVec,
     pub partitions_assigned: IntGauge,
@@ -59,7 +61,20 @@ impl PipelineMetrics {
             .unwrap_or_else(invalid_metric),
             partitions_blocked: IntGauge::new(
                 "cxpulse_partitions_blocked",
-                "Assigned partitions whose offsets cannot advance: a dead letter pending for more than 5 s.",
+                "Assigned partitions whose offsets cannot advance: a dead letter or detractor feed message pending for more than 5 s.",
+            )
+            .unwrap_or_else(invalid_metric),
+            feed_messages: IntCounterVec::new(
+                Opts::new(
+                    "cxpulse_feed_messages_total",
+                    "Detractor feed messages acknowledged by the feed topic, by status (open, resolved).",
+                ),
+                &["status"],
+            )
+            .unwrap_or_else(invalid_metric),
+            feed_failures: IntCounter::new(
+                "cxpulse_feed_failures_total",
+                "Detractor feed deliveries that failed (retried, or refused for good and let go).",
             )
             .unwrap_or_else(invalid_metric),
             restore_seconds: Histogram::with_opts(
@@ -148,7 +163,9 @@ impl PipelineMetrics {
             .unwrap_or_else(invalid_metric),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
+            Box::new(metrics.feed_messages.clone()),
+            Box::new(metrics.feed_failures.clone()),
             Box::new(metrics.checkpoint_bytes.clone()),
             Box::new(metrics.checkpoint_seconds.clone()),
             Box::new(metrics.checkpoints_unusable.clone()),

@@ -27,7 +27,7 @@ pub struct TopicRoles {
     pub events: Vec<String>,
     pub dead_letter: Option<String>,
     pub state: Option<String>,
-    /// The detractor feed, when one is configured (none is, in this version).
+    /// The detractor feed, when one is configured.
     pub feed: Option<String>,
 }
 

@@ -1,6 +1,6 @@
 //! The consume loop: poll a batch, count it under one engine lock, hand the rejects to the
-//! dead-letter producer, then store the offsets that are safe to commit (each partition's stops at
-//! its first dead letter still pending). Nothing in the loop waits on one message. Runs on its own
+//! dead-letter outbox and the detractor answers to the feed's, then store the offsets that are
+//! safe to commit (each partition's stops at its first record still pending in either). Nothing in the loop waits on one message. Runs on its own
 //! thread until `stop` is set, then stops within `STOP_LIMIT`: dead letters, checkpoints, the
 //! commit, leaving the group and closing each get a share of it; what misses its deadline is read
 //! again by the next owner.
@@ -20,8 +20,10 @@ use tracing::{info, warn};
 use crate::client_log::{self, ClientLog};
 use crate::config::{consumer_config, producer_config, KafkaSettings, SourceConfig};
 use crate::context::WorkerContext;
-use crate::dead_letter::{DeadLetter, DeadLetterProducer};
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::feed::{FeedConfig, FeedMessage};
 use crate::metrics::PipelineMetrics;
+use crate::outbox::{merged_floors, Outbox, Outgoing};
 use crate::partitions::{Partitions, Topics};
 use crate::state_store::StateStore;
 use crate::util::{lock, wall_ms};
@@ -63,6 +65,7 @@ pub fn run_worker(
     worker: &Worker,
     settings: &KafkaSettings,
     source: &SourceConfig,
+    feed: &FeedConfig,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     worker.health.set_stall_limit_ms(source.stall_timeout.ms().max(1000));
@@ -101,7 +104,7 @@ pub fn run_worker(
         .map_err(|e| anyhow::anyhow!("cannot subscribe to {topics:?}: {e}"))?;
     let mut dead_letters = match source.dead_letter_topic() {
         Some(topic) => Some(
-            DeadLetterProducer::new(
+            DeadLetters::new(
                 &producer_config(settings),
                 topic,
                 worker.metrics.clone(),
@@ -112,12 +115,24 @@ pub fn run_worker(
         ),
         None => None,
     };
+    let mut feed_outbox = match feed.topic() {
+        Some(topic) => Some(
+            crate::feed::outbox(
+                &producer_config(settings),
+                topic,
+                worker.metrics.clone(),
+                worker.client_log.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("cannot create the detractor feed producer: {e}"))?,
+        ),
+        None => None,
+    };
     let consumed: Vec<_> = source
         .topics
         .iter()
         .map(|t| worker.metrics.consumed.with_label_values(&[t.as_str()]))
         .collect();
-    info!(topics = ?source.topics, dead_letter_topic = ?source.dead_letter_topic(), state_topic = %source.state_topic, "worker started");
+    info!(topics = ?source.topics, dead_letter_topic = ?source.dead_letter_topic(), state_topic = %source.state_topic, feed_topic = ?feed.topic(), "worker started");
 
     let mut last_maintain = Instant::now();
     let mut last_checkpoint = Instant::now();
@@ -155,26 +170,36 @@ pub fn run_worker(
                         .collect()
                 }
             };
-            let letters = process_batch(worker, context, &batch, dead_letters.is_some(), &consumed);
+            let (letters, feed_messages) =
+                process_batch(worker, context, &batch, dead_letters.is_some(), &consumed);
             if let Some(producer) = dead_letters.as_mut() {
                 producer.submit(letters);
             }
+            if let Some(outbox) = feed_outbox.as_mut() {
+                outbox.submit(feed_messages.into_iter().map(|m| Box::new(m) as Box<dyn Outgoing>));
+            }
         }
         let revocations = context.revocations.load(Ordering::Relaxed);
-        if let Some(producer) = dead_letters.as_mut() {
-            if revocations != revocations_seen {
-                let partitions = lock(&context.partitions);
-                let gone: BTreeSet<_> =
-                    producer.floors().into_keys().filter(|k| !partitions.is_assigned(k)).collect();
-                drop(partitions);
-                producer.forget(&gone);
-            }
-            producer.service();
-            bound_pending_letters(&consumer, producer, &mut paused_for_letters);
+        let mut outboxes = outboxes_mut(&mut dead_letters, &mut feed_outbox);
+        if revocations != revocations_seen && !outboxes.is_empty() {
+            let partitions = lock(&context.partitions);
+            let gone: BTreeSet<_> = merged_floors(outboxes.iter().map(|o| &**o))
+                .into_keys()
+                .filter(|k| !partitions.is_assigned(k))
+                .collect();
+            drop(partitions);
+            outboxes.iter_mut().for_each(|o| o.forget(&gone));
         }
+        outboxes.iter_mut().for_each(|o| o.service());
+        bound_pending_records(&consumer, &outboxes, &mut paused_for_letters);
         revocations_seen = revocations;
         context.restore_awaiting(&consumer);
-        store_safe_offsets(worker, context, &consumer, dead_letters.as_ref());
+        store_safe_offsets(
+            worker,
+            context,
+            &consumer,
+            &outboxes_mut(&mut dead_letters, &mut feed_outbox),
+        );
         if last_checkpoint.elapsed() >= checkpoint_every {
             context.checkpoint(None, Instant::now() + IO_SHARE);
             last_checkpoint = Instant::now();
@@ -192,15 +217,16 @@ pub fn run_worker(
             warn!(error = %e, "cannot pause before stopping");
         }
     }
-    if let Some(producer) = dead_letters.as_mut() {
-        producer.settle(Instant::now() + SETTLE_SHARE);
-    }
-    store_safe_offsets(worker, context, &consumer, dead_letters.as_ref());
+    let settle_by = Instant::now() + SETTLE_SHARE;
+    let mut outboxes = outboxes_mut(&mut dead_letters, &mut feed_outbox);
+    outboxes.iter_mut().for_each(|o| o.settle(settle_by));
+    store_safe_offsets(worker, context, &consumer, &outboxes);
     context.checkpoint(None, Instant::now() + CHECKPOINT_SHARE);
     context.commit_before(&consumer, Instant::now() + COMMIT_SHARE);
     consumer.unsubscribe();
     drain_until_unassigned(&consumer, stop_deadline.saturating_duration_since(Instant::now()) / 2);
     drop(dead_letters);
+    drop(feed_outbox);
     close_within(consumer, stop_deadline.saturating_duration_since(Instant::now()));
     let pipeline = worker.engine.pipeline();
     let rejected: u64 = pipeline.rejected.iter().sum();
@@ -216,16 +242,17 @@ pub fn run_worker(
 }
 
 /// Counts one batch under one engine lock; records how far each partition was read and returns
-/// the batch's dead letters.
+/// the batch's dead letters and detractor feed messages.
 fn process_batch(
     worker: &Worker,
     context: &WorkerContext,
     batch: &[BorrowedMessage<'_>],
     dead_lettering: bool,
     consumed: &[prometheus::IntCounter],
-) -> Vec<DeadLetter> {
+) -> (Vec<DeadLetter>, Vec<FeedMessage>) {
     let now = wall_ms();
     let mut letters = Vec::new();
+    let mut feed = Vec::new();
     let mut consumed_by_topic = vec![0u64; consumed.len()];
     let runs = {
         let replay_until: HashMap<SourcePartition, i64> =
@@ -239,6 +266,7 @@ fn process_batch(
                 now,
                 dead_lettering,
                 &mut letters,
+                &mut feed,
                 &mut consumed_by_topic,
             )
         })
@@ -255,27 +283,27 @@ fn process_batch(
         }
     }
     context.publish_restoring();
-    letters
+    (letters, feed)
 }
 
-/// Dead letters a failing topic holds back are kept in memory up to this; past it, the partitions
-/// they come from are paused until the backlog halves (the others go on).
+/// Records a failing topic holds back (dead letters, feed messages) are kept in memory up to this;
+/// past it, the partitions they come from are paused until the backlog halves (the others go on).
 const MAX_PENDING_LETTER_BYTES: usize = 256 * 1024 * 1024;
 
-fn bound_pending_letters(
+fn bound_pending_records(
     consumer: &BaseConsumer<WorkerContext>,
-    producer: &DeadLetterProducer,
+    outboxes: &[&mut Outbox],
     paused: &mut TopicPartitionList,
 ) {
-    let bytes = producer.pending_bytes();
+    let bytes: usize = outboxes.iter().map(|o| o.pending_bytes()).sum();
     if paused.count() == 0 && bytes > MAX_PENDING_LETTER_BYTES {
-        for source in producer.floors().into_keys() {
+        for source in merged_floors(outboxes.iter().map(|o| &**o)).into_keys() {
             paused.add_partition(consumer.context().topics.name(source), source.partition);
         }
         warn!(
             partitions = paused.count(),
             pending_bytes = bytes,
-            "dead letters pile up; pausing the partitions they come from until the backlog halves"
+            "dead letters or feed messages pile up; pausing the partitions they come from until the backlog halves"
         );
         if let Err(e) = consumer.pause(paused) {
             warn!(error = %e, "cannot pause");
@@ -283,9 +311,17 @@ fn bound_pending_letters(
     } else if paused.count() > 0 && bytes <= MAX_PENDING_LETTER_BYTES / 2 {
         // Partitions revoked meanwhile are not ours to resume; librdkafka ignores them.
         let _ = consumer.resume(paused);
-        info!(partitions = paused.count(), "dead-letter backlog halved; partitions resumed");
+        info!(partitions = paused.count(), "backlog halved; partitions resumed");
         *paused = TopicPartitionList::new();
     }
+}
+
+/// The outboxes in use, dead letters first.
+fn outboxes_mut<'a>(
+    dead_letters: &'a mut Option<DeadLetters>,
+    feed: &'a mut Option<Outbox>,
+) -> Vec<&'a mut Outbox> {
+    dead_letters.as_mut().map(|d| &mut d.outbox).into_iter().chain(feed.as_mut()).collect()
 }
 
 /// Stores, for every partition read, the offset that is safe to commit, where it moved; publishes
@@ -294,10 +330,10 @@ fn store_safe_offsets(
     worker: &Worker,
     context: &WorkerContext,
     consumer: &BaseConsumer<WorkerContext>,
-    dead_letters: Option<&DeadLetterProducer>,
+    outboxes: &[&mut Outbox],
 ) {
-    let floors = dead_letters.map(DeadLetterProducer::floors).unwrap_or_default();
-    let blocked = dead_letters.map(DeadLetterProducer::blocked).unwrap_or_default();
+    let floors = merged_floors(outboxes.iter().map(|o| &**o));
+    let blocked: BTreeSet<SourcePartition> = outboxes.iter().flat_map(|o| o.blocked()).collect();
     let (moved, blocked) = {
         let mut partitions = lock(&context.partitions);
         let blocked = blocked.iter().filter(|k| partitions.is_assigned(k)).count();
@@ -339,6 +375,7 @@ fn count_batch<'a>(
     now: i64,
     dead_lettering: bool,
     letters: &mut Vec<DeadLetter>,
+    feed: &mut Vec<FeedMessage>,
     consumed_by_topic: &mut [u64],
 ) -> Vec<Run<'a>> {
     let single_topic = context.topics.names().len() == 1;
@@ -380,6 +417,10 @@ fn count_batch<'a>(
                         letters.push(dead_letter_of(message, source, rejection));
                     }
                 });
+                feed.extend(engine.take_feed().into_iter().filter_map(|item| {
+                    let source_offset = part.get(item.index)?.offset();
+                    Some(FeedMessage { source, source_offset, item })
+                }));
             }
             from = to;
         }
