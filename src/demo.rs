@@ -22,14 +22,18 @@ const FEED_TOPIC: &str = "cx-events.detractors";
 const PARTITIONS: i32 = 12;
 /// The demo's NPS threshold for every brand: healthy brands sit near 40, globex's dip near -80.
 const NPS_THRESHOLD: f64 = 10.0;
-/// History spans from 6 hours ago to 65 minutes ago: in the 24h window, never in the 1h one.
+/// History spans from 6 hours ago to now: the older part (to an hour ago) in the 24h window,
+/// the last hour in the 1h window too, so the page's trend is drawn at first load.
 const HISTORY_FROM_MS: i64 = 6 * 3_600_000;
-const HISTORY_TO_MS: i64 = 65 * 60_000;
-/// The history holds as many events as this many seconds of live traffic. Sized for one story:
-/// the history teaches each series' drop detector its baseline, so globex's drop evidence
+const LAST_HOUR_MS: i64 = 3_600_000;
+/// The older history holds as many events as this many seconds of live traffic. Sized for one
+/// story: the history teaches each series' drop detector its baseline, so globex's drop evidence
 /// reaches the alarm within seconds of the dip, well before its 24h NPS (history plus dip) falls
-/// under the threshold, about 40 s into the dip.
+/// under the threshold, under a minute into the dip.
 const HISTORY_SECONDS_OF_TRAFFIC: u64 = 110;
+/// The last hour holds this many seconds of live traffic: about ten NPS answers per
+/// brand/segment and minute, a trend a dip quickly outweighs in the 1h window.
+const LAST_HOUR_SECONDS_OF_TRAFFIC: u64 = 30;
 
 /// Longest wait for the worker to read the history before Prometheus starts anyway.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
@@ -81,8 +85,9 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     let settings = config.compile()?;
 
     let run_id = format!("demo{}", cxpulse_kafka::util::wall_ms());
-    let history = options.rate.max(1) * HISTORY_SECONDS_OF_TRAFFIC;
-    backfill(&brokers, &run_id, history)?;
+    let rate = options.rate.max(1);
+    let history = rate * (HISTORY_SECONDS_OF_TRAFFIC + LAST_HOUR_SECONDS_OF_TRAFFIC);
+    backfill(&brokers, &run_id, rate)?;
     info!(events = history, "backfilled hours of normal history");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -96,6 +101,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
             run_id,
             dip_after_ms: options.dip_after as i64 * 1000,
             invalid_ratio: 0.01,
+            journeys: true,
             ..SynthConfig::default()
         },
     };
@@ -128,8 +134,8 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
         println!("  scores   http://{addr}/api/v1/scores");
         println!("  health   http://{addr}/healthz   http://{addr}/readyz");
         println!("  broker   {brokers} (topic {TOPIC}, {PARTITIONS} partitions; DLQ {TOPIC}.dlq; detractor feed {FEED_TOPIC})");
-        println!("  history  {history} events of normal traffic from 6h to 65m ago");
-        println!("  globex's NPS starts dipping {dip_after} s in.");
+        println!("  history  {history} events of normal traffic over the last 6 hours");
+        println!("  globex's NPS starts dipping {dip_after} s in; initech's detractors churn ten times as often as its promoters.");
         let Some(programs) = programs else { return };
         // Not in this callback: the worker serves HTTP only once it returns.
         let handle = std::thread::spawn(move || {
@@ -171,25 +177,33 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     result
 }
 
-/// Hours of normal traffic for every brand (no dip), written before the worker starts.
-fn backfill(brokers: &str, run_id: &str, events: u64) -> anyhow::Result<()> {
+/// Hours of normal traffic for every brand (no dip), written before the worker starts: up to an
+/// hour ago as much as `HISTORY_SECONDS_OF_TRAFFIC` of live traffic at `rate`, then the last hour.
+fn backfill(brokers: &str, run_id: &str, rate: u64) -> anyhow::Result<()> {
     let mut synth = Synth::new(SynthConfig {
         seed: 11,
         run_id: format!("{run_id}-history"),
         dip_brand: None,
         invalid_ratio: 0.01,
+        journeys: true,
         ..SynthConfig::default()
     });
     let now = cxpulse_kafka::util::wall_ms();
-    let (from, span) = (now - HISTORY_FROM_MS, HISTORY_FROM_MS - HISTORY_TO_MS);
-    let plan = Preload {
-        brokers,
-        topic: TOPIC,
-        events,
-        partitions: None,
-        flush_limit: Duration::from_secs(30),
-    };
-    preload(&plan, |i| synth.next_message(from + (i as i64 * span / events.max(1) as i64)))
-        .map(drop)
-        .map_err(|e| e.context("history"))
+    let parts = [
+        (now - HISTORY_FROM_MS, HISTORY_FROM_MS - LAST_HOUR_MS, rate * HISTORY_SECONDS_OF_TRAFFIC),
+        (now - LAST_HOUR_MS, LAST_HOUR_MS, rate * LAST_HOUR_SECONDS_OF_TRAFFIC),
+    ];
+    for (from, span, events) in parts {
+        let plan = Preload {
+            brokers,
+            topic: TOPIC,
+            events,
+            partitions: None,
+            flush_limit: Duration::from_secs(30),
+        };
+        preload(&plan, |i| synth.next_message(from + (i as i64 * span / events.max(1) as i64)))
+            .map(drop)
+            .map_err(|e| e.context("history"))?;
+    }
+    Ok(())
 }

@@ -10,6 +10,11 @@
 //! mix, so any run of answers holds close to that mix: a healthy brand's score never wanders
 //! across a significance line by chance and pages nobody in the demo, while every single answer
 //! still looks random.
+//!
+//! With `journeys` on (the demo), answers and purchases name customers of each brand/segment and
+//! one brand's detractors churn visibly more ([`journeys`]).
+
+mod journeys;
 
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -32,6 +37,11 @@ pub struct SynthConfig {
     /// a `response_id` and a `customer_id`, about 5 % of them corrections of a recent answer of
     /// the same brand/segment, and 20 % lifecycle events. Off: the plain mix, unchanged.
     pub gateway_shape: bool,
+    /// The plain mix with named customers: NPS answers carry a `customer_id` and a
+    /// `response_id`, purchases come from the same customers (some buying again), and initech's
+    /// detractors churn far more than its promoters. The active bases are ten times larger, so
+    /// those churns stay a realistic share of them.
+    pub journeys: bool,
 }
 
 impl Default for SynthConfig {
@@ -43,6 +53,7 @@ impl Default for SynthConfig {
             dip_after_ms: 60_000,
             invalid_ratio: 0.0,
             gateway_shape: false,
+            journeys: false,
         }
     }
 }
@@ -77,6 +88,7 @@ pub struct Synth {
     nps_decks: [[NpsDeck; 3]; 4],
     /// Gateway shape only: recent answers per brand/segment, for corrections to re-use.
     recent_answers: [[std::collections::VecDeque<RecentAnswer>; 3]; 4],
+    journeys: journeys::Journeys,
 }
 
 /// An answer a later correction can replace: its ids and which survey it answered.
@@ -124,6 +136,7 @@ impl Synth {
             customers: [[Customers::default(); 3]; 4],
             nps_decks: Default::default(),
             recent_answers: Default::default(),
+            journeys: journeys::Journeys::default(),
         }
     }
 
@@ -145,7 +158,8 @@ impl Synth {
         );
         if !self.base_sent[b][s] {
             self.base_sent[b][s] = true;
-            let active = 1_000 * (b as u64 + 1) + 250 * s as u64;
+            let scale = if self.config.journeys { 10 } else { 1 };
+            let active = scale * (1_000 * (b as u64 + 1) + 250 * s as u64);
             self.customers[b][s] =
                 Customers { active: active as f64, last_ms: Some(now_ms), ..Customers::default() };
             return SynthMessage {
@@ -163,6 +177,12 @@ impl Synth {
             return SynthMessage {
                 key,
                 payload: self.gateway_event(&common, &id, b, s, roll, dipping),
+            };
+        }
+        if self.config.journeys {
+            return SynthMessage {
+                key,
+                payload: self.journey_event(&common, &id, b, s, roll, dipping, base_move),
             };
         }
         let payload = if let Some(action) = base_move {
@@ -189,6 +209,61 @@ impl Synth {
             )
         };
         SynthMessage { key, payload }
+    }
+
+    /// The plain mix with named customers ([`SynthConfig::journeys`]).
+    #[allow(clippy::too_many_arguments)]
+    fn journey_event(
+        &mut self,
+        common: &str,
+        id: &str,
+        b: usize,
+        s: usize,
+        roll: f64,
+        dipping: bool,
+        base_move: Option<&'static str>,
+    ) -> String {
+        let lifecycle = |action: &str, customer: u32| {
+            format!(
+                r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#
+            )
+        };
+        if let Some(action) = base_move {
+            return lifecycle(action, journeys::Journeys::anyone(&mut self.rng));
+        }
+        if roll < 0.5 {
+            let score = self.nps_score(b, s, dipping);
+            let category = match score {
+                9..=10 => 0,
+                7..=8 => 1,
+                _ => 2,
+            };
+            let customer = self.journeys.answer(&mut self.rng, b, s, category);
+            return format!(
+                r#"{{{common},"type":"survey_response","survey":"nps","score":{score},"response_id":"{id}-r","customer_id":"c-{customer}"}}"#
+            );
+        }
+        if roll < 0.75 {
+            // CSAT and CES as in the plain mix.
+            let (survey, score) = if roll < 0.65 {
+                let score = self.rng.gen_range(1..=5);
+                ("csat", if self.rng.gen_bool(0.6) { score.max(4) } else { score })
+            } else {
+                ("ces", self.rng.gen_range(1..=7))
+            };
+            return format!(
+                r#"{{{common},"type":"survey_response","survey":"{survey}","score":{score}}}"#
+            );
+        }
+        if let Some(customer) = self.journeys.churn_due(b, s) {
+            return lifecycle("churn", customer);
+        }
+        if self.rng.gen_bool(0.6) {
+            let customer = self.journeys.buyer(&mut self.rng, b, s);
+            lifecycle("purchase", customer)
+        } else {
+            lifecycle("renewal", journeys::Journeys::anyone(&mut self.rng))
+        }
     }
 
     /// One gateway-shaped event after the base moves: the plain mix's answer kinds scaled up to
@@ -362,6 +437,61 @@ pub fn fetch_runs(
 mod tests {
     use super::*;
     use crate::parse::parse_event;
+
+    /// The demo's story, counted by an engine: six hours of journeys at the demo's history rate.
+    /// initech's detractors churn several times as often as its promoters; elsewhere churn does
+    /// not depend on the answer; some purchasers buy again.
+    #[test]
+    fn journeys_make_initechs_detractors_churn_and_some_customers_buy_again() {
+        use crate::{ClockMode, Engine, EngineConfig, SourcePartition};
+        let mut engine =
+            Engine::new(EngineConfig { clock: ClockMode::Event, ..EngineConfig::default() })
+                .expect("engine");
+        let mut synth =
+            Synth::new(SynthConfig { journeys: true, dip_brand: None, ..SynthConfig::default() });
+        let (start, events) = (1_800_000_000_000i64, 400_000i64);
+        for i in 0..events {
+            let at = start + i * 6 * 3_600_000 / events;
+            let message = synth.next_message(at);
+            let partition = SourcePartition { topic: 0, partition: 0 };
+            engine.process(partition, message.payload.as_bytes(), at);
+        }
+        let snapshot = engine.snapshot(start + 6 * 3_600_000);
+        let day = 1; // the 24h window: the whole run
+        let ratio = |brand: &str, category: usize| {
+            let (mut churned, mut respondents) = (0u32, 0u32);
+            for series in snapshot.series.iter().filter(|s| &*s.brand == brand) {
+                churned += series.customers[day].churned_by_nps[category];
+                respondents += series.customers[day].nps_respondents[category];
+            }
+            f64::from(churned) / f64::from(respondents.max(1))
+        };
+        let (promoters, detractors) = (ratio("initech", 0), ratio("initech", 2));
+        eprintln!(
+            "initech churn per respondent: promoters {promoters:.4}, detractors {detractors:.4}"
+        );
+        assert!(
+            detractors > 4.0 * promoters && detractors > 0.03,
+            "initech: {promoters} vs {detractors}"
+        );
+        let (promoters, detractors) = (ratio("acme", 0), ratio("acme", 2));
+        assert!(
+            detractors < 2.0 * promoters && promoters > 0.0,
+            "acme: {promoters} vs {detractors}"
+        );
+        let (buyers, again): (u32, u32) = snapshot
+            .series
+            .iter()
+            .map(|s| (s.customers[day].purchasers, s.customers[day].repeat_purchasers))
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+        let share = f64::from(again) / f64::from(buyers.max(1));
+        eprintln!(
+            "acme: {:.4} / {:.4}; {again} of {buyers} bought again",
+            ratio("acme", 0),
+            ratio("acme", 2)
+        );
+        assert!((0.05..0.8).contains(&share), "{again} of {buyers} bought again");
+    }
 
     #[test]
     fn generated_events_parse_and_invalid_ones_do_not() {
