@@ -232,7 +232,7 @@ fn soak(
             produce(&brokers, rate, Duration::from_secs(seconds), &input_bytes, &stop)
         })
     };
-    println!("elapsed_s  consumed  input_MiB  checkpoint_MiB  rss_MiB  state_MiB(dedup/answers/windows)  entries(dedup/answers/windows)");
+    println!("elapsed_s  consumed  input_MiB  checkpoint_MiB  rss_MiB  state_MiB(dedup/answers/windows/customers)  entries(dedup/answers/windows/customers)");
     let mut samples = Vec::new();
     let mut next = SAMPLE_EVERY;
     let result = loop {
@@ -274,7 +274,7 @@ fn soak(
 }
 
 fn print_sample(s: &Sample) {
-    let kinds = ["dedup", "answers", "windows"];
+    let kinds = cxpulse_core::snapshot::STATE_KINDS;
     let of = |map: &BTreeMap<String, u64>, scale: f64, digits: usize| {
         kinds
             .iter()
@@ -283,7 +283,7 @@ fn print_sample(s: &Sample) {
             .join("/")
     };
     println!(
-        "{:>9.0}  {:>8}  {:>9.2}  {:>14.2}  {:>7.1}  {:>33}  {}",
+        "{:>9.0}  {:>8}  {:>9.2}  {:>14.2}  {:>7.1}  {:>43}  {}",
         s.elapsed.as_secs_f64(),
         s.consumed,
         s.input_bytes as f64 / MIB,

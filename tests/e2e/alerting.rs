@@ -840,7 +840,7 @@ fn printed_alert(line: &str) -> Option<PrintedAlert> {
 }
 
 #[test]
-fn demo_alerting_prints_globex_nps_alerts_and_nothing_else() {
+fn demo_alerting_prints_globex_nps_alerts_and_nothing_else_and_its_rules_tell_the_churn_story() {
     required_program("prometheus");
     required_program("prometheus-alertmanager");
     let dir = TempDir::new("demo-alerting");
@@ -889,6 +889,34 @@ fn demo_alerting_prints_globex_nps_alerts_and_nothing_else() {
         output(),
         demo.0.log()
     );
+    // The customer-journey story, through the recording rules of a Prometheus with no history:
+    // initech's detractors churn more than its promoters, summed over its segments.
+    let prometheus = output()
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("prometheus")?
+                .split("http://")
+                .nth(1)?
+                .split('/')
+                .next()
+                .map(str::to_string)
+        })
+        .expect("the demo prints Prometheus's address");
+    let churn = |category: &str| -> Option<f64> {
+        let promql = format!(
+            r#"sum(cxpulse:churn_ratio_by_nps{{brand="initech",window="24h",category="{category}"}})"#
+        );
+        let result = query(&prometheus, &promql)?;
+        result.first()?["value"][1].as_str()?.parse().ok()
+    };
+    let (promoters, detractors) = (churn("promoter"), churn("detractor"));
+    assert!(
+        promoters.zip(detractors).is_some_and(|(p, d)| d > 3.0 * p),
+        "initech's detractors should churn several times as often: {promoters:?} vs {detractors:?}"
+    );
+    let repeat = query(&prometheus, r#"cxpulse:repeat_purchase_ratio{brand="acme",window="1h"}"#);
+    assert_eq!(repeat.map(|r| r.len()), Some(3), "a repeat purchase rate for each acme segment");
     std::thread::sleep(DEMO_AFTERWARDS);
     let exit = demo.0.terminate(Duration::from_secs(20));
     let printed = alerts();
@@ -902,7 +930,7 @@ fn demo_alerting_prints_globex_nps_alerts_and_nothing_else() {
     }
     assert!(exit.is_some_and(|s| s.success()), "demo exit {exit:?}\n{}", demo.0.log());
     eprintln!(
-        "[alerting] demo --alerting: both globex NPS alerts printed {:.0}s after start; {} alert lines:\n{}",
+        "[alerting] demo --alerting: initech's churn per respondent {promoters:?} (promoters) vs {detractors:?} (detractors); both globex NPS alerts printed {:.0}s after start; {} alert lines:\n{}",
         arrived.as_secs_f64(),
         printed.len(),
         printed.iter().map(|a| a.line.as_str()).collect::<Vec<_>>().join("\n")
