@@ -118,6 +118,18 @@ struct NpsDeck {
 const HEALTHY_DECK: [usize; 3] = [11, 6, 3];
 const DIPPING_DECK: [usize; 3] = [1, 2, 17];
 
+/// What one message drew before its kind is chosen: the common JSON fields, the event id, the
+/// brand and segment indexes, the roll that picks the kind, and whether the brand dips.
+#[derive(Clone, Copy)]
+struct Draw<'a> {
+    common: &'a str,
+    id: &'a str,
+    b: usize,
+    s: usize,
+    roll: f64,
+    dipping: bool,
+}
+
 /// One generated message: its Kafka key (`brand/segment`) and JSON payload.
 pub struct SynthMessage {
     pub key: String,
@@ -176,13 +188,23 @@ impl Synth {
         if self.config.gateway_shape && base_move.is_none() {
             return SynthMessage {
                 key,
-                payload: self.gateway_event(&common, &id, b, s, roll, dipping),
+                payload: self.gateway_event(&Draw {
+                    common: &common,
+                    id: &id,
+                    b,
+                    s,
+                    roll,
+                    dipping,
+                }),
             };
         }
         if self.config.journeys {
             return SynthMessage {
                 key,
-                payload: self.journey_event(&common, &id, b, s, roll, dipping, base_move),
+                payload: self.journey_event(
+                    &Draw { common: &common, id: &id, b, s, roll, dipping },
+                    base_move,
+                ),
             };
         }
         let payload = if let Some(action) = base_move {
@@ -212,17 +234,8 @@ impl Synth {
     }
 
     /// The plain mix with named customers ([`SynthConfig::journeys`]).
-    #[allow(clippy::too_many_arguments)]
-    fn journey_event(
-        &mut self,
-        common: &str,
-        id: &str,
-        b: usize,
-        s: usize,
-        roll: f64,
-        dipping: bool,
-        base_move: Option<&'static str>,
-    ) -> String {
+    fn journey_event(&mut self, draw: &Draw<'_>, base_move: Option<&'static str>) -> String {
+        let Draw { common, id, b, s, roll, dipping } = *draw;
         let lifecycle = |action: &str, customer: u32| {
             format!(
                 r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#
@@ -269,15 +282,8 @@ impl Synth {
     /// One gateway-shaped event after the base moves: the plain mix's answer kinds scaled up to
     /// [`GATEWAY_ANSWER_SHARE`] (so NPS, CSAT and CES keep their proportions), each answer with
     /// both ids; the rest lifecycle events as in the plain mix.
-    fn gateway_event(
-        &mut self,
-        common: &str,
-        id: &str,
-        b: usize,
-        s: usize,
-        roll: f64,
-        dipping: bool,
-    ) -> String {
+    fn gateway_event(&mut self, draw: &Draw<'_>) -> String {
+        let Draw { common, id, b, s, roll, dipping } = *draw;
         // The plain mix has 75 % answers: below 0.75 the same thresholds pick the same kinds.
         let roll = roll * 0.75 / GATEWAY_ANSWER_SHARE;
         if roll >= 0.75 {
