@@ -2,7 +2,8 @@
 //! and churns, keyed by customer over two partitions, gives the repeat-purchase and churn-by-NPS
 //! gauges worked out by hand below for every brand/segment/window, in `/metrics` and in the
 //! scores API; a worker SIGKILLed half-way and a new one restoring from the checkpoints end with
-//! the same figures. Runs on the real broker of `CXPULSE_TEST_BROKERS` when set.
+//! the same figures, and so do two workers after a rebalance, and one again after the second
+//! left. Runs on the real broker of `CXPULSE_TEST_BROKERS` when set.
 
 use std::time::Duration;
 
@@ -138,7 +139,7 @@ fn produce_half(scenario: &Scenario, topic: &str, events: &[(i32, Vec<u8>)]) {
 }
 
 #[test]
-fn repeat_purchases_and_churn_by_nps_match_the_hand_count_through_a_sigkill() {
+fn repeat_purchases_and_churn_by_nps_match_the_hand_count_through_a_sigkill_and_a_rebalance() {
     let scenario = Scenario::on_either_broker(&[("journeys", 2), ("journeys.dlq", 1)]);
     let topic = scenario.topic("journeys");
     let config = WorkerConfig::new(&scenario.group("g-journeys"), &topic)
@@ -202,4 +203,34 @@ fn repeat_purchases_and_churn_by_nps_match_the_hand_count_through_a_sigkill() {
     assert_eq!(ratios["promoter"], 0.0);
     let day = &acme["windows"]["24h"]["customers"];
     assert_eq!(day["repeat_purchase_ratio"], 0.5);
+
+    // A rebalance 1 -> 2 -> 1: each worker restores what it takes from the checkpoints, and the
+    // gauges summed over the workers (as Prometheus sums them) stay the hand count.
+    let mut joined = scenario.start("journeys-c", &config);
+    let split = wait_for(Duration::from_secs(60), || {
+        let (a, c) = (restarted.metrics()?, joined.metrics()?);
+        let one_each = [&a, &c].iter().all(|m| {
+            m.get("cxpulse_partitions_assigned", &[]) == Some(1.0)
+                && m.get("cxpulse_partitions_restoring", &[]) == Some(0.0)
+        });
+        (one_each && differences(&summed(&a, &c)).is_empty()).then_some(())
+    });
+    assert!(split.is_some(), "two workers never summed to the hand count:\n{}", joined.log());
+    let exit = joined.terminate(Duration::from_secs(10)).expect("the second worker stops");
+    assert!(exit.success(), "{}", joined.log());
+    let back = wait_for(Duration::from_secs(60), || {
+        let m = restarted.metrics()?;
+        (m.get("cxpulse_partitions_assigned", &[]) == Some(2.0) && differences(&m).is_empty())
+            .then_some(())
+    });
+    assert!(back.is_some(), "one worker again never matched the hand count:\n{}", restarted.log());
+}
+
+/// Two workers' samples added up series by series, as a `sum by` over workers would.
+fn summed(a: &Metrics, b: &Metrics) -> Metrics {
+    let mut sum = a.0.clone();
+    for (series, value) in &b.0 {
+        *sum.entry(series.clone()).or_insert(0.0) += value;
+    }
+    Metrics(sum)
 }
