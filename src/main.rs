@@ -137,6 +137,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    memory_limit::return_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckConfig { file, connect } => Config::load(Some(&file)).and_then(|config| {
