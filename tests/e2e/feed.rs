@@ -230,3 +230,43 @@ fn a_feed_topic_that_fails_blocks_only_its_partition_and_counting_goes_on() {
     assert_eq!(feed.len(), 1, "one message for the one detractor");
     assert_eq!(feed[0].key.as_deref(), Some(&b"q-20"[..]));
 }
+
+#[test]
+fn a_busy_partition_is_checkpointed_while_each_batch_sends_feed_messages() {
+    const EVENTS: usize = 20_000;
+    let scenario =
+        Scenario::new(&[("fc", 1), ("fc.dlq", 1), ("fc.detractors", 1), (STATE_TOPIC, 1)]);
+    // A backlog of detractors on one partition, fetched 2 kB at a time and counted 32 at a
+    // time: each batch leaves feed messages in flight for as long as the worker is busy.
+    let t = now_ms();
+    let messages: Vec<(i32, &str, Vec<u8>)> = (0..EVENTS)
+        .map(|i| {
+            let (_, json) = answer(&format!("c-{i}"), Some(&format!("cr-{i}")), 2, t, "");
+            (0, "k", json)
+        })
+        .collect();
+    produce(&scenario.producer(), "fc", &messages);
+    let config = WorkerConfig::new("g-fc", "fc")
+        .kafka_line(r#""max.partition.fetch.bytes" = "2048""#)
+        .batch_size(32)
+        .checkpoint_interval("100ms")
+        .extra("[feed]\ndetractors_topic = \"fc.detractors\"");
+    let worker = scenario.start("feed-checkpoints", &config);
+    let started = std::time::Instant::now();
+    // Taken the moment the backlog is counted: before the worker, idle at last, checkpoints
+    // anyway.
+    let checkpoints = wait_for(Duration::from_secs(60), || {
+        let m = worker.metrics()?;
+        (m.get("cxpulse_events_counted_total", &[]) == Some(EVENTS as f64))
+            .then(|| m.get("cxpulse_checkpoints_total", &[]).unwrap_or(0.0))
+    });
+    let Some(checkpoints) = checkpoints else {
+        panic!("the backlog was never counted:\n{}", worker.log());
+    };
+    assert!(
+        checkpoints >= 2.0,
+        "{checkpoints} checkpoints of a partition busy until {:?} at a 100 ms interval:\n{}",
+        started.elapsed(),
+        worker.log()
+    );
+}

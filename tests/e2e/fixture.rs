@@ -301,6 +301,12 @@ impl WorkerConfig {
         }
     }
 
+    /// Another `[kafka]` setting, as a TOML line (`"fetch.max.bytes" = "2048"`).
+    pub fn kafka_line(mut self, line: &str) -> WorkerConfig {
+        self.kafka.push(line.to_string());
+        self
+    }
+
     /// The `[source] topics` list.
     pub fn topics(mut self, topics: &[&str]) -> WorkerConfig {
         self.topics = topics.iter().map(|t| t.to_string()).collect();

@@ -201,6 +201,8 @@ pub fn run_worker(
             &outboxes_mut(&mut dead_letters, &mut feed_outbox),
         );
         if last_checkpoint.elapsed() >= checkpoint_every {
+            let mut outboxes = outboxes_mut(&mut dead_letters, &mut feed_outbox);
+            await_held_back(worker, context, &consumer, &mut outboxes);
             context.checkpoint(None, Instant::now() + IO_SHARE);
             last_checkpoint = Instant::now();
         }
@@ -313,6 +315,28 @@ fn bound_pending_records(
         let _ = consumer.resume(paused);
         info!(partitions = paused.count(), "backlog halved; partitions resumed");
         *paused = TopicPartitionList::new();
+    }
+}
+
+/// Longest a checkpoint waits for the records its partitions' offsets wait on.
+const CHECKPOINT_DRAIN: Duration = Duration::from_millis(500);
+
+/// Before a checkpoint: without reading on, waits up to `CHECKPOINT_DRAIN` for the records
+/// pending in the outboxes, storing offsets as they are acknowledged. A partition is
+/// checkpointed only where everything read is stored, and under steady traffic nearly every
+/// batch leaves a dead letter or a feed message in flight: without this pause such a partition
+/// would never be checkpointed.
+fn await_held_back(
+    worker: &Worker,
+    context: &WorkerContext,
+    consumer: &BaseConsumer<WorkerContext>,
+    outboxes: &mut [&mut Outbox],
+) {
+    let deadline = Instant::now() + CHECKPOINT_DRAIN;
+    while !lock(&context.partitions).held_back().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+        outboxes.iter_mut().for_each(|o| o.service());
+        store_safe_offsets(worker, context, consumer, outboxes);
     }
 }
 
