@@ -22,7 +22,8 @@ use crate::window::RingState;
 
 const MAGIC: &[u8; 4] = b"CXP2";
 /// Bumped whenever the layout changes; a checkpoint of another version is replayed, never misread.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: a manifest may name a second group of customer segments (a rebase under way).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The largest record value written. Kafka's defaults bound a record batch at about 1 MB (the
 /// broker's `max.message.bytes` is 1,048,588, librdkafka's `message.max.bytes` 1,000,000): this
@@ -294,15 +295,17 @@ pub type Drops = Vec<(u32, DropDetector)>;
 /// thousands of series) they are left out and learn their baselines again after a restore.
 pub const MAX_DROPS_BYTES: usize = 256 * 1024;
 
-/// What a manifest carries after its own fields: the drop detectors, and the group of the
-/// customer book's segments when the partition has one. Both were added after the manifest's
-/// format was fixed: they ride in the same body, after it, where a reader of the manifest alone
-/// does not look (so no format change), the detectors first (possibly an empty list) and the
-/// customers' group after them.
+/// What a manifest carries after its own fields: the drop detectors, the group of the customer
+/// book's segments when the partition has one, and while that book is being rewritten in slices
+/// the group of the new generation, whose segments apply after the first group's. They ride in
+/// the same body after the manifest's fields, where a reader of the manifest alone does not look:
+/// the detectors first (possibly an empty list), then the groups.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ManifestTail {
     pub drops: Drops,
     pub customers: Option<GroupRef>,
+    /// Only with `customers`.
+    pub customers_next: Option<GroupRef>,
 }
 
 impl Manifest {
@@ -321,10 +324,8 @@ impl Manifest {
                 body.push(0); // an empty list
             }
         }
-        if let Some(customers) = &tail.customers {
-            body.extend_from_slice(
-                &postcard::to_stdvec(customers).map_err(CheckpointError::Encode)?,
-            );
+        for group in tail.customers.iter().chain(tail.customers.and(tail.customers_next).iter()) {
+            body.extend_from_slice(&postcard::to_stdvec(group).map_err(CheckpointError::Encode)?);
         }
         let mut out = Vec::with_capacity(body.len() + 12);
         out.extend_from_slice(MAGIC);
@@ -355,8 +356,13 @@ impl Manifest {
                 postcard::take_from_bytes(rest).map_err(CheckpointError::Undecodable)?;
             tail.drops = drops;
             if !rest.is_empty() {
-                tail.customers =
-                    Some(postcard::from_bytes(rest).map_err(CheckpointError::Undecodable)?);
+                let (customers, rest) =
+                    postcard::take_from_bytes(rest).map_err(CheckpointError::Undecodable)?;
+                tail.customers = Some(customers);
+                if !rest.is_empty() {
+                    tail.customers_next =
+                        Some(postcard::from_bytes(rest).map_err(CheckpointError::Undecodable)?);
+                }
             }
         }
         Ok((manifest, tail))
@@ -469,7 +475,7 @@ mod tests {
             );
         }
         let drops = vec![(3u32, detector.clone())];
-        let tail = ManifestTail { drops: drops.clone(), customers: None };
+        let tail = ManifestTail { drops: drops.clone(), customers: None, customers_next: None };
         let with = manifest.encode_with_tail(&tail).unwrap();
         assert_eq!(Manifest::decode(&with).unwrap(), manifest);
         assert_eq!(Manifest::decode_with_tail(&with).unwrap(), (manifest.clone(), tail));
@@ -479,11 +485,17 @@ mod tests {
         );
         let many: Drops = (0..10_000).map(|i| (i, detector.clone())).collect();
         let customers = Some(GroupRef { group: 17, segments: 3, crc_xor: 0xdead_beef });
-        let capped = manifest.encode_with_tail(&ManifestTail { drops: many, customers }).unwrap();
+        let capped = manifest
+            .encode_with_tail(&ManifestTail { drops: many, customers, customers_next: None })
+            .unwrap();
         assert!(capped.len() < MAX_DROPS_BYTES, "too many to carry: left out");
-        let expected = ManifestTail { drops: vec![], customers };
+        let expected = ManifestTail { drops: vec![], customers, customers_next: None };
         assert_eq!(Manifest::decode_with_tail(&capped).unwrap(), (manifest.clone(), expected));
-        let both = ManifestTail { drops, customers };
+        let next = Some(GroupRef { group: 18, segments: 2, crc_xor: 7 });
+        let rebasing = ManifestTail { drops: vec![], customers, customers_next: next };
+        let encoded = manifest.encode_with_tail(&rebasing).unwrap();
+        assert_eq!(Manifest::decode_with_tail(&encoded).unwrap(), (manifest.clone(), rebasing));
+        let both = ManifestTail { drops, customers, customers_next: None };
         let with = manifest.encode_with_tail(&both).unwrap();
         assert_eq!(Manifest::decode_with_tail(&with).unwrap(), (manifest.clone(), both));
         let mut flipped = bytes.clone();

@@ -2,6 +2,11 @@
 //! what changed since the one before (customers changed or forgotten, ring steps changed). A
 //! restore applies a full segment and the later ones in order and gives the same counts.
 //!
+//! A big book is rewritten in slices rather than whole ([`CustomerBook::encode_slice`]): the
+//! first slice is a full segment with the rings and one slice of the customers, each later one
+//! the changes plus the next slice. Applied after the old segments they change nothing, and once
+//! every slice is written they stand alone.
+//!
 //! A segment is a format byte ([`FORMAT`]) and a postcard body. Series are written as numbers the
 //! caller chooses (the engine's local series numbers) and mapped back on restore. Times are
 //! written relative to the segment's horizon, so most fit in five bytes.
@@ -84,6 +89,18 @@ impl std::fmt::Display for CustomerRestoreError {
 
 impl std::error::Error for CustomerRestoreError {}
 
+/// Which customers a segment holds besides those changed since the last one.
+#[derive(Clone, Copy)]
+enum Pick {
+    All,
+    Changed,
+    /// Those whose hash falls in `slice` of `slices`.
+    Slice {
+        slice: u32,
+        slices: u32,
+    },
+}
+
 fn relative(time: Option<i64>, base: i64) -> Option<i64> {
     time.map(|t| t.wrapping_sub(base))
 }
@@ -95,7 +112,20 @@ impl CustomerBook {
         &mut self,
         number_of: impl Fn(SeriesId) -> Option<u32>,
     ) -> Result<Vec<u8>, CheckpointError> {
-        let segment = self.segment(true, &number_of);
+        let segment = self.segment(Pick::All, &number_of);
+        self.finish(&segment)
+    }
+
+    /// Slice `slice` of `slices` of a rewrite: what changed since the last segment, and the
+    /// customers of that slice whether they changed or not. The first slice is a full segment
+    /// (every ring whole).
+    pub fn encode_slice(
+        &mut self,
+        number_of: impl Fn(SeriesId) -> Option<u32>,
+        slice: u32,
+        slices: u32,
+    ) -> Result<Vec<u8>, CheckpointError> {
+        let segment = self.segment(Pick::Slice { slice, slices }, &number_of);
         self.finish(&segment)
     }
 
@@ -108,7 +138,7 @@ impl CustomerBook {
         if !self.tracking {
             return self.encode_full(number_of).map(Some);
         }
-        let segment = self.segment(false, &number_of);
+        let segment = self.segment(Pick::Changed, &number_of);
         let empty = segment.rings.is_empty()
             && segment.customers.is_empty()
             && segment.forgotten.is_empty();
@@ -135,8 +165,9 @@ impl CustomerBook {
     }
 
     /// Builds a segment and marks what it holds as written: one pass over the table.
-    fn segment(&mut self, full: bool, number_of: &impl Fn(SeriesId) -> Option<u32>) -> Segment {
+    fn segment(&mut self, pick: Pick, number_of: &impl Fn(SeriesId) -> Option<u32>) -> Segment {
         self.tracking = true;
+        let full = matches!(pick, Pick::All | Pick::Slice { slice: 0, .. });
         let base_ms = self.horizon_ms.max(0);
         let mut segment = Segment {
             full,
@@ -160,8 +191,13 @@ impl CustomerBook {
             }
         }
         let records = &mut segment.customers;
+        let picked = |hash: u64| match pick {
+            Pick::All => true,
+            Pick::Changed => false,
+            Pick::Slice { slice, slices } => (hash >> 40) % u64::from(slices) == u64::from(slice),
+        };
         self.table.update_all(|hash, series, customer| {
-            if full || customer.dirty {
+            if customer.dirty || picked(hash) {
                 if let Some(number) = number_of(series) {
                     records.push(Record {
                         series: number,
@@ -177,8 +213,9 @@ impl CustomerBook {
             }
             customer.dirty = false;
         });
+        // A slice applies on top of older segments: it carries the forgettings too.
         let forgotten = std::mem::take(&mut self.forgotten);
-        if !full {
+        if !matches!(pick, Pick::All) {
             segment.forgotten = forgotten
                 .into_iter()
                 .filter_map(|(series, hash)| Some((number_of(series)?, hash.to_le_bytes())))
@@ -208,7 +245,15 @@ impl CustomerBook {
                 });
             }
             let book = match (&mut book, segment.full) {
-                (_, true) => book.insert(CustomerBook::new(windows, future_steps, &segment.heads)),
+                (None, true) => {
+                    book.insert(CustomerBook::new(windows, future_steps, &segment.heads))
+                }
+                // The first slice of a rewrite, after the old segments: its rings are whole.
+                (Some(book), true) => {
+                    book.rings.clear();
+                    book.present.clear();
+                    book
+                }
                 (Some(book), false) => book,
                 (None, false) => return Err(CustomerRestoreError::NoFullSegment),
             };

@@ -67,8 +67,25 @@ pub(crate) struct PersistBook {
     customers: Group,
     customers_base_bytes: usize,
     customers_delta_bytes: usize,
+    /// A rewrite of the customer book in slices, one per checkpoint, under way.
+    customers_next: Option<Rebase>,
     garbage: Vec<RecordKey>,
 }
+
+/// The new generation of a customer book written a slice at a time: its segments so far, the
+/// next slice, and how many there are.
+#[derive(Clone, Debug, Default)]
+struct Rebase {
+    group: Group,
+    bytes: usize,
+    next_slice: u32,
+    slices: u32,
+}
+
+/// A customer book is rewritten in slices of about this size, one per checkpoint (at most
+/// `MAX_SLICES`), so that no checkpoint writes the whole of a big book at once.
+const SLICE_BYTES: usize = 128 * 1024;
+const MAX_SLICES: usize = 16;
 
 impl Default for PersistBook {
     fn default() -> Self {
@@ -84,6 +101,7 @@ impl Default for PersistBook {
             customers: Group::default(),
             customers_base_bytes: 0,
             customers_delta_bytes: 0,
+            customers_next: None,
             garbage: Vec::new(),
         }
     }
@@ -100,7 +118,9 @@ impl PersistBook {
         let dedup = self.dedup.values().flat_map(|g| g.keys(SegmentKind::Dedup));
         let answers = self.answers.values().flat_map(|g| g.keys(SegmentKind::Answers));
         let customers = self.customers.keys(SegmentKind::Customers);
-        self.windows.keys(SegmentKind::Windows).chain(dedup).chain(answers).chain(customers)
+        let next = self.customers_next.iter().flat_map(|r| r.group.keys(SegmentKind::Customers));
+        let windows = self.windows.keys(SegmentKind::Windows);
+        windows.chain(dedup).chain(answers).chain(customers).chain(next)
     }
 }
 
@@ -307,44 +327,101 @@ impl Engine {
 
         // Customers, by the local series numbers the windows segments define.
         let mut customers_ref = None;
+        let mut customers_next_ref = None;
         if let Some(customers) = state.customers.as_mut() {
-            let new_generation = rewrite
-                || book.customers.segments.is_empty()
-                || book.customers_delta_bytes > book.customers_base_bytes.max(MIN_REWRITE_BYTES);
             let number_of = |id| local.get(&id).copied();
-            let body = if new_generation {
-                customers.encode_full(number_of).map(Some)
-            } else {
-                customers.encode_changes(number_of)
-            };
-            match body {
-                Ok(Some(body)) => {
-                    if new_generation {
+            // A rewrite in slices found on restore (`slices` 0) is finished whole.
+            let whole = rewrite
+                || book.customers.segments.is_empty()
+                || book.customers_next.as_ref().is_some_and(|r| r.slices == 0);
+            let outgrown =
+                book.customers_delta_bytes > book.customers_base_bytes.max(MIN_REWRITE_BYTES);
+            let slices = (book.customers_base_bytes / SLICE_BYTES).clamp(1, MAX_SLICES) as u32;
+            if whole || (outgrown && slices == 1 && book.customers_next.is_none()) {
+                // The whole book in one segment: a new generation, the old ones garbage.
+                match customers.encode_full(number_of) {
+                    Ok(body) => {
                         let old: Vec<RecordKey> =
                             book.customers.keys(SegmentKind::Customers).collect();
                         book.garbage.extend(old);
+                        if let Some(rebase) = book.customers_next.take() {
+                            book.garbage.extend(rebase.group.keys(SegmentKind::Customers));
+                        }
                         book.customers = Group::default();
                         book.customers_base_bytes = body.len();
                         book.customers_delta_bytes = 0;
-                    } else {
-                        book.customers_delta_bytes += body.len();
+                        let group = seq as i64;
+                        push_segment(
+                            &mut records,
+                            &mut book.customers,
+                            SegmentKind::Customers,
+                            group,
+                            seq,
+                            &body,
+                        );
                     }
-                    let group =
-                        if new_generation { seq as i64 } else { book.customers.reference.group };
-                    push_segment(
-                        &mut records,
-                        &mut book.customers,
-                        SegmentKind::Customers,
-                        group,
-                        seq,
-                        &body,
-                    );
+                    Err(_) => book.rewrite = true,
                 }
-                Ok(None) => {}
-                Err(_) => book.rewrite = true,
+            } else if outgrown || book.customers_next.is_some() {
+                // A slice of the new generation, with the changes since the last segment.
+                let mut rebase = book.customers_next.take().unwrap_or(Rebase {
+                    group: Group::default(),
+                    bytes: 0,
+                    next_slice: 0,
+                    slices,
+                });
+                match customers.encode_slice(number_of, rebase.next_slice, rebase.slices) {
+                    Ok(body) => {
+                        let group = if rebase.next_slice == 0 {
+                            seq as i64
+                        } else {
+                            rebase.group.reference.group
+                        };
+                        push_segment(
+                            &mut records,
+                            &mut rebase.group,
+                            SegmentKind::Customers,
+                            group,
+                            seq,
+                            &body,
+                        );
+                        rebase.bytes += body.len();
+                        rebase.next_slice += 1;
+                        if rebase.next_slice == rebase.slices {
+                            // Every slice written: the new generation stands alone.
+                            let old: Vec<RecordKey> =
+                                book.customers.keys(SegmentKind::Customers).collect();
+                            book.garbage.extend(old);
+                            book.customers = rebase.group;
+                            book.customers_base_bytes = rebase.bytes;
+                            book.customers_delta_bytes = 0;
+                        } else {
+                            book.customers_next = Some(rebase);
+                        }
+                    }
+                    Err(_) => book.rewrite = true,
+                }
+            } else {
+                match customers.encode_changes(number_of) {
+                    Ok(Some(body)) => {
+                        book.customers_delta_bytes += body.len();
+                        let group = book.customers.reference.group;
+                        push_segment(
+                            &mut records,
+                            &mut book.customers,
+                            SegmentKind::Customers,
+                            group,
+                            seq,
+                            &body,
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(_) => book.rewrite = true,
+                }
             }
             customers_ref =
                 (book.customers.reference.segments > 0).then_some(book.customers.reference);
+            customers_next_ref = book.customers_next.as_ref().map(|r| r.group.reference);
         }
 
         let manifest = Manifest {
@@ -364,7 +441,8 @@ impl Engine {
             .filter_map(|(id, detector)| Some((*local.get(id)?, detector.clone())))
             .collect();
         drops.sort_by_key(|(number, _)| *number);
-        let tail = ManifestTail { drops, customers: customers_ref };
+        let tail =
+            ManifestTail { drops, customers: customers_ref, customers_next: customers_next_ref };
         match manifest.encode_with_tail(&tail) {
             Ok(bytes) => records.push((RecordKey::Manifest, bytes)),
             Err(_) => book.rewrite = true,
@@ -449,7 +527,10 @@ impl Engine {
                 SegmentKind::Windows => group == manifest.windows.group,
                 SegmentKind::Dedup => manifest.dedup.iter().any(|g| g.group == group),
                 SegmentKind::Answers => manifest.answers.iter().any(|g| g.group == group),
-                SegmentKind::Customers => tail.customers.is_some_and(|g| g.group == group),
+                SegmentKind::Customers => {
+                    tail.customers.is_some_and(|g| g.group == group)
+                        || tail.customers_next.is_some_and(|g| g.group == group)
+                }
             }
         };
         let mut segments: BTreeMap<(SegmentKind, i64, u64), Vec<Part<'_>>> = BTreeMap::new();
@@ -512,6 +593,11 @@ impl Engine {
         }
         if let Some(reference) = &tail.customers {
             book.customers = check(SegmentKind::Customers, reference)?;
+        }
+        if let Some(reference) = &tail.customers_next {
+            // A rewrite in slices was under way: the next checkpoint writes the book whole.
+            let group = check(SegmentKind::Customers, reference)?;
+            book.customers_next = Some(Rebase { group, ..Rebase::default() });
         }
 
         // Windows: the generation's segments in order, merged per ring.
@@ -608,9 +694,16 @@ impl Engine {
             state.answers.restore(index, all.into_iter());
         }
         if let Some(reference) = &tail.customers {
-            let bodies = bodies.get(&(SegmentKind::Customers, reference.group));
-            let bodies: Vec<&[u8]> =
-                bodies.into_iter().flatten().map(|(_, _, body)| body.as_slice()).collect();
+            // The book's generation, then the slices of a rewrite under way.
+            let next = tail.customers_next.map(|g| g.group);
+            let bodies: Vec<&[u8]> = [Some(reference.group), next]
+                .into_iter()
+                .flatten()
+                .flat_map(|group| {
+                    bodies.get(&(SegmentKind::Customers, group)).into_iter().flatten()
+                })
+                .map(|(_, _, body)| body.as_slice())
+                .collect();
             book.customers_base_bytes = bodies.first().map_or(0, |b| b.len());
             book.customers_delta_bytes = bodies.iter().skip(1).map(|b| b.len()).sum();
             let segments = bodies.iter().copied();

@@ -129,9 +129,9 @@ fn damaged_missing_or_stray_records_are_refused_never_misread() {
 
     // An older format is replayed, not misread.
     let mut old = records.clone();
-    old[manifest].1[4] = 1;
+    old[manifest].1[4] = 2;
     let error = restore(old).unwrap_err();
-    assert_eq!(error.to_string(), "checkpoint unreadable: checkpoint format 1, expected 2");
+    assert_eq!(error.to_string(), "checkpoint unreadable: checkpoint format 2, expected 3");
 }
 
 #[test]
@@ -456,5 +456,81 @@ fn customer_counts_follow_purchases_answers_and_churns_through_checkpoints() {
     assert_eq!(
         refused.restore(p0, &without, 0),
         Err(RestoreError::Incomplete("a customers segment"))
+    );
+}
+
+/// A big customer book is rewritten a slice per checkpoint: no checkpoint writes the whole of
+/// it, and a restore from the topic at any point of the rewrite (old generation plus the slices
+/// so far) or after it (the new generation alone) gives the counts the engine has.
+#[test]
+fn a_big_customer_book_is_rewritten_in_slices_and_restores_exactly_at_every_step() {
+    const H: i64 = 3_600_000;
+    let t0 = 2_000 * H;
+    let mut engine = engine_with(&["1h", "24h"]).unwrap();
+    let mut n = 0u64;
+    // Purchases and answers of `count` customers out of 40,000, at minute `minute`.
+    let mut feed = |engine: &mut Engine, count: u64, minute: i64| {
+        for _ in 0..count {
+            n += 1;
+            let customer = n.wrapping_mul(2_654_435_761) % 40_000;
+            let body = if n.is_multiple_of(3) {
+                format!(
+                    r#""type":"survey_response","survey":"nps","score":{},"customer_id":"c{customer}","response_id":"r{n}""#,
+                    n % 11
+                )
+            } else {
+                format!(
+                    r#""type":"customer_lifecycle","action":"{}","customer_id":"c{customer}""#,
+                    if n.is_multiple_of(7) { "churn" } else { "purchase" }
+                )
+            };
+            let json = format!(
+                r#"{{"event_id":"e{n}","occurred_at":{},"brand":"acme",{body}}}"#,
+                t0 + minute * 60_000
+            );
+            let outcome = engine.process(SOURCE, json.as_bytes(), t0 + H);
+            assert_eq!(outcome, Outcome::Counted, "{json}");
+        }
+    };
+    let mut topic = std::collections::BTreeMap::new();
+    let mut write = |batch: &CheckpointBatch| {
+        for (key, value) in &batch.records {
+            topic.insert(key.to_string(), value.clone());
+        }
+        for key in &batch.tombstones {
+            topic.remove(&key.to_string());
+        }
+        let records: Vec<(String, Vec<u8>)> =
+            topic.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        records
+    };
+    let counts = |engine: &mut Engine| -> Vec<_> {
+        engine.snapshot(t0 + H).series.iter().map(|s| s.customers.clone()).collect()
+    };
+    feed(&mut engine, 30_000, 1);
+    let first = engine.checkpoint(SOURCE, 1);
+    let whole = first.bytes();
+    write(&first);
+    let mut largest_later = 0;
+    let mut rebasing_seen = 0;
+    for round in 2..40 {
+        feed(&mut engine, 2_000, round);
+        let batch = engine.checkpoint(SOURCE, round);
+        largest_later = largest_later.max(batch.bytes());
+        let records = write(&batch);
+        let (_, tail) = records
+            .iter()
+            .find(|(k, _)| k == "m")
+            .map(|(_, v)| crate::checkpoint::Manifest::decode_with_tail(v).unwrap())
+            .unwrap();
+        rebasing_seen += usize::from(tail.customers_next.is_some());
+        let mut restored = engine_with(&["1h", "24h"]).unwrap();
+        assert_eq!(restored.restore(SOURCE, &records, 0), Ok(round));
+        assert_eq!(counts(&mut restored), counts(&mut engine), "round {round}");
+    }
+    assert!(rebasing_seen >= 3, "a rewrite in slices spans checkpoints: {rebasing_seen}");
+    assert!(
+        largest_later < whole / 2,
+        "no later checkpoint writes the book whole: {largest_later} of {whole} bytes"
     );
 }
