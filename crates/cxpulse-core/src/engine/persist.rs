@@ -350,15 +350,7 @@ impl Engine {
                         book.customers = Group::default();
                         book.customers_base_bytes = body.len();
                         book.customers_delta_bytes = 0;
-                        let group = seq as i64;
-                        push_segment(
-                            &mut records,
-                            &mut book.customers,
-                            SegmentKind::Customers,
-                            group,
-                            seq,
-                            &body,
-                        );
+                        push_customers(&mut records, &mut book.customers, seq as i64, seq, &body);
                     }
                     Err(_) => book.rewrite = true,
                 }
@@ -377,14 +369,7 @@ impl Engine {
                         } else {
                             rebase.group.reference.group
                         };
-                        push_segment(
-                            &mut records,
-                            &mut rebase.group,
-                            SegmentKind::Customers,
-                            group,
-                            seq,
-                            &body,
-                        );
+                        push_customers(&mut records, &mut rebase.group, group, seq, &body);
                         rebase.bytes += body.len();
                         rebase.next_slice += 1;
                         if rebase.next_slice == rebase.slices {
@@ -406,14 +391,7 @@ impl Engine {
                     Ok(Some(body)) => {
                         book.customers_delta_bytes += body.len();
                         let group = book.customers.reference.group;
-                        push_segment(
-                            &mut records,
-                            &mut book.customers,
-                            SegmentKind::Customers,
-                            group,
-                            seq,
-                            &body,
-                        );
+                        push_customers(&mut records, &mut book.customers, group, seq, &body);
                     }
                     Ok(None) => {}
                     Err(_) => book.rewrite = true,
@@ -738,6 +716,17 @@ fn push_segment(
     for (part, bytes) in parts.into_iter().enumerate() {
         records.push((RecordKey::Part { kind, group: group_id, seq, part: part as u32 }, bytes));
     }
+}
+
+/// [`push_segment`] for a customer book's segment.
+fn push_customers(
+    records: &mut Vec<(RecordKey, Vec<u8>)>,
+    group: &mut Group,
+    group_id: i64,
+    seq: u64,
+    body: &[u8],
+) {
+    push_segment(records, group, SegmentKind::Customers, group_id, seq, body);
 }
 
 /// Moves the groups of buckets no longer in memory (expired or evicted) to the garbage.
