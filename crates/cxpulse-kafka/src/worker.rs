@@ -194,14 +194,8 @@ pub fn run_worker(
         bound_pending_records(&consumer, &outboxes, &mut paused_for_letters);
         revocations_seen = revocations;
         context.restore_awaiting(&consumer);
-        store_safe_offsets(
-            worker,
-            context,
-            &consumer,
-            &outboxes_mut(&mut dead_letters, &mut feed_outbox),
-        );
+        store_safe_offsets(worker, context, &consumer, &outboxes);
         if last_checkpoint.elapsed() >= checkpoint_every {
-            let mut outboxes = outboxes_mut(&mut dead_letters, &mut feed_outbox);
             await_held_back(worker, context, &consumer, &mut outboxes);
             context.checkpoint(None, Instant::now() + IO_SHARE);
             last_checkpoint = Instant::now();
