@@ -65,15 +65,7 @@ fn produce_spread(
     over: Duration,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        // One record per batch: tansu 0.6 serves a fetch from inside a batch from the next one
-        // (docs/operations.md), so a worker resuming mid-batch there would miss records the
-        // broker, not cxpulse, skipped. On Kafka and the mock the batching changes nothing.
-        let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("linger.ms", "5")
-            .set("batch.num.messages", "1")
-            .create()
-            .expect("producer");
+        let producer = producer(&brokers);
         let chunks = 20;
         let started = Instant::now();
         for chunk in 0..chunks {
