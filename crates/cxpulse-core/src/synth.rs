@@ -20,6 +20,8 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use crate::event::Survey;
+
 pub const BRANDS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
 pub const SEGMENTS: [&str; 3] = ["smb", "mid", "enterprise"];
 
@@ -118,6 +120,13 @@ struct NpsDeck {
 const HEALTHY_DECK: [usize; 3] = [11, 6, 3];
 const DIPPING_DECK: [usize; 3] = [1, 2, 17];
 
+/// A lifecycle event of customer `c-{customer}`, after the common fields.
+fn lifecycle(common: &str, action: &str, customer: u32) -> String {
+    format!(
+        r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#
+    )
+}
+
 /// What one message drew before its kind is chosen: the common JSON fields, the event id, the
 /// brand and segment indexes, the roll that picks the kind, and whether the brand dips.
 #[derive(Clone, Copy)]
@@ -208,10 +217,7 @@ impl Synth {
             };
         }
         let payload = if let Some(action) = base_move {
-            let customer = self.rng.gen_range(0..1_000_000);
-            format!(
-                r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#
-            )
+            lifecycle(&common, action, self.rng.gen_range(0..1_000_000))
         } else if roll < 0.5 {
             let score = self.nps_score(b, s, dipping);
             format!(r#"{{{common},"type":"survey_response","survey":"nps","score":{score}}}"#)
@@ -225,10 +231,7 @@ impl Synth {
         } else {
             // Moves of the customer base come from `move_due`, at their daily rates.
             let action = if self.rng.gen_bool(0.6) { "purchase" } else { "renewal" };
-            let customer = self.rng.gen_range(0..1_000_000);
-            format!(
-                r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#
-            )
+            lifecycle(&common, action, self.rng.gen_range(0..1_000_000))
         };
         SynthMessage { key, payload }
     }
@@ -236,21 +239,12 @@ impl Synth {
     /// The plain mix with named customers ([`SynthConfig::journeys`]).
     fn journey_event(&mut self, draw: &Draw<'_>, base_move: Option<&'static str>) -> String {
         let Draw { common, id, b, s, roll, dipping } = *draw;
-        let lifecycle = |action: &str, customer: u32| {
-            format!(
-                r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#
-            )
-        };
         if let Some(action) = base_move {
-            return lifecycle(action, journeys::Journeys::anyone(&mut self.rng));
+            return lifecycle(common, action, journeys::Journeys::anyone(&mut self.rng));
         }
         if roll < 0.5 {
             let score = self.nps_score(b, s, dipping);
-            let category = match score {
-                9..=10 => 0,
-                7..=8 => 1,
-                _ => 2,
-            };
+            let category = Survey::nps_category(score) as u8;
             let customer = self.journeys.answer(&mut self.rng, b, s, category);
             return format!(
                 r#"{{{common},"type":"survey_response","survey":"nps","score":{score},"response_id":"{id}-r","customer_id":"c-{customer}"}}"#
@@ -269,13 +263,13 @@ impl Synth {
             );
         }
         if let Some(customer) = self.journeys.churn_due(b, s) {
-            return lifecycle("churn", customer);
+            return lifecycle(common, "churn", customer);
         }
         if self.rng.gen_bool(0.6) {
             let customer = self.journeys.buyer(&mut self.rng, b, s);
-            lifecycle("purchase", customer)
+            lifecycle(common, "purchase", customer)
         } else {
-            lifecycle("renewal", journeys::Journeys::anyone(&mut self.rng))
+            lifecycle(common, "renewal", journeys::Journeys::anyone(&mut self.rng))
         }
     }
 
@@ -288,10 +282,7 @@ impl Synth {
         let roll = roll * 0.75 / GATEWAY_ANSWER_SHARE;
         if roll >= 0.75 {
             let action = if self.rng.gen_bool(0.6) { "purchase" } else { "renewal" };
-            let customer = self.rng.gen_range(0..1_000_000);
-            return format!(
-                r#"{{{common},"type":"customer_lifecycle","action":"{action}","customer_id":"c-{customer}"}}"#
-            );
+            return lifecycle(common, action, self.rng.gen_range(0..1_000_000));
         }
         let recent = &self.recent_answers[b][s];
         let corrected = if !recent.is_empty() && self.rng.gen_bool(GATEWAY_CORRECTION_SHARE) {

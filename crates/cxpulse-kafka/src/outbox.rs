@@ -147,10 +147,6 @@ impl Outbox {
         })
     }
 
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
     /// Sends the records of one key one at a time, in the order submitted.
     pub fn ordered_by_key(mut self) -> Self {
         self.by_key = Some(HashMap::new());
