@@ -1,14 +1,17 @@
-//! Time-bucketed memory of 128-bit keys: the remembered event ids and correctable answers of one
+//! Time-bucketed memory of 64-bit keys: the remembered event ids and correctable answers of one
 //! partition. Keys live in buckets by the clock T at which they were stored; a bucket whose whole
 //! span is past the horizon is dropped in one piece, with no per-entry work.
 //!
 //! Each bucket is a flat open-addressing table (linear probing, any capacity, keys spread over it
-//! by a multiply instead of a modulo), keys and values in two arrays so that an id costs its 16
+//! by a multiply instead of a modulo), keys and values in two arrays so that an id costs its 8
 //! bytes over the load factor and nothing else. The newest bucket takes inserts and grows by half
 //! when 80 % full; older ones never change size except once, when [`TimeBuckets::compact_one`] rebuilds
 //! a sparse one at 80 % load. A lookup probes every live bucket, newest first: eight spans make a
 //! horizon, so memory overshoots the horizon by at most an eighth and a lookup costs nine probes,
 //! which a batch prefetches together.
+//!
+//! A 64-bit key stands for an id: a new one equal to one of the N keys remembered has a chance
+//! of N / 2^64 (5 × 10^-13 at ten million), and half the memory of a 128-bit key buys that.
 
 use std::collections::VecDeque;
 
@@ -28,17 +31,20 @@ const COMPACT_BELOW_PERCENT: usize = 65;
 const MIN_CAPACITY: usize = 16;
 
 /// The empty-slot marker; a real key of 0 is stored as 1 (a collision as likely as any other).
-const EMPTY: u128 = 0;
+const EMPTY: Key = 0;
+
+/// A remembered key: a 64-bit hash of an event id or a `response_id`.
+pub type Key = u64;
 
 #[inline]
-fn stored(key: u128) -> u128 {
+fn stored(key: Key) -> Key {
     key.max(1)
 }
 
-/// An open-addressing table of non-zero 128-bit keys, each with a value.
+/// An open-addressing table of non-zero 64-bit keys, each with a value.
 #[derive(Clone, Debug)]
 pub struct IdTable<V> {
-    keys: Box<[u128]>,
+    keys: Box<[Key]>,
     values: Box<[V]>,
     len: usize,
 }
@@ -63,18 +69,18 @@ impl<V: Copy + Default> IdTable<V> {
 
     /// Heap bytes held, every slot counted.
     pub fn bytes(&self) -> usize {
-        self.keys.len() * (std::mem::size_of::<u128>() + std::mem::size_of::<V>())
+        self.keys.len() * (std::mem::size_of::<Key>() + std::mem::size_of::<V>())
     }
 
     #[inline]
-    fn home(&self, key: u128) -> usize {
-        // The key is a uniform hash: its high half times the capacity, shifted, spreads it evenly.
-        (((key >> 64) as u64 as u128 * self.keys.len() as u128) >> 64) as usize
+    fn home(&self, key: Key) -> usize {
+        // The key is a uniform hash: times the capacity, shifted, it spreads evenly.
+        ((u128::from(key) * self.keys.len() as u128) >> 64) as usize
     }
 
     /// The slot holding `key`, else the empty slot where it would go.
     #[inline]
-    fn probe(&self, key: u128) -> Result<usize, usize> {
+    fn probe(&self, key: Key) -> Result<usize, usize> {
         let capacity = self.keys.len();
         let mut index = self.home(key);
         loop {
@@ -92,16 +98,16 @@ impl<V: Copy + Default> IdTable<V> {
         }
     }
 
-    pub fn get(&self, key: u128) -> Option<&V> {
+    pub fn get(&self, key: Key) -> Option<&V> {
         self.probe(stored(key)).ok().map(|index| &self.values[index])
     }
 
-    pub fn contains(&self, key: u128) -> bool {
+    pub fn contains(&self, key: Key) -> bool {
         self.probe(stored(key)).is_ok()
     }
 
     /// Stores `value` under `key`; the previous value, if any.
-    pub fn insert(&mut self, key: u128, value: V) -> Option<V> {
+    pub fn insert(&mut self, key: Key, value: V) -> Option<V> {
         let key = stored(key);
         if (self.len + 1) * 100 > self.keys.len() * MAX_LOAD_PERCENT {
             self.rebuild(self.keys.len() * GROWTH_PERCENT / 100);
@@ -140,21 +146,21 @@ impl<V: Copy + Default> IdTable<V> {
         self.rebuild(capacity);
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (u128, &V)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (Key, &V)> + '_ {
         self.keys.iter().zip(self.values.iter()).filter(|(k, _)| **k != EMPTY).map(|(k, v)| (*k, v))
     }
 
     /// Starts loading the key's home slot into the cache: a hint with no effect on behaviour.
     #[inline]
     #[allow(unsafe_code)]
-    pub fn prefetch(&self, key: u128) {
+    pub fn prefetch(&self, key: Key) {
         let Some(slot) = self.keys.get(self.home(stored(key))) else { return };
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a prefetch reads nothing architecturally, never faults and changes no state,
         // whatever the address; this one points into the live key array.
         unsafe {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>((slot as *const u128).cast());
+            _mm_prefetch::<_MM_HINT_T0>((slot as *const Key).cast());
         }
         #[cfg(not(target_arch = "x86_64"))]
         std::hint::black_box(slot);
@@ -167,13 +173,13 @@ pub struct Bucket<V> {
     pub index: i64,
     pub table: IdTable<V>,
     /// Keys stored or changed since the last checkpoint took them.
-    pub unsaved: Vec<u128>,
+    pub unsaved: Vec<Key>,
 }
 
 impl<V: Copy + Default> Bucket<V> {
     /// The keys a checkpoint writes: those changed since the last one, or with `all` every key
     /// held; either way nothing is left marked changed.
-    pub fn take_changed(&mut self, all: bool) -> Vec<u128> {
+    pub fn take_changed(&mut self, all: bool) -> Vec<Key> {
         let changed = std::mem::take(&mut self.unsaved);
         if all {
             self.table.iter().map(|(k, _)| k).collect()
@@ -215,7 +221,7 @@ impl<V: Copy + Default> TimeBuckets<V> {
 
     /// The newest value of `key` in a bucket at or after `live_from`.
     #[inline]
-    pub fn get(&self, key: u128, live_from: i64) -> Option<&V> {
+    pub fn get(&self, key: Key, live_from: i64) -> Option<&V> {
         self.buckets
             .iter()
             .rev()
@@ -224,12 +230,12 @@ impl<V: Copy + Default> TimeBuckets<V> {
     }
 
     #[inline]
-    pub fn contains(&self, key: u128, live_from: i64) -> bool {
+    pub fn contains(&self, key: Key, live_from: i64) -> bool {
         self.get(key, live_from).is_some()
     }
 
     #[inline]
-    pub fn prefetch(&self, key: u128) {
+    pub fn prefetch(&self, key: Key) {
         for bucket in &self.buckets {
             bucket.table.prefetch(key);
         }
@@ -239,7 +245,7 @@ impl<V: Copy + Default> TimeBuckets<V> {
     /// clock does not go back); with `track`, marks it unsaved for the next incremental
     /// checkpoint (without, the next checkpoint writes everything, or there is none). Returns
     /// whether memory grew (a new bucket, or a table that doubled).
-    pub fn insert(&mut self, key: u128, value: V, at_ms: i64, track: bool) -> bool {
+    pub fn insert(&mut self, key: Key, value: V, at_ms: i64, track: bool) -> bool {
         let index = self.bucket_of(at_ms);
         let opened = self.buckets.back().is_none_or(|b| b.index < index);
         if opened {
@@ -260,7 +266,7 @@ impl<V: Copy + Default> TimeBuckets<V> {
     }
 
     /// Restores a bucket as checkpointed (oldest first); later values of a key win.
-    pub fn restore(&mut self, index: i64, entries: impl ExactSizeIterator<Item = (u128, V)>) {
+    pub fn restore(&mut self, index: i64, entries: impl ExactSizeIterator<Item = (Key, V)>) {
         let position = self.buckets.iter().position(|b| b.index >= index);
         // Sized for all of them at once: growing a table step by step rehashes it every time.
         let capacity = entries.len() * 100 / MAX_LOAD_PERCENT + 1;
@@ -321,7 +327,7 @@ impl<V: Copy + Default> TimeBuckets<V> {
     pub fn bytes(&self) -> usize {
         self.buckets
             .iter()
-            .map(|b| b.table.bytes() + b.unsaved.capacity() * std::mem::size_of::<u128>())
+            .map(|b| b.table.bytes() + b.unsaved.capacity() * std::mem::size_of::<Key>())
             .sum()
     }
 }
@@ -347,17 +353,17 @@ mod tests {
     fn a_table_finds_what_it_holds_through_growth_and_compaction() {
         let mut table: IdTable<u32> = IdTable::with_capacity(0);
         for i in 0..10_000u32 {
-            let key = xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes());
+            let key = xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
             assert_eq!(table.insert(key, i), None);
         }
-        assert_eq!(table.insert(xxhash_rust::xxh3::xxh3_128(&7u32.to_le_bytes()), 70), Some(7));
+        assert_eq!(table.insert(xxhash_rust::xxh3::xxh3_64(&7u32.to_le_bytes()), 70), Some(7));
         table.compact();
         assert!(table.len() * 100 <= table.keys.len() * MAX_LOAD_PERCENT);
         for i in 0..10_000u32 {
-            let key = xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes());
+            let key = xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
             assert_eq!(table.get(key).copied(), Some(if i == 7 { 70 } else { i }));
         }
-        assert!(!table.contains(xxhash_rust::xxh3::xxh3_128(b"absent")));
+        assert!(!table.contains(xxhash_rust::xxh3::xxh3_64(b"absent")));
         assert_eq!(table.insert(0, 1), None, "key 0 is stored too");
         assert!(table.contains(0));
     }
@@ -405,13 +411,13 @@ mod tests {
                 match op {
                     Op::Insert { key, advance_ms } => {
                         clock += advance_ms;
-                        let k = xxhash_rust::xxh3::xxh3_128(&[*key]);
+                        let k = xxhash_rust::xxh3::xxh3_64(&[*key]);
                         buckets.insert(k, n as u32, clock, true);
                         naive.entry(*key).or_default().push((n as u32, clock));
                         buckets.expire(live_from(clock, HORIZON, span));
                     }
                     Op::Lookup(key) => {
-                        let k = xxhash_rust::xxh3::xxh3_128(&[*key]);
+                        let k = xxhash_rust::xxh3::xxh3_64(&[*key]);
                         prop_assert_eq!(buckets.get(k, live).copied(), want(&naive, *key, live, &evictions));
                         prop_assert_eq!(buckets.contains(k, live), want(&naive, *key, live, &evictions).is_some());
                     }
@@ -425,7 +431,7 @@ mod tests {
             }
             let live = live_from(clock, HORIZON, span);
             for key in 0u8..60 {
-                let k = xxhash_rust::xxh3::xxh3_128(&[key]);
+                let k = xxhash_rust::xxh3::xxh3_64(&[key]);
                 prop_assert_eq!(buckets.get(k, live).copied(), want(&naive, key, live, &evictions));
             }
         }

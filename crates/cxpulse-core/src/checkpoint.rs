@@ -17,13 +17,15 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::buckets::Key;
 use crate::drop_evidence::DropDetector;
 use crate::window::RingState;
 
 const MAGIC: &[u8; 4] = b"CXP2";
 /// Bumped whenever the layout changes; a checkpoint of another version is replayed, never misread.
 /// 3: a manifest may name a second group of customer segments (a rebase under way).
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: ids and answer keys are 64-bit hashes (were 128).
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The largest record value written. Kafka's defaults bound a record batch at about 1 MB (the
 /// broker's `max.message.bytes` is 1,048,588, librdkafka's `message.max.bytes` 1,000,000): this
@@ -140,7 +142,7 @@ pub struct WindowsSegment {
 /// A correctable answer as checkpointed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AnswerRecord {
-    pub key: u128,
+    pub key: Key,
     pub occurred_at_ms: i64,
     /// The partition's local series number.
     pub series: u32,
@@ -149,23 +151,24 @@ pub struct AnswerRecord {
     pub ces_score: u8,
 }
 
-const ANSWER_BYTES: usize = 16 + 8 + 4 + 1 + 1;
+const ID_BYTES: usize = std::mem::size_of::<Key>();
+const ANSWER_BYTES: usize = ID_BYTES + 8 + 4 + 1 + 1;
 
-pub fn encode_ids(ids: &[u128]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ids.len() * 16);
+pub fn encode_ids(ids: &[Key]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ids.len() * ID_BYTES);
     for id in ids {
         out.extend_from_slice(&id.to_le_bytes());
     }
     out
 }
 
-pub fn decode_ids(bytes: &[u8]) -> Result<Vec<u128>, CheckpointError> {
-    if !bytes.len().is_multiple_of(16) {
+pub fn decode_ids(bytes: &[u8]) -> Result<Vec<Key>, CheckpointError> {
+    if !bytes.len().is_multiple_of(ID_BYTES) {
         return Err(CheckpointError::Malformed("id segment length"));
     }
     Ok(bytes
-        .chunks_exact(16)
-        .map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16])))
+        .chunks_exact(ID_BYTES)
+        .map(|c| Key::from_le_bytes(c.try_into().unwrap_or([0; ID_BYTES])))
         .collect())
 }
 
@@ -188,11 +191,11 @@ pub fn decode_answers(bytes: &[u8]) -> Result<Vec<AnswerRecord>, CheckpointError
     Ok(bytes
         .chunks_exact(ANSWER_BYTES)
         .map(|c| {
-            let (key, rest) = c.split_at(16);
+            let (key, rest) = c.split_at(ID_BYTES);
             let (occurred, rest) = rest.split_at(8);
             let (series, rest) = rest.split_at(4);
             AnswerRecord {
-                key: u128::from_le_bytes(key.try_into().unwrap_or([0; 16])),
+                key: Key::from_le_bytes(key.try_into().unwrap_or([0; ID_BYTES])),
                 occurred_at_ms: i64::from_le_bytes(occurred.try_into().unwrap_or([0; 8])),
                 series: u32::from_le_bytes(series.try_into().unwrap_or([0; 4])),
                 category: rest[0],
@@ -429,7 +432,8 @@ mod tests {
 
     #[test]
     fn segments_split_into_parts_that_fit_and_join_back() {
-        let ids: Vec<u128> = (0..200_000u128).map(|i| i * 0x9e37_79b9_7f4a_7c15).collect();
+        let ids: Vec<Key> =
+            (0..200_000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
         let body = encode_ids(&ids);
         let (parts, crc) = split_parts(5, &body);
         assert_eq!(parts.len(), body.len().div_ceil(MAX_RECORD_BYTES - PART_HEADER));
@@ -509,7 +513,7 @@ mod tests {
         ));
 
         let answers = vec![AnswerRecord {
-            key: u128::MAX - 5,
+            key: Key::MAX - 5,
             occurred_at_ms: -1,
             series: 3,
             category: 6,

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use ahash::RandomState;
 
 use crate::age::AgeHistogram;
-use crate::buckets::{live_from, span_of};
+use crate::buckets::{live_from, span_of, Key};
 use crate::customers::{CustomerBook, CustomerCounts, CustomerEvent, Touch};
 use crate::drop_evidence::DropSettings;
 use crate::event::{Action, Event, NpsCategory, Payload, RejectReason, Rejection, Survey};
@@ -41,8 +41,8 @@ type FastMap<K, V> = HashMap<K, V, RandomState>;
 const BATCH_CHUNK: usize = 32;
 
 /// The key an event is remembered by in the dedup memory.
-fn id_hash(event: &Event<'_>) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(event.event_id.as_bytes())
+fn id_hash(event: &Event<'_>) -> Key {
+    xxhash_rust::xxh3::xxh3_64(event.event_id.as_bytes())
 }
 
 /// Where the clock T comes from.
@@ -341,7 +341,7 @@ impl Engine {
         &mut self,
         partition: SourcePartition,
         event: &Event<'_>,
-        id_hash: u128,
+        id_hash: Key,
         wall_ms: i64,
     ) -> Outcome {
         if self.config.clock == ClockMode::Wall {
@@ -430,7 +430,7 @@ impl Engine {
 
         let mut replaced_detractor = false;
         if let Payload::Survey { response_id: Some(response_id), survey, .. } = &event.payload {
-            let key = xxhash_rust::xxh3::xxh3_128(response_id.as_bytes());
+            let key = xxhash_rust::xxh3::xxh3_64(response_id.as_bytes());
             let live_from = self.clock.answers_live_from;
             if state.answers.oldest().is_some_and(|b| b < live_from) {
                 state.answers.expire(live_from);

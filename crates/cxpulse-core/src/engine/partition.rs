@@ -19,7 +19,7 @@ use super::series::SeriesId;
 pub(crate) const ANSWER_SERIES_LIMIT: u32 = 1 << 26;
 
 /// A correctable answer: what to take out of the windows when a correction replaces it. Packed
-/// into 12 bytes (a table slot is its 16-byte key and this): millions are remembered.
+/// into 12 bytes (a table slot is its 8-byte key and this): millions are remembered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Answer {
     /// `occurred_at` in ms, as two halves so that the struct aligns to 4 bytes.

@@ -129,9 +129,9 @@ fn damaged_missing_or_stray_records_are_refused_never_misread() {
 
     // An older format is replayed, not misread.
     let mut old = records.clone();
-    old[manifest].1[4] = 2;
+    old[manifest].1[4] = 3;
     let error = restore(old).unwrap_err();
-    assert_eq!(error.to_string(), "checkpoint unreadable: checkpoint format 2, expected 3");
+    assert_eq!(error.to_string(), "checkpoint unreadable: checkpoint format 3, expected 4");
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn a_checkpoint_writes_only_what_changed_and_tombstones_what_expired() {
             .filter(|(k, _)| k.to_string().starts_with("d/"))
             .map(|(_, v)| v.len() - 28)
             .sum::<usize>()
-            / 16
+            / 8
     };
     assert_eq!(ids_in(&first), 100);
     // Nothing new: a manifest alone.
