@@ -128,9 +128,10 @@ fn process_batch_steady(c: &mut Criterion) {
     let mut check = Engine::new(config.clone()).unwrap();
     count_runs(&mut check, &warm);
     let remembered = check.snapshot(time_of(WARM)).state.entries[0] as usize;
+    // A horizon's worth of ids, and up to an eighth more (buckets leave whole).
     assert!(
-        remembered.abs_diff(600_000) < 50_000,
-        "the warm engine remembers {remembered} ids, not about 600k"
+        (590_000..=680_000).contains(&remembered),
+        "the warm engine remembers {remembered} ids, not 600k to 675k"
     );
     let mut group = c.benchmark_group("process");
     group.throughput(Throughput::Elements(EVENTS));
