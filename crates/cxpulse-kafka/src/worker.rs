@@ -1,9 +1,10 @@
 //! The consume loop: poll a batch, count it under one engine lock, hand the rejects to the
 //! dead-letter outbox and the detractor answers to the feed's, then store the offsets that are
-//! safe to commit (each partition's stops at its first record still pending in either). Nothing in the loop waits on one message. Runs on its own
-//! thread until `stop` is set, then stops within `STOP_LIMIT`: dead letters, checkpoints, the
-//! commit, leaving the group and closing each get a share of it; what misses its deadline is read
-//! again by the next owner.
+//! safe to commit (each partition's stops at its first record still pending in either). Nothing
+//! in the loop waits on one message; only a checkpoint waits, up to half a second, for the
+//! records in flight. Runs on its own thread until `stop` is set, then stops within
+//! `STOP_LIMIT`: dead letters, checkpoints, the commit, leaving the group and closing each get a
+//! share of it; what misses its deadline is read again by the next owner.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

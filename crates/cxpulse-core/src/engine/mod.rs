@@ -45,6 +45,11 @@ fn id_hash(event: &Event<'_>) -> Key {
     xxhash_rust::xxh3::xxh3_64(event.event_id.as_bytes())
 }
 
+/// The key an answer is corrected by (and matched by within its customer).
+fn response_hash(response_id: &str) -> Key {
+    xxhash_rust::xxh3::xxh3_64(response_id.as_bytes())
+}
+
 /// Where the clock T comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClockMode {
@@ -429,8 +434,12 @@ impl Engine {
         }
 
         let mut replaced_detractor = false;
-        if let Payload::Survey { response_id: Some(response_id), survey, .. } = &event.payload {
-            let key = xxhash_rust::xxh3::xxh3_64(response_id.as_bytes());
+        // Hashed once: the answer's correction key, and its customer's match of answers.
+        let response_key = match &event.payload {
+            Payload::Survey { response_id: Some(id), .. } => Some(response_hash(id)),
+            _ => None,
+        };
+        if let (Payload::Survey { survey, .. }, Some(key)) = (&event.payload, response_key) {
             let live_from = self.clock.answers_live_from;
             if state.answers.oldest().is_some_and(|b| b < live_from) {
                 state.answers.expire(live_from);
@@ -458,7 +467,7 @@ impl Engine {
                 self.grew |= state.answers.insert(key, answer, clock, track);
             }
         }
-        if let Some(touch) = customer_touch(&event.payload) {
+        if let Some(touch) = customer_touch(&event.payload, response_key) {
             let book = state.customers.get_or_insert_with(|| {
                 Box::new(CustomerBook::new(
                     &self.config.windows,
@@ -681,19 +690,13 @@ impl Engine {
 
 /// What an event tells the customer book, if anything: a purchase, a churn, or an NPS answer of
 /// a named customer.
-fn customer_touch(payload: &Payload<'_>) -> Option<Touch> {
+fn customer_touch(payload: &Payload<'_>, response_key: Option<Key>) -> Option<Touch> {
     match payload {
         Payload::Lifecycle { action: Action::Purchase, .. } => Some(Touch::Purchase),
         Payload::Lifecycle { action: Action::Churn, .. } => Some(Touch::Churn),
-        Payload::Survey {
-            survey: Survey::Nps { score },
-            customer_id: Some(_),
-            response_id,
-            ..
-        } => Some(Touch::Answer {
-            category: Survey::nps_category(*score),
-            response: response_id.as_ref().map(|id| xxhash_rust::xxh3::xxh3_64(id.as_bytes())),
-        }),
+        Payload::Survey { survey: Survey::Nps { score }, customer_id: Some(_), .. } => {
+            Some(Touch::Answer { category: Survey::nps_category(*score), response: response_key })
+        }
         _ => None,
     }
 }

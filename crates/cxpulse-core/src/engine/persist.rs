@@ -122,6 +122,14 @@ impl PersistBook {
         let windows = self.windows.keys(SegmentKind::Windows);
         windows.chain(dedup).chain(answers).chain(customers).chain(next)
     }
+
+    /// A new generation of the customer book takes over; the old one's records are garbage.
+    fn replace_customers(&mut self, generation: Group, base_bytes: usize) {
+        let old = std::mem::replace(&mut self.customers, generation);
+        self.garbage.extend(old.keys(SegmentKind::Customers));
+        self.customers_base_bytes = base_bytes;
+        self.customers_delta_bytes = 0;
+    }
 }
 
 /// A checkpoint's records: `records` in the order to write them, the manifest last, then
@@ -341,15 +349,10 @@ impl Engine {
                 // The whole book in one segment: a new generation, the old ones garbage.
                 match customers.encode_full(number_of) {
                     Ok(body) => {
-                        let old: Vec<RecordKey> =
-                            book.customers.keys(SegmentKind::Customers).collect();
-                        book.garbage.extend(old);
                         if let Some(rebase) = book.customers_next.take() {
                             book.garbage.extend(rebase.group.keys(SegmentKind::Customers));
                         }
-                        book.customers = Group::default();
-                        book.customers_base_bytes = body.len();
-                        book.customers_delta_bytes = 0;
+                        book.replace_customers(Group::default(), body.len());
                         push_customers(&mut records, &mut book.customers, seq as i64, seq, &body);
                     }
                     Err(_) => book.rewrite = true,
@@ -374,12 +377,7 @@ impl Engine {
                         rebase.next_slice += 1;
                         if rebase.next_slice == rebase.slices {
                             // Every slice written: the new generation stands alone.
-                            let old: Vec<RecordKey> =
-                                book.customers.keys(SegmentKind::Customers).collect();
-                            book.garbage.extend(old);
-                            book.customers = rebase.group;
-                            book.customers_base_bytes = rebase.bytes;
-                            book.customers_delta_bytes = 0;
+                            book.replace_customers(rebase.group, rebase.bytes);
                         } else {
                             book.customers_next = Some(rebase);
                         }
