@@ -233,11 +233,14 @@ fn a_feed_topic_that_fails_blocks_only_its_partition_and_counting_goes_on() {
 
 #[test]
 fn a_busy_partition_is_checkpointed_while_each_batch_sends_feed_messages() {
-    const EVENTS: usize = 20_000;
+    const EVENTS: usize = 500;
     let scenario =
         Scenario::new(&[("fc", 1), ("fc.dlq", 1), ("fc.detractors", 1), (STATE_TOPIC, 1)]);
-    // A backlog of detractors on one partition, fetched 2 kB at a time and counted 32 at a
-    // time: each batch leaves feed messages in flight for as long as the worker is busy.
+    // A backlog of detractors on one partition, one record per record batch so that a fetch of
+    // 2 kB brings a handful, counted 32 at a time: each batch leaves feed messages in flight for
+    // as long as the worker is busy. A 10 ms round trip to the broker, set once the backlog is
+    // in, paces the fetches and the acknowledgements, so the worker is busy for seconds however
+    // fast it counts.
     let t = now_ms();
     let messages: Vec<(i32, &str, Vec<u8>)> = (0..EVENTS)
         .map(|i| {
@@ -245,7 +248,13 @@ fn a_busy_partition_is_checkpointed_while_each_batch_sends_feed_messages() {
             (0, "k", json)
         })
         .collect();
-    produce(&scenario.producer(), "fc", &messages);
+    let one_per_batch: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &scenario.brokers)
+        .set("batch.num.messages", "1")
+        .create()
+        .expect("producer");
+    produce(&one_per_batch, "fc", &messages);
+    scenario.cluster().broker_round_trip_time(1, Duration::from_millis(10)).expect("round trip");
     let config = WorkerConfig::new("g-fc", "fc")
         .kafka_line(r#""max.partition.fetch.bytes" = "2048""#)
         .batch_size(32)
