@@ -84,10 +84,11 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
             drain = Some(bare_consume(&brokers, events, partitions)?);
         }
         let pipeline = full_pipeline(&brokers, events)?;
-        let (drain_took, drain_seconds) = match drain {
+        let drain = match drain {
             Some(drain) => drain,
             None => bare_consume(&brokers, events, partitions)?,
         };
+        let (drain_took, drain_seconds) = (drain.took, drain.cpu_seconds);
         let ceiling = events as f64 / drain_took.as_secs_f64();
         let rate = events as f64 / pipeline.took.as_secs_f64();
         println!(
@@ -97,6 +98,11 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
             per_million(pipeline.cpu_seconds),
             rate / ceiling,
             pipeline.render.as_secs_f64() * 1000.0
+        );
+        println!(
+            "round {round}: CPU-s per million by thread: (a) {}; (b) {}",
+            per_thread(&drain.threads, events),
+            per_thread(&pipeline.threads, events)
         );
         let binary = events as f64 / binary_pipeline(&brokers, events)?.as_secs_f64();
         println!(
@@ -423,7 +429,7 @@ fn core_alone(events: u64, partitioning: Partitioning) -> anyhow::Result<Duratio
 
 /// The drain: every message read and its bytes touched, nothing else. Its time from the first to
 /// the last message, and the CPU seconds of the threads it started.
-fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(Duration, f64)> {
+fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<Drain> {
     let cpu = PhaseCpu::start();
     let mut config = cxpulse_kafka::config::consumer_config(&Default::default());
     config.set("bootstrap.servers", brokers).set("group.id", "bench-ceiling");
@@ -447,7 +453,24 @@ fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(
     std::hint::black_box(bytes);
     let took = started.map_or(Duration::ZERO, |s| s.elapsed());
     anyhow::ensure!(seen >= events, "the drain read {seen} of {events} events in 600 s");
-    Ok((took, cpu.seconds()))
+    Ok(Drain { took, cpu_seconds: cpu.seconds(), threads: cpu.by_thread() })
+}
+
+/// What one run of the drain took.
+struct Drain {
+    took: Duration,
+    cpu_seconds: f64,
+    /// `cpu_seconds` by thread name.
+    threads: Vec<(String, f64)>,
+}
+
+/// `name 1.23 s, ...`, per million events.
+fn per_thread(threads: &[(String, f64)], events: u64) -> String {
+    let list: Vec<String> = threads
+        .iter()
+        .map(|(name, seconds)| format!("{name} {:.2}", seconds / (events as f64 / 1e6)))
+        .collect();
+    list.join(", ")
 }
 
 struct BenchWorker {
@@ -477,9 +500,9 @@ fn start_worker(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Bench
             settings.source.clone(),
             settings.feed.clone(),
         );
-        std::thread::spawn(move || {
-            cxpulse_kafka::run_worker(&worker, &kafka, &source, &feed, &stop)
-        })
+        std::thread::Builder::new()
+            .name("consume loop".into())
+            .spawn(move || cxpulse_kafka::run_worker(&worker, &kafka, &source, &feed, &stop))?
     };
     Ok(BenchWorker { settings, engine, worker, stop, thread })
 }
@@ -492,6 +515,8 @@ struct PipelineRun {
     cpu_seconds: f64,
     /// One `/metrics` render afterwards.
     render: Duration,
+    /// `cpu_seconds` by thread name.
+    threads: Vec<(String, f64)>,
 }
 
 fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<PipelineRun> {
@@ -510,6 +535,7 @@ fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<PipelineRun> {
     let took = started.elapsed();
     anyhow::ensure!(consumed() >= events, "the pipeline consumed {} of {events}", consumed());
     let cpu_seconds = cpu.seconds();
+    let threads = cpu.by_thread();
     let render_started = Instant::now();
     let snapshot = engine.snapshot(cxpulse_kafka::util::wall_ms());
     let text = cxpulse_http::render::render_metrics(
@@ -522,7 +548,7 @@ fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<PipelineRun> {
     std::hint::black_box(text.len());
     stop.store(true, Ordering::Relaxed);
     thread.join().map_err(|_| anyhow!("worker thread panicked"))??;
-    Ok(PipelineRun { took, cpu_seconds, render })
+    Ok(PipelineRun { took, cpu_seconds, render, threads })
 }
 
 /// Prints [`scrape_memory`] at 10k pairs x 4 windows, 64 scrapers.

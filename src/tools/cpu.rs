@@ -1,7 +1,8 @@
-//! CPU time of this process's threads, from `/proc/self/task`, for the benchmark's CPU per event.
+//! CPU time of this process's threads, from `/proc/self`, for the benchmark's CPU per event.
 //! A phase counts the threads started while it ran (a consumer's, a worker's and their
-//! librdkafka threads) and the thread that drives it, and not the embedded broker's threads,
-//! which were running before it and serve every phase alike.
+//! librdkafka threads, including those that ended, such as a worker's parse helpers) and the
+//! thread that drives it, and not the embedded broker's threads, which were running before it
+//! and serve every phase alike.
 
 use std::collections::HashMap;
 
@@ -11,31 +12,80 @@ const TICKS_PER_SECOND: f64 = 100.0;
 /// CPU time taken since [`PhaseCpu::start`] by the threads started since and by the caller's.
 pub struct PhaseCpu {
     before: HashMap<u32, u64>,
+    process_before: u64,
     driver: Option<u32>,
 }
 
 impl PhaseCpu {
     pub fn start() -> PhaseCpu {
-        PhaseCpu { before: thread_ticks(), driver: current_thread() }
+        PhaseCpu {
+            before: thread_ticks(),
+            process_before: process_ticks().unwrap_or(0),
+            driver: current_thread(),
+        }
     }
 
-    /// Seconds of CPU so far; read it before the phase's threads end (an ended thread's time is
-    /// gone from `/proc`).
+    /// Seconds of CPU so far: the whole process's (which keeps the time of threads that ended),
+    /// less what the threads older than the phase, other than the driver, took meanwhile.
     pub fn seconds(&self) -> f64 {
         let now = thread_ticks();
-        let started_since: u64 = now
+        let process = process_ticks().unwrap_or(0).saturating_sub(self.process_before);
+        let older: u64 = self
+            .before
             .iter()
-            .filter(|(tid, _)| !self.before.contains_key(tid))
-            .map(|(_, ticks)| ticks)
+            .filter(|(tid, _)| Some(**tid) != self.driver)
+            .filter_map(|(tid, before)| Some(now.get(tid)?.saturating_sub(*before)))
             .sum();
-        let driver = self.driver.map_or(0, |tid| {
-            now.get(&tid)
-                .copied()
-                .unwrap_or(0)
-                .saturating_sub(self.before.get(&tid).copied().unwrap_or(0))
-        });
-        (started_since + driver) as f64 / TICKS_PER_SECOND
+        process.saturating_sub(older) as f64 / TICKS_PER_SECOND
     }
+}
+
+impl PhaseCpu {
+    /// [`seconds`](Self::seconds) split by thread name (librdkafka names its threads `rdk:...`):
+    /// the threads started in the phase that still run, the driver as `driver`, and what the
+    /// threads that ended took as `ended threads`. Largest first.
+    pub fn by_thread(&self) -> Vec<(String, f64)> {
+        let mut names: HashMap<String, u64> = HashMap::new();
+        let mut named = 0;
+        for (tid, ticks, name) in thread_names_and_ticks() {
+            let ticks = match self.before.get(&tid) {
+                None => ticks,
+                Some(before) if Some(tid) == self.driver => ticks.saturating_sub(*before),
+                Some(_) => continue,
+            };
+            let name = if Some(tid) == self.driver { "driver".to_string() } else { name };
+            *names.entry(name).or_default() += ticks;
+            named += ticks;
+        }
+        let total = (self.seconds() * TICKS_PER_SECOND).round() as u64;
+        names.insert("ended threads".into(), total.saturating_sub(named));
+        let mut list: Vec<(String, f64)> = names
+            .into_iter()
+            .filter(|(_, ticks)| *ticks > 0)
+            .map(|(name, ticks)| (name, ticks as f64 / TICKS_PER_SECOND))
+            .collect();
+        list.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        list
+    }
+}
+
+/// Every live thread's id, user plus system ticks and name.
+fn thread_names_and_ticks() -> Vec<(u32, u64, String)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid: u32 = task.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let name = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?.to_string();
+            Some((tid, ticks_of(&stat)?, name))
+        })
+        .collect()
+}
+
+/// User plus system ticks of the whole process, ended threads included.
+fn process_ticks() -> Option<u64> {
+    ticks_of(&std::fs::read_to_string("/proc/self/stat").ok()?)
 }
 
 /// User plus system ticks of every thread of this process, by thread id.
@@ -88,7 +138,7 @@ mod tests {
     }
 
     #[test]
-    fn the_threads_started_in_a_phase_are_counted_and_the_older_ones_are_not() {
+    fn the_threads_started_in_a_phase_are_counted_even_when_ended_and_the_older_ones_are_not() {
         // A thread that used half a second of CPU before the phase, and lives on through it.
         let (done, wait) = std::sync::mpsc::channel::<()>();
         let (ready, older_ready) = std::sync::mpsc::channel();
@@ -99,22 +149,27 @@ mod tests {
         });
         let _ = older_ready.recv();
         let phase = PhaseCpu::start();
-        // Read while the new thread lives: an ended thread's time is gone from /proc.
-        let lives = std::thread::spawn(|| {
-            spin_for_ticks(30);
-            std::thread::sleep(std::time::Duration::from_millis(200));
+        // One thread that ends before the reading, one that lives on.
+        let ended = std::thread::spawn(|| spin_for_ticks(20));
+        let _ = ended.join();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let lives = std::thread::spawn(move || {
+            spin_for_ticks(20);
+            let _ = stopped.recv();
         });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let seconds = loop {
             let seconds = phase.seconds();
-            if seconds >= 0.3 || lives.is_finished() {
+            if seconds >= 0.4 || std::time::Instant::now() > deadline {
                 break seconds;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         };
+        let _ = stop.send(());
         let _ = lives.join();
         let _ = done.send(());
         let _ = older.join();
-        assert!(seconds >= 0.3, "the live thread's 0.3 s: {seconds}");
-        assert!(seconds < 0.75, "not the older thread's 0.5 s: {seconds}");
+        assert!(seconds >= 0.4, "the ended and the live thread's 0.2 s each: {seconds}");
+        assert!(seconds < 0.85, "not the older thread's 0.5 s: {seconds}");
     }
 }
