@@ -229,8 +229,20 @@ impl DropSettings {
 /// bank's union bound: a CUSUM restarted at 0 crosses `h` about once in `e^h / information`
 /// answers of stable traffic.
 fn threshold_of_ln(ln_arl_information: f64) -> f64 {
-    let bank = (BANK as f64).ln();
-    (ln_arl_information + bank + SAFETY).max(1.0 + bank + SAFETY)
+    (ln_arl_information + LN_BANK + SAFETY).max(1.0 + LN_BANK + SAFETY)
+}
+
+/// ln(BANK), and ln(j + 1) for each design j: constants, where the hot path would otherwise take
+/// a logarithm of a constant several times per answer.
+const LN_BANK: f64 = 1.098_612_288_668_109_8;
+const LN_DESIGN_MULTIPLE: [f64; BANK] = [0.0, std::f64::consts::LN_2, 1.098_612_288_668_109_8];
+
+/// Each CUSUM's threshold `h_j`: [`threshold_of_ln`] of `ln(arl · δ_j² / (2σ̂²))`, which is
+/// `ln(scale / σ̂²) + 2 ln(j + 1)` for `scale = arl · δ₁² / 2` (design drop j is j + 1 times the
+/// first): one logarithm for the whole bank.
+fn thresholds(scale: f64, variance: f64) -> [f64; BANK] {
+    let common = (scale / variance).ln();
+    std::array::from_fn(|j| threshold_of_ln(common + 2.0 * LN_DESIGN_MULTIPLE[j]))
 }
 
 /// What one answer did.
@@ -318,8 +330,8 @@ impl DropDetector {
         // This runs for every NPS answer: the logarithms and the exponential shared by the
         // bank's three CUSUMs are taken once (design drop j is j+1 times the first).
         let variance = self.variance();
-        let ln_arl = settings.answers_between_false_alarms(self.rate_or_high()).ln();
-        let h = self.thresholds(ln_arl, variance, settings);
+        let scale = self.threshold_scale(settings);
+        let h = thresholds(scale, variance);
         let before = self.over_thresholds(&h);
         let (p, d) = self.shares();
         let a = (1.0 - p - d).max(0.0);
@@ -337,11 +349,13 @@ impl DropDetector {
             let step = lambda * (self.mean - margin - x) - psi;
             *sum = (f64::from(*sum) + step).max(0.0) as f32;
         }
-        if before < FREEZE_AT {
+        // The baseline may learn from this answer: the thresholds move with its variance.
+        let h = if before < FREEZE_AT {
             self.learn(x, settings);
-        }
-        // The baseline may have learned from this answer: the thresholds move with its variance.
-        let h = self.thresholds(ln_arl, self.variance(), settings);
+            thresholds(scale, self.variance())
+        } else {
+            h
+        };
         let evidence = self.over_thresholds(&h);
         if evidence >= 1.0 {
             self.alarm_evidence = evidence as f32;
@@ -366,22 +380,20 @@ impl DropDetector {
 
     /// max_j S_j / h_j, ignoring the warm-up and a held alarm.
     fn evidence_now(&self, settings: &DropSettings) -> f64 {
-        let ln_arl = settings.answers_between_false_alarms(self.rate_or_high()).ln();
-        let h = self.thresholds(ln_arl, self.variance(), settings);
+        let h = thresholds(self.threshold_scale(settings), self.variance());
         self.over_thresholds(&h)
+    }
+
+    /// `arl · δ₁² / 2`, for `arl` the answers between false alarms at the learned rate and `δ₁`
+    /// the first design drop: what [`thresholds`] takes apart from the variance.
+    fn threshold_scale(&self, settings: &DropSettings) -> f64 {
+        let drop = settings.design_drop(0);
+        settings.answers_between_false_alarms(self.rate_or_high()) * drop * drop / 2.0
     }
 
     /// max_j S_j / h_j.
     fn over_thresholds(&self, h: &[f64; BANK]) -> f64 {
         self.sums.iter().zip(h).map(|(s, h)| f64::from(*s) / h).fold(0.0, f64::max)
-    }
-
-    /// Each CUSUM's threshold `h_j` for `ln_arl` = ln of the answers between false alarms:
-    /// [`threshold_of_ln`] with the information `δ_j²/(2σ̂²)` taken apart into logarithms,
-    /// `ln δ_j = ln δ_1 + ln(j+1)`, so that one logarithm serves the whole bank.
-    fn thresholds(&self, ln_arl: f64, variance: f64, settings: &DropSettings) -> [f64; BANK] {
-        let common = ln_arl + 2.0 * settings.design_drop(0).ln() - (2.0 * variance).ln();
-        std::array::from_fn(|j| threshold_of_ln(common + 2.0 * ((j + 1) as f64).ln()))
     }
 
     /// Whether an alarm is being held.
@@ -448,5 +460,38 @@ impl DropDetector {
         }
         self.gap_ms += (gap - self.gap_ms) / f64::from(self.gaps.max(1));
         self.last_at_ms = self.last_at_ms.max(at_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_logarithm_constants_are_the_logarithms() {
+        assert_eq!(LN_BANK, (BANK as f64).ln());
+        for (j, ln) in LN_DESIGN_MULTIPLE.iter().enumerate() {
+            assert_eq!(*ln, ((j + 1) as f64).ln(), "design {j}");
+        }
+    }
+
+    /// One logarithm for the bank gives each threshold as its definition does:
+    /// `ln(arl) + ln(δ_j² / (2σ̂²))` through `threshold_of_ln`.
+    #[test]
+    fn the_bank_thresholds_match_their_definition() {
+        let settings = DropSettings::default();
+        for (rate, variance) in [(3_600.0, 0.5), (2.0, 0.02), (40.0, 0.9), (0.01, 0.3)] {
+            let arl = settings.answers_between_false_alarms(rate);
+            let drop = settings.design_drop(0);
+            let got = thresholds(arl * drop * drop / 2.0, variance);
+            for (j, h) in got.iter().enumerate() {
+                let delta = settings.design_drop(j);
+                let want = threshold_of_ln(arl.ln() + (delta * delta / (2.0 * variance)).ln());
+                assert!(
+                    (h - want).abs() < 1e-9,
+                    "design {j} at {rate}/h, {variance}: {h} vs {want}"
+                );
+            }
+        }
     }
 }
