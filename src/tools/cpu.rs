@@ -90,15 +90,7 @@ fn process_ticks() -> Option<u64> {
 
 /// User plus system ticks of every thread of this process, by thread id.
 fn thread_ticks() -> HashMap<u32, u64> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return HashMap::new() };
-    tasks
-        .flatten()
-        .filter_map(|task| {
-            let tid: u32 = task.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-            Some((tid, ticks_of(&stat)?))
-        })
-        .collect()
+    thread_names_and_ticks().into_iter().map(|(tid, ticks, _)| (tid, ticks)).collect()
 }
 
 /// utime + stime of a `stat` line: fields 14 and 15, counted after the command name, which is in
@@ -139,6 +131,7 @@ mod tests {
 
     #[test]
     fn the_threads_started_in_a_phase_are_counted_even_when_ended_and_the_older_ones_are_not() {
+        let _alone = ONE_PHASE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         // A thread that used half a second of CPU before the phase, and lives on through it.
         let (done, wait) = std::sync::mpsc::channel::<()>();
         let (ready, older_ready) = std::sync::mpsc::channel();
@@ -171,5 +164,39 @@ mod tests {
         let _ = older.join();
         assert!(seconds >= 0.4, "the ended and the live thread's 0.2 s each: {seconds}");
         assert!(seconds < 0.85, "not the older thread's 0.5 s: {seconds}");
+    }
+
+    /// The phase tests count every thread the process starts: one at a time.
+    static ONE_PHASE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn by_thread_names_the_live_threads_and_sums_the_ended_ones() {
+        let _alone = ONE_PHASE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let phase = PhaseCpu::start();
+        let _ = std::thread::spawn(|| spin_for_ticks(20)).join();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let named = std::thread::Builder::new()
+            .name("cpu-test-spin".into())
+            .spawn(move || {
+                spin_for_ticks(20);
+                let _ = stopped.recv();
+            })
+            .expect("spawn");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let seconds_of = |threads: &[(String, f64)], name: &str| {
+            threads.iter().find(|(n, _)| n == name).map_or(0.0, |(_, s)| *s)
+        };
+        let threads = loop {
+            let threads = phase.by_thread();
+            if seconds_of(&threads, "cpu-test-spin") >= 0.2 || std::time::Instant::now() > deadline
+            {
+                break threads;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let _ = stop.send(());
+        let _ = named.join();
+        assert!(seconds_of(&threads, "cpu-test-spin") >= 0.2, "{threads:?}");
+        assert!(seconds_of(&threads, "ended threads") >= 0.2, "{threads:?}");
     }
 }
