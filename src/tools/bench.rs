@@ -66,6 +66,7 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
     let (mut ratios, mut drain_cpu, mut pipeline_cpu, mut binaries) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut ceilings, mut pipelines) = (Vec::new(), Vec::new());
+    let (mut drain_running_cpu, mut pipeline_running_cpu) = (Vec::new(), Vec::new());
     let per_million = |cpu: f64| cpu / (events as f64 / 1e6);
     for round in 1..=ROUNDS {
         let cluster =
@@ -100,9 +101,11 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
             pipeline.render.as_secs_f64() * 1000.0
         );
         println!(
-            "round {round}: CPU-s per million by thread: (a) {}; (b) {}",
+            "round {round}: CPU-s per million by thread: (a) {}; (b) {}; of it before the first message: (a) {:.2}, (b) {:.2}",
             per_thread(&drain.threads, events),
-            per_thread(&pipeline.threads, events)
+            per_thread(&pipeline.threads, events),
+            per_million(drain.startup_seconds),
+            per_million(pipeline.startup_seconds)
         );
         let binary = events as f64 / binary_pipeline(&brokers, events)?.as_secs_f64();
         println!(
@@ -112,6 +115,8 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
         ratios.push(rate / ceiling);
         drain_cpu.push(per_million(drain_seconds));
         pipeline_cpu.push(per_million(pipeline.cpu_seconds));
+        drain_running_cpu.push(per_million(drain.cpu_seconds - drain.startup_seconds));
+        pipeline_running_cpu.push(per_million(pipeline.cpu_seconds - pipeline.startup_seconds));
         ceilings.push(ceiling);
         pipelines.push(rate);
         binaries.push(binary / ceiling);
@@ -124,6 +129,15 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
     println!("  CPU-s per million, drain:    {}", median_range(&drain_cpu, 2));
     println!("  CPU-s per million, cxpulse:  {}", median_range(&pipeline_cpu, 2));
     println!("  CPU per event, cxpulse/drain: {}", median_range(&cpu_ratios, 2));
+    // Starting (a group join, the state topic asked for checkpoints) is paid once, not per event.
+    let running_ratios: Vec<f64> =
+        pipeline_running_cpu.iter().zip(&drain_running_cpu).map(|(p, d)| p / d).collect();
+    println!(
+        "  from the first message to the last: CPU-s per million, drain {}, cxpulse {}; cxpulse/drain {}",
+        median_range(&drain_running_cpu, 2),
+        median_range(&pipeline_running_cpu, 2),
+        median_range(&running_ratios, 2)
+    );
     println!(
         "  (b') `cxpulse run` process / (a): {} (from no event to every event in its /metrics)",
         median_range(&binaries, 2)
@@ -442,10 +456,14 @@ fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<D
     let mut seen = 0u64;
     let mut bytes = 0usize;
     let mut started = None;
+    let mut startup_seconds = 0.0;
     let deadline = Instant::now() + Duration::from_secs(600);
     while seen < events && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            started.get_or_insert_with(Instant::now);
+            started.get_or_insert_with(|| {
+                startup_seconds = cpu.seconds();
+                Instant::now()
+            });
             bytes += message.payload().map_or(0, <[u8]>::len);
             seen += 1;
         }
@@ -453,13 +471,15 @@ fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<D
     std::hint::black_box(bytes);
     let took = started.map_or(Duration::ZERO, |s| s.elapsed());
     anyhow::ensure!(seen >= events, "the drain read {seen} of {events} events in 600 s");
-    Ok(Drain { took, cpu_seconds: cpu.seconds(), threads: cpu.by_thread() })
+    Ok(Drain { took, cpu_seconds: cpu.seconds(), startup_seconds, threads: cpu.by_thread() })
 }
 
 /// What one run of the drain took.
 struct Drain {
     took: Duration,
     cpu_seconds: f64,
+    /// The part of `cpu_seconds` before the first message.
+    startup_seconds: f64,
     /// `cpu_seconds` by thread name.
     threads: Vec<(String, f64)>,
 }
@@ -513,6 +533,9 @@ struct PipelineRun {
     took: Duration,
     /// CPU of the threads the worker started (its consume loop, librdkafka's) and of this one.
     cpu_seconds: f64,
+    /// The part of `cpu_seconds` before the first event: the worker's start, joining the group,
+    /// asking the state topic for checkpoints.
+    startup_seconds: f64,
     /// One `/metrics` render afterwards.
     render: Duration,
     /// `cpu_seconds` by thread name.
@@ -529,6 +552,7 @@ fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<PipelineRun> {
         std::thread::sleep(Duration::from_millis(1));
     }
     let started = Instant::now();
+    let startup_seconds = cpu.seconds();
     while consumed() < events && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -548,7 +572,7 @@ fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<PipelineRun> {
     std::hint::black_box(text.len());
     stop.store(true, Ordering::Relaxed);
     thread.join().map_err(|_| anyhow!("worker thread panicked"))??;
-    Ok(PipelineRun { took, cpu_seconds, render, threads })
+    Ok(PipelineRun { took, cpu_seconds, startup_seconds, render, threads })
 }
 
 /// Prints [`scrape_memory`] at 10k pairs x 4 windows, 64 scrapers.
