@@ -484,7 +484,7 @@ struct Drain {
     threads: Vec<(String, f64)>,
 }
 
-/// `name 1.23 s, ...`, per million events.
+/// `name 0.88, ...`: each thread's CPU seconds per million events.
 fn per_thread(threads: &[(String, f64)], events: u64) -> String {
     let list: Vec<String> = threads
         .iter()
