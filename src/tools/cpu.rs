@@ -1,8 +1,7 @@
 //! CPU time of this process's threads, from `/proc/self`, for the benchmark's CPU per event.
 //! A phase counts the threads started while it ran (a consumer's, a worker's and their
-//! librdkafka threads, including those that ended, such as a worker's parse helpers) and the
-//! thread that drives it, and not the embedded broker's threads, which were running before it
-//! and serve every phase alike.
+//! librdkafka threads, including those that ended) and the thread that drives it, and not the
+//! embedded broker's threads, which were running before it and serve every phase alike.
 
 use std::collections::HashMap;
 
@@ -25,29 +24,33 @@ impl PhaseCpu {
         }
     }
 
-    /// Seconds of CPU so far: the whole process's (which keeps the time of threads that ended),
-    /// less what the threads older than the phase, other than the driver, took meanwhile.
+    /// Seconds of CPU so far.
     pub fn seconds(&self) -> f64 {
-        let now = thread_ticks();
-        let process = process_ticks().unwrap_or(0).saturating_sub(self.process_before);
-        let older: u64 = self
-            .before
-            .iter()
-            .filter(|(tid, _)| Some(**tid) != self.driver)
-            .filter_map(|(tid, before)| Some(now.get(tid)?.saturating_sub(*before)))
-            .sum();
-        process.saturating_sub(older) as f64 / TICKS_PER_SECOND
+        self.ticks(&thread_names_and_ticks()) as f64 / TICKS_PER_SECOND
     }
-}
 
-impl PhaseCpu {
+    /// Ticks so far, given the live threads: the whole process's (which keeps the time of threads
+    /// that ended), less what the threads older than the phase, other than the driver, took
+    /// meanwhile.
+    fn ticks(&self, threads: &[(u32, u64, String)]) -> u64 {
+        let process = process_ticks().unwrap_or(0).saturating_sub(self.process_before);
+        let older: u64 = threads
+            .iter()
+            .filter(|(tid, _, _)| Some(*tid) != self.driver)
+            .filter_map(|(tid, ticks, _)| Some(ticks.saturating_sub(*self.before.get(tid)?)))
+            .sum();
+        process.saturating_sub(older)
+    }
+
     /// [`seconds`](Self::seconds) split by thread name (librdkafka names its threads `rdk:...`):
     /// the threads started in the phase that still run, the driver as `driver`, and what the
     /// threads that ended took as `ended threads`. Largest first.
     pub fn by_thread(&self) -> Vec<(String, f64)> {
+        let threads = thread_names_and_ticks();
+        let total = self.ticks(&threads);
         let mut names: HashMap<String, u64> = HashMap::new();
         let mut named = 0;
-        for (tid, ticks, name) in thread_names_and_ticks() {
+        for (tid, ticks, name) in threads {
             let ticks = match self.before.get(&tid) {
                 None => ticks,
                 Some(before) if Some(tid) == self.driver => ticks.saturating_sub(*before),
@@ -57,7 +60,6 @@ impl PhaseCpu {
             *names.entry(name).or_default() += ticks;
             named += ticks;
         }
-        let total = (self.seconds() * TICKS_PER_SECOND).round() as u64;
         names.insert("ended threads".into(), total.saturating_sub(named));
         let mut list: Vec<(String, f64)> = names
             .into_iter()
