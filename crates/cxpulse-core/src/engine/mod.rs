@@ -40,14 +40,15 @@ type FastMap<K, V> = HashMap<K, V, RandomState>;
 /// for the misses to be over when counting starts, few enough that the lines are still cached.
 const BATCH_CHUNK: usize = 32;
 
-/// The key an event is remembered by in the dedup memory.
-fn id_hash(event: &Event<'_>) -> Key {
-    xxhash_rust::xxh3::xxh3_64(event.event_id.as_bytes())
+/// The 64-bit key an id is held by: an event id in the dedup memory, a `response_id` among the
+/// correctable answers (and within its customer), a `customer_id` in the customer book.
+fn key_of(id: &str) -> Key {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
 }
 
-/// The key an answer is corrected by (and matched by within its customer).
-fn response_hash(response_id: &str) -> Key {
-    xxhash_rust::xxh3::xxh3_64(response_id.as_bytes())
+/// The key an event is remembered by in the dedup memory.
+fn id_hash(event: &Event<'_>) -> Key {
+    key_of(&event.event_id)
 }
 
 /// Where the clock T comes from.
@@ -436,7 +437,7 @@ impl Engine {
         let mut replaced_detractor = false;
         // Hashed once: the answer's correction key, and its customer's match of answers.
         let response_key = match &event.payload {
-            Payload::Survey { response_id: Some(id), .. } => Some(response_hash(id)),
+            Payload::Survey { response_id: Some(id), .. } => Some(key_of(id)),
             _ => None,
         };
         if let (Payload::Survey { survey, .. }, Some(key)) = (&event.payload, response_key) {
@@ -478,9 +479,7 @@ impl Engine {
             book.set_clock(&self.clock.heads);
             let customer = match &event.payload {
                 Payload::Survey { customer_id: Some(id), .. }
-                | Payload::Lifecycle { customer_id: id, .. } => {
-                    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
-                }
+                | Payload::Lifecycle { customer_id: id, .. } => key_of(id),
                 _ => 0,
             };
             // The engine refused events outside the windows already: the book takes the rest.
