@@ -24,6 +24,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use crate::client_log::ClientLog;
+use crate::fetch_queue::FetchQueue;
 use crate::metrics::PipelineMetrics;
 use crate::partitions::{replay_end, start_offset, Partitions, Topics};
 use crate::state_store::StateStore;
@@ -192,7 +193,7 @@ impl WorkerContext {
 
     /// Restores every partition awaiting it, with one read of the state topic, then seeks each to
     /// where its state ends and resumes it. Runs on the consume loop, between polls.
-    pub fn restore_awaiting(&self, consumer: &BaseConsumer<Self>) {
+    pub fn restore_awaiting(&self, consumer: &BaseConsumer<Self>, fetched: Option<&FetchQueue>) {
         if self.stopping() {
             return;
         }
@@ -219,6 +220,17 @@ impl WorkerContext {
             let mut partitions = lock(&self.partitions);
             for (key, replay_until) in replays {
                 partitions.restored(&key, replay_until);
+            }
+        }
+        // From here their messages are read in batches (`fetch_queue`).
+        if let Some(fetched) = fetched {
+            for source in &awaiting {
+                if !fetched.route(self.topics.name(*source), source.partition) {
+                    warn!(
+                        partition = source.partition,
+                        "cannot route a partition's messages; they come by poll"
+                    );
+                }
             }
         }
         if let Err(e) = consumer.resume(&tpl) {

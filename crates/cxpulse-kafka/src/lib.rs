@@ -17,6 +17,7 @@ pub mod util;
 pub mod worker;
 
 mod context;
+mod fetch_queue;
 
 pub use config::{KafkaSettings, SourceConfig};
 pub use metrics::PipelineMetrics;

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use cxpulse_core::health::Health;
 use cxpulse_core::{Engine, Outcome, SharedEngine, SourcePartition};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
@@ -23,6 +22,7 @@ use crate::config::{consumer_config, producer_config, KafkaSettings, SourceConfi
 use crate::context::WorkerContext;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::feed::{FeedConfig, FeedMessage};
+use crate::fetch_queue::{FetchQueue, Fetched};
 use crate::metrics::PipelineMetrics;
 use crate::outbox::{merged_floors, Outbox, Outgoing};
 use crate::partitions::{Partitions, Topics};
@@ -103,6 +103,10 @@ pub fn run_worker(
     consumer
         .subscribe(&topics)
         .map_err(|e| anyhow::anyhow!("cannot subscribe to {topics:?}: {e}"))?;
+    let mut fetched = FetchQueue::new(&consumer);
+    if fetched.is_none() {
+        warn!("cannot create a fetch queue; reading message by message");
+    }
     let mut dead_letters = match source.dead_letter_topic() {
         Some(topic) => Some(
             DeadLetters::new(
@@ -144,7 +148,7 @@ pub fn run_worker(
         worker.health.heartbeat(wall_ms());
         let context = consumer.context();
         let revocations = context.revocations.load(Ordering::Relaxed);
-        let batch = poll_batch(&consumer, batch_size);
+        let batch = poll_batch(&consumer, fetched.as_mut(), batch_size);
         if last_maintain.elapsed() >= MAINTAIN_EVERY {
             worker.engine.with(|engine| engine.maintain(wall_ms()));
             last_maintain = Instant::now();
@@ -194,7 +198,7 @@ pub fn run_worker(
         outboxes.iter_mut().for_each(|o| o.service());
         bound_pending_records(&consumer, &outboxes, &mut paused_for_letters);
         revocations_seen = revocations;
-        context.restore_awaiting(&consumer);
+        context.restore_awaiting(&consumer, fetched.as_ref());
         store_safe_offsets(worker, context, &consumer, &outboxes);
         if last_checkpoint.elapsed() >= checkpoint_every {
             await_held_back(worker, context, &consumer, &mut outboxes);
@@ -224,6 +228,8 @@ pub fn run_worker(
     drain_until_unassigned(&consumer, stop_deadline.saturating_duration_since(Instant::now()) / 2);
     drop(dead_letters);
     drop(feed_outbox);
+    // Before the consumer: the queue is the client's.
+    drop(fetched);
     close_within(consumer, stop_deadline.saturating_duration_since(Instant::now()));
     let pipeline = worker.engine.pipeline();
     let rejected: u64 = pipeline.rejected.iter().sum();
@@ -243,7 +249,7 @@ pub fn run_worker(
 fn process_batch(
     worker: &Worker,
     context: &WorkerContext,
-    batch: &[BorrowedMessage<'_>],
+    batch: &[Fetched<'_>],
     dead_lettering: bool,
     consumed: &[prometheus::IntCounter],
 ) -> (Vec<DeadLetter>, Vec<FeedMessage>) {
@@ -389,7 +395,7 @@ struct Run<'a> {
 fn count_batch<'a>(
     engine: &mut Engine,
     context: &WorkerContext,
-    batch: &'a [BorrowedMessage<'_>],
+    batch: &'a [Fetched<'_>],
     replay_until: &HashMap<SourcePartition, i64>,
     now: i64,
     dead_lettering: bool,
@@ -411,7 +417,7 @@ fn count_batch<'a>(
         let source = context.topics.source(topic, partition);
         // Messages a previous owner already handled go back into the windows only.
         let until = replay_until.get(&source).copied();
-        let replayed = |m: &BorrowedMessage<'_>| until.is_some_and(|until| m.offset() < until);
+        let replayed = |m: &Fetched<'_>| until.is_some_and(|until| m.offset() < until);
         let mut from = 0;
         while let Some(head) = run.get(from) {
             let replaying = replayed(head);
@@ -479,15 +485,18 @@ fn close_within(consumer: BaseConsumer<WorkerContext>, limit: Duration) {
 }
 
 /// Waits up to `POLL_TIMEOUT` for a first message, then takes whatever else is already fetched.
-fn poll_batch(
-    consumer: &BaseConsumer<WorkerContext>,
+fn poll_batch<'c>(
+    consumer: &'c BaseConsumer<WorkerContext>,
+    fetched: Option<&mut FetchQueue>,
     batch_size: usize,
-) -> Vec<BorrowedMessage<'_>> {
+) -> Vec<Fetched<'c>> {
     let mut batch = Vec::new();
-    let mut timeout = POLL_TIMEOUT;
+    // The consumer's queue first: rebalances and errors, and messages fetched before their
+    // partition was routed to `fetched`, which come before anything routed there.
+    let mut timeout = if fetched.is_some() { Duration::ZERO } else { POLL_TIMEOUT };
     while batch.len() < batch_size {
         match consumer.poll(timeout) {
-            Some(Ok(message)) => batch.push(message),
+            Some(Ok(message)) => batch.push(Fetched::Polled(message)),
             Some(Err(e)) => {
                 if client_log::is_connectivity_error(&e) {
                     consumer.context().client_log.connectivity(&e.to_string());
@@ -500,11 +509,20 @@ fn poll_batch(
         }
         timeout = Duration::ZERO;
     }
+    if let Some(fetched) = fetched {
+        let wait = if batch.is_empty() { POLL_TIMEOUT } else { Duration::ZERO };
+        for message in fetched.read(wait, batch_size - batch.len()) {
+            match message.error() {
+                None => batch.push(Fetched::Read(message)),
+                Some(e) => warn!(error = %e, "fetch error"),
+            }
+        }
+    }
     batch
 }
 
 fn dead_letter_of(
-    message: &BorrowedMessage<'_>,
+    message: &Fetched<'_>,
     source: SourcePartition,
     rejection: cxpulse_core::Rejection,
 ) -> DeadLetter {
