@@ -194,8 +194,13 @@ impl DropSettings {
     }
 
     /// A fingerprint of every field (FNV-1a), never 0: a detector that remembers another one
-    /// clears its CUSUMs.
-    fn tag(&self) -> u32 {
+    /// clears its CUSUMs. Take it once and give it to [`DropDetector::observe_tagged`]: over
+    /// thirty dependent multiplies are worth not repeating per answer.
+    pub fn tag(&self) -> SettingsTag {
+        SettingsTag(self.fingerprint())
+    }
+
+    fn fingerprint(&self) -> u32 {
         let mut h: u32 = 0x811c_9dc5;
         let mut eat = |bytes: &[u8]| {
             for b in bytes {
@@ -229,13 +234,20 @@ impl DropSettings {
 /// bank's union bound: a CUSUM restarted at 0 crosses `h` about once in `e^h / information`
 /// answers of stable traffic.
 fn threshold_of_ln(ln_arl_information: f64) -> f64 {
-    (ln_arl_information + LN_BANK + SAFETY).max(1.0 + LN_BANK + SAFETY)
+    (ln_arl_information + LN_BANK + SAFETY).max(LOWEST_THRESHOLD)
 }
 
 /// ln(BANK), and ln(j + 1) for each design j: constants, where the hot path would otherwise take
 /// a logarithm of a constant several times per answer.
 const LN_BANK: f64 = 1.098_612_288_668_109_8;
 const LN_DESIGN_MULTIPLE: [f64; BANK] = [0.0, std::f64::consts::LN_2, 1.098_612_288_668_109_8];
+
+/// The fingerprint of a [`DropSettings`] ([`DropSettings::tag`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettingsTag(u32);
+
+/// The lowest threshold [`threshold_of_ln`] gives: CUSUMs all below it cannot be at an alarm.
+const LOWEST_THRESHOLD: f64 = 1.0 + LN_BANK + SAFETY;
 
 /// Each CUSUM's threshold `h_j`: [`threshold_of_ln`] of `ln(arl · δ_j² / (2σ̂²))`, which is
 /// `ln(scale / σ̂²) + 2 ln(j + 1)` for `scale = arl · δ₁² / 2` (design drop j is j + 1 times the
@@ -296,13 +308,24 @@ impl DropDetector {
     /// Counts one answer: `nps_value` is +1 (promoter), 0 (passive) or −1 (detractor); other
     /// values are ignored. `occurred_at_ms` is the answer's event time.
     pub fn observe(&mut self, nps_value: i8, occurred_at_ms: i64, settings: &DropSettings) -> Step {
+        self.observe_tagged(nps_value, occurred_at_ms, settings, settings.tag())
+    }
+
+    /// [`observe`](Self::observe) with the settings' [`tag`](DropSettings::tag) taken already.
+    pub fn observe_tagged(
+        &mut self,
+        nps_value: i8,
+        occurred_at_ms: i64,
+        settings: &DropSettings,
+        tag: SettingsTag,
+    ) -> Step {
         let x = match nps_value {
             -1 => -1.0,
             0 => 0.0,
             1 => 1.0,
             _ => return Step::Ignored,
         };
-        let tag = settings.tag();
+        let SettingsTag(tag) = tag;
         if tag != self.settings_tag {
             self.sums = [0.0; BANK];
             self.alarm_evidence = 0.0;
@@ -352,6 +375,10 @@ impl DropDetector {
         // The baseline may learn from this answer: the thresholds move with its variance.
         let h = if before < FREEZE_AT {
             self.learn(x, settings);
+            // No threshold is below the lowest: CUSUMs under it need no new ones to say "no alarm".
+            if self.sums.iter().all(|&s| f64::from(s) < LOWEST_THRESHOLD) {
+                return Step::Watching;
+            }
             thresholds(scale, self.variance())
         } else {
             h

@@ -19,7 +19,7 @@ use ahash::RandomState;
 use crate::age::AgeHistogram;
 use crate::buckets::{live_from, span_of, Key};
 use crate::customers::{CustomerBook, CustomerCounts, CustomerEvent, Touch};
-use crate::drop_evidence::DropSettings;
+use crate::drop_evidence::{DropSettings, SettingsTag};
 use crate::event::{Action, Event, NpsCategory, Payload, RejectReason, Rejection, Survey};
 use crate::feed::{FeedItem, FeedParts, FeedStatus};
 // Re-exported where they used to live, for callers that name them by this path.
@@ -157,6 +157,8 @@ pub struct Engine {
     /// of the message being counted.
     feed: Vec<FeedItem>,
     batch_index: usize,
+    /// `config.drop`'s fingerprint, taken once.
+    drop_tag: SettingsTag,
 }
 
 /// Why an engine cannot be built from a configuration.
@@ -197,6 +199,7 @@ impl Engine {
             })
             .collect();
         Ok(Engine {
+            drop_tag: config.drop.tag(),
             config,
             longest,
             future_panes,
@@ -403,7 +406,7 @@ impl Engine {
                         NpsCategory::Detractor => -1,
                     };
                     let detector = state.drops.entry(series).or_default();
-                    detector.observe(value, occurred, &self.config.drop);
+                    detector.observe_tagged(value, occurred, &self.config.drop, self.drop_tag);
                 }
                 let (counter, ces_score) = survey_counter(*survey);
                 if !self.replaying {
