@@ -224,14 +224,7 @@ impl WorkerContext {
         }
         // From here their messages are read in batches (`fetch_queue`).
         if let Some(fetched) = fetched {
-            for source in &awaiting {
-                if !fetched.route(self.topics.name(*source), source.partition) {
-                    warn!(
-                        partition = source.partition,
-                        "cannot route a partition's messages; they come by poll"
-                    );
-                }
-            }
+            self.route(fetched, &awaiting);
         }
         if let Err(e) = consumer.resume(&tpl) {
             warn!(error = %e, "cannot resume restored partitions");
@@ -243,6 +236,30 @@ impl WorkerContext {
             "restored and resumed"
         );
         self.publish_restoring();
+    }
+
+    /// Routes every partition being counted to `fetched` again. librdkafka clears a partition's
+    /// forward when its fetcher stops, asynchronously: a stop left over from an earlier
+    /// assignment can land after the route, and the partition's messages would then wait in a
+    /// queue nobody reads. Routing again is harmless (the same forward, and whatever waits moves
+    /// along in order), so the consume loop does it every maintenance round.
+    /// (One that cannot be routed was warned about at its restore and comes by poll.)
+    pub fn route_processing(&self, fetched: &FetchQueue) {
+        let processing = lock(&self.partitions).processing();
+        for source in processing {
+            fetched.route(self.topics.name(source), source.partition);
+        }
+    }
+
+    fn route(&self, fetched: &FetchQueue, sources: &[SourcePartition]) {
+        for source in sources {
+            if !fetched.route(self.topics.name(*source), source.partition) {
+                warn!(
+                    partition = source.partition,
+                    "cannot route a partition's messages; they come by poll"
+                );
+            }
+        }
     }
 
     /// First offsets at or after `since_ms`; partitions the broker cannot answer for are left out.

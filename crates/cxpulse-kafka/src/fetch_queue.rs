@@ -163,3 +163,89 @@ impl Fetched<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rdkafka::config::ClientConfig;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::*;
+
+    const TOPIC: &str = "routed";
+
+    /// Polls the consumer's queue and reads the fetch queue for `wait`, or until `want` messages
+    /// came: the payloads read by each path.
+    fn take(
+        consumer: &BaseConsumer,
+        queue: &mut FetchQueue,
+        want: usize,
+        wait: Duration,
+    ) -> (Vec<String>, Vec<String>) {
+        let (mut polled, mut read) = (Vec::new(), Vec::new());
+        let text =
+            |m: &Fetched<'_>| String::from_utf8_lossy(m.payload().unwrap_or_default()).into();
+        let deadline = Instant::now() + wait;
+        while polled.len() + read.len() < want && Instant::now() < deadline {
+            while let Some(Ok(m)) = consumer.poll(Duration::ZERO) {
+                polled.push(text(&Fetched::Polled(m)));
+            }
+            for m in queue.read(Duration::from_millis(50), 100) {
+                assert_eq!(m.error(), None);
+                read.push(text(&Fetched::Read(m)));
+            }
+        }
+        (polled, read)
+    }
+
+    fn assign_from_start(consumer: &BaseConsumer) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(TOPIC, 0, Offset::Beginning).expect("partition");
+        consumer.assign(&tpl).expect("assign");
+    }
+
+    /// A routed partition's messages are read in batches, in order. A reassignment stops the
+    /// partition's fetcher, which drops the forward, and librdkafka does not forward it again
+    /// (the application's forward stands in its way): its messages then wait where neither
+    /// `poll` nor a read finds them, until the partition is routed again. The worker routes on
+    /// every restore and again every maintenance round (`WorkerContext::route_processing`).
+    #[test]
+    fn routed_messages_are_read_in_batches_and_a_lost_forward_comes_back_by_routing_again() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic(TOPIC, 1, 1).expect("topic");
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .expect("producer");
+        let sent: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+        for payload in &sent {
+            producer.send(BaseRecord::<(), _>::to(TOPIC).payload(payload)).expect("queued");
+        }
+        producer.flush(Duration::from_secs(10)).expect("flushed");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "routed")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut queue = FetchQueue::new(&consumer).expect("fetch queue");
+
+        assign_from_start(&consumer);
+        assert!(queue.route(TOPIC, 0));
+        let (polled, read) = take(&consumer, &mut queue, sent.len(), Duration::from_secs(20));
+        assert_eq!([polled, read].concat(), sent, "every message once, in order");
+
+        consumer.unassign().expect("unassign");
+        assign_from_start(&consumer);
+        let (polled, read) = take(&consumer, &mut queue, 1, Duration::from_secs(3));
+        assert!(polled.is_empty() && read.is_empty(), "nothing comes: {polled:?} {read:?}");
+
+        assert!(queue.route(TOPIC, 0));
+        let (polled, read) = take(&consumer, &mut queue, sent.len(), Duration::from_secs(20));
+        assert!(polled.is_empty(), "all by the fetch queue: {polled:?}");
+        assert_eq!(read, sent, "every message once more, in order, after routing again");
+    }
+}

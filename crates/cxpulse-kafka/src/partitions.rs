@@ -123,6 +123,11 @@ impl Partitions {
         self.books.values().filter(|b| b.awaiting_restore || b.replay_until.is_some()).count()
     }
 
+    /// Assigned and restored: the partitions whose messages are being counted.
+    pub fn processing(&self) -> Vec<SourcePartition> {
+        self.books.iter().filter(|(_, b)| !b.awaiting_restore).map(|(k, _)| *k).collect()
+    }
+
     pub fn awaiting_restore(&self) -> Vec<SourcePartition> {
         self.books.iter().filter(|(_, b)| b.awaiting_restore).map(|(k, _)| *k).collect()
     }

@@ -151,6 +151,9 @@ pub fn run_worker(
         let batch = poll_batch(&consumer, fetched.as_mut(), batch_size);
         if last_maintain.elapsed() >= MAINTAIN_EVERY {
             worker.engine.with(|engine| engine.maintain(wall_ms()));
+            if let Some(fetched) = fetched.as_ref() {
+                consumer.context().route_processing(fetched);
+            }
             last_maintain = Instant::now();
         }
         if !batch.is_empty() {
