@@ -115,6 +115,17 @@ enum Command {
         #[arg(long, default_value_t = 4, requires = "soak")]
         state_partitions: i32,
     },
+    /// The benchmark's drain, in a process of its own with glibc's allocator settings as they
+    /// come (as a bare librdkafka consumer runs): `bench` starts it and reads its one JSON line.
+    #[command(hide = true)]
+    BenchDrain {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long)]
+        events: u64,
+        #[arg(long)]
+        partitions: i32,
+    },
     /// Validate a config file and print the resolved settings (secrets redacted).
     CheckConfig {
         file: PathBuf,
@@ -137,8 +148,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    memory_limit::return_freed_memory();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::BenchDrain { .. }) {
+        memory_limit::return_freed_memory();
+    }
     let result = match cli.command {
         Command::CheckConfig { file, connect } => Config::load(Some(&file)).and_then(|config| {
             let settings = config.compile()?;
@@ -212,6 +225,9 @@ fn main() -> ExitCode {
             }
             tools::bench::run(events, partitions.unwrap_or(160))
         })(),
+        Command::BenchDrain { brokers, events, partitions } => {
+            tools::bench::drain_process(&brokers, events, partitions)
+        }
         Command::Demo { listen, rate, duration, dip_after, alerting } => (|| {
             pipeline::init_logging(cli.log_level.as_deref().unwrap_or("info"), false)?;
             demo::run(&demo::DemoOptions { listen, rate, duration, dip_after, alerting })

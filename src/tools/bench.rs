@@ -19,7 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::cpu::PhaseCpu;
+use super::cpu::{process_seconds, PhaseCpu};
 use crate::config::Config;
 use crate::settings::Settings;
 
@@ -65,7 +65,7 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
     const ROUNDS: usize = 5;
     let (mut ratios, mut drain_cpu, mut pipeline_cpu, mut binaries) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut ceilings, mut pipelines) = (Vec::new(), Vec::new());
+    let (mut ceilings, mut pipelines, mut binary_cpu_ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut drain_running_cpu, mut pipeline_running_cpu) = (Vec::new(), Vec::new());
     let per_million = |cpu: f64| cpu / (events as f64 / 1e6);
     for round in 1..=ROUNDS {
@@ -82,12 +82,12 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
         let drain_first = round % 2 == 1;
         let mut drain = None;
         if drain_first {
-            drain = Some(bare_consume(&brokers, events, partitions)?);
+            drain = Some(drain_in_own_process(&brokers, events, partitions)?);
         }
         let pipeline = full_pipeline(&brokers, events)?;
         let drain = match drain {
             Some(drain) => drain,
-            None => bare_consume(&brokers, events, partitions)?,
+            None => drain_in_own_process(&brokers, events, partitions)?,
         };
         let (drain_took, drain_seconds) = (drain.took, drain.cpu_seconds);
         let ceiling = events as f64 / drain_took.as_secs_f64();
@@ -107,10 +107,13 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
             per_million(drain.startup_seconds),
             per_million(pipeline.startup_seconds)
         );
-        let binary = events as f64 / binary_pipeline(&brokers, events)?.as_secs_f64();
+        let (binary_took, binary_seconds) = binary_pipeline(&brokers, events)?;
+        let binary = events as f64 / binary_took.as_secs_f64();
         println!(
-            "round {round}: (b') the cxpulse binary as its own process {binary:.0} events/s, (b')/(a) {:.2}",
-            binary / ceiling
+            "round {round}: (b') the cxpulse binary as its own process {binary:.0} events/s, (b')/(a) {:.2}; {:.2} CPU-s per million, {:.2} x the drain's",
+            binary / ceiling,
+            per_million(binary_seconds),
+            binary_seconds / drain_seconds
         );
         ratios.push(rate / ceiling);
         drain_cpu.push(per_million(drain_seconds));
@@ -120,6 +123,7 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
         ceilings.push(ceiling);
         pipelines.push(rate);
         binaries.push(binary / ceiling);
+        binary_cpu_ratios.push(binary_seconds / drain_seconds);
     }
     let cpu_ratios: Vec<f64> = pipeline_cpu.iter().zip(&drain_cpu).map(|(p, d)| p / d).collect();
     println!("over {ROUNDS} rounds of {events} events, median [range]:");
@@ -139,8 +143,9 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
         median_range(&running_ratios, 2)
     );
     println!(
-        "  (b') `cxpulse run` process / (a): {} (from no event to every event in its /metrics)",
-        median_range(&binaries, 2)
+        "  (b') `cxpulse run` process / (a): {} (from no event to every event in its /metrics); CPU per event {} x the drain's (the whole process: starting, and answering the scrapes every 20 ms, included)",
+        median_range(&binaries, 2),
+        median_range(&binary_cpu_ratios, 2)
     );
 
     let (p50, p99, rate) = freshness(partitions, 100_000, Duration::from_secs(10))?;
@@ -475,6 +480,44 @@ fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<D
 }
 
 /// What one run of the drain took.
+/// `cxpulse bench-drain`: [`bare_consume`], its figures as one JSON line on stdout.
+pub fn drain_process(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<()> {
+    let drain = bare_consume(brokers, events, partitions)?;
+    println!("{}", serde_json::to_string(&drain)?);
+    Ok(())
+}
+
+/// The drain in a process of its own: the bench process fixes glibc's mmap threshold as the
+/// worker does (`memory_limit.rs`), which made the drain's broker thread about 0.2 CPU-s per
+/// million dearer and cxpulse's no dearer (docs/performance.md); a bare consumer runs without it.
+fn drain_in_own_process(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<Drain> {
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench-drain", "--brokers", brokers])
+        .args(["--events", &events.to_string(), "--partitions", &partitions.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    // The drain gives up after 600 s by itself; this bounds the wait if it hangs.
+    let deadline = Instant::now() + Duration::from_secs(660);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("the drain process did not finish in 660 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out)?;
+    }
+    anyhow::ensure!(status.success(), "the drain process failed: {status}");
+    Ok(serde_json::from_str(out.trim())?)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Drain {
     took: Duration,
     cpu_seconds: f64,
@@ -738,7 +781,10 @@ pub fn scrape_memory(pairs: usize, scrapers: usize, rounds: usize) -> anyhow::Re
 /// an operator runs it: from the last poll of its `/metrics` that shows no event consumed to the
 /// first that shows them all, polled every 20 ms. So the time is never under one poll, and the
 /// rate never above what was seen. The child is killed when done or after 10 minutes.
-fn binary_pipeline(brokers: &str, events: u64) -> anyhow::Result<Duration> {
+/// (b′): `cxpulse run` in its own process, timed from the last scrape showing no event to the
+/// first showing every one; and the CPU seconds the whole process had spent by then (starting
+/// and answering the scrapes included).
+fn binary_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, f64)> {
     let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["--log-level", "error", "run", "--brokers", brokers, "--group", "bench-binary"])
@@ -759,7 +805,9 @@ fn binary_pipeline(brokers: &str, events: u64) -> anyhow::Result<Duration> {
         // moves the start.
         match consumed_in_metrics(listen) {
             Some(0) => none_seen_at = polled_at,
-            Some(consumed) if consumed >= events => took = Some(none_seen_at.elapsed()),
+            Some(consumed) if consumed >= events => {
+                took = Some((none_seen_at.elapsed(), process_seconds(child.id()).unwrap_or(0.0)))
+            }
             _ => {}
         }
         std::thread::sleep(Duration::from_millis(20));

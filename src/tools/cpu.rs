@@ -90,6 +90,13 @@ fn process_ticks() -> Option<u64> {
     ticks_of(&std::fs::read_to_string("/proc/self/stat").ok()?)
 }
 
+/// CPU seconds (user plus system) another process of ours has spent so far, ended threads
+/// included; `None` once it is gone.
+pub fn process_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(ticks_of(&stat)? as f64 / TICKS_PER_SECOND)
+}
+
 /// User plus system ticks of every thread of this process, by thread id.
 fn thread_ticks() -> HashMap<u32, u64> {
     thread_names_and_ticks().into_iter().map(|(tid, ticks, _)| (tid, ticks)).collect()

@@ -100,3 +100,23 @@ fn produce_publishes_the_requested_count_of_valid_events() {
         );
     }
 }
+
+/// `bench` runs its drain as `cxpulse bench-drain`, a process of its own: it reads every message
+/// of the topic's partitions and prints its figures as one JSON line.
+#[test]
+fn the_bench_drain_reads_every_message_and_reports_its_figures_as_json() {
+    let cluster = cluster(&[("bench", 4)]);
+    let brokers = cluster.bootstrap_servers();
+    let messages: Vec<(i32, &str, Vec<u8>)> =
+        (0..2_000i32).map(|n| (n % 4, "k", format!("message {n}").into_bytes())).collect();
+    produce(&producer(&brokers), "bench", &messages);
+    let args = ["bench-drain", "--brokers", &brokers, "--events", "2000", "--partitions", "4"];
+    let (code, stdout, stderr) = cxpulse(&args, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let figures: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    // CPU is read from /proc in clock ticks: a drain this short may show none.
+    let cpu = figures["cpu_seconds"].as_f64().expect("cpu_seconds");
+    assert!(figures["startup_seconds"].as_f64().is_some_and(|s| (0.0..=cpu).contains(&s)));
+    assert!(figures["took"]["secs"].is_u64(), "{stdout}");
+    assert!(figures["threads"].is_array(), "{stdout}");
+}
