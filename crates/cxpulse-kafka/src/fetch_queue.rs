@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 
 /// The worker's own queue of fetched messages.
@@ -92,13 +93,10 @@ impl ReadMessage {
     }
 
     /// The error a fetch reported in place of a message, if it is one.
-    pub fn error(&self) -> Option<String> {
-        if self.raw().err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-            return None;
-        }
-        // SAFETY: the message is live; the error string is a static C string.
-        let text = unsafe { CStr::from_ptr(rd::rd_kafka_err2str(self.raw().err)) };
-        Some(text.to_string_lossy().into_owned())
+    pub fn error(&self) -> Option<KafkaError> {
+        let err = self.raw().err;
+        (err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
+            .then(|| KafkaError::MessageConsumption(err.into()))
     }
 
     /// The `len` bytes at `pointer` (a payload or key of this message), if not null.
@@ -194,7 +192,7 @@ mod tests {
                 polled.push(text(&Fetched::Polled(m)));
             }
             for m in queue.read(Duration::from_millis(50), 100) {
-                assert_eq!(m.error(), None);
+                assert!(m.error().is_none());
                 read.push(text(&Fetched::Read(m)));
             }
         }

@@ -487,7 +487,8 @@ fn close_within(consumer: BaseConsumer<WorkerContext>, limit: Duration) {
     }
 }
 
-/// Waits up to `POLL_TIMEOUT` for a first message, then takes whatever else is already fetched.
+/// Takes what the consumer's queue holds, without waiting, then reads the worker's own queue,
+/// waiting up to `POLL_TIMEOUT` if nothing came yet: a rebalance waits at most that long.
 fn poll_batch<'c>(
     consumer: &'c BaseConsumer<WorkerContext>,
     fetched: Option<&mut FetchQueue>,
@@ -501,11 +502,7 @@ fn poll_batch<'c>(
         match consumer.poll(timeout) {
             Some(Ok(message)) => batch.push(Fetched::Polled(message)),
             Some(Err(e)) => {
-                if client_log::is_connectivity_error(&e) {
-                    consumer.context().client_log.connectivity(&e.to_string());
-                } else {
-                    warn!(error = %e, "poll error");
-                }
+                report_consume_error(consumer, &e);
                 break;
             }
             None => break,
@@ -517,11 +514,21 @@ fn poll_batch<'c>(
         for message in fetched.read(wait, batch_size - batch.len()) {
             match message.error() {
                 None => batch.push(Fetched::Read(message)),
-                Some(e) => warn!(error = %e, "fetch error"),
+                Some(e) => report_consume_error(consumer, &e),
             }
         }
     }
     batch
+}
+
+/// An error in place of a message, by either path: connectivity goes to the rate-limited client
+/// log, anything else is a warning.
+fn report_consume_error(consumer: &BaseConsumer<WorkerContext>, e: &rdkafka::error::KafkaError) {
+    if client_log::is_connectivity_error(e) {
+        consumer.context().client_log.connectivity(&e.to_string());
+    } else {
+        warn!(error = %e, "poll error");
+    }
 }
 
 fn dead_letter_of(
