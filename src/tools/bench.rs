@@ -479,7 +479,6 @@ fn bare_consume(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<D
     Ok(Drain { took, cpu_seconds: cpu.seconds(), startup_seconds, threads: cpu.by_thread() })
 }
 
-/// What one run of the drain took.
 /// `cxpulse bench-drain`: [`bare_consume`], its figures as one JSON line on stdout.
 pub fn drain_process(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<()> {
     let drain = bare_consume(brokers, events, partitions)?;
@@ -517,6 +516,7 @@ fn drain_in_own_process(brokers: &str, events: u64, partitions: i32) -> anyhow::
     Ok(serde_json::from_str(out.trim())?)
 }
 
+/// What one run of the drain took.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Drain {
     took: Duration,

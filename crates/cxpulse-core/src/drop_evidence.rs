@@ -197,10 +197,6 @@ impl DropSettings {
     /// clears its CUSUMs. Take it once and give it to [`DropDetector::observe_tagged`]: over
     /// thirty dependent multiplies are worth not repeating per answer.
     pub fn tag(&self) -> SettingsTag {
-        SettingsTag(self.fingerprint())
-    }
-
-    fn fingerprint(&self) -> u32 {
         let mut h: u32 = 0x811c_9dc5;
         let mut eat = |bytes: &[u8]| {
             for b in bytes {
@@ -213,7 +209,7 @@ impl DropSettings {
         eat(&self.warmup_answers.to_le_bytes());
         eat(&self.baseline_answers.to_le_bytes());
         eat(&self.alarm_hold_minutes.to_le_bytes());
-        h.max(1)
+        SettingsTag(h.max(1))
     }
 
     /// The mean number of answers between false alarms that the budget allows a series with this
