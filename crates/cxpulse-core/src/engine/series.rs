@@ -22,25 +22,59 @@ pub(crate) struct SeriesInfo {
     pub last_answer_wall_ms: Option<i64>,
 }
 
-/// Two-level so that lookups borrow the event's strings.
-#[derive(Default)]
+/// Slots of [`SeriesTable`]'s lookup cache: a power of two.
+const CACHE_SLOTS: usize = 256;
+
+/// An empty cache slot.
+const NO_SERIES: SeriesId = SeriesId::MAX;
+
+/// Two-level so that lookups borrow the event's strings, with a direct-mapped cache in front:
+/// a partition that takes many pairs in turn finds each with one hash of both labels and two
+/// short comparisons, instead of two map lookups.
 pub(crate) struct SeriesTable {
     index: FastMap<Box<str>, FastMap<Box<str>, SeriesId>>,
     pub list: Vec<SeriesInfo>,
     overflow: Option<SeriesId>,
+    cache: Box<[SeriesId; CACHE_SLOTS]>,
+}
+
+impl Default for SeriesTable {
+    fn default() -> Self {
+        SeriesTable {
+            index: FastMap::default(),
+            list: Vec::new(),
+            overflow: None,
+            cache: Box::new([NO_SERIES; CACHE_SLOTS]),
+        }
+    }
+}
+
+/// The cache slot of a pair.
+#[inline]
+fn cache_slot(brand: &str, segment: &str) -> usize {
+    use xxhash_rust::xxh3::xxh3_64;
+    let hash = xxh3_64(brand.as_bytes()) ^ xxh3_64(segment.as_bytes()).rotate_left(32);
+    (hash as usize) & (CACHE_SLOTS - 1)
 }
 
 impl SeriesTable {
     /// The pair's id, interning it while under the cap; `(id, overflowed)`.
     pub fn intern(&mut self, brand: &str, segment: &str, max_series: usize) -> (SeriesId, bool) {
-        if let Some(id) = self.index.get(brand).and_then(|segments| segments.get(segment)) {
-            return (*id, false);
+        let slot = cache_slot(brand, segment);
+        let cached = self.cache[slot];
+        if cached != NO_SERIES && self.is(cached, brand, segment) {
+            return (cached, false);
+        }
+        if let Some(&id) = self.index.get(brand).and_then(|segments| segments.get(segment)) {
+            self.cache[slot] = id;
+            return (id, false);
         }
         if self.list.len() - usize::from(self.overflow.is_some()) >= max_series {
             return (self.overflow_id(), true);
         }
         let id = self.push(brand, segment);
         self.index.entry(brand.into()).or_default().insert(segment.into(), id);
+        self.cache[slot] = id;
         (id, false)
     }
 
@@ -78,5 +112,30 @@ impl SeriesTable {
             last_answer_wall_ms: None,
         });
         (self.list.len() - 1) as SeriesId
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_sharing_cache_slots_keep_their_own_ids_and_the_cap_holds() {
+        let mut table = SeriesTable::default();
+        let pairs: Vec<(String, String)> = (0..2_000)
+            .map(|i| (format!("brand{}", i % 97), format!("segment{}", i / 97)))
+            .collect();
+        let ids: Vec<(SeriesId, bool)> =
+            pairs.iter().map(|(b, s)| table.intern(b, s, 1_500)).collect();
+        // More pairs than cache slots: every slot is shared, in turns.
+        for round in 0..3 {
+            for ((brand, segment), first) in pairs.iter().zip(&ids).rev() {
+                assert_eq!(table.intern(brand, segment, 1_500), *first, "round {round}");
+            }
+        }
+        assert_eq!(ids.iter().filter(|(_, overflowed)| !overflowed).count(), 1_500);
+        for ((brand, segment), (id, overflowed)) in pairs.iter().zip(&ids) {
+            assert_eq!(table.is(*id, brand, segment), !overflowed);
+        }
     }
 }
