@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use cxpulse_core::health::Health;
-use cxpulse_core::synth::{fetch_runs, realistic_message, Synth, SynthConfig};
+use cxpulse_core::synth::{fetch_runs_of, realistic_message, Synth, SynthConfig, SynthMessage};
 use cxpulse_core::{Engine, SharedEngine};
 use cxpulse_kafka::produce::{self, Preload};
 use cxpulse_kafka::Worker;
@@ -48,12 +48,14 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
 
     print_scrape_memory()?;
 
-    let spread = core_alone(events, Partitioning::Spread)?;
-    let keyed = core_alone(events, Partitioning::Keyed)?;
+    let spread = core_alone(events, Partitioning::Spread, Mix::Compact)?;
+    let keyed = core_alone(events, Partitioning::Keyed, Mix::Compact)?;
+    let gateway = core_alone(events, Partitioning::Spread, Mix::Gateway)?;
     println!(
-        "(c) core alone (parse + validate + dedup + windows, one thread): {:.0} events/s with pairs spread over partitions, {:.0} events/s keyed by pair",
+        "(c) core alone (parse + validate + dedup + windows, one thread): compact events {:.0} events/s with pairs spread over partitions, {:.0} events/s keyed by pair; the rounds' messages (gateway mix, as producers write them) {:.0} events/s spread",
         events as f64 / spread.as_secs_f64(),
-        events as f64 / keyed.as_secs_f64()
+        events as f64 / keyed.as_secs_f64(),
+        events as f64 / gateway.as_secs_f64()
     );
 
     // Short rounds mislead: a round of 1M events lasts a second or two, in which the embedded
@@ -72,6 +74,9 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
         let cluster =
             MockCluster::new(1).map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
         cluster.create_topic(TOPIC, partitions, 1).map_err(|e| anyhow!("create topic: {e}"))?;
+        cluster
+            .create_topic(&Config::default().source.state_topic, partitions, 1)
+            .map_err(|e| anyhow!("create state topic: {e}"))?;
         let brokers = cluster.bootstrap_servers();
         let (bytes, took) = preload(&brokers, events, partitions)?;
         println!(
@@ -93,11 +98,12 @@ pub fn run(events: u64, partitions: i32) -> anyhow::Result<()> {
         let ceiling = events as f64 / drain_took.as_secs_f64();
         let rate = events as f64 / pipeline.took.as_secs_f64();
         println!(
-            "round {round} ({} first): (a) bare librdkafka consume {ceiling:.0} events/s, {:.2} CPU-s per million; (b) cxpulse full pipeline {rate:.0} events/s, {:.2} CPU-s per million; (b)/(a) {:.2}; /metrics render after the run {:.2} ms",
+            "round {round} ({} first): (a) bare librdkafka consume {ceiling:.0} events/s, {:.2} CPU-s per million; (b) cxpulse full pipeline {rate:.0} events/s, {:.2} CPU-s per million; (b)/(a) {:.2}; {} partition checkpoints written; /metrics render after the run {:.2} ms",
             if drain_first { "drain" } else { "cxpulse" },
             per_million(drain_seconds),
             per_million(pipeline.cpu_seconds),
             rate / ceiling,
+            pipeline.checkpoints,
             pipeline.render.as_secs_f64() * 1000.0
         );
         println!(
@@ -297,13 +303,19 @@ fn current_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Writes `events` realistic events (about 200 bytes, RFC 3339 times with offsets, a few fields
-/// the schema ignores) round-robin over the topic's partitions, stamped over the last 10 minutes.
+/// One message in this many is a producer's retry: the same message again, in its partition.
+const DUPLICATE_EVERY: u64 = 100;
+
+/// Writes `events` realistic messages round-robin over the topic's partitions, stamped over the
+/// last 10 minutes: the mix the gateway forwards (answers with a `response_id` and a
+/// `customer_id`, some of them corrections, lifecycle events), RFC 3339 times with offsets, a few
+/// fields the schema ignores, and one message in [`DUPLICATE_EVERY`] sent twice.
 fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, Duration)> {
     let started = Instant::now();
     let mut synth = Synth::new(SynthConfig {
         run_id: "bench".into(),
         dip_brand: None,
+        gateway_shape: true,
         ..SynthConfig::default()
     });
     let end_ms = cxpulse_kafka::util::wall_ms();
@@ -314,8 +326,21 @@ fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, 
         partitions: Some(partitions),
         flush_limit: Duration::from_secs(120),
     };
+    // Message i goes to partition i % partitions: a retry of message i - partitions lands where
+    // the first copy did, as a producer's retry of a keyed message does.
+    let lanes = partitions.max(1) as u64;
+    let mut last_in_partition: Vec<Option<SynthMessage>> = vec![None; lanes as usize];
     let bytes = produce::preload(&plan, |i| {
-        realistic_message(&mut synth, produce::spread_over_ten_minutes(end_ms, i, events))
+        let lane = (i % lanes) as usize;
+        match &last_in_partition[lane] {
+            Some(sent) if i % DUPLICATE_EVERY == DUPLICATE_EVERY - 1 => sent.clone(),
+            _ => {
+                let at = produce::spread_over_ten_minutes(end_ms, i, events);
+                let message = realistic_message(&mut synth, at);
+                last_in_partition[lane] = Some(message.clone());
+                message
+            }
+        }
     })?;
     let took = started.elapsed();
     // The embedded broker deletes a partition's oldest messages past its size limit: a round
@@ -402,26 +427,53 @@ enum Partitioning {
     Keyed,
 }
 
+/// Which messages the core-alone run takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    /// The plain synthetic events, compact (epoch-millisecond times, no extra fields).
+    Compact,
+    /// The rounds' messages: the gateway's mix as producers write them, one in
+    /// [`DUPLICATE_EVERY`] sent twice.
+    Gateway,
+}
+
 /// The engine alone on one thread, fed as the worker feeds it: runs of up to 500 messages of one
 /// partition (a fetch's worth), each run's payloads back to back in one buffer as in a fetch
 /// response. The dedup memory grows to `events` ids during the run.
-fn core_alone(events: u64, partitioning: Partitioning) -> anyhow::Result<Duration> {
+fn core_alone(events: u64, partitioning: Partitioning, mix: Mix) -> anyhow::Result<Duration> {
     const PARTITIONS: u64 = 64;
     const RUN: usize = 500;
     let mut synth = Synth::new(SynthConfig {
         run_id: "core".into(),
         dip_brand: None,
+        gateway_shape: mix == Mix::Gateway,
         ..SynthConfig::default()
     });
     let base = cxpulse_kafka::util::wall_ms();
     let keyed =
         std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
-    let runs = fetch_runs(
-        &mut synth,
+    let time_of = |i: u64| base - 600_000 + (i as i64 * 600_000 / events.max(1) as i64);
+    // As in `preload`: a retry repeats message i - PARTITIONS, which went to the same partition
+    // (spread), or the same pair's (keyed).
+    let mut last_in_lane: Vec<Option<SynthMessage>> = vec![None; PARTITIONS as usize];
+    let runs = fetch_runs_of(
         events,
         PARTITIONS as usize,
         RUN,
-        |i| base - 600_000 + (i as i64 * 600_000 / events.max(1) as i64),
+        |i| {
+            let lane = (i % PARTITIONS) as usize;
+            match (mix, &last_in_lane[lane]) {
+                (Mix::Compact, _) => synth.next_message(time_of(i)),
+                (Mix::Gateway, Some(sent)) if i % DUPLICATE_EVERY == DUPLICATE_EVERY - 1 => {
+                    sent.clone()
+                }
+                (Mix::Gateway, _) => {
+                    let message = realistic_message(&mut synth, time_of(i));
+                    last_in_lane[lane] = Some(message.clone());
+                    message
+                }
+            }
+        },
         |i, message| match partitioning {
             Partitioning::Spread => (i % PARTITIONS) as usize,
             Partitioning::Keyed => (keyed.hash_one(&message.key) % PARTITIONS) as usize,
@@ -438,10 +490,12 @@ fn core_alone(events: u64, partitioning: Partitioning) -> anyhow::Result<Duratio
         });
     }
     let took = started.elapsed();
+    let pipeline = engine.pipeline();
     anyhow::ensure!(
-        engine.pipeline().counted == events,
-        "the core counted {} of {events} events",
-        engine.pipeline().counted
+        pipeline.counted + pipeline.duplicates == events,
+        "the core counted {} of {events} events and found {} duplicates",
+        pipeline.counted,
+        pipeline.duplicates
     );
     Ok(took)
 }
@@ -544,13 +598,28 @@ struct BenchWorker {
     thread: std::thread::JoinHandle<anyhow::Result<()>>,
 }
 
+/// How often the pipeline of a round checkpoints: a round lasts a few seconds, so at the default
+/// 10 s it would end before its first checkpoint.
+const ROUND_CHECKPOINT_INTERVAL: &str = "1s";
+
 /// The real worker on its own thread, default settings, no dead-letter topic.
 fn start_worker(brokers: &str, group: &str, topic: &str) -> anyhow::Result<BenchWorker> {
+    start_worker_with(brokers, group, topic, |_| Ok(()))
+}
+
+/// [`start_worker`], with `adjust` changing the configuration first.
+fn start_worker_with(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    adjust: impl FnOnce(&mut Config) -> anyhow::Result<()>,
+) -> anyhow::Result<BenchWorker> {
     let mut config = Config::default();
     config.set_kafka("bootstrap.servers", brokers);
     config.set_kafka("group.id", group);
     config.source.topics = vec![topic.into()];
     config.source.dead_letter_topic = Some(String::new());
+    adjust(&mut config)?;
     let settings = config.compile()?;
     let worker = Worker::new(Engine::new(settings.engine.clone()).map_err(|e| anyhow!(e))?);
     let engine = worker.engine.clone();
@@ -583,12 +652,17 @@ struct PipelineRun {
     render: Duration,
     /// `cpu_seconds` by thread name.
     threads: Vec<(String, f64)>,
+    /// Partition checkpoints the state topic acknowledged while the events were counted.
+    checkpoints: u64,
 }
 
 fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<PipelineRun> {
     let cpu = PhaseCpu::start();
     let BenchWorker { settings, engine, worker, stop, thread } =
-        start_worker(brokers, "bench-pipeline", TOPIC)?;
+        start_worker_with(brokers, "bench-pipeline", TOPIC, |config| {
+            config.source.checkpoint_interval = ROUND_CHECKPOINT_INTERVAL.parse()?;
+            Ok(())
+        })?;
     let consumed = || engine.pipeline().consumed;
     let deadline = Instant::now() + Duration::from_secs(600);
     while consumed() == 0 && Instant::now() < deadline {
@@ -613,9 +687,10 @@ fn full_pipeline(brokers: &str, events: u64) -> anyhow::Result<PipelineRun> {
     );
     let render = render_started.elapsed();
     std::hint::black_box(text.len());
+    let checkpoints = worker.metrics.checkpoints.get();
     stop.store(true, Ordering::Relaxed);
     thread.join().map_err(|_| anyhow!("worker thread panicked"))??;
-    Ok(PipelineRun { took, cpu_seconds, startup_seconds, render, threads })
+    Ok(PipelineRun { took, cpu_seconds, startup_seconds, render, threads, checkpoints })
 }
 
 /// Prints [`scrape_memory`] at 10k pairs x 4 windows, 64 scrapers.
@@ -790,6 +865,7 @@ fn binary_pipeline(brokers: &str, events: u64) -> anyhow::Result<(Duration, f64)
         .args(["--log-level", "error", "run", "--brokers", brokers, "--group", "bench-binary"])
         .args(["--topic", TOPIC, "--listen", &listen.to_string()])
         .env("CXPULSE_SOURCE__DEAD_LETTER_TOPIC", "")
+        .env("CXPULSE_SOURCE__CHECKPOINT_INTERVAL", ROUND_CHECKPOINT_INTERVAL)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;

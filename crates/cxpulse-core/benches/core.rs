@@ -6,7 +6,9 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use cxpulse_core::parse::{parse_event, parse_event_reference};
-use cxpulse_core::synth::{fetch_runs, realistic_message, FetchRun, Synth, SynthConfig};
+use cxpulse_core::synth::{
+    fetch_runs, fetch_runs_of, realistic_message, FetchRun, Synth, SynthConfig, SynthMessage,
+};
 use cxpulse_core::{Engine, EngineConfig, SourcePartition};
 
 const NOW: i64 = 1_795_428_000_000;
@@ -89,13 +91,44 @@ fn runs_of(run_id: &str, count: u64, keyed: bool, time_of: impl Fn(u64) -> i64) 
     })
 }
 
+/// The messages of `cxpulse bench`'s rounds: the gateway's mix (answers with a `response_id`
+/// and a `customer_id`, some corrections, lifecycle events) as producers write them, one in a
+/// hundred a producer's retry of the partition's message before; in runs of 500, the pairs spread
+/// over 64 partitions.
+fn gateway_runs(count: u64) -> Vec<FetchRun> {
+    const PARTITIONS: u64 = 64;
+    let mut synth = Synth::new(SynthConfig {
+        run_id: "gateway".into(),
+        dip_brand: None,
+        gateway_shape: true,
+        ..SynthConfig::default()
+    });
+    let mut last_in_lane: Vec<Option<SynthMessage>> = vec![None; PARTITIONS as usize];
+    let message_of = |i: u64| {
+        let lane = (i % PARTITIONS) as usize;
+        match &last_in_lane[lane] {
+            Some(sent) if i % 100 == 99 => sent.clone(),
+            _ => {
+                let message = realistic_message(&mut synth, NOW - 600_000 + i as i64);
+                last_in_lane[lane] = Some(message.clone());
+                message
+            }
+        }
+    };
+    fetch_runs_of(count, PARTITIONS as usize, 500, message_of, |i, _| (i % PARTITIONS) as usize)
+}
+
 /// The per-event path as the worker calls it, over partition runs.
 fn process_batch(c: &mut Criterion) {
     const EVENTS: usize = 100_000;
     let mut group = c.benchmark_group("process");
     group.throughput(Throughput::Elements(EVENTS as u64));
-    for (keyed, name) in [(false, "pairs spread over partitions"), (true, "keyed by pair")] {
-        let runs = runs(EVENTS as u64, keyed);
+    let variants = [
+        ("pairs spread over partitions", runs(EVENTS as u64, false)),
+        ("keyed by pair", runs(EVENTS as u64, true)),
+        ("the bench's gateway mix as producers write it", gateway_runs(EVENTS as u64)),
+    ];
+    for (name, runs) in variants {
         let runs: Vec<TimedRun> =
             runs.iter().map(|run| (run.partition, run.payloads(), NOW)).collect();
         group.bench_function(format!("engine.process_batch x100k in runs of 500, {name}"), |b| {

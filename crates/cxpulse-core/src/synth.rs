@@ -140,6 +140,7 @@ struct Draw<'a> {
 }
 
 /// One generated message: its Kafka key (`brand/segment`) and JSON payload.
+#[derive(Clone, Debug)]
 pub struct SynthMessage {
     pub key: String,
     pub payload: String,
@@ -415,10 +416,21 @@ pub fn fetch_runs(
     time_of: impl Fn(u64) -> i64,
     partition_of: impl Fn(u64, &SynthMessage) -> usize,
 ) -> Vec<FetchRun> {
+    fetch_runs_of(count, partitions, run_len, |i| synth.next_message(time_of(i)), partition_of)
+}
+
+/// [`fetch_runs`] of the messages `message_of(i)` makes, for i in `0..count`.
+pub fn fetch_runs_of(
+    count: u64,
+    partitions: usize,
+    run_len: usize,
+    mut message_of: impl FnMut(u64) -> SynthMessage,
+    partition_of: impl Fn(u64, &SynthMessage) -> usize,
+) -> Vec<FetchRun> {
     let mut pending: Vec<FetchRun> = (0..partitions).map(|p| FetchRun::new(p as i32)).collect();
     let mut runs = Vec::new();
     for i in 0..count {
-        let message = synth.next_message(time_of(i));
+        let message = message_of(i);
         let Some(run) = pending.get_mut(partition_of(i, &message)) else { continue };
         run.push(message.payload.as_bytes());
         if run.spans.len() >= run_len {
