@@ -152,19 +152,26 @@ impl<V: Copy + Default> IdTable<V> {
 
     /// Starts loading the key's home slot into the cache: a hint with no effect on behaviour.
     #[inline]
-    #[allow(unsafe_code)]
     pub fn prefetch(&self, key: Key) {
-        let Some(slot) = self.keys.get(self.home(stored(key))) else { return };
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch reads nothing architecturally, never faults and changes no state,
-        // whatever the address; this one points into the live key array.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>((slot as *const Key).cast());
+        if let Some(slot) = self.keys.get(self.home(stored(key))) {
+            prefetch(slot);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        std::hint::black_box(slot);
     }
+}
+
+/// Starts loading the cache line of `value` (a table slot): a hint with no effect on behaviour.
+#[inline]
+#[allow(unsafe_code)]
+pub(crate) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing architecturally, never faults and changes no state,
+    // whatever the address; this one points at a live value.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    std::hint::black_box(value);
 }
 
 /// One bucket: the keys first stored while T was in `[index * span, (index + 1) * span)`.

@@ -291,6 +291,12 @@ impl CustomerBook {
         self.table.get(customer, series).filter(|c| c.newest().is_some_and(|t| t >= horizon))
     }
 
+    /// Starts loading what [`CustomerBook::apply`] looks up for the customer into the cache.
+    #[inline]
+    pub fn prefetch(&self, series: SeriesId, customer: u64) {
+        self.table.prefetch(customer, series);
+    }
+
     /// Takes in one event at the current clock.
     pub fn apply(&mut self, event: &CustomerEvent) -> Taken {
         let t = event.occurred_at_ms;

@@ -46,9 +46,50 @@ fn key_of(id: &str) -> Key {
     xxhash_rust::xxh3::xxh3_64(id.as_bytes())
 }
 
-/// The key an event is remembered by in the dedup memory.
-fn id_hash(event: &Event<'_>) -> Key {
-    key_of(&event.event_id)
+/// What counting an event looks it up by, worked out before: the hashes of its ids and, for an
+/// event of a customer when the engine knows its brand/segment pair already, the pair's series.
+struct Prepared {
+    /// The key the event is remembered by in the dedup memory.
+    id: Key,
+    /// Its `response_id`'s, for an answer that has one.
+    response: Option<Key>,
+    /// Its `customer_id`'s, for an event the customer book takes.
+    customer: Option<Key>,
+    series: Option<SeriesId>,
+}
+
+impl Prepared {
+    /// Without `series`, the series is left to the counting.
+    fn of(event: &Event<'_>, series: Option<&SeriesTable>) -> Self {
+        let (response, customer) = match &event.payload {
+            Payload::Survey { survey, response_id, customer_id, .. } => (
+                response_id.as_deref().map(key_of),
+                customer_id.as_deref().filter(|_| matches!(survey, Survey::Nps { .. })).map(key_of),
+            ),
+            Payload::Lifecycle { action: Action::Purchase | Action::Churn, customer_id } => {
+                (None, Some(key_of(customer_id)))
+            }
+            _ => (None, None),
+        };
+        // The series is only worth finding here for the customer's slot, found with it.
+        let series = series
+            .filter(|_| customer.is_some())
+            .and_then(|series| series.cached(&event.brand, &event.segment));
+        Prepared { id: key_of(&event.event_id), response, customer, series }
+    }
+
+    /// Starts loading what counting the event looks up in `state` into the cache.
+    fn prefetch(&self, state: &PartitionState) {
+        state.dedup.prefetch(self.id);
+        if let Some(response) = self.response {
+            state.answers.prefetch(response);
+        }
+        if let (Some(customer), Some(series), Some(book)) =
+            (self.customer, self.series, &state.customers)
+        {
+            book.prefetch(series, customer);
+        }
+    }
 }
 
 /// Where the clock T comes from.
@@ -251,7 +292,10 @@ impl Engine {
         self.pipeline.consumed += 1;
         self.batch_index = 0;
         let outcome = match parse_event(payload) {
-            Ok(event) => self.apply(partition, &event, id_hash(&event), wall_ms),
+            Ok(event) => {
+                let prepared = Prepared::of(&event, None);
+                self.apply(partition, &event, &prepared, wall_ms)
+            }
             Err(rejection) => Outcome::Rejected(rejection),
         };
         self.count_outcome(&outcome);
@@ -293,11 +337,12 @@ impl Engine {
         let mut parsed = Vec::with_capacity(BATCH_CHUNK.min(payloads.len()));
         for (chunk_index, chunk) in payloads.chunks(BATCH_CHUNK).enumerate() {
             parsed.clear();
+            let series = state.customers.is_some().then_some(&self.series);
             parsed.extend(chunk.iter().map(|payload| {
                 parse_event(payload).map(|event| {
-                    let hash = id_hash(&event);
-                    state.dedup.prefetch(hash);
-                    (event, hash)
+                    let prepared = Prepared::of(&event, series);
+                    prepared.prefetch(&state);
+                    (event, prepared)
                 })
             }));
             // By reference: an event is over a hundred bytes, not worth moving again.
@@ -310,9 +355,9 @@ impl Engine {
                 }
                 self.batch_index = chunk_index * BATCH_CHUNK + i;
                 let outcome = match event {
-                    Ok((event, hash)) => {
+                    Ok((event, prepared)) => {
                         counted_any = true;
-                        self.apply_in(&mut state, event, *hash, wall_ms)
+                        self.apply_in(&mut state, event, prepared, wall_ms)
                     }
                     Err(rejection) => Outcome::Rejected(rejection.clone()),
                 };
@@ -337,7 +382,10 @@ impl Engine {
         self.pipeline.replayed += 1;
         self.replaying = true;
         let outcome = match parse_event(payload) {
-            Ok(event) => self.apply(partition, &event, id_hash(&event), wall_ms),
+            Ok(event) => {
+                let prepared = Prepared::of(&event, None);
+                self.apply(partition, &event, &prepared, wall_ms)
+            }
             Err(rejection) => Outcome::Rejected(rejection),
         };
         self.replaying = false;
@@ -358,12 +406,12 @@ impl Engine {
         &mut self,
         partition: SourcePartition,
         event: &Event<'_>,
-        id_hash: Key,
+        prepared: &Prepared,
         wall_ms: i64,
     ) -> Outcome {
         let mut state =
             self.partitions.remove(&partition).unwrap_or_else(|| self.new_partition_state());
-        let outcome = self.apply_in(&mut state, event, id_hash, wall_ms);
+        let outcome = self.apply_in(&mut state, event, prepared, wall_ms);
         self.partitions.insert(partition, state);
         outcome
     }
@@ -373,9 +421,10 @@ impl Engine {
         &mut self,
         state: &mut PartitionState,
         event: &Event<'_>,
-        id_hash: Key,
+        prepared: &Prepared,
         wall_ms: i64,
     ) -> Outcome {
+        let id_hash = prepared.id;
         if self.config.clock == ClockMode::Wall {
             self.advance_clock(wall_ms);
         }
@@ -404,10 +453,9 @@ impl Engine {
         // Producers key by brand/segment, so a partition mostly sees the series it saw last: two
         // short comparisons instead of hashing both labels. (The overflow series never matches:
         // its label is refused in events.)
-        let (series, overflowed) = match state
-            .last_series
-            .filter(|&id| self.series.is(id, &event.brand, &event.segment))
-        {
+        let (series, overflowed) = match prepared.series.or_else(|| {
+            state.last_series.filter(|&id| self.series.is(id, &event.brand, &event.segment))
+        }) {
             Some(id) => (id, false),
             None => self.series.intern(&event.brand, &event.segment, self.config.max_series),
         };
@@ -458,10 +506,7 @@ impl Engine {
 
         let mut replaced_detractor = false;
         // Hashed once: the answer's correction key, and its customer's match of answers.
-        let response_key = match &event.payload {
-            Payload::Survey { response_id: Some(id), .. } => Some(key_of(id)),
-            _ => None,
-        };
+        let response_key = prepared.response;
         if let (Payload::Survey { survey, .. }, Some(key)) = (&event.payload, response_key) {
             let live_from = self.clock.answers_live_from;
             if state.answers.oldest().is_some_and(|b| b < live_from) {
@@ -499,11 +544,8 @@ impl Engine {
                 ))
             });
             book.set_clock(&self.clock.heads);
-            let customer = match &event.payload {
-                Payload::Survey { customer_id: Some(id), .. }
-                | Payload::Lifecycle { customer_id: id, .. } => key_of(id),
-                _ => 0,
-            };
+            // Every event the book takes names its customer (`customer_touch`).
+            let customer = prepared.customer.unwrap_or_default();
             // The engine refused events outside the windows already: the book takes the rest.
             book.apply(&CustomerEvent { series, customer, occurred_at_ms: occurred, touch });
         }

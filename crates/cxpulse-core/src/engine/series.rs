@@ -61,9 +61,8 @@ impl SeriesTable {
     /// The pair's id, interning it while under the cap; `(id, overflowed)`.
     pub fn intern(&mut self, brand: &str, segment: &str, max_series: usize) -> (SeriesId, bool) {
         let slot = cache_slot(brand, segment);
-        let cached = self.cache[slot];
-        if cached != NO_SERIES && self.is(cached, brand, segment) {
-            return (cached, false);
+        if let Some(id) = self.cached_in(slot, brand, segment) {
+            return (id, false);
         }
         if let Some(&id) = self.index.get(brand).and_then(|segments| segments.get(segment)) {
             self.cache[slot] = id;
@@ -76,6 +75,19 @@ impl SeriesTable {
         self.index.entry(brand.into()).or_default().insert(segment.into(), id);
         self.cache[slot] = id;
         (id, false)
+    }
+
+    /// The pair's id if the cache holds it (a pair past the cap never is): a lookup that
+    /// interns nothing, for events that may yet be refused.
+    #[inline]
+    pub fn cached(&self, brand: &str, segment: &str) -> Option<SeriesId> {
+        self.cached_in(cache_slot(brand, segment), brand, segment)
+    }
+
+    #[inline]
+    fn cached_in(&self, slot: usize, brand: &str, segment: &str) -> Option<SeriesId> {
+        let id = self.cache[slot];
+        (id != NO_SERIES && self.is(id, brand, segment)).then_some(id)
     }
 
     /// A pair from a checkpoint: the overflow pair maps to the overflow series.
