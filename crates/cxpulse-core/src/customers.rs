@@ -189,6 +189,9 @@ pub struct CustomerBook {
     tracking: bool,
     /// Customers forgotten since the last checkpoint that a checkpoint had written.
     forgotten: Vec<(SeriesId, u64)>,
+    /// While `tracking`: the customers changed since the last checkpoint (each slot marked dirty
+    /// is here), so that a checkpoint of changes finds them without a pass over the table.
+    changed: Vec<(SeriesId, u64)>,
 }
 
 impl CustomerBook {
@@ -217,6 +220,7 @@ impl CustomerBook {
             swept_head: i64::MIN,
             tracking: false,
             forgotten: Vec::new(),
+            changed: Vec::new(),
         };
         book.update_limits();
         book.swept_head = book.heads.get(longest).copied().unwrap_or(i64::MIN);
@@ -337,12 +341,16 @@ impl CustomerBook {
                 }
             }
         }
-        if known.is_none() {
-            // A forgotten customer's slot may still be there: start anew, keeping whether some
-            // checkpoint wrote it (its forgetting must then reach the checkpoints too).
-            let old = self.table.get(hash, series);
-            after = Customer { persisted: old.is_some_and(|c| c.persisted), ..after };
-        }
+        let was_dirty = match known {
+            Some(customer) => customer.dirty,
+            None => {
+                // A forgotten customer's slot may still be there: start anew, keeping whether
+                // some checkpoint wrote it (its forgetting must then reach the checkpoints too).
+                let old = self.table.get(hash, series);
+                after = Customer { persisted: old.is_some_and(|c| c.persisted), ..after };
+                old.is_some_and(|c| c.dirty)
+            }
+        };
         for (old, new) in contributions(&before).into_iter().zip(contributions(&after)) {
             if old != new {
                 if let Some((counter, at)) = old {
@@ -355,6 +363,9 @@ impl CustomerBook {
         }
         after.dirty = true;
         self.table.put(hash, series, &after);
+        if self.tracking && !was_dirty {
+            self.changed.push((series, hash));
+        }
         Taken::Counted
     }
 
@@ -437,7 +448,8 @@ impl CustomerBook {
             + rings
             + self.rings.capacity() * std::mem::size_of::<Option<Box<[TallyRing]>>>()
             + self.present.capacity() * std::mem::size_of::<SeriesId>()
-            + self.forgotten.capacity() * std::mem::size_of::<(SeriesId, u64)>()
+            + (self.forgotten.capacity() + self.changed.capacity())
+                * std::mem::size_of::<(SeriesId, u64)>()
             + self.windows.capacity() * std::mem::size_of::<WindowSpec>()
             + (self.heads.capacity() + self.future_steps.capacity()) * 8
     }

@@ -191,28 +191,46 @@ impl CustomerBook {
             }
         }
         let records = &mut segment.customers;
-        let picked = |hash: u64| match pick {
-            Pick::All => true,
-            Pick::Changed => false,
-            Pick::Slice { slice, slices } => (hash >> 40) % u64::from(slices) == u64::from(slice),
+        let mut write = |hash: u64, series: SeriesId, customer: &mut Customer| {
+            if let Some(number) = number_of(series) {
+                records.push(Record {
+                    series: number,
+                    customer: hash.to_le_bytes(),
+                    purchases: customer.purchases.map(|t| relative(t, base_ms)),
+                    answers: customer.answers.map(|a| a.map(|(t, c)| (t.wrapping_sub(base_ms), c))),
+                    fingerprint: customer.fingerprint,
+                });
+            }
+            customer.persisted = true;
+            customer.dirty = false;
         };
-        self.table.update_all(|hash, series, customer| {
-            if customer.dirty || picked(hash) {
-                if let Some(number) = number_of(series) {
-                    records.push(Record {
-                        series: number,
-                        customer: hash.to_le_bytes(),
-                        purchases: customer.purchases.map(|t| relative(t, base_ms)),
-                        answers: customer
-                            .answers
-                            .map(|a| a.map(|(t, c)| (t.wrapping_sub(base_ms), c))),
-                        fingerprint: customer.fingerprint,
+        let changed = std::mem::take(&mut self.changed);
+        match pick {
+            // Only the customers changed since the last segment: no pass over the table. A
+            // customer listed twice (forgotten and back) is written once, then no longer dirty.
+            Pick::Changed => {
+                for (series, hash) in changed {
+                    self.table.update(hash, series, |customer| {
+                        if customer.dirty {
+                            write(hash, series, customer);
+                        }
                     });
                 }
-                customer.persisted = true;
             }
-            customer.dirty = false;
-        });
+            Pick::All | Pick::Slice { .. } => {
+                let picked = |hash: u64| match pick {
+                    Pick::Slice { slice, slices } => {
+                        (hash >> 40) % u64::from(slices) == u64::from(slice)
+                    }
+                    _ => true,
+                };
+                self.table.update_all(|hash, series, customer| {
+                    if customer.dirty || picked(hash) {
+                        write(hash, series, customer);
+                    }
+                });
+            }
+        }
         // A slice applies on top of older segments: it carries the forgettings too.
         let forgotten = std::mem::take(&mut self.forgotten);
         if !matches!(pick, Pick::All) {

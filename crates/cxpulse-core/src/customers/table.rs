@@ -308,6 +308,19 @@ impl CustomerTable {
     }
 
     /// Rewrites every customer through `update` (clearing flags after a checkpoint).
+    /// Rewrites the customer through `update`, if remembered.
+    pub fn update(&mut self, hash: u64, series: u32, update: impl FnOnce(&mut Customer)) {
+        if let Ok(index) = self.probe(hash, series) {
+            let slot = &mut self.slots[index];
+            let mut customer = slot.customer();
+            let before = customer;
+            update(&mut customer);
+            if customer != before {
+                slot.set_customer(&customer);
+            }
+        }
+    }
+
     pub fn update_all(&mut self, mut update: impl FnMut(u64, u32, &mut Customer)) {
         for slot in self.slots.iter_mut().filter(|s| !s.is_empty()) {
             let mut customer = slot.customer();
