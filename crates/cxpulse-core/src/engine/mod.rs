@@ -53,24 +53,24 @@ struct Prepared {
     id: Key,
     /// Its `response_id`'s, for an answer that has one.
     response: Option<Key>,
-    /// Its `customer_id`'s, for an event the customer book takes.
-    customer: Option<Key>,
+    /// Its `customer_id`'s and what the customer did, for an event the customer book takes.
+    customer: Option<(Key, Touch)>,
     series: Option<SeriesId>,
 }
 
 impl Prepared {
     /// Without `series`, the series is left to the counting.
     fn of(event: &Event<'_>, series: Option<&SeriesTable>) -> Self {
-        let (response, customer) = match &event.payload {
-            Payload::Survey { survey, response_id, customer_id, .. } => (
-                response_id.as_deref().map(key_of),
-                customer_id.as_deref().filter(|_| matches!(survey, Survey::Nps { .. })).map(key_of),
-            ),
-            Payload::Lifecycle { action: Action::Purchase | Action::Churn, customer_id } => {
-                (None, Some(key_of(customer_id)))
+        let (response, customer_id) = match &event.payload {
+            Payload::Survey { response_id, customer_id, .. } => {
+                (response_id.as_deref().map(key_of), customer_id.as_deref())
             }
-            _ => (None, None),
+            Payload::Lifecycle { customer_id, .. } => (None, Some(&**customer_id)),
+            Payload::CustomerBase { .. } => (None, None),
         };
+        let customer = customer_touch(&event.payload, response)
+            .zip(customer_id)
+            .map(|(touch, id)| (key_of(id), touch));
         // The series is only worth finding here for the customer's slot, found with it.
         let series = series
             .filter(|_| customer.is_some())
@@ -84,7 +84,7 @@ impl Prepared {
         if let Some(response) = self.response {
             state.answers.prefetch(response);
         }
-        if let (Some(customer), Some(series), Some(book)) =
+        if let (Some((customer, _)), Some(series), Some(book)) =
             (self.customer, self.series, &state.customers)
         {
             book.prefetch(series, customer);
@@ -450,9 +450,10 @@ impl Engine {
             self.grew |= state.dedup.insert(id_hash, (), clock, state.book.is_incremental());
         }
 
-        // Producers key by brand/segment, so a partition mostly sees the series it saw last: two
-        // short comparisons instead of hashing both labels. (The overflow series never matches:
-        // its label is refused in events.)
+        // An event of a customer may have found its series already, for the prefetch. Producers
+        // key by brand/segment, so a partition mostly sees the series it saw last: two short
+        // comparisons instead of hashing both labels. (The overflow series never matches: its
+        // label is refused in events.)
         let (series, overflowed) = match prepared.series.or_else(|| {
             state.last_series.filter(|&id| self.series.is(id, &event.brand, &event.segment))
         }) {
@@ -535,7 +536,7 @@ impl Engine {
                 self.grew |= state.answers.insert(key, answer, clock, track);
             }
         }
-        if let Some(touch) = customer_touch(&event.payload, response_key) {
+        if let Some((customer, touch)) = prepared.customer {
             let book = state.customers.get_or_insert_with(|| {
                 Box::new(CustomerBook::new(
                     &self.config.windows,
@@ -544,8 +545,6 @@ impl Engine {
                 ))
             });
             book.set_clock(&self.clock.heads);
-            // Every event the book takes names its customer (`customer_touch`).
-            let customer = prepared.customer.unwrap_or_default();
             // The engine refused events outside the windows already: the book takes the rest.
             book.apply(&CustomerEvent { series, customer, occurred_at_ms: occurred, touch });
         }
