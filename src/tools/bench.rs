@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use cxpulse_core::health::Health;
-use cxpulse_core::synth::{fetch_runs_of, realistic_message, Synth, SynthConfig, SynthMessage};
+use cxpulse_core::synth::{fetch_runs_of, realistic_message, with_retries, Synth, SynthConfig};
 use cxpulse_core::{Engine, SharedEngine};
 use cxpulse_kafka::produce::{self, Preload};
 use cxpulse_kafka::Worker;
@@ -326,22 +326,11 @@ fn preload(brokers: &str, events: u64, partitions: i32) -> anyhow::Result<(u64, 
         partitions: Some(partitions),
         flush_limit: Duration::from_secs(120),
     };
-    // Message i goes to partition i % partitions: a retry of message i - partitions lands where
-    // the first copy did, as a producer's retry of a keyed message does.
-    let lanes = partitions.max(1) as u64;
-    let mut last_in_partition: Vec<Option<SynthMessage>> = vec![None; lanes as usize];
-    let bytes = produce::preload(&plan, |i| {
-        let lane = (i % lanes) as usize;
-        match &last_in_partition[lane] {
-            Some(sent) if i % DUPLICATE_EVERY == DUPLICATE_EVERY - 1 => sent.clone(),
-            _ => {
-                let at = produce::spread_over_ten_minutes(end_ms, i, events);
-                let message = realistic_message(&mut synth, at);
-                last_in_partition[lane] = Some(message.clone());
-                message
-            }
-        }
-    })?;
+    // Message i goes to partition i % partitions, the lanes of the retries.
+    let message_of = with_retries(partitions.max(1) as usize, DUPLICATE_EVERY, |i| {
+        realistic_message(&mut synth, produce::spread_over_ten_minutes(end_ms, i, events))
+    });
+    let bytes = produce::preload(&plan, message_of)?;
     let took = started.elapsed();
     // The embedded broker deletes a partition's oldest messages past its size limit: a round
     // must read every event it wrote.
@@ -443,36 +432,29 @@ enum Mix {
 fn core_alone(events: u64, partitioning: Partitioning, mix: Mix) -> anyhow::Result<Duration> {
     const PARTITIONS: u64 = 64;
     const RUN: usize = 500;
-    let mut synth = Synth::new(SynthConfig {
+    let config = SynthConfig {
         run_id: "core".into(),
         dip_brand: None,
         gateway_shape: mix == Mix::Gateway,
         ..SynthConfig::default()
-    });
+    };
+    let (mut synth, mut gateway_synth) = (Synth::new(config.clone()), Synth::new(config));
     let base = cxpulse_kafka::util::wall_ms();
     let keyed =
         std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
     let time_of = |i: u64| base - 600_000 + (i as i64 * 600_000 / events.max(1) as i64);
     // As in `preload`: a retry repeats message i - PARTITIONS, which went to the same partition
     // (spread), or the same pair's (keyed).
-    let mut last_in_lane: Vec<Option<SynthMessage>> = vec![None; PARTITIONS as usize];
+    let mut gateway_message = with_retries(PARTITIONS as usize, DUPLICATE_EVERY, |i| {
+        realistic_message(&mut gateway_synth, time_of(i))
+    });
     let runs = fetch_runs_of(
         events,
         PARTITIONS as usize,
         RUN,
-        |i| {
-            let lane = (i % PARTITIONS) as usize;
-            match (mix, &last_in_lane[lane]) {
-                (Mix::Compact, _) => synth.next_message(time_of(i)),
-                (Mix::Gateway, Some(sent)) if i % DUPLICATE_EVERY == DUPLICATE_EVERY - 1 => {
-                    sent.clone()
-                }
-                (Mix::Gateway, _) => {
-                    let message = realistic_message(&mut synth, time_of(i));
-                    last_in_lane[lane] = Some(message.clone());
-                    message
-                }
-            }
+        |i| match mix {
+            Mix::Compact => synth.next_message(time_of(i)),
+            Mix::Gateway => gateway_message(i),
         },
         |i, message| match partitioning {
             Partitioning::Spread => (i % PARTITIONS) as usize,

@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use cxpulse_core::parse::{parse_event, parse_event_reference};
 use cxpulse_core::synth::{
-    fetch_runs, fetch_runs_of, realistic_message, FetchRun, Synth, SynthConfig, SynthMessage,
+    fetch_runs, fetch_runs_of, realistic_message, with_retries, FetchRun, Synth, SynthConfig,
 };
 use cxpulse_core::{Engine, EngineConfig, SourcePartition};
 
@@ -103,18 +103,9 @@ fn gateway_runs(count: u64) -> Vec<FetchRun> {
         gateway_shape: true,
         ..SynthConfig::default()
     });
-    let mut last_in_lane: Vec<Option<SynthMessage>> = vec![None; PARTITIONS as usize];
-    let message_of = |i: u64| {
-        let lane = (i % PARTITIONS) as usize;
-        match &last_in_lane[lane] {
-            Some(sent) if i % 100 == 99 => sent.clone(),
-            _ => {
-                let message = realistic_message(&mut synth, NOW - 600_000 + i as i64);
-                last_in_lane[lane] = Some(message.clone());
-                message
-            }
-        }
-    };
+    let message_of = with_retries(PARTITIONS as usize, 100, |i| {
+        realistic_message(&mut synth, NOW - 600_000 + i as i64)
+    });
     fetch_runs_of(count, PARTITIONS as usize, 500, message_of, |i, _| (i % PARTITIONS) as usize)
 }
 

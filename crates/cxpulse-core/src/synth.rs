@@ -419,6 +419,29 @@ pub fn fetch_runs(
     fetch_runs_of(count, partitions, run_len, |i| synth.next_message(time_of(i)), partition_of)
 }
 
+/// The messages `next(i)` makes, with producers' retries: message i goes to lane
+/// `i % lanes` (a partition, when written round robin), and one in `every` is that lane's
+/// previous message again, as a producer's retry lands where its first copy did.
+pub fn with_retries(
+    lanes: usize,
+    every: u64,
+    mut next: impl FnMut(u64) -> SynthMessage,
+) -> impl FnMut(u64) -> SynthMessage {
+    let mut last_in_lane: Vec<Option<SynthMessage>> = vec![None; lanes.max(1)];
+    let every = every.max(1);
+    move |i| {
+        let lane = (i % last_in_lane.len() as u64) as usize;
+        match &last_in_lane[lane] {
+            Some(sent) if i % every == every - 1 => sent.clone(),
+            _ => {
+                let message = next(i);
+                last_in_lane[lane] = Some(message.clone());
+                message
+            }
+        }
+    }
+}
+
 /// [`fetch_runs`] of the messages `message_of(i)` makes, for i in `0..count`.
 pub fn fetch_runs_of(
     count: u64,
@@ -446,6 +469,21 @@ pub fn fetch_runs_of(
 mod tests {
     use super::*;
     use crate::parse::parse_event;
+
+    #[test]
+    fn a_retry_repeats_its_lanes_previous_message_and_nothing_else_repeats() {
+        let mut synth = Synth::new(SynthConfig { gateway_shape: true, ..SynthConfig::default() });
+        let mut next = with_retries(8, 10, |i| synth.next_message(1_800_000_000_000 + i as i64));
+        let messages: Vec<SynthMessage> = (0..200).map(&mut next).collect();
+        for (i, message) in messages.iter().enumerate() {
+            let earlier = messages[..i].iter().position(|m| m.payload == message.payload);
+            if i % 10 == 9 && i >= 8 {
+                assert_eq!(earlier, Some(i - 8), "message {i} retries message {}", i - 8);
+            } else {
+                assert_eq!(earlier, None, "message {i} is new");
+            }
+        }
+    }
 
     /// The demo's story, counted by an engine: six hours of journeys at the demo's history rate.
     /// initech's detractors churn several times as often as its promoters; elsewhere churn does

@@ -307,7 +307,6 @@ impl CustomerTable {
         self.slots.iter().filter(|s| !s.is_empty()).map(|s| (s.key, s.series, s.customer()))
     }
 
-    /// Rewrites every customer through `update` (clearing flags after a checkpoint).
     /// Rewrites the customer through `update`, if remembered.
     pub fn update(&mut self, hash: u64, series: u32, update: impl FnOnce(&mut Customer)) {
         if let Ok(index) = self.probe(hash, series) {
@@ -321,6 +320,7 @@ impl CustomerTable {
         }
     }
 
+    /// Rewrites every customer through `update` (clearing flags after a checkpoint).
     pub fn update_all(&mut self, mut update: impl FnMut(u64, u32, &mut Customer)) {
         for slot in self.slots.iter_mut().filter(|s| !s.is_empty()) {
             let mut customer = slot.customer();
