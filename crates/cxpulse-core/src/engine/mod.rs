@@ -332,7 +332,7 @@ impl Engine {
     ) {
         // The partition's state is taken out for the batch: one lookup instead of one per event.
         let taken = self.partitions.remove(&partition);
-        let mut counted_any = taken.is_some();
+        let mut keep_state = taken.is_some();
         let mut state = taken.unwrap_or_else(|| self.new_partition_state());
         let mut parsed = Vec::with_capacity(BATCH_CHUNK.min(payloads.len()));
         for (chunk_index, chunk) in payloads.chunks(BATCH_CHUNK).enumerate() {
@@ -356,7 +356,7 @@ impl Engine {
                 self.batch_index = chunk_index * BATCH_CHUNK + i;
                 let outcome = match event {
                     Ok((event, prepared)) => {
-                        counted_any = true;
+                        keep_state = true;
                         self.apply_in(&mut state, event, prepared, wall_ms)
                     }
                     Err(rejection) => Outcome::Rejected(rejection.clone()),
@@ -368,8 +368,8 @@ impl Engine {
                 outcome_of(chunk_index * BATCH_CHUNK + i, outcome);
             }
         }
-        // A partition whose messages were all refused gets no state, as with `process`.
-        if counted_any {
+        // As with `process`, a partition gets state from its first message that parses.
+        if keep_state {
             self.partitions.insert(partition, state);
         }
         self.enforce_budget_if_grown();
