@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use cxpulse_core::health::Health;
-use cxpulse_core::synth::{fetch_runs_of, realistic_message, with_retries, Synth, SynthConfig};
+use cxpulse_core::synth::{
+    fetch_runs_of, realistic_message, with_retries, Synth, SynthConfig, SynthMessage,
+};
 use cxpulse_core::{Engine, SharedEngine};
 use cxpulse_kafka::produce::{self, Preload};
 use cxpulse_kafka::Worker;
@@ -432,35 +434,35 @@ enum Mix {
 fn core_alone(events: u64, partitioning: Partitioning, mix: Mix) -> anyhow::Result<Duration> {
     const PARTITIONS: u64 = 64;
     const RUN: usize = 500;
-    let config = SynthConfig {
+    let mut synth = Synth::new(SynthConfig {
         run_id: "core".into(),
         dip_brand: None,
         gateway_shape: mix == Mix::Gateway,
         ..SynthConfig::default()
-    };
-    let (mut synth, mut gateway_synth) = (Synth::new(config.clone()), Synth::new(config));
+    });
     let base = cxpulse_kafka::util::wall_ms();
     let keyed =
         std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
     let time_of = |i: u64| base - 600_000 + (i as i64 * 600_000 / events.max(1) as i64);
-    // As in `preload`: a retry repeats message i - PARTITIONS, which went to the same partition
-    // (spread), or the same pair's (keyed).
-    let mut gateway_message = with_retries(PARTITIONS as usize, DUPLICATE_EVERY, |i| {
-        realistic_message(&mut gateway_synth, time_of(i))
-    });
-    let runs = fetch_runs_of(
-        events,
-        PARTITIONS as usize,
-        RUN,
-        |i| match mix {
-            Mix::Compact => synth.next_message(time_of(i)),
-            Mix::Gateway => gateway_message(i),
-        },
-        |i, message| match partitioning {
-            Partitioning::Spread => (i % PARTITIONS) as usize,
-            Partitioning::Keyed => (keyed.hash_one(&message.key) % PARTITIONS) as usize,
-        },
-    );
+    let message_of: Box<dyn FnMut(u64) -> SynthMessage + '_> = match mix {
+        Mix::Compact => Box::new(|i| synth.next_message(time_of(i))),
+        // As in `preload`: a retry repeats message i - PARTITIONS, which went to the same
+        // partition (spread), or the same pair's (keyed).
+        Mix::Gateway => Box::new(with_retries(PARTITIONS as usize, DUPLICATE_EVERY, |i| {
+            realistic_message(&mut synth, time_of(i))
+        })),
+    };
+    let runs =
+        fetch_runs_of(
+            events,
+            PARTITIONS as usize,
+            RUN,
+            message_of,
+            |i, message| match partitioning {
+                Partitioning::Spread => (i % PARTITIONS) as usize,
+                Partitioning::Keyed => (keyed.hash_one(&message.key) % PARTITIONS) as usize,
+            },
+        );
     let runs: Vec<(i32, Vec<&[u8]>)> =
         runs.iter().map(|run| (run.partition, run.payloads())).collect();
     let mut engine = Engine::new(Config::default().engine_config()?).map_err(|e| anyhow!(e))?;

@@ -217,6 +217,7 @@ impl CustomerBook {
                     });
                 }
             }
+            // A pass over the table, which clears every dirty flag: the list is no longer needed.
             Pick::All | Pick::Slice { .. } => {
                 let picked = |hash: u64| match pick {
                     Pick::Slice { slice, slices } => {
